@@ -1,0 +1,1 @@
+"""AI assistant domain: LLM requests and email classification."""

@@ -1,0 +1,1 @@
+"""Fikiri Jobs: the background-job layer (queue machinery, no domain logic)."""

@@ -1,0 +1,186 @@
+"""Every setting of Fikiri Jobs, read from the environment in one place.
+
+Modules never call ``os.environ`` themselves: they call :func:`get_settings`, so a newcomer
+finds every knob (and its default) here, and tests can change the environment and call
+:func:`reload_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+QUEUE_NAMES = ("email", "ai", "crm")  # short names, in the order a default worker serves them
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value we cannot use."""
+
+
+def _env_str(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _env_int(name: str, default: int, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _env_float(name: str, default: float, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, "")
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A snapshot of the environment. Field comments name the variable and its default."""
+
+    # --- connections -----------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL
+    database_url: str = field(default_factory=lambda: f"sqlite:///{PROJECT_ROOT / 'var' / 'fikiri.db'}")  # DATABASE_URL
+    queue_prefix: str = "fikiri"  # JOBS_QUEUE_PREFIX
+    # Socket timeout of request-path Redis calls (s); a dead Redis costs at most this.
+    redis_socket_timeout: float = 2.0  # JOBS_REDIS_SOCKET_TIMEOUT
+    # How long the health check waits for PING (s) and how long its answer is trusted (s).
+    health_check_timeout: float = 0.25  # JOBS_HEALTH_CHECK_TIMEOUT
+    health_check_interval: float = 1.0  # JOBS_HEALTH_CHECK_INTERVAL
+
+    # --- jobs --------------------------------------------------------------------------
+    timeout_email: int = 300  # JOBS_TIMEOUT_EMAIL
+    timeout_ai: int = 120  # JOBS_TIMEOUT_AI
+    timeout_crm: int = 30  # JOBS_TIMEOUT_CRM
+    default_max_retries: int = 3  # JOBS_DEFAULT_MAX_RETRIES
+    retry_backoff_base: float = 2.0  # JOBS_RETRY_BACKOFF_BASE: first retry waits this long (s), then x2 ...
+    retry_backoff_cap: float = 300.0  # JOBS_RETRY_BACKOFF_CAP: ... up to this (s)
+    result_ttl: int = 86_400  # JOBS_RESULT_TTL: completed jobs kept (s)
+    failure_ttl: int = 7 * 86_400  # JOBS_FAILURE_TTL: failed jobs kept (s), 7 days
+    max_payload_bytes: int = 64 * 1024  # JOBS_MAX_PAYLOAD_BYTES: JSON-encoded payload limit
+    user_index_size: int = 100  # JOBS_USER_INDEX_SIZE: newest jobs kept per user
+    user_index_ttl: int = 7 * 86_400  # JOBS_USER_INDEX_TTL: a user's index expires after this idle time (s)
+    task_modules: tuple[str, ...] = ()  # JOBS_TASK_MODULES: extra modules that register tasks
+
+    # --- threading fallback --------------------------------------------------------------
+    fallback_enabled: bool = True  # JOBS_FALLBACK_ENABLED
+    fallback_workers: int = 4  # JOBS_FALLBACK_WORKERS: threads in the in-process pool
+    fallback_max_pending: int = 1000  # JOBS_FALLBACK_MAX_PENDING: jobs waiting in the pool before enqueue refuses
+    fallback_keep: int = 10_000  # JOBS_FALLBACK_KEEP: finished fallback jobs remembered for status reads
+
+    # --- worker --------------------------------------------------------------------------
+    # Together these bound how long a job abandoned by a SIGKILLed worker takes to be retried:
+    # heartbeat interval + grace (its started-registry entry expires) + the time until another
+    # worker runs maintenance (at most max(maintenance interval, idle wake-up)).
+    worker_ttl: int = 60  # JOBS_WORKER_TTL: an idle worker wakes every worker_ttl - 15 s
+    worker_maintenance_interval: int = 30  # JOBS_WORKER_MAINTENANCE_INTERVAL (s)
+    worker_heartbeat_interval: int = 10  # JOBS_WORKER_HEARTBEAT_INTERVAL (s) while a job runs
+    worker_heartbeat_grace: int = 15  # JOBS_WORKER_HEARTBEAT_GRACE (s) past a missed heartbeat
+    worker_class: str = "fork"  # JOBS_WORKER_CLASS: fork | simple | threaded
+    worker_concurrency: int = 8  # JOBS_WORKER_CONCURRENCY: jobs at once in the threaded worker
+
+    # --- auth (HTTP API) -------------------------------------------------------------------
+    admin_token: str = ""  # JOBS_ADMIN_TOKEN
+    secret_key: str = ""  # SECRET_KEY
+    insecure_dev: bool = False  # JOBS_INSECURE_DEV
+    user_token_max_age: int = 7 * 86_400  # JOBS_USER_TOKEN_MAX_AGE (s)
+
+    def timeout_for(self, queue_short_name: str) -> int:
+        return {"email": self.timeout_email, "ai": self.timeout_ai, "crm": self.timeout_crm}.get(
+            queue_short_name, self.timeout_email
+        )
+
+    def full_queue_name(self, short_name: str) -> str:
+        return f"{self.queue_prefix}:{short_name}"
+
+
+def load_settings() -> Settings:
+    """Read the environment now."""
+    return Settings(
+        redis_url=_env_str("REDIS_URL", Settings.redis_url),
+        database_url=_env_str("DATABASE_URL", f"sqlite:///{PROJECT_ROOT / 'var' / 'fikiri.db'}"),
+        queue_prefix=_env_str("JOBS_QUEUE_PREFIX", Settings.queue_prefix),
+        redis_socket_timeout=_env_float("JOBS_REDIS_SOCKET_TIMEOUT", Settings.redis_socket_timeout, 0.01),
+        health_check_timeout=_env_float("JOBS_HEALTH_CHECK_TIMEOUT", Settings.health_check_timeout, 0.01),
+        health_check_interval=_env_float("JOBS_HEALTH_CHECK_INTERVAL", Settings.health_check_interval, 0.0),
+        timeout_email=_env_int("JOBS_TIMEOUT_EMAIL", Settings.timeout_email, 1),
+        timeout_ai=_env_int("JOBS_TIMEOUT_AI", Settings.timeout_ai, 1),
+        timeout_crm=_env_int("JOBS_TIMEOUT_CRM", Settings.timeout_crm, 1),
+        default_max_retries=_env_int("JOBS_DEFAULT_MAX_RETRIES", Settings.default_max_retries, 0),
+        retry_backoff_base=_env_float("JOBS_RETRY_BACKOFF_BASE", Settings.retry_backoff_base, 0.0),
+        retry_backoff_cap=_env_float("JOBS_RETRY_BACKOFF_CAP", Settings.retry_backoff_cap, 0.0),
+        result_ttl=_env_int("JOBS_RESULT_TTL", Settings.result_ttl, 1),
+        failure_ttl=_env_int("JOBS_FAILURE_TTL", Settings.failure_ttl, 1),
+        max_payload_bytes=_env_int("JOBS_MAX_PAYLOAD_BYTES", Settings.max_payload_bytes, 2),
+        user_index_size=_env_int("JOBS_USER_INDEX_SIZE", Settings.user_index_size, 1),
+        user_index_ttl=_env_int("JOBS_USER_INDEX_TTL", Settings.user_index_ttl, 1),
+        task_modules=_env_list("JOBS_TASK_MODULES"),
+        fallback_enabled=_env_bool("JOBS_FALLBACK_ENABLED", Settings.fallback_enabled),
+        fallback_workers=_env_int("JOBS_FALLBACK_WORKERS", Settings.fallback_workers, 1),
+        fallback_max_pending=_env_int("JOBS_FALLBACK_MAX_PENDING", Settings.fallback_max_pending, 1),
+        fallback_keep=_env_int("JOBS_FALLBACK_KEEP", Settings.fallback_keep, 1),
+        worker_ttl=_env_int("JOBS_WORKER_TTL", Settings.worker_ttl, 16),
+        worker_maintenance_interval=_env_int(
+            "JOBS_WORKER_MAINTENANCE_INTERVAL", Settings.worker_maintenance_interval, 1
+        ),
+        worker_heartbeat_interval=_env_int("JOBS_WORKER_HEARTBEAT_INTERVAL", Settings.worker_heartbeat_interval, 1),
+        worker_heartbeat_grace=_env_int("JOBS_WORKER_HEARTBEAT_GRACE", Settings.worker_heartbeat_grace, 1),
+        worker_class=_env_str("JOBS_WORKER_CLASS", Settings.worker_class),
+        worker_concurrency=_env_int("JOBS_WORKER_CONCURRENCY", Settings.worker_concurrency, 1),
+        admin_token=_env_str("JOBS_ADMIN_TOKEN", ""),
+        secret_key=_env_str("SECRET_KEY", ""),
+        insecure_dev=_env_bool("JOBS_INSECURE_DEV", False),
+        user_token_max_age=_env_int("JOBS_USER_TOKEN_MAX_AGE", Settings.user_token_max_age, 1),
+    )
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def reload_settings() -> Settings:
+    """Re-read the environment (tests, and processes that change it before first use)."""
+    global _settings
+    _settings = load_settings()
+    return _settings

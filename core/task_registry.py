@@ -1,0 +1,85 @@
+"""The task registry: the only functions a worker will ever run.
+
+A job stored in Redis names a task (``process_gmail_sync``), never a Python import path, so a
+job written by anyone with Redis access cannot make a worker run ``os.system``. Tasks register
+per queue; the built-in domain modules and ``JOBS_TASK_MODULES`` are imported on first use, in
+the web process (so enqueue can check names) and in the worker (so it can run them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.config import get_settings
+
+logger = logging.getLogger(__name__)
+
+# Domain packages whose import registers the built-in tasks.
+BUILTIN_TASK_MODULES = ("email_automation.tasks", "ai_assistant.tasks", "crm.tasks")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    queue: str  # short queue name: email, ai, crm
+    func: Callable[..., Any]
+    max_retries: int | None  # None: the queue's default
+
+
+_tasks: dict[str, dict[str, TaskSpec]] = {}
+_lock = threading.RLock()
+_loaded_modules: set[str] = set()
+
+
+def register(queue: str, name: str, func: Callable[..., Any], max_retries: int | None = None) -> TaskSpec:
+    """Register ``func`` as task ``name`` on ``queue``. Re-registering the same name replaces it."""
+    if not callable(func):
+        raise TypeError(f"task {name!r} must be callable, got {type(func).__name__}")
+    if not name or not isinstance(name, str):
+        raise ValueError("a task name must be a non-empty string")
+    if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
+        raise ValueError(f"max_retries for task {name!r} must be a whole number >= 0, got {max_retries!r}")
+    spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries)
+    with _lock:
+        _tasks.setdefault(queue, {})[name] = spec
+    return spec
+
+
+def get(queue: str, name: str) -> TaskSpec | None:
+    """The task ``name`` on ``queue``, loading task modules first if needed."""
+    load_task_modules()
+    return _tasks.get(queue, {}).get(name)
+
+
+def names(queue: str) -> list[str]:
+    load_task_modules()
+    return sorted(_tasks.get(queue, {}))
+
+
+def all_tasks() -> dict[str, list[str]]:
+    load_task_modules()
+    return {queue: sorted(tasks) for queue, tasks in sorted(_tasks.items())}
+
+
+def load_task_modules(extra: tuple[str, ...] | list[str] = ()) -> None:
+    """Import the built-in task modules, ``JOBS_TASK_MODULES`` and ``extra`` (once each)."""
+    wanted = (*BUILTIN_TASK_MODULES, *get_settings().task_modules, *extra)
+    if all(module in _loaded_modules for module in wanted):
+        return
+    with _lock:
+        for module in wanted:
+            if module in _loaded_modules:
+                continue
+            # Mark first: a task module importing core.redis_queues must not recurse here.
+            _loaded_modules.add(module)
+            try:
+                importlib.import_module(module)
+            except Exception:
+                _loaded_modules.discard(module)
+                raise
+            logger.debug("loaded task module %s", module)

@@ -1,0 +1,1 @@
+"""CRM domain: lead and contact upserts."""

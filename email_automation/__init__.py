@@ -1,0 +1,1 @@
+"""Email domain: Gmail sync job manager, Gmail API client, email sending."""

@@ -1,0 +1,17 @@
+"""Tasks of the email queue. Importing this module registers them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from core.redis_queues import email_queue
+
+logger = logging.getLogger(__name__)
+
+
+@email_queue.task(max_retries=3)
+def send_email(to: str, subject: str, body: str) -> dict[str, Any]:
+    """Send one email (thin for now: records the message; SMTP arrives with the domain work)."""
+    logger.info("send_email to=%s subject=%r", to, subject)
+    return {"delivered": False, "to": to, "subject": subject, "transport": "log"}

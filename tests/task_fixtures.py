@@ -1,0 +1,65 @@
+"""Tasks used by the tests (loaded in workers via JOBS_TASK_MODULES=tests.task_fixtures).
+
+Side effects are counted in Redis keys under ``test:`` that the test owns, so a test can prove
+how many times something really ran."""
+
+from __future__ import annotations
+
+import time
+
+from core.connection import get_redis
+from core.progress import current_job_id, report_progress
+from core.redis_queues import ai_queue, crm_queue, email_queue
+
+
+@email_queue.task(max_retries=0)
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@email_queue.task(max_retries=0)
+def record_run(key: str, value: str = "") -> str:
+    """Append ``value`` (or the job id) to the list ``key``: the order jobs ran in."""
+    get_redis().rpush(key, value or current_job_id() or "")
+    return value
+
+
+@email_queue.task(max_retries=0)
+def sleep_then_count(seconds: float, key: str) -> str:
+    """Mark start, sleep, then count one completed run."""
+    get_redis().incr(f"{key}:started")
+    time.sleep(seconds)
+    get_redis().incr(key)
+    return "slept"
+
+
+@email_queue.task(max_retries=3)
+def fail_times(key: str, times: int) -> dict:
+    """Fail the first ``times`` attempts (counted in Redis), then succeed."""
+    attempt = get_redis().incr(key)
+    get_redis().rpush(f"{key}:at", time.time())
+    if attempt <= times:
+        raise RuntimeError(f"planned failure {attempt} of {times}")
+    return {"attempts": attempt}
+
+
+@email_queue.task(max_retries=0)
+def always_fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@email_queue.task(max_retries=0)
+def with_progress(steps: int) -> int:
+    for step in range(1, steps + 1):
+        report_progress({"done": step, "total": steps})
+    return steps
+
+
+@ai_queue.task(max_retries=0)
+def ai_echo(text: str) -> str:
+    return text
+
+
+@crm_queue.task(max_retries=0)
+def crm_echo(text: str) -> str:
+    return text
