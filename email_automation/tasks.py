@@ -15,3 +15,6 @@ def send_email(to: str, subject: str, body: str) -> dict[str, Any]:
     """Send one email (thin for now: records the message; SMTP arrives with the domain work)."""
     logger.info("send_email to=%s subject=%r", to, subject)
     return {"delivered": False, "to": to, "subject": subject, "transport": "log"}
+
+
+from email_automation import gmail_sync_jobs  # noqa: E402,F401  (registers process_gmail_sync)
