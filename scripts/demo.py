@@ -1,0 +1,215 @@
+"""The main job on one machine: find or start Redis, start the worker (and the API and scheduler
+when present), push jobs through every queue and show them move.
+
+    bash scripts/run_demo.sh            # keeps the services up until Ctrl-C
+    bash scripts/run_demo.sh --once     # exits when the demo jobs have finished
+
+Redis: ``REDIS_URL`` if set, else the local 127.0.0.1:6379, else a ``redis-server`` this script
+starts and owns, else it says plainly that jobs run in the in-process fallback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+
+logger = logging.getLogger("fikiri.demo")
+
+DEMO_TASK_MODULE = "scripts.demo_tasks"
+
+
+def _ping(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.3, socket_timeout=0.5).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Services:
+    """Processes the demo started; all stopped (by PID) on exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="fikiri-demo-"))
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "wb")
+        proc = subprocess.Popen(args, env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append((name, proc))
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.tmp / f"{name}.log"
+
+    def stop_all(self) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in time; killing PID %s", name, proc.pid)
+                proc.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def find_redis(services: Services) -> str | None:
+    """REDIS_URL, else the local Redis, else one we start; None means fallback mode."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        if _ping(configured):
+            print(f"Redis: using REDIS_URL {configured}")
+            return configured
+        print(f"Redis: REDIS_URL {configured} does not answer")
+    elif _ping("redis://127.0.0.1:6379/0"):
+        print("Redis: using the local server at redis://127.0.0.1:6379/0")
+        return "redis://127.0.0.1:6379/0"
+    binary = shutil.which("redis-server")
+    if binary:
+        port = _free_port()
+        services.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(services.tmp)], dict(os.environ))
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _ping(url):
+            time.sleep(0.1)
+        if _ping(url):
+            print(f"Redis: started our own redis-server at {url}")
+            return url
+    print("Redis: none reachable and none could be started -> FALLBACK MODE: jobs run in this process's threads")
+    return None
+
+
+def service_env(redis_url: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    modules = [m for m in env.get("JOBS_TASK_MODULES", "").split(",") if m]
+    env["JOBS_TASK_MODULES"] = ",".join([*modules, DEMO_TASK_MODULE])
+    env.setdefault("JOBS_RETRY_BACKOFF_BASE", "1")
+    env.setdefault("JOBS_ADMIN_TOKEN", secrets.token_urlsafe(24))
+    env.setdefault("SECRET_KEY", secrets.token_urlsafe(32))
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    else:
+        env["REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens there: the fallback takes over
+    return env
+
+
+def enqueue_demo_jobs() -> list[tuple[str, str]]:
+    """A few jobs on each queue; returns (label, job_id) pairs."""
+    from core.redis_queues import (
+        ai_queue,
+        crm_queue,
+        email_queue,
+        process_ai_request_async,
+        send_email_async,
+        upsert_crm_contact_async,
+    )
+
+    run = uuid.uuid4().hex[:8]
+    jobs = [
+        ("email: send welcome email", send_email_async("new.user@example.com", "Welcome", "Hello!", user_id="demo")),
+        ("email: slow report (progress)", email_queue.enqueue_job("demo_slow_report", {"steps": 5}, user_id="demo")),
+        ("email: delayed 3 s", email_queue.enqueue_job("send_email", {"to": "later@example.com", "subject": "Later",
+                                                                       "body": "sent 3 s later"}, delay=3, user_id="demo")),
+        ("ai: answer a prompt", process_ai_request_async("Summarise my inbox", user_id="demo")),
+        ("ai: flaky call (fails, retries)", ai_queue.enqueue_job("demo_flaky_llm_call", {"run_key": f"demo:flaky:{run}"},
+                                                                  user_id="demo")),
+        ("crm: upsert contact", upsert_crm_contact_async("ext-42", "lead@example.com", "Ada Lead", user_id="demo")),
+        ("crm: invalid contact (fails)", crm_queue.enqueue_job("demo_invalid_contact", {"email": "not-an-email"},
+                                                               user_id="demo")),
+    ]
+    return jobs
+
+
+def watch(jobs: list[tuple[str, str]], timeout: float = 60.0) -> bool:
+    """Print each job's status whenever it changes, until all are final. True if all ended."""
+    from core.redis_queues import get_job
+
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        all_final = True
+        for label, job_id in jobs:
+            job = get_job(job_id)
+            status = job.status.value if job else "expired"
+            detail = ""
+            if job is not None:
+                if job.progress:
+                    detail = f" progress={job.progress}"
+                if job.retry_count:
+                    detail += f" retries={job.retry_count}"
+                if job.status.value == "completed":
+                    detail += f" result={job.result}"
+                if job.error:
+                    detail += f" error={job.error.strip().splitlines()[-1][:90]!r}"
+                all_final = all_final and job.status.is_final
+            line = f"  [{status:9}] {label:34} {job_id[:8]} {job.mode if job else ''}{detail}"
+            if seen.get(job_id) != line:
+                seen[job_id] = line
+                print(f"{time.strftime('%H:%M:%S')} {line}")
+        if all_final:
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--once", action="store_true", help="exit when the demo jobs are done")
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the demo jobs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    services = Services()
+    try:
+        redis_url = find_redis(services)
+        env = service_env(redis_url)
+        os.environ.update({k: env[k] for k in ("REDIS_URL", "JOBS_TASK_MODULES", "JOBS_RETRY_BACKOFF_BASE",
+                                               "JOBS_ADMIN_TOKEN", "SECRET_KEY")})
+        if redis_url:
+            services.start("worker", [sys.executable, "scripts/rq_worker.py"], env)
+            print(f"Worker: started (log: {services.log_path('worker')})")
+        print("\nEnqueueing demo jobs on the email, ai and crm queues...\n")
+        jobs = enqueue_demo_jobs()
+        finished = watch(jobs, timeout=args.timeout)
+        print("\nAll demo jobs have finished." if finished else "\nSome demo jobs did not finish in time.")
+        if args.once:
+            return 0 if finished else 1
+        print("Services keep running; press Ctrl-C to stop.")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            return 0
+    finally:
+        services.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
