@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -121,7 +122,18 @@ def _encode_payload(payload: Any, limit: int) -> dict[str, Any]:
 
 
 def _when(delay: float | int | timedelta | None, at: datetime | None) -> datetime | None:
-    """The UTC time a delayed job should run, or None to run now."""
+    """The UTC time a delayed job should run, or None to run now.
+
+    Rounded up to the next whole second: RQ's scheduler keeps whole seconds and would otherwise
+    start a job up to a second before the time asked for.
+    """
+    run_at = _requested_time(delay, at)
+    if run_at is None:
+        return None
+    return datetime.fromtimestamp(math.ceil(run_at.timestamp()), UTC)
+
+
+def _requested_time(delay: float | int | timedelta | None, at: datetime | None) -> datetime | None:
     if delay is not None and at is not None:
         raise InvalidPayloadError("give either delay or at, not both")
     if delay is not None:
