@@ -395,28 +395,33 @@ class RedisQueue:
 
     # --- acting --------------------------------------------------------------------------------
     def fail_job(self, job_id: str, error: str, retry: bool = True) -> Job:
-        """Mark a job failed by hand; with ``retry`` and attempts left, requeue it after back-off."""
-        fallback_job = get_fallback().get(job_id)
-        if fallback_job is not None:
+        """Fail a job that has not started, by hand, recording ``error``.
+
+        With ``retry`` and attempts left it is retried after the usual back-off; otherwise it
+        ends failed. A running job belongs to its worker, so it answers with a conflict.
+        """
+        if get_fallback().get(job_id) is not None:
             raise InvalidJobStateError(f"job {job_id} runs in the in-process fallback; fail_job applies to Redis jobs")
         rq_job = _fetch_rq(job_id)
-        status = rq_job.get_status(refresh=False)
-        if status in (RQStatus.FINISHED, RQStatus.FAILED, RQStatus.CANCELED, RQStatus.STOPPED):
-            raise InvalidJobStateError(f"job {job_id} is already {job_from_rq(rq_job, '').status.value}")
+        current = job_from_rq(rq_job, "")
+        if current.status not in (JobStatus.PENDING, JobStatus.DELAYED, JobStatus.RETRYING):
+            raise InvalidJobStateError(
+                f"job {job_id} is {current.status.value}; only pending, delayed or retrying jobs can be failed by hand"
+            )
         queue = _queue_of(rq_job).rq_queue
+        counters = keys.queue_counters(queue_short_name(queue.name))
+        rq_job.meta["error"] = error
         with queue.connection.pipeline() as pipe:
             queue.remove(rq_job, pipeline=pipe)
-            for registry in self._registries(queue)[:2]:
-                registry.remove(rq_job, pipeline=pipe)
-            rq_job.meta["error"] = error
-            rq_job.save_meta()
+            ScheduledJobRegistry(queue=queue).remove(rq_job, pipeline=pipe)
+            pipe.hset(rq_job.key, "meta", rq_job.serializer.dumps(rq_job.meta))
             if retry and rq_job.retries_left:
                 rq_job.retry(queue, pipe)
-                pipe.hincrby(keys.queue_counters(queue_short_name(queue.name)), "retried", 1)
+                pipe.hincrby(counters, "retried", 1)
             else:
                 rq_job.set_status(RQStatus.FAILED, pipeline=pipe)
                 FailedJobRegistry(queue=queue).add(rq_job, ttl=rq_job.failure_ttl, exc_string=error, pipeline=pipe)
-                pipe.hincrby(keys.queue_counters(queue_short_name(queue.name)), "failed", 1)
+                pipe.hincrby(counters, "failed", 1)
             pipe.execute()
         return _must_get(job_id)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -57,7 +57,7 @@ def test_oversized_payload_is_rejected_with_the_limit(jobs_env, monkeypatch):
     ({"timeout": 0}, "timeout"),
     ({"delay": -5}, "delay"),
     ({"delay": "soon"}, "delay"),
-    ({"delay": 1, "at": datetime.now(timezone.utc)}, "not both"),
+    ({"delay": 1, "at": datetime.now(UTC)}, "not both"),
     ({"at": "tomorrow"}, "at must be a datetime"),
     ({"user_id": "has space"}, "user_id"),
 ])
@@ -115,7 +115,7 @@ def test_caller_chosen_job_id_enqueued_twice_is_one_job(jobs_env, start_worker):
 def test_delay_seconds_timedelta_and_at_make_delayed_jobs(jobs_env):
     by_seconds = email_queue.enqueue_job("add", {"a": 1, "b": 1}, delay=30)
     by_timedelta = email_queue.enqueue_job("add", {"a": 1, "b": 1}, delay=timedelta(minutes=1))
-    by_at = email_queue.enqueue_job("add", {"a": 1, "b": 1}, at=datetime.now(timezone.utc) + timedelta(hours=1))
+    by_at = email_queue.enqueue_job("add", {"a": 1, "b": 1}, at=datetime.now(UTC) + timedelta(hours=1))
     for job_id in (by_seconds, by_timedelta, by_at):
         assert get_job(job_id).status == JobStatus.DELAYED
     assert email_queue.get_stats()["delayed_jobs"] == 3
