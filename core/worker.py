@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from rq import SimpleWorker, Worker
 from rq.job import JobStatus as RQStatus
 from rq.queue import Queue
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 
 from core import job_events
 from core.config import Settings, get_settings
@@ -30,6 +32,25 @@ from core.rq_job import SERIALIZER, TaskJob, queue_short_name
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 8000
+
+_COMPARE_AND_DELETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _compare_and_delete(connection: Any, keys: list[str], args: list[Any]) -> bool:
+    return bool(connection.eval(_COMPARE_AND_DELETE, len(keys), *keys, *args))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _duration(job: Any) -> float:
@@ -94,6 +115,36 @@ class TaskWorkerMixin:
                 error=error, finished_at=time.time(),
             ),
         )
+
+    def run_maintenance_tasks(self) -> None:
+        self._reclaim_dead_scheduler_locks()
+        super().run_maintenance_tasks()  # type: ignore[misc]
+
+    def _reclaim_dead_scheduler_locks(self) -> None:
+        """Free scheduler locks held by a dead scheduler process on this host.
+
+        RQ's scheduler lock outlives a SIGKILLed holder by 61 s; until then nobody moves retries
+        and delayed jobs to their queues. A lock whose holder ran on this host under a PID that no
+        longer exists is released (compare-and-delete), so our next maintenance takes it over.
+        """
+        connection = self.connection  # type: ignore[attr-defined]
+        hostname = socket.gethostname()
+        for queue in self.queues:  # type: ignore[attr-defined]
+            lock_key = SCHEDULER_LOCKING_KEY_TEMPLATE % queue.name
+            try:
+                holder = connection.get(lock_key)
+                if not holder:
+                    continue
+                info = connection.hgetall(SCHEDULER_KEY_TEMPLATE % holder.decode())
+                if info.get(b"hostname", b"").decode() != hostname or not info.get(b"pid"):
+                    continue
+                pid = int(info[b"pid"])
+                if _pid_alive(pid):
+                    continue
+                if _compare_and_delete(connection, keys=[lock_key], args=[holder]):
+                    logger.warning("released scheduler lock of %s held by dead PID %s", queue.name, pid)
+            except Exception:
+                logger.exception("could not check the scheduler lock of %s", queue.name)
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
         """Cold shutdown: stop the job in hand and put it back at the front of its queue."""

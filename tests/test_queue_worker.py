@@ -1,0 +1,120 @@
+"""The worker process (scripts/rq_worker.py): shutdown signals, SIGKILL recovery and its options."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from core.job_model import JobStatus
+from core.redis_queues import ai_queue, crm_queue, email_queue, get_job
+from tests.servers import ROOT, wait_until, worker_env
+
+
+def running(job_id, timeout=20):
+    wait_until(lambda: get_job(job_id).status == JobStatus.RUNNING, timeout=timeout, message=f"{job_id} to start")
+
+
+def completed(job_id, timeout=40):
+    return wait_until(lambda: (j := get_job(job_id)) and j.status == JobStatus.COMPLETED and j, timeout=timeout,
+                      message=f"{job_id} to complete")
+
+
+def test_sigterm_finishes_the_job_in_hand_and_exits_zero(jobs_env, start_worker):
+    job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 2, "key": "test:warm"})
+    waiting = email_queue.enqueue_job("add", {"a": 1, "b": 1})
+    worker = start_worker("email")
+    running(job_id)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert get_job(job_id).status == JobStatus.COMPLETED
+    assert int(jobs_env.client().get("test:warm")) == 1
+    assert get_job(waiting).status == JobStatus.PENDING  # not taken by a stopping worker
+
+
+def test_second_sigterm_requeues_the_job_for_another_worker(jobs_env, start_worker):
+    job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 4, "key": "test:cold"}, max_retries=0)
+    worker = start_worker("email")
+    running(job_id)
+    worker.signal(signal.SIGTERM)
+    time.sleep(1.2)  # RQ ignores a second signal within 1 s of the first
+    worker.signal(signal.SIGTERM)
+    worker.wait(30)
+    assert get_job(job_id).status == JobStatus.PENDING
+    assert jobs_env.client().get("test:cold") is None
+    start_worker("email")
+    completed(job_id)
+    assert int(jobs_env.client().get("test:cold")) == 1
+    assert int(jobs_env.client().get("test:cold:started")) == 2
+
+
+def test_sigkill_mid_job_is_retried_by_another_worker(jobs_env, start_worker):
+    job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 3, "key": "test:killed"}, max_retries=2)
+    victim = start_worker("email")
+    running(job_id)
+    killed_at = time.monotonic()
+    victim.kill_hard()
+    start_worker("email")
+    job = completed(job_id, timeout=60)
+    recovery = time.monotonic() - killed_at
+    assert job.retry_count == 1
+    assert int(jobs_env.client().get("test:killed")) == 1
+    # Heartbeat 1 s + grace 2 s, sweep every 2 s (test settings) + the 3 s job.
+    assert recovery < 45, f"recovery took {recovery:.1f}s"
+
+
+def test_sigkill_with_no_attempts_left_ends_failed_with_a_reason(jobs_env, start_worker):
+    job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 5, "key": "test:lost"}, max_retries=0)
+    victim = start_worker("email")
+    running(job_id)
+    victim.kill_hard()
+    start_worker("email")
+    job = wait_until(lambda: (j := get_job(job_id)) and j.status == JobStatus.FAILED and j, timeout=60)
+    assert job.error and "Abandoned" in job.error
+
+
+def test_worker_serves_only_the_named_queues(jobs_env, start_worker):
+    email_id = email_queue.enqueue_job("add", {"a": 1, "b": 1})
+    ai_id = ai_queue.enqueue_job("ai_echo", {"text": "hi"})
+    crm_id = crm_queue.enqueue_job("crm_echo", {"text": "hi"})
+    start_worker("ai", "crm", "--burst").wait(60)
+    assert get_job(ai_id).result == "hi" and get_job(crm_id).result == "hi"
+    assert get_job(email_id).status == JobStatus.PENDING
+
+
+def test_unknown_queue_name_exits_nonzero_with_a_clear_message(jobs_env):
+    proc = subprocess.run([sys.executable, "scripts/rq_worker.py", "emails"], cwd=ROOT, capture_output=True,
+                          text=True, env=worker_env(jobs_env.url), timeout=60)
+    assert proc.returncode == 2
+    assert "unknown queue 'emails'" in proc.stderr and "accepted: email" in proc.stderr
+
+
+def test_simple_worker_class_runs_jobs(jobs_env, start_worker):
+    ids = [email_queue.enqueue_job("add", {"a": i, "b": i}) for i in range(3)]
+    worker = start_worker("email", "--burst", "--worker-class", "simple")
+    assert worker.wait(60) == 0
+    assert [get_job(i).result for i in ids] == [0, 2, 4]
+    assert "SimpleTaskWorker" in worker.log()
+
+
+def test_two_processes_share_the_work(jobs_env, start_worker):
+    ids = [email_queue.enqueue_job("sleep_then_count", {"seconds": 1, "key": "test:pair"}) for _ in range(4)]
+    worker = start_worker("email", "--processes", "2")
+    for job_id in ids:
+        completed(job_id)
+    names = {get_job(job_id) and jobs_env.client().hget(f"rq:job:{job_id}", "worker_name") for job_id in ids}
+    assert len(names) == 2
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def test_import_option_loads_a_task_module(jobs_env, start_worker):
+    # The test process knows the demo tasks; the worker learns them only through --import.
+    from core.task_registry import load_task_modules
+
+    load_task_modules(["scripts.demo_tasks"])
+    job_id = crm_queue.enqueue_job("demo_invalid_contact", {"email": "x"})
+    start_worker("crm", "--burst", "--import", "scripts.demo_tasks").wait(60)
+    job = get_job(job_id)
+    assert job.status == JobStatus.FAILED and "is not valid" in job.error
