@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from flask import Blueprint, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -40,6 +41,11 @@ def install_error_handlers(bp: Blueprint) -> None:
     @bp.errorhandler(JobsError)
     def _jobs_error(exc: JobsError):
         return error(exc.code, exc.message, exc.http_status)
+
+    @bp.errorhandler(redis.RedisError)
+    def _redis_down(exc: redis.RedisError):
+        logger.warning("Redis error on %s %s: %s", request.method, request.path, exc)
+        return error("unavailable", "Redis is unreachable; only jobs in the in-process fallback can be read", 503)
 
     @bp.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

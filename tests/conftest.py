@@ -63,3 +63,36 @@ def start_worker(jobs_env: RedisServer, tmp_path) -> Iterator:
     if os.environ.get("FIKIRI_SHOW_WORKER_LOGS"):
         for worker in started:
             print(worker.log())
+
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+SECRET_KEY = "test-secret-key-for-user-tokens"
+
+
+@pytest.fixture
+def api_env(jobs_env: RedisServer, monkeypatch: pytest.MonkeyPatch) -> RedisServer:
+    """jobs_env plus an admin token and a secret key, as a production API would have."""
+    monkeypatch.setenv("JOBS_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("SECRET_KEY", SECRET_KEY)
+    monkeypatch.delenv("JOBS_INSECURE_DEV", raising=False)
+    reload_settings()
+    return jobs_env
+
+
+@pytest.fixture
+def client(api_env: RedisServer):
+    """Flask's test client on create_app()."""
+    from app import create_app
+
+    return create_app().test_client()
+
+
+@pytest.fixture
+def api_server(api_env: RedisServer, tmp_path) -> Iterator:
+    """gunicorn serving create_app() on loopback, with the same settings as this process."""
+    from tests.api_server import ApiServer
+
+    server = ApiServer(api_env.url, {"JOBS_ADMIN_TOKEN": ADMIN_TOKEN, "SECRET_KEY": SECRET_KEY},
+                       tmp_path / "gunicorn.log")
+    yield server
+    server.stop()

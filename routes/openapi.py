@@ -1,0 +1,132 @@
+"""The OpenAPI 3 document of the /api/jobs blueprint (kept true by tests/test_api_openapi.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.config import QUEUE_NAMES
+
+_JOB_STATUSES = ["pending", "delayed", "running", "completed", "failed", "retrying", "canceled"]
+
+
+def _ok(data_schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["success", "data"],
+        "properties": {"success": {"type": "boolean", "enum": [True]}, "data": data_schema},
+    }
+
+
+def _response(description: str, data_schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ok(data_schema)}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    names = {400: "bad input", 401: "missing or invalid token", 403: "not allowed for this token",
+             404: "not found", 409: "not possible in the job's state", 413: "body too large",
+             415: "body is not JSON", 503: "Redis unreachable or API not configured"}
+    return {str(s): {"description": names[s], "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}}}} for s in statuses}
+
+
+_JOB_ID = {"name": "job_id", "in": "path", "required": True,
+           "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"}}
+_QUEUE = {"name": "queue_name", "in": "path", "required": True,
+          "schema": {"type": "string", "enum": [*QUEUE_NAMES, *(f"fikiri:{q}" for q in QUEUE_NAMES)]}}
+_LIMIT = {"name": "limit", "in": "query", "required": False,
+          "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
+_JOB = {"$ref": "#/components/schemas/Job"}
+_STATS = {"$ref": "#/components/schemas/QueueStats"}
+_AUTH = [{"bearerAuth": []}]
+# Required with the admin token (whose jobs run for the named user), ignored with a user token.
+_USER_ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_.@+:-]{1,128}$",
+                   "description": "required with the admin token; a user token always acts for its own user"}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Fikiri Jobs API", "version": "1.0.0",
+                 "description": "Poll background jobs, read queue health, start work. "
+                                "Send 'Authorization: Bearer <token>' (admin token or a user token)."},
+        "servers": [{"url": "/"}],
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["success", "error"], "properties": {
+                    "success": {"type": "boolean", "enum": [False]},
+                    "error": {"type": "object", "required": ["code", "message"], "properties": {
+                        "code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Job": {"type": "object", "required": ["job_id", "status", "queue", "task_name", "mode"],
+                        "properties": {
+                            "job_id": {"type": "string"}, "status": {"type": "string", "enum": _JOB_STATUSES},
+                            "queue": {"type": "string"}, "task_name": {"type": "string"},
+                            "payload": {"type": "object"}, "result": {}, "error": {"type": "string", "nullable": True},
+                            "retry_count": {"type": "integer"}, "max_retries": {"type": "integer"}, "progress": {},
+                            "user_id": {"type": "string", "nullable": True},
+                            "created_at": {"type": "number", "nullable": True},
+                            "started_at": {"type": "number", "nullable": True},
+                            "completed_at": {"type": "number", "nullable": True},
+                            "mode": {"type": "string", "enum": ["redis", "fallback"]}}},
+                "QueueStats": {"type": "object", "required": ["queue", "stats"], "properties": {
+                    "queue": {"type": "string"},
+                    "stats": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+            },
+        },
+        "paths": {
+            "/api/jobs/{job_id}": {"get": {
+                "summary": "A job's status", "security": _AUTH, "parameters": [_JOB_ID],
+                "responses": {"200": _response("the job", _JOB), **_errors(400, 401, 404, 503)}}},
+            "/api/jobs/{job_id}/cancel": {"post": {
+                "summary": "Cancel a pending or delayed job", "security": _AUTH, "parameters": [_JOB_ID],
+                "responses": {"200": _response("the job after the change", _JOB), **_errors(400, 401, 404, 409, 503)}}},
+            "/api/jobs/{job_id}/retry": {"post": {
+                "summary": "Requeue a failed job (admin)", "security": _AUTH, "parameters": [_JOB_ID],
+                "responses": {"200": _response("the job after the change", _JOB),
+                              **_errors(400, 401, 403, 404, 409, 503)}}},
+            "/api/jobs/queue/{queue_name}/stats": {"get": {
+                "summary": "One queue's counts (admin)", "security": _AUTH, "parameters": [_QUEUE],
+                "responses": {"200": _response("the counts", _STATS), **_errors(401, 403, 404, 503)}}},
+            "/api/jobs/queues/stats": {"get": {
+                "summary": "Every queue's counts (admin)", "security": _AUTH,
+                "responses": {"200": _response("the counts", {"type": "array", "items": _STATS}),
+                              **_errors(401, 403, 503)}}},
+            "/api/jobs/queue/{queue_name}/failed": {"get": {
+                "summary": "Failed jobs, newest first (admin)", "security": _AUTH, "parameters": [_QUEUE, _LIMIT],
+                "responses": {"200": _response("the failed jobs", {"type": "object", "properties": {
+                    "queue": {"type": "string"}, "jobs": {"type": "array", "items": _JOB}}}),
+                    **_errors(400, 401, 403, 404, 503)}}},
+            "/api/jobs/user/{user_id}/recent": {"get": {
+                "summary": "A user's newest jobs", "security": _AUTH,
+                "parameters": [{"name": "user_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.@+:-]{1,128}$"}}, _LIMIT],
+                "responses": {"200": _response("the jobs", {"type": "object", "properties": {
+                    "user_id": {"type": "string"}, "jobs": {"type": "array", "items": _JOB}}}),
+                    **_errors(400, 401, 403, 503)}}},
+            "/api/jobs/sync/trigger": {"post": {
+                "summary": "Start a Gmail sync for the caller (admin: for body.user_id)", "security": _AUTH,
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {
+                        "sync_type": {"type": "string", "enum": ["manual", "incremental", "full"]},
+                        "user_id": _USER_ID_SCHEMA}}}}},
+                "responses": {"202": _response("queued", {"type": "object", "properties": {
+                    "job_id": {"type": "string"}}}), **_errors(400, 401, 413, 415, 503)}}},
+            "/api/jobs/ai/trigger": {"post": {
+                "summary": "Run an AI request for the caller (admin: for body.user_id)", "security": _AUTH,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["prompt"], "properties": {
+                        "prompt": {"type": "string", "minLength": 1, "maxLength": 8000},
+                        "user_id": _USER_ID_SCHEMA}}}}},
+                "responses": {"202": _response("queued", {"type": "object", "properties": {
+                    "job_id": {"type": "string"}}}), **_errors(400, 401, 413, 415, 503)}}},
+            "/api/jobs/health": {"get": {
+                "summary": "Redis reachable, mode; with the admin token, workers per queue",
+                "responses": {"200": _response("health", {"type": "object", "properties": {
+                    "status": {"type": "string", "enum": ["ok", "degraded"]}, "redis": {"type": "boolean"},
+                    "mode": {"type": "string"}}}), **_errors(401, 503)}}},
+            "/api/jobs/openapi.json": {"get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3 document",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        },
+    }
