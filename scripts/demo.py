@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
+import requests  # noqa: E402
 
 logger = logging.getLogger("fikiri.demo")
 
@@ -178,6 +179,41 @@ def watch(jobs: list[tuple[str, str]], timeout: float = 60.0) -> bool:
     return False
 
 
+def start_api(services: Services, env: dict[str, str]) -> str | None:
+    """gunicorn serving app:create_app() on DEMO_API_PORT (default 5000, or a free port)."""
+    port = int(os.environ.get("DEMO_API_PORT", "5000"))
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    services.start("api", [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                           "--threads", "4", "app:create_app()"], env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(base + "/api/jobs/health", timeout=1).ok:
+                print(f"API: gunicorn at {base} (log: {services.log_path('api')})")
+                return base
+        except requests.RequestException:
+            time.sleep(0.2)
+    print(f"API: did not start; see {services.log_path('api')}")
+    return None
+
+
+def show_api(base: str, env: dict[str, str], jobs: list[tuple[str, str]]) -> None:
+    """Prove the API answers, and print curl lines a newcomer can copy."""
+    from core.auth import issue_user_token
+
+    admin = env["JOBS_ADMIN_TOKEN"]
+    job_id = jobs[0][1]
+    answer = requests.get(f"{base}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {admin}"}, timeout=5)
+    print(f"\nGET /api/jobs/{job_id} -> {answer.status_code} status={answer.json()['data']['status']}")
+    print("\nTry the API (admin token, then a user token for user 'demo'):")
+    print(f"  curl -s -H 'Authorization: Bearer {admin}' {base}/api/jobs/{job_id}")
+    print(f"  curl -s -H 'Authorization: Bearer {admin}' {base}/api/jobs/queues/stats")
+    print(f"  curl -s -H 'Authorization: Bearer {issue_user_token('demo')}' {base}/api/jobs/user/demo/recent")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--once", action="store_true", help="exit when the demo jobs are done")
@@ -194,10 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         if redis_url:
             services.start("worker", [sys.executable, "scripts/rq_worker.py"], env)
             print(f"Worker: started (log: {services.log_path('worker')})")
+        api_base = start_api(services, env)
+
         print("\nEnqueueing demo jobs on the email, ai and crm queues...\n")
         jobs = enqueue_demo_jobs()
         finished = watch(jobs, timeout=args.timeout)
         print("\nAll demo jobs have finished." if finished else "\nSome demo jobs did not finish in time.")
+        if api_base:
+            show_api(api_base, env, jobs)
         if args.once:
             return 0 if finished else 1
         print("Services keep running; press Ctrl-C to stop.")

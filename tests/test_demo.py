@@ -1,0 +1,22 @@
+"""The README's main command: the demo runs end to end (worker, API, jobs on every queue)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.servers import ROOT, free_port, worker_env
+
+
+def test_demo_runs_once_and_every_job_ends(redis_server):
+    env = worker_env(redis_server.url, {"DEMO_API_PORT": str(free_port())})
+    env.pop("JOBS_TASK_MODULES")
+    proc = subprocess.run([sys.executable, "scripts/demo.py", "--once", "--timeout", "60"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert f"using REDIS_URL {redis_server.url}" in out
+    assert "All demo jobs have finished." in out
+    assert "[retrying ] ai: flaky call" in out and "[completed] ai: flaky call" in out
+    assert "[failed   ] crm: invalid contact" in out
+    assert "-> 200 status=completed" in out and "curl -s -H 'Authorization: Bearer" in out
