@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from core.config import get_settings
 from routes.common import _HTTP_CODES, error
 from routes.jobs import jobs_bp
+from routes.ops import register_ops
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ def register_jobs(app: Flask) -> None:
     _json_errors_under_prefix(app, API_PREFIX)
 
 
-# Further blueprints (ops endpoints, dashboard) add their registration functions here.
-EXTRA_REGISTRARS: list[Callable[[Flask], None]] = []
+# Further blueprints: operator endpoints and /metrics (and the dashboard, when present).
+EXTRA_REGISTRARS: list[Callable[[Flask], None]] = [register_ops]
 
 
 def create_app() -> Flask:

@@ -11,3 +11,9 @@ from core.redis_queues import ai_queue
 def process_ai_request(prompt: str, user_id: str | None = None) -> dict[str, Any]:
     """Answer a prompt (thin for now: a deterministic local answer)."""
     return {"engine": "local", "user_id": user_id, "answer": f"received {len(prompt)} characters"}
+
+
+@ai_queue.task(max_retries=0)
+def process_unclassified(limit: int = 50) -> dict[str, Any]:
+    """Classify up to ``limit`` unclassified messages (thin until the domain work lands)."""
+    return {"classified": 0, "limit": limit}

@@ -113,6 +113,15 @@ class Settings:
     worker_class: str = "fork"  # JOBS_WORKER_CLASS: fork | simple | threaded
     worker_concurrency: int = 8  # JOBS_WORKER_CONCURRENCY: jobs at once in the threaded worker
 
+    # --- periodic jobs (scheduler) -----------------------------------------------------------
+    email_sync_interval_minutes: float = 5.0  # EMAIL_SYNC_INTERVAL_MINUTES
+    ai_processing_interval_minutes: float = 10.0  # AI_PROCESSING_INTERVAL_MINUTES
+    ai_processing_batch_size: int = 50  # AI_PROCESSING_BATCH_SIZE
+    cleanup_cron: str = "0 2 * * *"  # JOBS_CLEANUP_CRON (UTC)
+    digest_cron: str = "0 8 * * *"  # JOBS_DIGEST_CRON (UTC)
+    digest_to: str = "ops@localhost"  # JOBS_DIGEST_TO: who gets the daily digest
+    scheduler_interval: float = 5.0  # JOBS_SCHEDULER_INTERVAL: seconds between scheduler polls
+
     # --- auth (HTTP API) -------------------------------------------------------------------
     admin_token: str = ""  # JOBS_ADMIN_TOKEN
     secret_key: str = ""  # SECRET_KEY
@@ -161,6 +170,15 @@ def load_settings() -> Settings:
         worker_heartbeat_grace=_env_int("JOBS_WORKER_HEARTBEAT_GRACE", Settings.worker_heartbeat_grace, 1),
         worker_class=_env_str("JOBS_WORKER_CLASS", Settings.worker_class),
         worker_concurrency=_env_int("JOBS_WORKER_CONCURRENCY", Settings.worker_concurrency, 1),
+        email_sync_interval_minutes=_env_float("EMAIL_SYNC_INTERVAL_MINUTES", Settings.email_sync_interval_minutes, 0.01),
+        ai_processing_interval_minutes=_env_float(
+            "AI_PROCESSING_INTERVAL_MINUTES", Settings.ai_processing_interval_minutes, 0.01
+        ),
+        ai_processing_batch_size=_env_int("AI_PROCESSING_BATCH_SIZE", Settings.ai_processing_batch_size, 1),
+        cleanup_cron=_env_str("JOBS_CLEANUP_CRON", Settings.cleanup_cron),
+        digest_cron=_env_str("JOBS_DIGEST_CRON", Settings.digest_cron),
+        digest_to=_env_str("JOBS_DIGEST_TO", Settings.digest_to),
+        scheduler_interval=_env_float("JOBS_SCHEDULER_INTERVAL", Settings.scheduler_interval, 0.1),
         admin_token=_env_str("JOBS_ADMIN_TOKEN", ""),
         secret_key=_env_str("SECRET_KEY", ""),
         insecure_dev=_env_bool("JOBS_INSECURE_DEV", False),

@@ -22,3 +22,8 @@ def queue_counters(queue_short: str) -> str:
     """HASH of lifetime counters for a queue: enqueued, completed, failed, retried, canceled."""
     return f"{_p()}:stats:{queue_short}"
 
+
+
+def users_with_jobs() -> str:
+    """SET of user ids that have a job index; lets the nightly cleanup walk the indexes without SCAN."""
+    return f"{_p()}:users"

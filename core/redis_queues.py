@@ -313,6 +313,7 @@ class RedisQueue:
             pipe.lpush(user_key, job_id)
             pipe.ltrim(user_key, 0, settings.user_index_size - 1)
             pipe.expire(user_key, settings.user_index_ttl)
+            pipe.sadd(keys.users_with_jobs(), user)
 
     def _enqueue_fallback(
         self,

@@ -20,7 +20,7 @@ from core.config import get_settings
 logger = logging.getLogger(__name__)
 
 # Domain packages whose import registers the built-in tasks.
-BUILTIN_TASK_MODULES = ("email_automation.tasks", "ai_assistant.tasks", "crm.tasks")
+BUILTIN_TASK_MODULES = ("core.maintenance", "email_automation.tasks", "ai_assistant.tasks", "crm.tasks")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from rq.job import JobStatus as RQStatus
 from rq.queue import Queue
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 
-from core import job_events
+from core import job_events, monitoring  # noqa: F401  (monitoring registers the metrics recorder)
 from core.config import Settings, get_settings
 from core.rq_job import SERIALIZER, TaskJob, queue_short_name
 

@@ -18,3 +18,9 @@ def send_email(to: str, subject: str, body: str) -> dict[str, Any]:
 
 
 from email_automation import gmail_sync_jobs  # noqa: E402,F401  (registers process_gmail_sync)
+
+
+@email_queue.task(max_retries=0)
+def sync_all_users() -> dict[str, Any]:
+    """Queue a Gmail sync for every connected account (thin until the domain work lands)."""
+    return {"queued": 0, "users": []}

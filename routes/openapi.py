@@ -38,6 +38,11 @@ _LIMIT = {"name": "limit", "in": "query", "required": False,
 _JOB = {"$ref": "#/components/schemas/Job"}
 _STATS = {"$ref": "#/components/schemas/QueueStats"}
 _AUTH = [{"bearerAuth": []}]
+_PERIODIC_ID = {"name": "periodic_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_PERIODIC = {"type": "object", "properties": {
+    "id": {"type": "string"}, "name": {"type": "string"}, "task": {"type": "string"}, "queue": {"type": "string"},
+    "trigger": {"type": "string"}, "next_run": {"type": "number", "nullable": True},
+    "paused": {"type": "boolean"}, "last_run": {"type": "number", "nullable": True}}}
 # Required with the admin token (whose jobs run for the named user), ignored with a user token.
 _USER_ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_.@+:-]{1,128}$",
                    "description": "required with the admin token; a user token always acts for its own user"}
@@ -124,6 +129,46 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _response("health", {"type": "object", "properties": {
                     "status": {"type": "string", "enum": ["ok", "degraded"]}, "redis": {"type": "boolean"},
                     "mode": {"type": "string"}}}), **_errors(401, 503)}}},
+            "/api/jobs/scheduler/status": {"get": {
+                "summary": "Periodic jobs with trigger, next run, pause state (admin)", "security": _AUTH,
+                "responses": {"200": _response("the periodic jobs", {"type": "object", "properties": {
+                    "jobs": {"type": "array", "items": _PERIODIC}, "scheduled_total": {"type": "integer"}}}),
+                    **_errors(401, 403, 503)}}},
+            "/api/jobs/scheduler/{periodic_id}/pause": {"post": {
+                "summary": "Pause a periodic job (admin)", "security": _AUTH, "parameters": [_PERIODIC_ID],
+                "responses": {"200": _response("the periodic job", _PERIODIC), **_errors(401, 403, 404, 503)}}},
+            "/api/jobs/scheduler/{periodic_id}/resume": {"post": {
+                "summary": "Resume a periodic job (admin)", "security": _AUTH, "parameters": [_PERIODIC_ID],
+                "responses": {"200": _response("the periodic job", _PERIODIC), **_errors(401, 403, 404, 503)}}},
+            "/api/jobs/scheduler/{periodic_id}/run": {"post": {
+                "summary": "Run a periodic job now (admin)", "security": _AUTH, "parameters": [_PERIODIC_ID],
+                "responses": {"202": _response("queued", {"type": "object", "properties": {
+                    "id": {"type": "string"}, "job_id": {"type": "string"}}}), **_errors(401, 403, 404, 503)}}},
+            "/api/jobs/scheduler/{periodic_id}": {"delete": {
+                "summary": "Unschedule a periodic job until the next registration (admin)", "security": _AUTH,
+                "parameters": [_PERIODIC_ID],
+                "responses": {"200": _response("removed", {"type": "object"}), **_errors(401, 403, 404, 503)}}},
+            "/api/jobs/monitor/stats": {"get": {
+                "summary": "Task metrics (admin)", "security": _AUTH,
+                "parameters": [{"name": "task", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {"200": _response("metrics per task", {"type": "object", "properties": {
+                    "tasks": {"type": "object"}}}), **_errors(401, 403, 503)}}},
+            "/api/jobs/monitor/{task}/history": {"get": {
+                "summary": "A task's newest executions (admin)", "security": _AUTH,
+                "parameters": [{"name": "task", "in": "path", "required": True, "schema": {"type": "string"}},
+                               _LIMIT],
+                "responses": {"200": _response("executions", {"type": "object", "properties": {
+                    "task": {"type": "string"}, "executions": {"type": "array", "items": {"type": "object"}}}}),
+                    **_errors(400, 401, 403, 503)}}},
+            "/api/jobs/monitor/failures": {"get": {
+                "summary": "Recent failures across tasks (admin)", "security": _AUTH,
+                "parameters": [{"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                               {"name": "hours", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 720}}],
+                "responses": {"200": _response("failures", {"type": "object", "properties": {
+                    "failures": {"type": "array", "items": {"type": "object"}}}}),
+                    **_errors(400, 401, 403, 503)}}},
             "/api/jobs/openapi.json": {"get": {
                 "summary": "This document",
                 "responses": {"200": {"description": "OpenAPI 3 document",

@@ -1,0 +1,145 @@
+"""Admin endpoints for operators: scheduler control, task metrics, and Prometheus ``/metrics``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Flask, Response, request
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from core import monitoring, periodic
+from core.connection import redis_available
+from core.errors import InvalidPayloadError
+from core.fallback import get_fallback
+from core.redis_queues import all_queues
+from routes.common import current_identity, install_error_handlers, ok, require_admin
+
+logger = logging.getLogger(__name__)
+
+ops_bp = Blueprint("jobs_ops", __name__, url_prefix="/api/jobs")
+install_error_handlers(ops_bp)
+metrics_bp = Blueprint("jobs_metrics", __name__)
+install_error_handlers(metrics_bp)
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+        raise InvalidPayloadError(f"{name} must be a whole number from {low} to {high}, got {raw[:40]!r}")
+    return int(raw)
+
+
+@ops_bp.get("/scheduler/status")
+@require_admin
+def scheduler_status():
+    return ok({"jobs": periodic.list_periodic_jobs(), "scheduled_total": periodic.count_periodic_jobs()})
+
+
+@ops_bp.post("/scheduler/<periodic_id>/pause")
+@require_admin
+def scheduler_pause(periodic_id: str):
+    return ok(periodic.pause_periodic(periodic_id))
+
+
+@ops_bp.post("/scheduler/<periodic_id>/resume")
+@require_admin
+def scheduler_resume(periodic_id: str):
+    return ok(periodic.resume_periodic(periodic_id))
+
+
+@ops_bp.post("/scheduler/<periodic_id>/run")
+@require_admin
+def scheduler_run(periodic_id: str):
+    return ok({"id": periodic_id, "job_id": periodic.run_periodic_now(periodic_id)}, 202)
+
+
+@ops_bp.delete("/scheduler/<periodic_id>")
+@require_admin
+def scheduler_remove(periodic_id: str):
+    periodic.remove_periodic(periodic_id)
+    return ok({"id": periodic_id, "removed": True})
+
+
+@ops_bp.get("/monitor/stats")
+@require_admin
+def monitor_stats():
+    task = request.args.get("task")
+    return ok({"tasks": monitoring.get_task_stats(task or None)})
+
+
+@ops_bp.get("/monitor/<task>/history")
+@require_admin
+def monitor_history(task: str):
+    limit = _int_arg("limit", 20, 1, monitoring.HISTORY_SIZE)
+    return ok({"task": task, "executions": monitoring.get_task_history(task, limit)})
+
+
+@ops_bp.get("/monitor/failures")
+@require_admin
+def monitor_failures():
+    limit = _int_arg("limit", 50, 1, monitoring.FAILURES_SIZE)
+    hours = _int_arg("hours", 24, 1, 24 * 30)
+    return ok({"failures": monitoring.get_recent_failures(limit, hours)})
+
+
+class JobsCollector:
+    """Reads Redis at scrape time: queue depths, per-task counts and durations, workers, mode."""
+
+    def collect(self) -> Any:
+        up = redis_available()
+        fallback = GaugeMetricFamily("fikiri_jobs_fallback_mode", "1 while Redis is unreachable")
+        fallback.add_metric([], 0 if up else 1)
+        yield fallback
+        pending = GaugeMetricFamily("fikiri_jobs_fallback_pending", "Jobs waiting in the in-process fallback")
+        pending.add_metric([], get_fallback().pending_count())
+        yield pending
+        if not up:
+            return
+        depth = GaugeMetricFamily("fikiri_jobs_queue_jobs", "Jobs per queue and state", labels=["queue", "state"])
+        workers = GaugeMetricFamily("fikiri_jobs_workers", "Workers serving each queue", labels=["queue"])
+        for queue in all_queues():
+            stats = queue.get_stats()
+            for state in ("pending", "delayed", "active", "completed", "failed", "canceled"):
+                depth.add_metric([queue.short_name, state], stats[f"{state}_jobs"])
+            workers.add_metric([queue.short_name], stats["workers"])
+        yield depth
+        yield workers
+        runs = CounterMetricFamily("fikiri_jobs_task_executions", "Executions per task and outcome",
+                                   labels=["task", "outcome"])
+        histogram = HistogramMetricFamily("fikiri_jobs_task_duration_seconds", "Execution time per task",
+                                          labels=["task"])
+        for task, stats in monitoring.get_task_stats().items():
+            runs.add_metric([task, "succeeded"], stats["succeeded"])
+            runs.add_metric([task, "failed"], stats["failed"])
+            buckets = monitoring.get_duration_buckets(task)
+            cumulative, points = 0, []
+            for bound in monitoring.DURATION_BUCKETS:
+                cumulative += buckets.get(str(bound), 0)
+                points.append((str(bound), cumulative))
+            points.append(("+Inf", cumulative + buckets.get("+Inf", 0)))
+            histogram.add_metric([task], points, sum_value=stats["total_duration"])
+        yield runs
+        yield histogram
+
+
+_registry = CollectorRegistry(auto_describe=False)
+_registry.register(JobsCollector())
+
+
+@metrics_bp.get("/metrics")
+def metrics():
+    """Prometheus text format; needs the admin token like every operator view."""
+    if not current_identity().is_admin:
+        from core.auth import ForbiddenError
+
+        raise ForbiddenError("/metrics needs the admin token")
+    return Response(generate_latest(_registry), mimetype="text/plain; version=0.0.4")
+
+
+def register_ops(app: Flask) -> None:
+    app.register_blueprint(ops_bp)
+    app.register_blueprint(metrics_bp)

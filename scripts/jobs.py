@@ -1,0 +1,300 @@
+"""The operator CLI: ``python -m scripts.jobs [--json] COMMAND ...``.
+
+Tables for people, ``--json`` for scripts. Exit codes: 0 done, 1 the job or periodic job does
+not exist or cannot change state, 2 bad input, 3 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import monitoring, periodic  # noqa: E402
+from core.connection import get_redis, redis_available  # noqa: E402
+from core.errors import InvalidJobStateError, JobNotFoundError, JobsError  # noqa: E402
+from core.redis_queues import (  # noqa: E402
+    all_queues,
+    cancel_job,
+    get_job,
+    get_queue,
+    get_user_jobs,
+    retry_job,
+)
+
+EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_REDIS_DOWN = 1, 2, 3
+
+
+def _when(epoch: float | None) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S") if epoch else "-"
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(row.get(c, "")) if row.get(c) is not None else "-" for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))
+    return "\n".join([line, *("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells)])
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, data: Any, table: Callable[[], str]) -> None:
+        click.echo(json.dumps(data, indent=2, default=str) if self.as_json else table())
+
+
+def _jobs_table(jobs: Iterable[dict[str, Any]]) -> str:
+    rows = [{**j, "created": _when(j.get("created_at")), "error": (j.get("error") or "").strip().splitlines()[-1:]}
+            for j in jobs]
+    for row in rows:
+        row["error"] = row["error"][0][:60] if row["error"] else ""
+    return _table(rows, ["job_id", "queue", "task_name", "status", "retry_count", "created", "error"])
+
+
+def run(command: Callable[[], None]) -> None:
+    """Map our errors onto exit codes with one clear line on stderr."""
+    try:
+        command()
+    except JobNotFoundError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_NOT_FOUND)
+    except InvalidJobStateError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_NOT_FOUND)
+    except JobsError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@click.group()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def cli(ctx: click.Context, as_json: bool) -> None:
+    """Inspect and act on Fikiri Jobs queues."""
+    ctx.obj = Output(as_json)
+    if not redis_available():
+        from core.config import get_settings
+
+        click.echo(f"error: Redis at {get_settings().redis_url} is unreachable", err=True)
+        sys.exit(EXIT_REDIS_DOWN)
+
+
+@cli.command()
+@click.argument("queue")
+@click.argument("task")
+@click.option("--payload", default="{}", help="JSON object of keyword arguments")
+@click.option("--delay", type=float, default=None, help="seconds to wait before running")
+@click.option("--priority", type=click.Choice(["normal", "high"]), default="normal")
+@click.option("--user", "user_id", default=None)
+@click.option("--max-retries", type=int, default=None)
+@click.pass_obj
+def enqueue(out: Output, queue: str, task: str, payload: str, delay: float | None, priority: str,
+            user_id: str | None, max_retries: int | None) -> None:
+    """Queue TASK on QUEUE. Example: enqueue email send_email --payload '{"to": "a@b.c", ...}'"""
+
+    def go() -> None:
+        try:
+            data = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"--payload is not valid JSON: {exc}") from exc
+        job_id = get_queue(queue).enqueue_job(task, data, delay=delay, priority=priority, user_id=user_id,
+                                              max_retries=max_retries)
+        out.emit({"job_id": job_id}, lambda: job_id)
+
+    run(go)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.pass_obj
+def status(out: Output, job_id: str) -> None:
+    """Show one job."""
+
+    def go() -> None:
+        job = get_job(job_id)
+        if job is None:
+            raise JobNotFoundError(f"Job {job_id} does not exist")
+        data = job.to_dict()
+        out.emit(data, lambda: "\n".join(f"{k:13} {v}" for k, v in data.items()))
+
+    run(go)
+
+
+@cli.command()
+@click.argument("queue", required=False)
+@click.pass_obj
+def stats(out: Output, queue: str | None) -> None:
+    """Counts per queue (or one queue)."""
+
+    def go() -> None:
+        queues = [get_queue(queue)] if queue else all_queues()
+        data = [{"queue": q.short_name, **q.get_stats()} for q in queues]
+        out.emit(data, lambda: _table(data, ["queue", "pending_jobs", "delayed_jobs", "active_jobs",
+                                             "completed_jobs", "failed_jobs", "canceled_jobs", "workers"]))
+
+    run(go)
+
+
+@cli.command()
+@click.option("--user", "user_id", required=True)
+@click.option("--limit", type=click.IntRange(1, 100), default=20)
+@click.pass_obj
+def recent(out: Output, user_id: str, limit: int) -> None:
+    """A user's newest jobs."""
+    run(lambda: out.emit([j.to_dict() for j in get_user_jobs(user_id, limit)],
+                         lambda: _jobs_table(j.to_dict() for j in get_user_jobs(user_id, limit))))
+
+
+@cli.command()
+@click.argument("queue")
+@click.option("--limit", type=click.IntRange(1, 100), default=20)
+@click.pass_obj
+def failed(out: Output, queue: str, limit: int) -> None:
+    """Failed jobs of QUEUE, newest first."""
+
+    def go() -> None:
+        jobs = [j.to_dict() for j in get_queue(queue).get_failed_jobs(limit)]
+        out.emit(jobs, lambda: _jobs_table(jobs))
+
+    run(go)
+
+
+@cli.command()
+@click.argument("job_id", required=False)
+@click.option("--all", "retry_all", is_flag=True, help="retry every failed job of --queue")
+@click.option("--queue", default=None)
+@click.pass_obj
+def retry(out: Output, job_id: str | None, retry_all: bool, queue: str | None) -> None:
+    """Requeue a failed job, or all failed jobs of a queue (--all --queue Q)."""
+
+    def go() -> None:
+        if retry_all:
+            if not queue or job_id:
+                raise click.UsageError("use either JOB_ID or --all --queue QUEUE")
+            ids = [j.job_id for j in get_queue(queue).get_failed_jobs(10_000)]
+            done = [retry_job(i).job_id for i in ids]
+            out.emit({"retried": done}, lambda: f"retried {len(done)} job(s)")
+        elif job_id:
+            job = retry_job(job_id)
+            out.emit(job.to_dict(), lambda: f"{job.job_id} {job.status.value}")
+        else:
+            raise click.UsageError("give a JOB_ID, or --all --queue QUEUE")
+
+    run(go)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.pass_obj
+def cancel(out: Output, job_id: str) -> None:
+    """Cancel a pending or delayed job."""
+
+    def go() -> None:
+        job = cancel_job(job_id)
+        out.emit(job.to_dict(), lambda: f"{job.job_id} {job.status.value}")
+
+    run(go)
+
+
+@cli.command()
+@click.pass_obj
+def workers(out: Output) -> None:
+    """Workers alive, from RQ's registry."""
+    from rq import Worker
+
+    from core.rq_job import SERIALIZER
+
+    rows = [{"name": w.name, "state": w.get_state(), "queues": ",".join(w.queue_names()),
+             "pid": w.pid, "current_job": w.get_current_job_id(), "successful": w.successful_job_count,
+             "failed": w.failed_job_count}
+            for w in Worker.all(connection=get_redis(), serializer=SERIALIZER)]
+    out.emit(rows, lambda: _table(rows, ["name", "state", "queues", "pid", "current_job", "successful", "failed"]))
+
+
+@cli.group()
+def scheduler() -> None:
+    """Periodic jobs: list, pause, resume, remove, run."""
+
+
+@scheduler.command("list")
+@click.pass_obj
+def scheduler_list(out: Output) -> None:
+    rows = periodic.list_periodic_jobs()
+    out.emit(rows, lambda: _table([{**r, "next_run": _when(r["next_run"]), "last_run": _when(r["last_run"])}
+                                   for r in rows], ["id", "task", "queue", "trigger", "next_run", "paused",
+                                                    "last_run"]))
+
+
+def _periodic_action(action: Callable[[str], Any], verb: str) -> Callable:
+    @click.argument("periodic_id")
+    @click.pass_obj
+    def command(out: Output, periodic_id: str) -> None:
+        def go() -> None:
+            result = action(periodic_id)
+            out.emit({"id": periodic_id, "result": result}, lambda: f"{periodic_id} {verb}")
+        run(go)
+
+    return command
+
+
+scheduler.command("pause")(_periodic_action(periodic.pause_periodic, "paused"))
+scheduler.command("resume")(_periodic_action(periodic.resume_periodic, "resumed"))
+scheduler.command("remove")(_periodic_action(periodic.remove_periodic, "removed"))
+scheduler.command("run")(_periodic_action(periodic.run_periodic_now, "queued"))
+
+
+@cli.group()
+def monitor() -> None:
+    """Task metrics: stats, history, failures, clear."""
+
+
+@monitor.command("stats")
+@click.option("--task", default=None)
+@click.pass_obj
+def monitor_stats(out: Output, task: str | None) -> None:
+    data = monitoring.get_task_stats(task)
+    rows = [{"task": name, **values} for name, values in data.items()]
+    out.emit(data, lambda: _table(rows, ["task", "total", "succeeded", "failed", "retried", "avg_duration",
+                                         "p95_duration", "last_status"]))
+
+
+@monitor.command("history")
+@click.argument("task")
+@click.option("--limit", type=click.IntRange(1, 100), default=20)
+@click.pass_obj
+def monitor_history(out: Output, task: str, limit: int) -> None:
+    rows = monitoring.get_task_history(task, limit)
+    out.emit(rows, lambda: _table([{**r, "finished_at": _when(r["finished_at"])} for r in rows],
+                                  ["job_id", "status", "duration", "finished_at"]))
+
+
+@monitor.command("failures")
+@click.option("--limit", type=click.IntRange(1, 500), default=20)
+@click.option("--hours", type=click.FloatRange(0.01, 720), default=24)
+@click.pass_obj
+def monitor_failures(out: Output, limit: int, hours: float) -> None:
+    rows = monitoring.get_recent_failures(limit, hours)
+    out.emit(rows, lambda: _table([{**r, "finished_at": _when(r["finished_at"])} for r in rows],
+                                  ["job_id", "task", "status", "finished_at", "error"]))
+
+
+@monitor.command("clear")
+@click.option("--task", default=None)
+@click.pass_obj
+def monitor_clear(out: Output, task: str | None) -> None:
+    cleared = monitoring.clear_metrics(task)
+    out.emit({"cleared": cleared}, lambda: f"cleared metrics of {cleared} task(s)")
+
+
+if __name__ == "__main__":
+    cli()

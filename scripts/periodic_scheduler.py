@@ -1,0 +1,80 @@
+"""The periodic-job scheduler: ``python scripts/periodic_scheduler.py [--interval S] [--once]``.
+
+Registers the periodic jobs (idempotently), then every ``JOBS_SCHEDULER_INTERVAL`` seconds
+enqueues the runs that are due. Each run is claimed atomically, so two schedulers started by
+mistake never enqueue it twice. It survives Redis restarts: on a connection error it waits with
+back-off, then registers again and carries on. SIGTERM/SIGINT stop it after the current pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis  # noqa: E402
+
+from core.config import get_settings  # noqa: E402
+from core.periodic import JsonScheduler, register_periodic_jobs  # noqa: E402
+from core.task_registry import load_task_modules  # noqa: E402
+
+logger = logging.getLogger("fikiri.scheduler")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the Fikiri Jobs periodic scheduler.")
+    parser.add_argument("--interval", type=float, default=None, help="seconds between passes (JOBS_SCHEDULER_INTERVAL)")
+    parser.add_argument("--once", action="store_true", help="register, run one pass, exit")
+    parser.add_argument("--log-level", default=os.environ.get("JOBS_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    interval = args.interval or get_settings().scheduler_interval
+    if interval <= 0:
+        parser.error(f"--interval must be positive, got {interval}")
+    load_task_modules()
+
+    stopping = {"now": False}
+
+    def stop(signum: int, _frame: object) -> None:
+        logger.info("signal %s: stopping after this pass", signum)
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    registered = False
+    backoff = 0.5
+    scheduler: JsonScheduler | None = None
+    while not stopping["now"]:
+        try:
+            if not registered:
+                entries = register_periodic_jobs()
+                scheduler = JsonScheduler(interval=interval)
+                logger.info("periodic jobs: %s", ", ".join(f"{e['id']} ({e['trigger']})" for e in entries))
+                registered = True
+            assert scheduler is not None
+            scheduler.enqueue_jobs()
+            backoff = 0.5
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.warning("Redis unreachable (%s); retrying in %.1fs", exc, backoff)
+            registered = False
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            continue
+        if args.once:
+            break
+        deadline = time.monotonic() + interval
+        while not stopping["now"] and time.monotonic() < deadline:
+            time.sleep(min(0.2, interval))
+    logger.info("scheduler stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
