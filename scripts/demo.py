@@ -179,6 +179,21 @@ def watch(jobs: list[tuple[str, str]], timeout: float = 60.0) -> bool:
     return False
 
 
+def show_schedule() -> None:
+    """The periodic jobs the scheduler registered (waits briefly for its first pass)."""
+    from core.periodic import list_periodic_jobs
+
+    deadline = time.monotonic() + 15
+    entries = list_periodic_jobs()
+    while time.monotonic() < deadline and not all(e["registered"] for e in entries):
+        time.sleep(0.3)
+        entries = list_periodic_jobs()
+    print("\nPeriodic jobs (rq-scheduler):")
+    for e in entries:
+        next_run = time.strftime("%H:%M:%S", time.gmtime(e["next_run"])) + " UTC" if e["next_run"] else "-"
+        print(f"  {e['id']:26} {e['task']:22} {e['trigger']:22} next {next_run}")
+
+
 def start_api(services: Services, env: dict[str, str]) -> str | None:
     """gunicorn serving app:create_app() on DEMO_API_PORT (default 5000, or a free port)."""
     port = int(os.environ.get("DEMO_API_PORT", "5000"))
@@ -230,12 +245,16 @@ def main(argv: list[str] | None = None) -> int:
         if redis_url:
             services.start("worker", [sys.executable, "scripts/rq_worker.py"], env)
             print(f"Worker: started (log: {services.log_path('worker')})")
+            services.start("scheduler", [sys.executable, "scripts/periodic_scheduler.py"], env)
+            print(f"Scheduler: started (log: {services.log_path('scheduler')})")
         api_base = start_api(services, env)
 
         print("\nEnqueueing demo jobs on the email, ai and crm queues...\n")
         jobs = enqueue_demo_jobs()
         finished = watch(jobs, timeout=args.timeout)
         print("\nAll demo jobs have finished." if finished else "\nSome demo jobs did not finish in time.")
+        if redis_url:
+            show_schedule()
         if api_base:
             show_api(api_base, env, jobs)
         if args.once:
