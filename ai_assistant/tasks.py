@@ -4,16 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
+from ai_assistant import engine
+from core.db import session_scope
 from core.redis_queues import ai_queue
+from email_automation.models import EmailMessage
 
 
 @ai_queue.task(max_retries=2)
 def process_ai_request(prompt: str, user_id: str | None = None) -> dict[str, Any]:
-    """Answer a prompt (thin for now: a deterministic local answer)."""
-    return {"engine": "local", "user_id": user_id, "answer": f"received {len(prompt)} characters"}
+    """Answer a prompt with the configured provider or the local engine."""
+    return {"user_id": user_id, **engine.answer(prompt)}
+
+
+@ai_queue.task(max_retries=2)
+def classify_email(message_id: int) -> dict[str, Any]:
+    """Classify one stored message and save the category on its row."""
+    with session_scope() as session:
+        message = session.get(EmailMessage, int(message_id))
+        if message is None:
+            raise LookupError(f"email message {message_id} does not exist")
+        text = f"{message.subject}\n{message.snippet}"
+    verdict = engine.classify(text)
+    with session_scope() as session:
+        message = session.get(EmailMessage, int(message_id))
+        message.classification, message.classified_by = verdict["category"], verdict["engine"]
+    return {"message_id": int(message_id), **verdict}
 
 
 @ai_queue.task(max_retries=0)
 def process_unclassified(limit: int = 50) -> dict[str, Any]:
-    """Classify up to ``limit`` unclassified messages (thin until the domain work lands)."""
-    return {"classified": 0, "limit": limit}
+    """Queue classify_email for up to ``limit`` unclassified messages (one job per message id)."""
+    with session_scope() as session:
+        ids = list(session.scalars(select(EmailMessage.id).where(EmailMessage.classification.is_(None))
+                                   .order_by(EmailMessage.id).limit(int(limit))))
+    for message_id in ids:
+        ai_queue.enqueue_job("classify_email", {"message_id": message_id}, job_id=f"classify-{message_id}")
+    return {"queued": len(ids), "limit": int(limit)}

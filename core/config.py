@@ -122,6 +122,27 @@ class Settings:
     digest_to: str = "ops@localhost"  # JOBS_DIGEST_TO: who gets the daily digest
     scheduler_interval: float = 5.0  # JOBS_SCHEDULER_INTERVAL: seconds between scheduler polls
 
+    # --- domain: Gmail, SMTP, AI, CRM ----------------------------------------------------------
+    gmail_api_base_url: str = "https://gmail.googleapis.com"  # GMAIL_API_BASE_URL
+    gmail_token_url: str = "https://oauth2.googleapis.com/token"  # GMAIL_TOKEN_URL
+    gmail_client_id: str = ""  # GMAIL_CLIENT_ID
+    gmail_client_secret: str = ""  # GMAIL_CLIENT_SECRET
+    gmail_lookback_days: int = 30  # GMAIL_LOOKBACK_DAYS: q=newer_than:Nd on full syncs
+    gmail_page_size: int = 100  # GMAIL_PAGE_SIZE
+    http_timeout: float = 15.0  # JOBS_HTTP_TIMEOUT: every outbound HTTP call (s)
+    http_max_attempts: int = 4  # JOBS_HTTP_MAX_ATTEMPTS: tries on 429/5xx before giving up
+    http_backoff_cap: float = 30.0  # JOBS_HTTP_BACKOFF_CAP: longest wait between tries (s)
+    smtp_host: str = ""  # SMTP_HOST: empty -> messages go to the outbox table
+    smtp_port: int = 587  # SMTP_PORT
+    smtp_user: str = ""  # SMTP_USER
+    smtp_password: str = ""  # SMTP_PASSWORD
+    smtp_starttls: bool = True  # SMTP_STARTTLS
+    smtp_from: str = "jobs@fikiri.local"  # SMTP_FROM
+    ai_base_url: str = ""  # AI_BASE_URL: an OpenAI-compatible API; empty -> the local engine
+    ai_api_key: str = ""  # AI_API_KEY
+    ai_model: str = "gpt-4o-mini"  # AI_MODEL
+    crm_webhook_url: str = ""  # CRM_WEBHOOK_URL: POSTed on every contact/lead change when set
+
     # --- auth (HTTP API) -------------------------------------------------------------------
     admin_token: str = ""  # JOBS_ADMIN_TOKEN
     secret_key: str = ""  # SECRET_KEY
@@ -179,6 +200,25 @@ def load_settings() -> Settings:
         digest_cron=_env_str("JOBS_DIGEST_CRON", Settings.digest_cron),
         digest_to=_env_str("JOBS_DIGEST_TO", Settings.digest_to),
         scheduler_interval=_env_float("JOBS_SCHEDULER_INTERVAL", Settings.scheduler_interval, 0.1),
+        gmail_api_base_url=_env_str("GMAIL_API_BASE_URL", Settings.gmail_api_base_url),
+        gmail_token_url=_env_str("GMAIL_TOKEN_URL", Settings.gmail_token_url),
+        gmail_client_id=_env_str("GMAIL_CLIENT_ID", ""),
+        gmail_client_secret=_env_str("GMAIL_CLIENT_SECRET", ""),
+        gmail_lookback_days=_env_int("GMAIL_LOOKBACK_DAYS", Settings.gmail_lookback_days, 1),
+        gmail_page_size=_env_int("GMAIL_PAGE_SIZE", Settings.gmail_page_size, 1),
+        http_timeout=_env_float("JOBS_HTTP_TIMEOUT", Settings.http_timeout, 0.1),
+        http_max_attempts=_env_int("JOBS_HTTP_MAX_ATTEMPTS", Settings.http_max_attempts, 1),
+        http_backoff_cap=_env_float("JOBS_HTTP_BACKOFF_CAP", Settings.http_backoff_cap, 0.0),
+        smtp_host=_env_str("SMTP_HOST", ""),
+        smtp_port=_env_int("SMTP_PORT", Settings.smtp_port, 1),
+        smtp_user=_env_str("SMTP_USER", ""),
+        smtp_password=_env_str("SMTP_PASSWORD", ""),
+        smtp_starttls=_env_bool("SMTP_STARTTLS", Settings.smtp_starttls),
+        smtp_from=_env_str("SMTP_FROM", Settings.smtp_from),
+        ai_base_url=_env_str("AI_BASE_URL", ""),
+        ai_api_key=_env_str("AI_API_KEY", ""),
+        ai_model=_env_str("AI_MODEL", Settings.ai_model),
+        crm_webhook_url=_env_str("CRM_WEBHOOK_URL", ""),
         admin_token=_env_str("JOBS_ADMIN_TOKEN", ""),
         secret_key=_env_str("SECRET_KEY", ""),
         insecure_dev=_env_bool("JOBS_INSECURE_DEV", False),

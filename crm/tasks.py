@@ -1,13 +1,62 @@
-"""Tasks of the crm queue. Importing this module registers them."""
+"""Tasks of the crm queue: contact and lead upserts, idempotent by external id, with an
+optional outbound webhook (CRM_WEBHOOK_URL) for every change. Importing this module registers them."""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
+import requests
+from sqlalchemy import select
+
+from core.config import get_settings
+from core.db import session_scope
+from core.http import UpstreamError, request_with_backoff
 from core.redis_queues import crm_queue
+from crm.models import Contact, Lead
+
+logger = logging.getLogger(__name__)
+
+
+def _notify(event: str, record: dict[str, Any]) -> bool:
+    url = get_settings().crm_webhook_url
+    if not url:
+        return False
+    response = request_with_backoff(requests.Session(), "POST", url, json={"event": event, "data": record})
+    if response.status_code >= 400:
+        raise UpstreamError(f"CRM webhook answered {response.status_code}", response.status_code)
+    return True
+
+
+def _upsert(model: type, external_id: str, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    if not isinstance(external_id, str) or not external_id:
+        raise ValueError("external_id must be a non-empty string")
+    with session_scope() as session:
+        row = session.scalar(select(model).where(model.external_id == external_id))
+        created = row is None
+        if created:
+            row = model(external_id=external_id)
+            session.add(row)
+        changed = created or any(getattr(row, k) != v for k, v in fields.items())
+        for key, value in fields.items():
+            setattr(row, key, value)
+        if changed:
+            row.updated_at = time.time()
+        session.flush()
+        record = {"id": row.id, "external_id": external_id, **fields}
+    return record, changed
 
 
 @crm_queue.task(max_retries=3)
-def upsert_contact(external_id: str, email: str, name: str = "") -> dict[str, Any]:
-    """Create or update a contact (thin for now: echoes what it would store)."""
-    return {"external_id": external_id, "email": email, "name": name, "stored": False}
+def upsert_contact(external_id: str, email: str, name: str = "", company: str = "") -> dict[str, Any]:
+    record, changed = _upsert(Contact, external_id, {"email": email, "name": name, "company": company})
+    notified = _notify("contact.upserted", record) if changed else False
+    return {**record, "changed": changed, "webhook": notified}
+
+
+@crm_queue.task(max_retries=3)
+def upsert_lead(external_id: str, email: str, name: str = "", status: str = "new", score: int = 0) -> dict[str, Any]:
+    record, changed = _upsert(Lead, external_id, {"email": email, "name": name, "status": status, "score": int(score)})
+    notified = _notify("lead.upserted", record) if changed else False
+    return {**record, "changed": changed, "webhook": notified}

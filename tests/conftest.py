@@ -96,3 +96,64 @@ def api_server(api_env: RedisServer, tmp_path) -> Iterator:
                        tmp_path / "gunicorn.log")
     yield server
     server.stop()
+
+
+POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_reachable() -> bool:
+    import sqlalchemy as sa
+
+    try:
+        with sa.create_engine(POSTGRES_URL).connect() as connection:
+            connection.execute(sa.text("select 1"))
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """A fresh database per test: a SQLite file, or a throwaway schema in the local PostgreSQL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from core.db import dispose_engines
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fikiri.db'}"
+        dispose_engines()
+        return
+    if not _postgres_reachable():
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}; the SQLite run covers the same code")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    dispose_engines()
+    with admin.begin() as connection:
+        connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def domain_env(jobs_env, database_url, monkeypatch):
+    """jobs_env plus a database; worker processes inherit DATABASE_URL from this process's environment."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    reload_settings()
+    return jobs_env
+
+
+@pytest.fixture
+def fake_gmail(monkeypatch):
+    from email_automation.fake_gmail import FakeGmail
+
+    server = FakeGmail.start(messages=0)
+    monkeypatch.setenv("GMAIL_API_BASE_URL", server.base_url)
+    monkeypatch.setenv("GMAIL_TOKEN_URL", server.token_url)
+    monkeypatch.setenv("GMAIL_PAGE_SIZE", "10")
+    reload_settings()
+    yield server
+    server.stop()

@@ -1,0 +1,88 @@
+"""SQLAlchemy 2.0 plumbing for task code: one engine per DATABASE_URL, a session per task.
+
+    with session_scope() as session:     # commits on success, rolls back on error, always closes
+        session.add(row)
+
+Tables are created on first use (``init_db``), or ahead of time with ``python -m scripts.init_db``.
+The models live in their domain packages and share :class:`Base`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from core.config import get_settings
+
+logger = logging.getLogger(__name__)
+
+MODEL_MODULES = ("email_automation.models", "crm.models")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Fikiri table."""
+
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_factories: dict[str, sessionmaker[Session]] = {}
+_initialised: set[str] = set()
+
+
+def get_engine(url: str | None = None) -> Engine:
+    url = url or get_settings().database_url
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                engine = create_engine(url, connect_args={"timeout": 30})
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+            _engines[url] = engine
+            _factories[url] = sessionmaker(engine, expire_on_commit=False)
+        return engine
+
+
+def init_db(url: str | None = None) -> None:
+    """Create every table that does not exist yet (idempotent)."""
+    import importlib
+
+    url = url or get_settings().database_url
+    for module in MODEL_MODULES:
+        importlib.import_module(module)
+    Base.metadata.create_all(get_engine(url))
+    _initialised.add(url)
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session for one unit of work: commit on success, roll back on error, always close."""
+    url = url or get_settings().database_url
+    if url not in _initialised:
+        init_db(url)
+    session = _factories[url]()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests; processes that fork)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _factories.clear()
+        _initialised.clear()

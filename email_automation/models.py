@@ -1,0 +1,74 @@
+"""Tables of the email domain: connected Gmail accounts, sync runs, synced messages, sent mail."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Float, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base
+
+
+class GmailAccount(Base):
+    __tablename__ = "gmail_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    access_token: Mapped[str] = mapped_column(Text, default="")
+    refresh_token: Mapped[str] = mapped_column(Text, default="")
+    history_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    connected: Mapped[bool] = mapped_column(default=True)
+
+
+class SyncJob(Base):
+    """One Gmail sync run; its queue job id is ``gmail-sync-<id>``."""
+
+    __tablename__ = "gmail_sync_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    sync_type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    messages_synced: Mapped[int] = mapped_column(Integer, default=0)
+    messages_new: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    @property
+    def queue_job_id(self) -> str:
+        return f"gmail-sync-{self.id}"
+
+
+class EmailMessage(Base):
+    __tablename__ = "email_messages"
+    __table_args__ = (UniqueConstraint("user_id", "gmail_id", name="uq_email_messages_user_gmail"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    gmail_id: Mapped[str] = mapped_column(String(128))
+    thread_id: Mapped[str] = mapped_column(String(128), default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    sender: Mapped[str] = mapped_column(Text, default="")
+    snippet: Mapped[str] = mapped_column(Text, default="")
+    internal_date: Mapped[float | None] = mapped_column(Float, nullable=True)
+    classification: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    classified_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class SentEmail(Base):
+    """One row per send job: a retried job finds it and does not send twice."""
+
+    __tablename__ = "sent_emails"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_key: Mapped[str] = mapped_column(String(160), unique=True)
+    to: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    transport: Mapped[str] = mapped_column(String(16))  # smtp | outbox
+    status: Mapped[str] = mapped_column(String(16))  # sent | outbox
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
