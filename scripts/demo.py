@@ -120,6 +120,56 @@ def service_env(redis_url: str | None) -> dict[str, str]:
     return env
 
 
+def start_demo_gmail(env: dict[str, str]) -> object | None:
+    """Without a real Gmail configured, serve the fake Gmail API on loopback (labelled DEMO)."""
+    if os.environ.get("GMAIL_API_BASE_URL"):
+        print(f"Gmail: using {os.environ['GMAIL_API_BASE_URL']}")
+        return None
+    from email_automation.fake_gmail import FakeGmail
+
+    fake = FakeGmail.start(messages=30)
+    for target in (env, os.environ):
+        target["GMAIL_API_BASE_URL"] = fake.base_url
+        target["GMAIL_TOKEN_URL"] = fake.token_url
+    print(f"Gmail: no real account configured -> DEMO fake Gmail API at {fake.base_url} (30 messages)")
+    return fake
+
+
+def enqueue_domain_jobs() -> list[tuple[str, str]]:
+    """A Gmail sync for the demo user (connected to the fake or real Gmail), and mail to the outbox."""
+    from core.redis_queues import email_queue
+    from email_automation.gmail_sync_jobs import GmailSyncJobManager, connect_account
+
+    if os.environ["GMAIL_API_BASE_URL"].startswith("http://127.0.0.1"):
+        connect_account("demo", "demo@example.com", "demo-access-token", "demo-refresh-token")
+    return [
+        ("email: Gmail sync (full)", GmailSyncJobManager().queue_sync_job("demo", "full")),
+        ("email: digest to outbox", email_queue.enqueue_job(
+            "send_email", {"to": "ops@example.com", "subject": "Demo digest", "body": "Jobs are flowing."},
+            user_id="demo")),
+    ]
+
+
+def classify_synced_mail() -> list[tuple[str, str]]:
+    from core.redis_queues import ai_queue
+
+    return [("ai: classify unprocessed mail", ai_queue.enqueue_job("process_unclassified", {"limit": 10},
+                                                                    user_id="demo"))]
+
+
+def show_classifications() -> None:
+    from sqlalchemy import func, select
+
+    from core.db import session_scope
+    from email_automation.models import EmailMessage
+
+    with session_scope() as session:
+        rows = session.execute(select(EmailMessage.classification, func.count()).where(EmailMessage.user_id == "demo")
+                               .group_by(EmailMessage.classification)).all()
+    print("Stored messages of user 'demo' by classification: "
+          + ", ".join(f"{label or 'unclassified'}={count}" for label, count in rows))
+
+
 def enqueue_demo_jobs() -> list[tuple[str, str]]:
     """A few jobs on each queue; returns (label, job_id) pairs."""
     from core.redis_queues import (
@@ -237,11 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     services = Services()
+    fake_gmail = None
     try:
         redis_url = find_redis(services)
         env = service_env(redis_url)
         os.environ.update({k: env[k] for k in ("REDIS_URL", "JOBS_TASK_MODULES", "JOBS_RETRY_BACKOFF_BASE",
                                                "JOBS_ADMIN_TOKEN", "SECRET_KEY")})
+        os.environ.setdefault("DATABASE_URL", env.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'demo.db'}"))
+        fake_gmail = start_demo_gmail(env)
         if redis_url:
             services.start("worker", [sys.executable, "scripts/rq_worker.py"], env)
             print(f"Worker: started (log: {services.log_path('worker')})")
@@ -250,8 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         api_base = start_api(services, env)
 
         print("\nEnqueueing demo jobs on the email, ai and crm queues...\n")
-        jobs = enqueue_demo_jobs()
+        jobs = enqueue_demo_jobs() + enqueue_domain_jobs()
         finished = watch(jobs, timeout=args.timeout)
+        if finished:
+            print("\nClassifying the synced mail with the local AI engine...\n")
+            follow_up = classify_synced_mail()
+            finished = watch(follow_up, timeout=args.timeout)
+            time.sleep(1.5)  # the classify_email jobs it queued
+            show_classifications()
         print("\nAll demo jobs have finished." if finished else "\nSome demo jobs did not finish in time.")
         if redis_url:
             show_schedule()
@@ -268,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     finally:
         services.stop_all()
+        if fake_gmail is not None:
+            fake_gmail.stop()
 
 
 if __name__ == "__main__":

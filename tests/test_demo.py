@@ -8,8 +8,10 @@ import sys
 from tests.servers import ROOT, free_port, worker_env
 
 
-def test_demo_runs_once_and_every_job_ends(redis_server):
-    env = worker_env(redis_server.url, {"DEMO_API_PORT": str(free_port())})
+def test_demo_runs_once_and_every_job_ends(redis_server, tmp_path):
+    env = worker_env(redis_server.url, {"DEMO_API_PORT": str(free_port()),
+                                        "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"})
+    env.pop("GMAIL_API_BASE_URL", None)
     env.pop("JOBS_TASK_MODULES")
     proc = subprocess.run([sys.executable, "scripts/demo.py", "--once", "--timeout", "60"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=180)
@@ -19,4 +21,8 @@ def test_demo_runs_once_and_every_job_ends(redis_server):
     assert "All demo jobs have finished." in out
     assert "[retrying ] ai: flaky call" in out and "[completed] ai: flaky call" in out
     assert "[failed   ] crm: invalid contact" in out
+    assert "DEMO fake Gmail API" in out and "[completed] email: Gmail sync (full)" in out
+    assert "'messages_synced': 30" in out and "'transport': 'outbox'" in out
+    assert "Stored messages of user 'demo' by classification:" in out and "lead=" in out
+    assert "periodic-email-sync" in out
     assert "-> 200 status=completed" in out and "curl -s -H 'Authorization: Bearer" in out
