@@ -201,7 +201,15 @@ class SimpleTaskWorker(TaskWorkerMixin, SimpleWorker):
             os._exit(1)
 
 
-WORKER_CLASSES: dict[str, type] = {"fork": TaskWorker, "simple": SimpleTaskWorker}
+WORKER_CLASSES = ("fork", "simple", "threaded")
+
+
+def worker_class_named(kind: str) -> type:
+    if kind == "threaded":
+        from core.threaded_worker import ThreadedTaskWorker
+
+        return ThreadedTaskWorker
+    return {"fork": TaskWorker, "simple": SimpleTaskWorker}[kind]
 
 
 def build_worker(
@@ -210,13 +218,15 @@ def build_worker(
     worker_class: str | None = None,
     name: str | None = None,
     settings: Settings | None = None,
+    concurrency: int | None = None,
 ) -> Any:
     """A worker on ``queue_names`` (full RQ names) tuned from the settings."""
     settings = settings or get_settings()
     kind = worker_class or settings.worker_class
     if kind not in WORKER_CLASSES:
         raise ValueError(f"unknown worker class {kind!r}; accepted: {', '.join(WORKER_CLASSES)}")
-    cls = WORKER_CLASSES[kind]
+    cls = worker_class_named(kind)
+    extra = {"concurrency": concurrency or settings.worker_concurrency} if kind == "threaded" else {}
     worker = cls(
         queue_names,
         name=name,
@@ -227,6 +237,7 @@ def build_worker(
         maintenance_interval=settings.worker_maintenance_interval,
         job_monitoring_interval=settings.worker_heartbeat_interval,
         default_result_ttl=settings.result_ttl,
+        **extra,
     )
     worker.heartbeat_grace = settings.worker_heartbeat_grace
     return worker

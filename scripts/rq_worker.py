@@ -36,9 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("queues", nargs="*", help=f"queues to serve, in priority order (default: {' '.join(QUEUE_NAMES)})")
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     parser.add_argument(
-        "--worker-class", choices=sorted(WORKER_CLASSES), default=None,
-        help="fork: a work-horse process per job (default, JOBS_WORKER_CLASS); simple: run jobs in-process",
+        "--worker-class", choices=WORKER_CLASSES, default=None,
+        help="fork: a work-horse process per job (default, JOBS_WORKER_CLASS); simple: run jobs in-process; "
+             "threaded: up to --concurrency jobs at once in threads (I/O-bound work, fast mode)",
     )
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="jobs at once for --worker-class threaded (JOBS_WORKER_CONCURRENCY, default 8)")
     parser.add_argument("--processes", type=int, default=1, help="worker processes to run (default 1)")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="extra module that registers tasks (repeatable; also JOBS_TASK_MODULES)")
@@ -46,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
     parser.add_argument("--log-level", default=os.environ.get("JOBS_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error(f"--concurrency must be at least 1, got {args.concurrency}")
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
     try:
@@ -73,7 +78,8 @@ def run_worker(args: argparse.Namespace) -> int:
     logger.info("registered tasks: %s", task_registry.all_tasks())
     connection = new_redis()
     wait_for_redis(connection)
-    worker = build_worker(args.queue_names, connection, worker_class=args.worker_class, name=args.name)
+    worker = build_worker(args.queue_names, connection, worker_class=args.worker_class, name=args.name,
+                          concurrency=args.concurrency)
     logger.info("worker %s (%s) serving %s", worker.name, type(worker).__name__, ", ".join(args.queue_names))
     # RQ logs several lines per job at INFO; ours is the one line per job, so RQ speaks at WARNING
     # unless asked for DEBUG.
