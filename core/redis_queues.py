@@ -264,6 +264,58 @@ class RedisQueue:
                 logger.warning("enqueue of %s to Redis failed (%s); using the in-process fallback", task_name, exc)
         return self._enqueue_fallback(spec, kwargs, max_retries, run_at, job_id, user)
 
+    def enqueue_many(
+        self,
+        task_name: str,
+        payloads: list[dict[str, Any]],
+        *,
+        max_retries: int | None = None,
+        priority: str = "normal",
+        user_id: str | int | None = None,
+        timeout: int | None = None,
+    ) -> list[str]:
+        """Queue ``task_name`` once per payload in one pipelined round trip; returns the ids.
+
+        Every payload is validated first, so a bad one rejects the whole batch before anything is
+        written. With Redis down the jobs go to the fallback one by one.
+        """
+        settings = get_settings()
+        spec = self._spec(task_name)
+        encoded = [_encode_payload(p, settings.max_payload_bytes) for p in payloads]
+        if max_retries is None:
+            max_retries = spec.max_retries if spec.max_retries is not None else settings.default_max_retries
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_RETRIES_LIMIT:
+            raise InvalidPayloadError(f"max_retries must be a whole number from 0 to {MAX_RETRIES_LIMIT}, got {max_retries!r}")
+        if priority not in PRIORITIES:
+            raise InvalidPayloadError(f"unknown priority {priority!r}; accepted: {', '.join(PRIORITIES)}")
+        user = _validate_user_id(user_id)
+        if not redis_available():
+            return [self._enqueue_fallback(spec, kwargs, max_retries, None, None, user) for kwargs in encoded]
+        queue = self.rq_queue
+        meta = {"max_retries": max_retries, "priority": priority, **({"user_id": user} if user else {})}
+        retry = Retry(max=max_retries, interval=retry_delays(max_retries)) if max_retries else None
+        ids = []
+        try:
+            with queue.connection.pipeline() as pipe:
+                for kwargs in encoded:
+                    job = queue.create_job(spec.name, kwargs=kwargs, timeout=timeout, result_ttl=settings.result_ttl,
+                                           failure_ttl=settings.failure_ttl, description=f"{spec.name} on {self.short_name}",
+                                           meta=dict(meta), retry=retry)
+                    queue.enqueue_job(job, pipeline=pipe, at_front=priority == "high")
+                    ids.append(job.id)
+                pipe.hincrby(keys.queue_counters(self.short_name), "enqueued", len(ids))
+                if user is not None:
+                    user_key = keys.user_jobs(user)
+                    pipe.lpush(user_key, *ids)
+                    pipe.ltrim(user_key, 0, settings.user_index_size - 1)
+                    pipe.expire(user_key, settings.user_index_ttl)
+                    pipe.sadd(keys.users_with_jobs(), user)
+                pipe.execute()
+        except _REDIS_DOWN as exc:
+            mark_redis_down()
+            raise QueueUnavailableError("Redis went away during a bulk enqueue; nothing was written, try again") from exc
+        return ids
+
     def _enqueue_redis(
         self,
         spec: TaskSpec,

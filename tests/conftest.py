@@ -35,11 +35,13 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def jobs_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
-    """Point this process's settings at the test's own Redis (same settings the workers get)."""
+def jobs_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[RedisServer]:
+    """Point this process's settings at the test's own Redis (same settings the workers get),
+    and at a SQLite file of its own for any task that touches the database."""
     env = worker_env(redis_server.url)
     for key in TEST_ENV_KEYS:
         monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
     _reset_process_state()
     load_task_modules()
     yield redis_server

@@ -89,7 +89,7 @@ def test_scheduler_process_enqueues_runs_that_a_worker_completes(fast_periodic, 
                    > first_run + 2, timeout=30, message="a second run about 3 s later")
         ai = wait_until(lambda: (j := get_job("periodic-ai-processing")) and j.status.value == "completed" and j,
                         timeout=30)
-        assert ai.result == {"classified": 0, "limit": 50}
+        assert ai.result == {"queued": 0, "limit": 50}
         assert get_job("periodic-nightly-cleanup").status.value == "delayed"  # cron: not due yet
     finally:
         assert stop(scheduler) == 0

@@ -147,3 +147,13 @@ def test_user_id_is_recorded_on_the_job(jobs_env):
     job = get_job(job_id)
     assert job.user_id == "42" and job.max_retries == 0 and job.mode == "redis"
     assert job.payload == {"a": 1, "b": 1} and job.task_name == "add" and job.queue == "email"
+
+
+def test_enqueue_many_validates_everything_then_writes_once(jobs_env, start_worker):
+    with pytest.raises(InvalidPayloadError):
+        email_queue.enqueue_many("add", [{"a": 1, "b": 1}, {"a": {1}}])
+    assert email_queue.get_stats()["pending_jobs"] == 0
+    ids = email_queue.enqueue_many("add", [{"a": i, "b": i} for i in range(50)], user_id="bulk")
+    assert len(set(ids)) == 50 and email_queue.get_stats()["total_jobs"] == 50
+    start_worker("email", "--burst").wait(60)
+    assert [get_job(i).result for i in ids] == [2 * i for i in range(50)]

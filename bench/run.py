@@ -1,0 +1,342 @@
+"""Benchmarks: Fikiri Jobs against raw RQ 3 in the same run.
+
+    .venv/bin/python -m bench.run            # full run (a few minutes)
+    .venv/bin/python -m bench.run --quick    # smaller counts, one repetition
+
+Each benchmark runs ours and raw RQ interleaved (A/B/A/B), each repetition on a fresh
+redis-server, and prints the median with min-max and the ratio ours/raw. Results are also
+written to bench/results/<timestamp>.json (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+import rq
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from core.config import reload_settings
+from core.connection import reset_connections
+from tests.servers import ROOT, RedisServer, free_port
+
+RESULTS = ROOT / "bench" / "results"
+RAW_NOOP = "bench.raw_tasks.noop"
+RAW_SLEEP = "bench.raw_tasks.sleep_100ms"
+
+
+def point_at(server: RedisServer) -> None:
+    os.environ.update({"REDIS_URL": server.url, "JOBS_TASK_MODULES": "bench.our_tasks",
+                       "JOBS_HEALTH_CHECK_INTERVAL": "1"})
+    reload_settings()
+    reset_connections()
+
+
+def env_for(server: RedisServer) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": server.url, "PYTHONPATH": str(ROOT), "JOBS_TASK_MODULES": "bench.our_tasks"}
+
+
+def raw_queue(server: RedisServer, name: str = "raw") -> Queue:
+    return Queue(name, connection=server.client(), serializer=JSONSerializer)
+
+
+# --- measurements -------------------------------------------------------------------------------
+def enqueue_one_by_one(ours: bool, n: int) -> float:
+    server = RedisServer().start()
+    try:
+        point_at(server)
+        if ours:
+            from core.redis_queues import email_queue
+
+            email_queue.enqueue_job("noop", {"i": 0})
+            start = time.perf_counter()
+            for i in range(n):
+                email_queue.enqueue_job("noop", {"i": i})
+        else:
+            queue = raw_queue(server)
+            queue.enqueue(RAW_NOOP, i=0)
+            start = time.perf_counter()
+            for i in range(n):
+                queue.enqueue(RAW_NOOP, i=i)
+        return n / (time.perf_counter() - start)
+    finally:
+        server.cleanup()
+
+
+def enqueue_bulk(ours: bool, n: int) -> float:
+    server = RedisServer().start()
+    try:
+        point_at(server)
+        payloads = [{"i": i} for i in range(n)]
+        if ours:
+            from core.redis_queues import email_queue
+
+            start = time.perf_counter()
+            email_queue.enqueue_many("noop", payloads)
+        else:
+            queue = raw_queue(server)
+            start = time.perf_counter()
+            queue.enqueue_many([Queue.prepare_data(RAW_NOOP, kwargs=p) for p in payloads])
+        return n / (time.perf_counter() - start)
+    finally:
+        server.cleanup()
+
+
+def _completion_rate(server: RedisServer, ids: list[str]) -> float:
+    client = server.client()
+    with client.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(f"rq:job:{job_id}", "started_at", "ended_at", "status")
+        rows = pipe.execute()
+    from rq.utils import str_to_date
+
+    assert all(r[2] == b"finished" for r in rows), "not every job finished"
+    first = min(str_to_date(r[0]) for r in rows)
+    last = max(str_to_date(r[1]) for r in rows)
+    return len(ids) / max((last - first).total_seconds(), 1e-6)
+
+
+def _peak_rss_kb(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for child in [pid, *_children(pid)]:
+            try:
+                for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        direct = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return direct + [g for c in direct for g in _children(c)]
+
+
+def process(mode: str, n: int, task: str) -> dict[str, float]:
+    """Enqueue n jobs, run workers in burst mode, measure jobs/s first start to last end."""
+    server = RedisServer().start()
+    try:
+        point_at(server)
+        if mode.startswith("ours"):
+            from core.redis_queues import email_queue
+
+            ids = email_queue.enqueue_many(task, [{} for _ in range(n)], max_retries=0)
+            kind = {"ours-fork": "fork", "ours-threaded": "threaded", "ours-threaded-io": "threaded"}[mode]
+            args = [sys.executable, "scripts/rq_worker.py", "email", "--burst", "--worker-class", kind]
+            if mode == "ours-threaded-io":
+                args += ["--concurrency", "32"]
+            elif kind == "threaded":
+                args += ["--concurrency", "4"]
+        else:
+            func = RAW_NOOP if task == "noop" else RAW_SLEEP
+            queue = raw_queue(server)
+            ids = [j.id for j in queue.enqueue_many([Queue.prepare_data(func) for _ in range(n)])]
+            rq_bin = str(Path(sys.executable).parent / "rq")
+            if mode == "raw-worker":
+                args = [rq_bin, "worker", "raw", "--burst", "--url", server.url, "--serializer",
+                        "rq.serializers.JSONSerializer", "--quiet"]
+            else:  # raw-pool
+                args = [rq_bin, "worker-pool", "raw", "-n", "2", "-w", "rq.worker.SimpleWorker", "--burst",
+                        "--url", server.url, "--serializer", "rq.serializers.JSONSerializer", "--quiet"]
+        proc = subprocess.Popen(args, cwd=ROOT, env=env_for(server), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _peak_rss_kb([proc.pid]))
+            time.sleep(0.2)
+        return {"jobs_per_s": _completion_rate(server, ids), "peak_rss_mb": peak / 1024}
+    finally:
+        server.cleanup()
+
+
+def latency(ours: bool, n: int) -> dict[str, float]:
+    """Enqueue one job at a time into an idle worker: enqueue->start and enqueue->result."""
+    server = RedisServer().start()
+    try:
+        point_at(server)
+        if ours:
+            args = [sys.executable, "scripts/rq_worker.py", "email"]
+        else:
+            args = [str(Path(sys.executable).parent / "rq"), "worker", "raw", "--url", server.url,
+                    "--serializer", "rq.serializers.JSONSerializer", "--quiet"]
+        proc = subprocess.Popen(args, cwd=ROOT, env=env_for(server), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        client = server.client()
+        time.sleep(2)
+        to_start, to_result = [], []
+        from rq.utils import str_to_date
+
+        for i in range(n):
+            t0 = time.time()
+            if ours:
+                from core.redis_queues import email_queue
+
+                job_id = email_queue.enqueue_job("noop", {"i": i}, max_retries=0)
+            else:
+                job_id = raw_queue(server).enqueue(RAW_NOOP, i=i).id
+            while client.hget(f"rq:job:{job_id}", "status") != b"finished":
+                time.sleep(0.0005)
+            done = time.time()
+            started = str_to_date(client.hget(f"rq:job:{job_id}", "started_at")).timestamp()
+            to_start.append(started - t0)
+            to_result.append(done - t0)
+        proc.terminate()
+        proc.wait(timeout=30)
+        pct = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(len(xs) * p))]  # noqa: E731
+        return {"start_p50_ms": pct(to_start, 0.5) * 1000, "start_p99_ms": pct(to_start, 0.99) * 1000,
+                "result_p50_ms": pct(to_result, 0.5) * 1000, "result_p99_ms": pct(to_result, 0.99) * 1000}
+    finally:
+        server.cleanup()
+
+
+def memory_per_job(ours: bool, n: int) -> float:
+    server = RedisServer().start()
+    try:
+        point_at(server)
+        client = server.client()
+        before = client.info("memory")["used_memory"]
+        payload = {"body": "x" * 92}  # 100 bytes of JSON
+        if ours:
+            from core.redis_queues import email_queue
+
+            for start in range(0, n, 1000):
+                email_queue.enqueue_many("noop", [payload] * min(1000, n - start))
+        else:
+            queue = raw_queue(server)
+            for start in range(0, n, 1000):
+                queue.enqueue_many([Queue.prepare_data(RAW_NOOP, kwargs=payload) for _ in range(min(1000, n - start))])
+        return (client.info("memory")["used_memory"] - before) / n
+    finally:
+        server.cleanup()
+
+
+def fallback_enqueue(n: int) -> dict[str, float]:
+    os.environ.update({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "JOBS_TASK_MODULES": "bench.our_tasks",
+                       "JOBS_FALLBACK_MAX_PENDING": str(n + 10)})
+    reload_settings()
+    reset_connections()
+    from core.redis_queues import email_queue
+
+    email_queue.enqueue_job("noop", {})
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        email_queue.enqueue_job("noop", {"i": i})
+        samples.append(time.perf_counter() - t0)
+    samples.sort()
+    return {"p50_ms": samples[len(samples) // 2] * 1000, "p99_ms": samples[int(len(samples) * 0.99)] * 1000}
+
+
+def stats_with(jobs: int) -> dict[str, float]:
+    """get_stats() cost with `jobs` entries in Redis (ids pushed straight into the list/registries)."""
+    server = RedisServer().start()
+    try:
+        point_at(server)
+        client = server.client()
+        from core.redis_queues import email_queue
+
+        with client.pipeline(transaction=False) as pipe:
+            for start in range(0, jobs, 10_000):
+                chunk = [f"j{i}" for i in range(start, min(jobs, start + 10_000))]
+                pipe.rpush(email_queue.rq_queue.key, *chunk)
+                pipe.zadd(f"rq:finished:{email_queue.name}", {c: time.time() + 3600 for c in chunk})
+            pipe.execute()
+        samples = []
+        for _ in range(300):
+            t0 = time.perf_counter()
+            stats = email_queue.get_stats()
+            samples.append(time.perf_counter() - t0)
+        assert stats["pending_jobs"] == jobs
+        samples.sort()
+        return {"p50_ms": samples[150] * 1000, "p99_ms": samples[297] * 1000}
+    finally:
+        server.cleanup()
+
+
+# --- harness -------------------------------------------------------------------------------------
+def compare(name: str, ours: Callable[[], Any], raw: Callable[[], Any], reps: int, key: str | None = None,
+            higher_is_better: bool = True) -> dict[str, Any]:
+    """Run ours and raw interleaved; summarise medians (of `key` when results are dicts)."""
+    ours_runs, raw_runs = [], []
+    for _ in range(reps):
+        ours_runs.append(ours())
+        raw_runs.append(raw())
+
+    def values(runs: list[Any]) -> list[float]:
+        return [r[key] if key else r for r in runs]
+
+    o, r = values(ours_runs), values(raw_runs)
+    row = {"benchmark": name, "metric": key or "value", "ours_median": statistics.median(o), "ours_min": min(o),
+           "ours_max": max(o), "raw_median": statistics.median(r), "raw_min": min(r), "raw_max": max(r),
+           "ratio": statistics.median(o) / statistics.median(r), "higher_is_better": higher_is_better,
+           "ours_runs": ours_runs, "raw_runs": raw_runs}
+    print(f"{name:44} {key or '':14} ours {row['ours_median']:10.2f} ({min(o):.2f}-{max(o):.2f})  "
+          f"raw {row['raw_median']:10.2f} ({min(r):.2f}-{max(r):.2f})  ours/raw {row['ratio']:.2f}", flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    reps = 1 if args.quick else 3
+    n_enqueue, n_process, n_io = (500, 500, 200) if args.quick else (3000, 2000, 1000)
+    rows = [
+        compare("enqueue one by one (jobs/s)", lambda: enqueue_one_by_one(True, n_enqueue),
+                lambda: enqueue_one_by_one(False, n_enqueue), reps),
+        compare("enqueue bulk, pipelined (jobs/s)", lambda: enqueue_bulk(True, n_enqueue * 3),
+                lambda: enqueue_bulk(False, n_enqueue * 3), reps),
+        compare("no-op jobs: default fork worker vs rq worker", lambda: process("ours-fork", n_process, "noop"),
+                lambda: process("raw-worker", n_process, "noop"), reps, "jobs_per_s"),
+        compare("no-op jobs: threaded x4 vs worker-pool -n2 Simple", lambda: process("ours-threaded", n_process, "noop"),
+                lambda: process("raw-pool", n_process, "noop"), reps, "jobs_per_s"),
+    ]
+    io_rows = [compare("100 ms I/O jobs: threaded x32 vs worker-pool -n2",
+                       lambda: process("ours-threaded-io", n_io, "sleep_100ms"),
+                       lambda: process("raw-pool", n_io, "sleep_100ms"), reps, "jobs_per_s")]
+    io_rows[0]["rss"] = {"ours_peak_rss_mb": [r["peak_rss_mb"] for r in io_rows[0]["ours_runs"]],
+                         "raw_peak_rss_mb": [r["peak_rss_mb"] for r in io_rows[0]["raw_runs"]]}
+    print(f"{'':44} peak RSS MB: ours {io_rows[0]['rss']['ours_peak_rss_mb']} raw {io_rows[0]['rss']['raw_peak_rss_mb']}")
+    rows += io_rows
+    lat = compare("latency, idle fork worker (200 jobs)", lambda: latency(True, 50 if args.quick else 200),
+                  lambda: latency(False, 50 if args.quick else 200), 1, "result_p50_ms", higher_is_better=False)
+    for key in ("start_p50_ms", "start_p99_ms", "result_p99_ms"):
+        print(f"{'':44} {key:14} ours {lat['ours_runs'][0][key]:10.2f}  raw {lat['raw_runs'][0][key]:10.2f}")
+    rows.append(lat)
+    rows.append(compare("Redis memory per pending job (bytes)", lambda: memory_per_job(True, 10_000),
+                        lambda: memory_per_job(False, 10_000), 1, higher_is_better=False))
+    extra = {"fallback_enqueue": fallback_enqueue(2000),
+             "stats_10_jobs": stats_with(10), "stats_1M_jobs": stats_with(10_000 if args.quick else 1_000_000)}
+    print(json.dumps(extra, indent=2))
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    machine = {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "rq": rq.__version__,
+               "redis_py": redis.__version__,
+               "redis_server": subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip(),
+               "loadavg_at_end": Path("/proc/loadavg").read_text().strip()}
+    print(json.dumps(machine, indent=2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
+    out.write_text(json.dumps({"machine": machine, "quick": args.quick, "rows": rows, "extra": extra}, indent=2,
+                              default=str))
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
