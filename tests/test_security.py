@@ -1,0 +1,57 @@
+"""Every protected route refuses no token, a forged token and (for user data) another user's
+token — the JSON API, the operator endpoints and /metrics alike."""
+
+from __future__ import annotations
+
+import re
+
+from itsdangerous import URLSafeTimedSerializer
+
+from core.auth import issue_user_token
+from core.redis_queues import email_queue
+
+PUBLIC = {"/api/jobs/health", "/api/jobs/openapi.json"}
+
+
+def routes(app):
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/static"):
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield method, rule.rule
+
+
+def concrete(rule: str, job_id: str) -> str:
+    values = {"job_id": job_id, "queue_name": "email", "user_id": "alice", "periodic_id": "periodic-email-sync",
+              "task": "add"}
+    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", lambda m: values[m.group(1)], rule)
+
+
+def test_no_token_and_forged_token_are_refused_everywhere(client):
+    job_id = email_queue.enqueue_job("add", {"a": 1, "b": 1}, user_id="alice")
+    forged = URLSafeTimedSerializer("guess", salt="fikiri-jobs-user-token").dumps({"uid": "alice"})
+    checked = 0
+    for method, rule in routes(client.application):
+        if rule in PUBLIC:
+            continue
+        path = concrete(rule, job_id)
+        for headers in ({}, {"Authorization": f"Bearer {forged}"}, {"Authorization": "Bearer wrong"}):
+            response = client.open(path, method=method, headers=headers, json={"prompt": "x"})
+            assert response.status_code == 401, (method, path, headers, response.status_code)
+            assert response.get_json()["success"] is False
+            assert str(job_id) not in response.get_data(as_text=True)
+        checked += 1
+    assert checked >= 15
+
+
+def test_another_users_token_sees_nothing_of_alice(client):
+    job_id = email_queue.enqueue_job("add", {"a": 1, "b": 1}, user_id="alice")
+    bob = {"Authorization": f"Bearer {issue_user_token('bob')}"}
+    for method, rule in routes(client.application):
+        if rule in PUBLIC or "trigger" in rule:
+            continue  # triggers act for the caller (bob), which is what they are for
+        path = concrete(rule, job_id)
+        response = client.open(path, method=method, headers=bob)
+        assert response.status_code in (403, 404), (method, path, response.status_code)
+        body = response.get_json()
+        assert body["success"] is False and "data" not in body  # nothing of alice's job comes back
