@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from core.config import get_settings
 from routes.common import _HTTP_CODES, error
+from routes.dashboard import register_dashboard
 from routes.jobs import jobs_bp
 from routes.ops import register_ops
 
@@ -53,7 +54,7 @@ def register_jobs(app: Flask) -> None:
 
 
 # Further blueprints: operator endpoints and /metrics (and the dashboard, when present).
-EXTRA_REGISTRARS: list[Callable[[Flask], None]] = [register_ops]
+EXTRA_REGISTRARS: list[Callable[[Flask], None]] = [register_ops, register_dashboard]
 
 
 def create_app() -> Flask:

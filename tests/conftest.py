@@ -67,6 +67,21 @@ def start_worker(jobs_env: RedisServer, tmp_path) -> Iterator:
             print(worker.log())
 
 
+@pytest.fixture
+def start_worker_factory(tmp_path) -> Iterator:
+    """Like start_worker, for a Redis the test manages itself: ``start(redis_url, *args)``."""
+    started: list[WorkerProcess] = []
+
+    def start(redis_url: str, *args: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(redis_url, list(args), env=env, log_path=tmp_path / f"worker-f{len(started)}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
 ADMIN_TOKEN = "test-admin-token-0123456789"
 SECRET_KEY = "test-secret-key-for-user-tokens"
 

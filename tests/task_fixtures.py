@@ -63,3 +63,13 @@ def ai_echo(text: str) -> str:
 @crm_queue.task(max_retries=0)
 def crm_echo(text: str) -> str:
     return text
+
+
+@email_queue.task(max_retries=3)
+def mark_done(key: str, item: str, seconds: float = 0.0) -> str:
+    """Idempotent side effect (a set member per item) plus a count of every run."""
+    if seconds:
+        time.sleep(seconds)
+    get_redis().sadd(key, item)
+    get_redis().incr(f"{key}:runs")
+    return item
