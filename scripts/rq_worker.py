@@ -74,18 +74,32 @@ def wait_for_redis(connection: redis.Redis) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    """Run a worker; if its loop ends because Redis went away, wait for Redis and start again.
+
+    RQ's work loop quits on a connection error raised outside its dequeue (for example while
+    recording a result). That is not a stop anyone asked for, so the process carries on with a
+    fresh worker; the job that was in hand is retried by the abandoned-job sweep.
+    """
     task_registry.load_task_modules(args.imports)
     logger.info("registered tasks: %s", task_registry.all_tasks())
-    connection = new_redis()
-    wait_for_redis(connection)
-    worker = build_worker(args.queue_names, connection, worker_class=args.worker_class, name=args.name,
-                          concurrency=args.concurrency)
-    logger.info("worker %s (%s) serving %s", worker.name, type(worker).__name__, ", ".join(args.queue_names))
     # RQ logs several lines per job at INFO; ours is the one line per job, so RQ speaks at WARNING
     # unless asked for DEBUG.
     rq_level = "DEBUG" if args.log_level.upper() == "DEBUG" else "WARNING"
-    worker.work(burst=args.burst, with_scheduler=True, logging_level=rq_level, max_jobs=args.max_jobs)
-    return 0
+    while True:
+        connection = new_redis()
+        wait_for_redis(connection)
+        worker = build_worker(args.queue_names, connection, worker_class=args.worker_class, name=args.name,
+                              concurrency=args.concurrency)
+        logger.info("worker %s (%s) serving %s", worker.name, type(worker).__name__, ", ".join(args.queue_names))
+        try:
+            worker.work(burst=args.burst, with_scheduler=True, logging_level=rq_level, max_jobs=args.max_jobs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.warning("worker %s lost Redis while stopping (%s)", worker.name, exc)
+        if args.burst or args.max_jobs or worker._shutdown_requested_date is not None:
+            return 0
+        logger.warning("worker %s stopped without being asked to (Redis connection lost?); starting a new one",
+                       worker.name)
+        time.sleep(1)
 
 
 def run_supervisor(args: argparse.Namespace, argv: list[str]) -> int:
