@@ -277,6 +277,7 @@ def show_api(base: str, env: dict[str, str], jobs: list[tuple[str, str]]) -> Non
     print(f"  curl -s -H 'Authorization: Bearer {admin}' {base}/api/jobs/{job_id}")
     print(f"  curl -s -H 'Authorization: Bearer {admin}' {base}/api/jobs/queues/stats")
     print(f"  curl -s -H 'Authorization: Bearer {issue_user_token('demo')}' {base}/api/jobs/user/demo/recent")
+    print(f"\nDashboard: {base}/dashboard/  (log in with the admin token {admin})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,4 +25,5 @@ def test_demo_runs_once_and_every_job_ends(redis_server, tmp_path):
     assert "'messages_synced': 30" in out and "'transport': 'outbox'" in out
     assert "Stored messages of user 'demo' by classification:" in out and "lead=" in out
     assert "periodic-email-sync" in out
+    assert "Dashboard: http://127.0.0.1:" in out
     assert "-> 200 status=completed" in out and "curl -s -H 'Authorization: Bearer" in out
