@@ -153,6 +153,17 @@ def _requested_time(delay: float | int | timedelta | None, at: datetime | None) 
     return None
 
 
+def _checked_options(spec: TaskSpec, max_retries: Any, priority: Any) -> int:
+    """The effective retry count (call, else task, else setting), after checking both options."""
+    if max_retries is None:
+        max_retries = spec.max_retries if spec.max_retries is not None else get_settings().default_max_retries
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_RETRIES_LIMIT:
+        raise InvalidPayloadError(f"max_retries must be a whole number from 0 to {MAX_RETRIES_LIMIT}, got {max_retries!r}")
+    if priority not in PRIORITIES:
+        raise InvalidPayloadError(f"unknown priority {priority!r}; accepted: {', '.join(PRIORITIES)}")
+    return max_retries
+
+
 class RedisQueue:
     """One named queue (``email``, ``ai`` or ``crm``): register tasks, enqueue, inspect, act."""
 
@@ -240,12 +251,7 @@ class RedisQueue:
         settings = get_settings()
         spec = self._spec(task_name)
         kwargs = _encode_payload(payload, settings.max_payload_bytes)
-        if max_retries is None:
-            max_retries = spec.max_retries if spec.max_retries is not None else settings.default_max_retries
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_RETRIES_LIMIT:
-            raise InvalidPayloadError(f"max_retries must be a whole number from 0 to {MAX_RETRIES_LIMIT}, got {max_retries!r}")
-        if priority not in PRIORITIES:
-            raise InvalidPayloadError(f"unknown priority {priority!r}; accepted: {', '.join(PRIORITIES)}")
+        max_retries = _checked_options(spec, max_retries, priority)
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
             raise InvalidPayloadError(f"timeout must be a positive whole number of seconds, got {timeout!r}")
         if job_id is not None:
@@ -282,12 +288,7 @@ class RedisQueue:
         settings = get_settings()
         spec = self._spec(task_name)
         encoded = [_encode_payload(p, settings.max_payload_bytes) for p in payloads]
-        if max_retries is None:
-            max_retries = spec.max_retries if spec.max_retries is not None else settings.default_max_retries
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_RETRIES_LIMIT:
-            raise InvalidPayloadError(f"max_retries must be a whole number from 0 to {MAX_RETRIES_LIMIT}, got {max_retries!r}")
-        if priority not in PRIORITIES:
-            raise InvalidPayloadError(f"unknown priority {priority!r}; accepted: {', '.join(PRIORITIES)}")
+        max_retries = _checked_options(spec, max_retries, priority)
         user = _validate_user_id(user_id)
         if not redis_available():
             return [self._enqueue_fallback(spec, kwargs, max_retries, None, None, user) for kwargs in encoded]
@@ -303,13 +304,7 @@ class RedisQueue:
                                            meta=dict(meta), retry=retry)
                     queue.enqueue_job(job, pipeline=pipe, at_front=priority == "high")
                     ids.append(job.id)
-                pipe.hincrby(keys.queue_counters(self.short_name), "enqueued", len(ids))
-                if user is not None:
-                    user_key = keys.user_jobs(user)
-                    pipe.lpush(user_key, *ids)
-                    pipe.ltrim(user_key, 0, settings.user_index_size - 1)
-                    pipe.expire(user_key, settings.user_index_ttl)
-                    pipe.sadd(keys.users_with_jobs(), user)
+                self._record_enqueue(pipe, ids, user)
                 pipe.execute()
         except _REDIS_DOWN as exc:
             mark_redis_down()
@@ -353,16 +348,17 @@ class RedisQueue:
             except DuplicateJobError:
                 logger.info("job %s already exists; not enqueued again", job_id)
                 return job.id
-            self._record_enqueue(pipe, job.id, user)
+            self._record_enqueue(pipe, [job.id], user)
             pipe.execute()
         return job.id
 
-    def _record_enqueue(self, pipe: Any, job_id: str, user: str | None) -> None:
+    def _record_enqueue(self, pipe: Any, job_ids: list[str], user: str | None) -> None:
+        """Counters and the user's index, in the caller's pipeline."""
         settings = get_settings()
-        pipe.hincrby(keys.queue_counters(self.short_name), "enqueued", 1)
+        pipe.hincrby(keys.queue_counters(self.short_name), "enqueued", len(job_ids))
         if user is not None:
             user_key = keys.user_jobs(user)
-            pipe.lpush(user_key, job_id)
+            pipe.lpush(user_key, *job_ids)
             pipe.ltrim(user_key, 0, settings.user_index_size - 1)
             pipe.expire(user_key, settings.user_index_ttl)
             pipe.sadd(keys.users_with_jobs(), user)
