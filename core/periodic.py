@@ -90,6 +90,11 @@ def periodic_definitions() -> list[PeriodicJob]:
     ]
 
 
+def registered_marker_key() -> str:
+    """Set when the definitions are registered; gone after Redis lost its data, so re-register."""
+    return f"{get_settings().queue_prefix}:periodic:registered"
+
+
 def _paused_key() -> str:
     return f"{get_settings().queue_prefix}:periodic:paused"
 
@@ -152,6 +157,7 @@ def register_periodic_jobs() -> list[dict[str, Any]]:
         if job_id.startswith(ID_PREFIX) and job_id not in wanted:
             connection.zrem(scheduler.scheduled_jobs_key, job_id)
             logger.info("removed periodic job %s: no longer defined", job_id)
+    connection.set(registered_marker_key(), int(time.time()))
     return list_periodic_jobs()
 
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis  # noqa: E402
 
 from core.config import get_settings  # noqa: E402
-from core.periodic import JsonScheduler, register_periodic_jobs  # noqa: E402
+from core.periodic import JsonScheduler, register_periodic_jobs, registered_marker_key  # noqa: E402
 from core.task_registry import load_task_modules  # noqa: E402
 
 logger = logging.getLogger("fikiri.scheduler")
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                 logger.info("periodic jobs: %s", ", ".join(f"{e['id']} ({e['trigger']})" for e in entries))
                 registered = True
             assert scheduler is not None
+            if not scheduler.connection.exists(registered_marker_key()):
+                logger.warning("periodic jobs are gone from Redis (restarted without persistence?); registering again")
+                registered = False
+                continue
             scheduler.enqueue_jobs()
             backoff = 0.5
         except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -136,3 +136,36 @@ def test_paused_job_is_not_enqueued_by_the_scheduler(fast_periodic, tmp_path):
     queued = [i.decode() for i in fast_periodic.client().lrange("rq:queue:fikiri:email", 0, -1)]
     assert "periodic-email-sync" not in queued
     assert "periodic-ai-processing" in [i.decode() for i in fast_periodic.client().lrange("rq:queue:fikiri:ai", 0, -1)]
+
+
+def test_scheduler_http_endpoints(fast_periodic, client, monkeypatch):
+    from tests.conftest import ADMIN_TOKEN
+
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    register_periodic_jobs()
+    status = client.get("/api/jobs/scheduler/status", headers=admin).get_json()["data"]
+    assert status["scheduled_total"] == 4 and {j["id"] for j in status["jobs"]} >= {"periodic-email-sync"}
+    paused = client.post("/api/jobs/scheduler/periodic-email-sync/pause", headers=admin).get_json()["data"]
+    assert paused["paused"] is True
+    assert client.post("/api/jobs/scheduler/periodic-email-sync/resume", headers=admin).get_json()["data"]["paused"] is False
+    run = client.post("/api/jobs/scheduler/periodic-nightly-cleanup/run", headers=admin)
+    assert run.status_code == 202 and get_job(run.get_json()["data"]["job_id"]).task_name == "nightly_cleanup"
+    assert client.delete("/api/jobs/scheduler/periodic-daily-digest", headers=admin).status_code == 200
+    missing = client.post("/api/jobs/scheduler/periodic-daily-digest/pause", headers=admin)
+    assert missing.status_code == 404 and "no periodic job" in missing.get_json()["error"]["message"]
+
+
+def test_scheduler_process_survives_a_redis_restart(fast_periodic, tmp_path):
+    scheduler = start_scheduler(fast_periodic.url, tmp_path, "restart")
+    try:
+        client = fast_periodic.client()
+        wait_until(lambda: client.zcard("rq:scheduler:scheduled_jobs") == 4, timeout=20)
+        fast_periodic.restart()  # no persistence: Redis comes back empty
+        client = fast_periodic.client()
+        wait_until(lambda: client.zcard("rq:scheduler:scheduled_jobs") == 4, timeout=40,
+                   message="the scheduler to register its jobs again")
+        wait_until(lambda: "periodic-email-sync" in [i.decode() for i in client.lrange("rq:queue:fikiri:email", 0, -1)],
+                   timeout=20, message="a run to be enqueued after the restart")
+        assert scheduler.poll() is None
+    finally:
+        assert stop(scheduler) == 0
