@@ -105,6 +105,8 @@ def job_from_rq(rq_job: RQJob, queue_short: str, latest: Result | None = None) -
     meta = rq_job.meta or {}
     max_retries = int(meta.get("max_retries", 0))
     retries_left = rq_job.retries_left if rq_job.retries_left is not None else max_retries
+    if meta.get("refused"):
+        retries_left = max_retries  # refused before running: nothing was retried
     retry_count = max(0, max_retries - retries_left) + int(meta.get("manual_retries", 0))
     status = map_status(rq_job.get_status(refresh=False), retry_count)
     try:

@@ -34,6 +34,7 @@ class TaskJob(RQJob):
         if spec is None:
             # Retrying cannot help: the same name will be refused again.
             self.retries_left = 0
+            self.meta["refused"] = True  # saved with the error: no attempt ran, so none was retried
             registered = ", ".join(task_registry.names(queue)) or "none"
             raise UnregisteredTaskError(
                 f"refused to run {name!r}: it is not a registered task on queue {queue or '?'}; "

@@ -4,7 +4,7 @@ functions, stats, the per-user index and progress — all through real worker pr
 from __future__ import annotations
 
 import pytest
-from rq import Queue
+from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from core.config import reload_settings
@@ -103,12 +103,12 @@ def test_retries_exhausted_end_failed_with_the_last_error(jobs_env, start_worker
 def test_worker_refuses_a_job_naming_an_unregistered_function(jobs_env, start_worker, tmp_path):
     marker = tmp_path / "pwned"
     raw = Queue(email_queue.name, connection=jobs_env.client(), serializer=JSONSerializer)
-    job = raw.enqueue_call("os.system", args=(f"touch {marker}",), retry=None)
+    job = raw.enqueue_call("os.system", args=(f"touch {marker}",), meta={"max_retries": 3}, retry=Retry(max=3))
     start_worker("email")
     refused = final(job.id)
     assert refused.status == JobStatus.FAILED
     assert "refused to run 'os.system'" in refused.error and "registered:" in refused.error
-    assert refused.retry_count == 0
+    assert refused.retry_count == 0 and refused.max_retries == 3  # refused, not retried
     assert not marker.exists()
     # The worker is still alive and serving.
     assert final(email_queue.enqueue_job("add", {"a": 1, "b": 1})).result == 2
