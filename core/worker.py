@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from rq import SimpleWorker, Worker, worker_registration
 from rq.job import JobStatus as RQStatus
 from rq.queue import Queue
@@ -117,6 +118,36 @@ class TaskWorkerMixin:
                 error=error, finished_at=time.time(),
             ),
         )
+
+    def prepare_execution(self, job: Any) -> Any:
+        """Remember a job whose start could not be recorded (Redis went away right after dequeue).
+
+        A worker serving several queues dequeues with BLPOP, so between the pop and this point the
+        job is in no list and no registry; if recording the start fails, :meth:`requeue_unstarted`
+        puts it back once Redis answers again.
+        """
+        try:
+            return super().prepare_execution(job)  # type: ignore[misc]
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.unstarted_job = job
+            raise
+
+    def requeue_unstarted(self) -> bool:
+        """Put back the job :meth:`prepare_execution` could not start; True if it was requeued."""
+        job = getattr(self, "unstarted_job", None)
+        if job is None:
+            return False
+        connection = self.connection  # type: ignore[attr-defined]
+        running = [m.decode().split(":")[0] for m in connection.zrange(f"rq:wip:{job.origin}", 0, -1)]
+        status = connection.hget(job.key, "status")
+        if job.id in running or status != b"queued":
+            self.unstarted_job = None
+            return False  # its start was recorded after all: the registry sweep owns it
+        queue = Queue(job.origin, connection=connection, job_class=TaskJob, serializer=SERIALIZER)
+        queue.push_job_id(job.id, at_front=True)
+        logger.warning("job %s was dequeued but never started (Redis went away); put back on %s", job.id, job.origin)
+        self.unstarted_job = None
+        return True
 
     def run_maintenance_tasks(self) -> None:
         self._reclaim_dead_scheduler_locks()

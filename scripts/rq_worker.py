@@ -85,9 +85,12 @@ def run_worker(args: argparse.Namespace) -> int:
     # RQ logs several lines per job at INFO; ours is the one line per job, so RQ speaks at WARNING
     # unless asked for DEBUG.
     rq_level = "DEBUG" if args.log_level.upper() == "DEBUG" else "WARNING"
+    previous = None
     while True:
         connection = new_redis()
         wait_for_redis(connection)
+        if previous is not None:
+            previous.requeue_unstarted()
         worker = build_worker(args.queue_names, connection, worker_class=args.worker_class, name=args.name,
                               concurrency=args.concurrency)
         logger.info("worker %s (%s) serving %s", worker.name, type(worker).__name__, ", ".join(args.queue_names))
@@ -99,6 +102,7 @@ def run_worker(args: argparse.Namespace) -> int:
             return 0
         logger.warning("worker %s stopped without being asked to (Redis connection lost?); starting a new one",
                        worker.name)
+        previous = worker
         time.sleep(1)
 
 

@@ -44,8 +44,13 @@ def test_fuzz_the_api_finds_no_server_errors(case, api_server):
     assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
     if response.request.method in ("HEAD", "OPTIONS"):  # answered by Flask itself, no body
         return
-    content_type = {k.lower(): v for k, v in response.headers.items()}.get("content-type")
-    assert "application/json" in str(content_type), (response.request.method, content_type)
+    headers = {k.lower(): str(v) for k, v in response.headers.items()}
+    if response.status_code in (400, 414, 431) and "text/html" in headers.get("content-type", ""):
+        # gunicorn itself refuses a request line or headers over its limits before the app sees
+        # it (fuzzed query strings get that long); that answer is gunicorn's, not ours.
+        assert "gunicorn" in headers.get("server", ""), headers
+        return
+    assert "application/json" in headers.get("content-type", ""), (response.request.method, headers)
     # Unknown query parameters are ignored, as most APIs do (negative_data_rejection), and a trigger
     # called with the admin token needs a user_id that the schema cannot make conditional on the
     # token (positive_data_acceptance); every other check stays on.

@@ -86,7 +86,8 @@ def test_redis_restart_with_aof_during_a_batch(monkeypatch, tmp_path, start_work
             wait_until(lambda: client.scard("test:aof") == 200, timeout=180, interval=0.5)
         except AssertionError:
             missing = [j for j in ids if (job := get_job(j)) is None or job.status.value != "completed"]
-            state = {k.decode(): client.type(k).decode() for k in client.keys("rq:*") if b":job:" not in k}
+            state = {k.decode(): client.type(k).decode() for k in client.keys("rq:*")
+                     if not k.startswith((b"rq:job:", b"rq:results:", b"rq:execution"))}
             raise AssertionError(f"not done: {[(j, get_job(j) and get_job(j).status.value) for j in missing]}; "
                                  f"keys: {state}; intermediate: {client.lrange('rq:queue:fikiri:email:intermediate', 0, -1)}") from None
         wait_until(lambda: all(get_job(j).status.value == "completed" for j in ids), timeout=120, interval=0.5)
