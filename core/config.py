@@ -95,6 +95,8 @@ class Settings:
     user_index_size: int = 100  # JOBS_USER_INDEX_SIZE: newest jobs kept per user
     user_index_ttl: int = 7 * 86_400  # JOBS_USER_INDEX_TTL: a user's index expires after this idle time (s)
     task_modules: tuple[str, ...] = ()  # JOBS_TASK_MODULES: extra modules that register tasks
+    # JOBS_APP_TASK_MODULES: the product's own domain task modules (comma-separated)
+    app_task_modules: tuple[str, ...] = ("email_automation.tasks", "ai_assistant.tasks", "crm.tasks")
 
     # --- threading fallback --------------------------------------------------------------
     fallback_enabled: bool = True  # JOBS_FALLBACK_ENABLED
@@ -103,15 +105,25 @@ class Settings:
     fallback_keep: int = 10_000  # JOBS_FALLBACK_KEEP: finished fallback jobs remembered for status reads
 
     # --- worker --------------------------------------------------------------------------
-    # Together these bound how long a job abandoned by a SIGKILLed worker takes to be retried:
-    # heartbeat interval + grace (its started-registry entry expires) + the time until another
-    # worker runs maintenance (at most max(maintenance interval, idle wake-up)).
-    worker_ttl: int = 60  # JOBS_WORKER_TTL: an idle worker wakes every worker_ttl - 15 s
-    worker_maintenance_interval: int = 30  # JOBS_WORKER_MAINTENANCE_INTERVAL (s)
-    worker_heartbeat_interval: int = 10  # JOBS_WORKER_HEARTBEAT_INTERVAL (s) while a job runs
+    # A job abandoned by a dead worker is taken back within lease + maintenance interval, where
+    # lease = heartbeat interval + grace (the in-flight entry's expiry, extended every heartbeat).
+    worker_ttl: int = 60  # JOBS_WORKER_TTL: a worker's registration outlives its last heartbeat by this (s)
+    worker_maintenance_interval: int = 10  # JOBS_WORKER_MAINTENANCE_INTERVAL (s): the sweep for abandoned jobs
+    worker_heartbeat_interval: int = 2  # JOBS_WORKER_HEARTBEAT_INTERVAL (s): leases extended, metrics flushed
     worker_heartbeat_grace: int = 15  # JOBS_WORKER_HEARTBEAT_GRACE (s) past a missed heartbeat
-    worker_class: str = "fork"  # JOBS_WORKER_CLASS: fork | simple | threaded
+    worker_promote_interval: float = 0.5  # JOBS_WORKER_PROMOTE_INTERVAL (s): delayed jobs and retries run this late at most
+    worker_idle_wait: float = 1.0  # JOBS_WORKER_IDLE_WAIT (s): longest block on the wake-up tokens
+    worker_class: str = "prefork"  # JOBS_WORKER_CLASS: prefork | fork | simple | threaded
     worker_concurrency: int = 8  # JOBS_WORKER_CONCURRENCY: jobs at once in the threaded worker
+    worker_pool_size: int = 0  # JOBS_WORKER_POOL_SIZE: prefork children (0: one per CPU)
+    worker_max_jobs_per_child: int = 1000  # JOBS_WORKER_MAX_JOBS_PER_CHILD: a prefork child is replaced after this
+    worker_max_child_memory_mb: int = 512  # JOBS_WORKER_MAX_CHILD_MEMORY_MB: ... or above this RSS (0: no limit)
+    worker_prefetch: int = 1  # JOBS_WORKER_PREFETCH: jobs the simple worker claims per round trip
+
+    @property
+    def worker_lease(self) -> float:
+        """Seconds an in-flight job's lease lasts without a heartbeat."""
+        return float(self.worker_heartbeat_interval + self.worker_heartbeat_grace)
 
     # --- periodic jobs (scheduler) -----------------------------------------------------------
     email_sync_interval_minutes: float = 5.0  # EMAIL_SYNC_INTERVAL_MINUTES
@@ -179,18 +191,25 @@ def load_settings() -> Settings:
         user_index_size=_env_int("JOBS_USER_INDEX_SIZE", Settings.user_index_size, 1),
         user_index_ttl=_env_int("JOBS_USER_INDEX_TTL", Settings.user_index_ttl, 1),
         task_modules=_env_list("JOBS_TASK_MODULES"),
+        app_task_modules=_env_list("JOBS_APP_TASK_MODULES") or Settings.app_task_modules,
         fallback_enabled=_env_bool("JOBS_FALLBACK_ENABLED", Settings.fallback_enabled),
         fallback_workers=_env_int("JOBS_FALLBACK_WORKERS", Settings.fallback_workers, 1),
         fallback_max_pending=_env_int("JOBS_FALLBACK_MAX_PENDING", Settings.fallback_max_pending, 1),
         fallback_keep=_env_int("JOBS_FALLBACK_KEEP", Settings.fallback_keep, 1),
-        worker_ttl=_env_int("JOBS_WORKER_TTL", Settings.worker_ttl, 16),
+        worker_ttl=_env_int("JOBS_WORKER_TTL", Settings.worker_ttl, 2),
         worker_maintenance_interval=_env_int(
             "JOBS_WORKER_MAINTENANCE_INTERVAL", Settings.worker_maintenance_interval, 1
         ),
         worker_heartbeat_interval=_env_int("JOBS_WORKER_HEARTBEAT_INTERVAL", Settings.worker_heartbeat_interval, 1),
         worker_heartbeat_grace=_env_int("JOBS_WORKER_HEARTBEAT_GRACE", Settings.worker_heartbeat_grace, 1),
+        worker_promote_interval=_env_float("JOBS_WORKER_PROMOTE_INTERVAL", Settings.worker_promote_interval, 0.01),
+        worker_idle_wait=_env_float("JOBS_WORKER_IDLE_WAIT", Settings.worker_idle_wait, 0.01),
         worker_class=_env_str("JOBS_WORKER_CLASS", Settings.worker_class),
         worker_concurrency=_env_int("JOBS_WORKER_CONCURRENCY", Settings.worker_concurrency, 1),
+        worker_pool_size=_env_int("JOBS_WORKER_POOL_SIZE", Settings.worker_pool_size, 0),
+        worker_max_jobs_per_child=_env_int("JOBS_WORKER_MAX_JOBS_PER_CHILD", Settings.worker_max_jobs_per_child, 1),
+        worker_max_child_memory_mb=_env_int("JOBS_WORKER_MAX_CHILD_MEMORY_MB", Settings.worker_max_child_memory_mb, 0),
+        worker_prefetch=_env_int("JOBS_WORKER_PREFETCH", Settings.worker_prefetch, 1),
         email_sync_interval_minutes=_env_float("EMAIL_SYNC_INTERVAL_MINUTES", Settings.email_sync_interval_minutes, 0.01),
         ai_processing_interval_minutes=_env_float(
             "AI_PROCESSING_INTERVAL_MINUTES", Settings.ai_processing_interval_minutes, 0.01

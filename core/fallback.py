@@ -9,16 +9,15 @@ visible in the process that accepted it.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-import traceback
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from core import progress
 from core.backoff import retry_delays
 from core.config import get_settings
 from core.errors import QueueUnavailableError
@@ -39,10 +38,11 @@ class FallbackExecutor:
         self._pool: ThreadPoolExecutor | None = None
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._pending = 0
+        self._timeouts: dict[str, int | None] = {}
         self._lock = threading.Lock()
 
     # --- submitting -----------------------------------------------------------------------
-    def submit(self, job: Job, spec: TaskSpec, delay: float = 0.0) -> None:
+    def submit(self, job: Job, spec: TaskSpec, delay: float = 0.0, timeout: int | None = None) -> None:
         """Run ``job`` (already carrying its id and payload) after ``delay`` seconds."""
         with self._lock:
             if self._pending >= self._max_pending:
@@ -52,6 +52,7 @@ class FallbackExecutor:
                 )
             self._pending += 1
             self._remember(job)
+            self._timeouts[job.job_id] = timeout
         self._schedule(job.job_id, spec, delay)
 
     def _schedule(self, job_id: str, spec: TaskSpec, delay: float) -> None:
@@ -73,35 +74,37 @@ class FallbackExecutor:
 
     # --- running --------------------------------------------------------------------------
     def _run(self, job_id: str, spec: TaskSpec) -> None:
+        """One attempt through the workers' own runner (:func:`core.runner.run_attempt`)."""
+        from core.runner import run_attempt
+
         job = self.get(job_id)
         if job is None or job.status == JobStatus.CANCELED:
-            self._done()
+            self._done(job_id)
             return
         self._update(job_id, status=JobStatus.RUNNING, started_at=time.time())
-        token = progress.bind(job_id, lambda value: self._update(job_id, progress=value))
-        try:
-            result = spec.func(**job.payload)
-        except Exception as exc:
-            error = "".join(traceback.format_exception(exc)).strip()
-            attempts_left = job.max_retries - job.retry_count
-            if attempts_left > 0:
-                delay = retry_delays(job.max_retries)[job.retry_count]
-                logger.warning("fallback job %s (%s) failed, retry in %ss: %s", job_id, spec.name, delay, exc)
-                self._update(job_id, status=JobStatus.RETRYING, error=error, retry_count=job.retry_count + 1)
-                self._schedule(job_id, spec, delay)
-                return
-            logger.error("fallback job %s (%s) failed: %s", job_id, spec.name, exc)
-            self._update(job_id, status=JobStatus.FAILED, error=error, completed_at=time.time())
+        attempt = run_attempt(job_id, job.queue, spec.name, job.payload, self._timeouts.get(job_id),
+                              lambda value: self._update(job_id, progress=value))
+        if attempt.ok:
+            logger.info("fallback job %s task=%s duration=%.3fs outcome=completed", job_id, spec.name, attempt.duration)
+            self._update(job_id, status=JobStatus.COMPLETED, result=json.loads(attempt.result_json), error=None,
+                         completed_at=time.time())
+        elif attempt.retryable and job.retry_count < job.max_retries:
+            delay = retry_delays(job.max_retries)[job.retry_count]
+            logger.warning("fallback job %s task=%s outcome=retrying in %ss error=%r", job_id, spec.name, delay,
+                           (attempt.error or "").strip().splitlines()[-1:])
+            self._update(job_id, status=JobStatus.RETRYING, error=attempt.error, retry_count=job.retry_count + 1)
+            self._schedule(job_id, spec, delay)
+            return
         else:
-            logger.info("fallback job %s (%s) completed", job_id, spec.name)
-            self._update(job_id, status=JobStatus.COMPLETED, result=result, error=None, completed_at=time.time())
-        finally:
-            progress.unbind(token)
-        self._done()
+            logger.error("fallback job %s task=%s outcome=failed error=%r", job_id, spec.name,
+                         (attempt.error or "").strip().splitlines()[-1:])
+            self._update(job_id, status=JobStatus.FAILED, error=attempt.error, completed_at=time.time())
+        self._done(job_id)
 
-    def _done(self) -> None:
+    def _done(self, job_id: str) -> None:
         with self._lock:
             self._pending -= 1
+            self._timeouts.pop(job_id, None)
 
     # --- reading and changing -------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:

@@ -1,20 +1,18 @@
 """The public view of a job: :class:`Job` and :class:`JobStatus`, whichever engine ran it.
 
-RQ's job hash is the source of truth for Redis jobs; :func:`job_from_rq` maps it onto this
-shape. Fallback jobs build the same dataclass directly.
+The job hash (RQ's layout plus our ``fk_*`` fields, see :mod:`core.lifecycle`) is the source of
+truth for Redis jobs; :func:`job_from_fields` maps it onto this shape in one HMGET, no result
+stream read. Fallback jobs build the same dataclass directly.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from redis import Redis
-from rq.job import Job as RQJob
-from rq.job import JobStatus as RQStatus
-from rq.results import Result
+from core.rq_compat import decode_data, parse_time
 
 
 class JobStatus(str, Enum):
@@ -55,87 +53,67 @@ class Job:
         return data
 
 
-def _epoch(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
+_STATUS = {
+    "queued": JobStatus.PENDING, "created": JobStatus.PENDING, "deferred": JobStatus.PENDING,
+    "scheduled": JobStatus.DELAYED, "started": JobStatus.RUNNING, "finished": JobStatus.COMPLETED,
+    "failed": JobStatus.FAILED, "canceled": JobStatus.CANCELED, "stopped": JobStatus.CANCELED,
+}
+
+# Fields a status read needs (HMGET, not HGETALL: a job hash also carries RQ fields we never show).
+READ_FIELDS = ("status", "data", "origin", "created_at", "started_at", "ended_at", "fk_task", "fk_max",
+               "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta")
 
 
-def map_status(rq_status: RQStatus | None, retry_count: int) -> JobStatus:
-    """RQ's statuses onto ours. A queued or scheduled job that already failed once is retrying."""
-    if rq_status in (RQStatus.QUEUED, RQStatus.CREATED, RQStatus.DEFERRED, None):
-        return JobStatus.RETRYING if retry_count else JobStatus.PENDING
-    if rq_status == RQStatus.SCHEDULED:
-        return JobStatus.RETRYING if retry_count else JobStatus.DELAYED
-    if rq_status == RQStatus.STARTED:
-        return JobStatus.RUNNING
-    if rq_status == RQStatus.FINISHED:
-        return JobStatus.COMPLETED
-    if rq_status == RQStatus.FAILED:
-        return JobStatus.FAILED
-    return JobStatus.CANCELED  # CANCELED, STOPPED
+def map_status(rq_status: str | None, retry_count: int) -> JobStatus:
+    """The hash's status onto ours. A pending or delayed job that already failed once is retrying."""
+    status = _STATUS.get(rq_status or "queued", JobStatus.CANCELED)
+    if status in (JobStatus.PENDING, JobStatus.DELAYED) and retry_count:
+        return JobStatus.RETRYING
+    return status
 
 
-def needs_result(rq_job: RQJob) -> bool:
-    """Whether the job's latest RQ Result (return value or error) is worth fetching."""
-    return rq_job.get_status(refresh=False) in (
-        RQStatus.FINISHED, RQStatus.FAILED, RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.STOPPED
-    )
-
-
-def fetch_latest_results(connection: Redis, rq_jobs: list[RQJob]) -> dict[str, Result]:
-    """The latest Result of each job that has one, in one pipelined round trip."""
-    wanted = [job for job in rq_jobs if needs_result(job)]
-    if not wanted:
-        return {}
-    with connection.pipeline(transaction=False) as pipe:
-        for job in wanted:
-            pipe.xrevrange(Result.get_key(job.id), "+", "-", count=1)
-        replies = pipe.execute()
-    results: dict[str, Result] = {}
-    for job, reply in zip(wanted, replies):
-        if reply:
-            result_id, payload = reply[0]
-            results[job.id] = Result.restore(
-                job.id, result_id.decode(), payload, connection=connection, serializer=job.serializer
-            )
-    return results
-
-
-def job_from_rq(rq_job: RQJob, queue_short: str, latest: Result | None = None) -> Job:
-    """Build our :class:`Job` from a fetched RQ job and its latest Result (if fetched)."""
-    meta = rq_job.meta or {}
-    max_retries = int(meta.get("max_retries", 0))
-    retries_left = rq_job.retries_left if rq_job.retries_left is not None else max_retries
-    if meta.get("refused"):
-        retries_left = max_retries  # refused before running: nothing was retried
-    retry_count = max(0, max_retries - retries_left) + int(meta.get("manual_retries", 0))
-    status = map_status(rq_job.get_status(refresh=False), retry_count)
+def _json(raw: bytes | None, default: Any = None) -> Any:
+    if raw is None:
+        return default
     try:
-        payload = rq_job.kwargs if isinstance(rq_job.kwargs, dict) else {}
-        task_name = rq_job.func_name or ""
-    except Exception:  # undecodable data written by something else: show the job, not a 500
-        payload, task_name = {}, "<undecodable>"
-    result, error = None, meta.get("error")
-    if latest is not None:
-        if latest.type == Result.Type.SUCCESSFUL and status == JobStatus.COMPLETED:
-            result = latest.return_value
-        elif latest.type in (Result.Type.FAILED, Result.Type.STOPPED) and error is None:
-            error = latest.exc_string
-    if status == JobStatus.COMPLETED:
-        error = None
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
+    """Our :class:`Job` from the :data:`READ_FIELDS` of a job hash (None when the hash is gone)."""
+    raw = dict(zip(READ_FIELDS, values))
+    if raw["data"] is None and raw["status"] is None:
+        return None
+    meta = _json(raw["meta"], {}) or {}
+    if not isinstance(meta, dict):
+        meta = {}
+    try:
+        task_name, payload = decode_data(raw["data"])
+    except Exception:  # written by something else: show the job, not a 500
+        task_name, payload = (raw["fk_task"] or b"<undecodable>").decode(errors="replace"), {}
+    max_retries = int(raw["fk_max"] or meta.get("max_retries", 0) or 0)
+    retry_count = int(raw["fk_retries"] or 0) + int(raw["fk_manual"] or 0)
+    status = map_status(raw["status"].decode() if raw["status"] else None, retry_count)
+    error = raw["fk_error"].decode(errors="replace") if raw["fk_error"] else meta.get("error")
+    progress = _json(raw["fk_progress"]) if raw["fk_progress"] is not None else meta.get("progress")
+    user = raw["fk_user"].decode() if raw["fk_user"] else meta.get("user_id")
+    origin = raw["origin"].decode() if raw["origin"] else ""
     return Job(
-        job_id=rq_job.id,
-        queue=queue_short,
+        job_id=job_id,
+        queue=origin.rsplit(":", 1)[-1],
         task_name=task_name,
         status=status,
         payload=payload,
-        result=result,
-        error=error,
+        result=_json(raw["fk_result"]) if status == JobStatus.COMPLETED else None,
+        error=None if status == JobStatus.COMPLETED else error,
         retry_count=retry_count,
         max_retries=max_retries,
-        progress=meta.get("progress"),
-        user_id=meta.get("user_id"),
-        created_at=_epoch(rq_job.created_at),
-        started_at=_epoch(rq_job.started_at),
-        completed_at=_epoch(rq_job.ended_at) if status.is_final else None,
+        progress=progress,
+        user_id=user,
+        created_at=parse_time(raw["created_at"]),
+        started_at=parse_time(raw["started_at"]),
+        completed_at=parse_time(raw["ended_at"]) if status.is_final else None,
         mode="redis",
     )

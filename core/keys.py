@@ -1,29 +1,131 @@
-"""Names of the Redis keys Fikiri Jobs owns (RQ's own keys keep RQ's names).
+"""Every Redis key name Fikiri Jobs reads or writes, in one place (arq's ``constants.py`` idea).
 
-Every key here is bounded: lists are trimmed, hashes are per queue or per task, and per-user
-or per-job keys expire. The README's "Redis keys" section documents the same list.
+Two families:
+
+* RQ's own layout (``rq:job:<id>``, ``rq:queue:<name>``, ``rq:wip:<name>`` ...), kept so that
+  ``rq info``, ``redis-cli`` and RQ tooling see our jobs where they expect them;
+* ours, under the ``JOBS_QUEUE_PREFIX`` (``fikiri:`` by default): counters, the per-user index,
+  wake-up tokens, unique-job locks and maintenance locks.
+
+Every key is bounded: job hashes and unique locks expire, lists are trimmed, registries are swept
+by score, counters are one small hash per queue. The README's "Redis keys" section lists the same.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any
+
 from core.config import get_settings
+
+RQ = "rq"
 
 
 def _p() -> str:
     return get_settings().queue_prefix
 
 
-def user_jobs(user_id: str) -> str:
-    """LIST of job ids, newest first, trimmed to JOBS_USER_INDEX_SIZE, expiring."""
-    return f"{_p()}:user:{user_id}:jobs"
+# --- RQ's layout ------------------------------------------------------------------------------
+def job(job_id: str) -> str:
+    """HASH: one job (RQ's fields plus ours, ``fk_*``). Expires ``result_ttl``/``failure_ttl``
+    after the job ended; has no expiry while it is pending, delayed or running."""
+    return f"{RQ}:job:{job_id}"
 
 
+def job_prefix() -> str:
+    return f"{RQ}:job:"
+
+
+def results(job_id: str) -> str:
+    """STREAM: RQ's result stream of a job; written by RQ's own workers only, deleted on a re-run."""
+    return f"{RQ}:results:{job_id}"
+
+
+def queue(full_name: str) -> str:
+    """LIST: ids of pending jobs, head first (high priority is pushed at the head)."""
+    return f"{RQ}:queue:{full_name}"
+
+
+def all_queues() -> str:
+    """SET: every queue key (RQ's ``rq:queues``), so ``rq info`` lists ours."""
+    return f"{RQ}:queues"
+
+
+def scheduled(full_name: str) -> str:
+    """ZSET: delayed jobs and retries waiting for their back-off; score = run time (epoch s)."""
+    return f"{RQ}:scheduled:{full_name}"
+
+
+def started(full_name: str) -> str:
+    """ZSET: running jobs, member ``<job id>:<claim id>``, score = lease expiry (epoch s).
+
+    This is the in-flight record: a claim moves a job from the queue list here in one script."""
+    return f"{RQ}:wip:{full_name}"
+
+
+def finished(full_name: str) -> str:
+    """ZSET: completed jobs still kept; score = when they expire (epoch s)."""
+    return f"{RQ}:finished:{full_name}"
+
+
+def failed(full_name: str) -> str:
+    """ZSET: failed jobs still kept; score = when they expire (epoch s)."""
+    return f"{RQ}:failed:{full_name}"
+
+
+def canceled(full_name: str) -> str:
+    """ZSET: canceled jobs still kept; score = when they expire (epoch s)."""
+    return f"{RQ}:canceled:{full_name}"
+
+
+def workers() -> str:
+    """SET: names of live workers (RQ's ``rq:workers``)."""
+    return f"{RQ}:workers"
+
+
+def queue_workers(full_name: str) -> str:
+    """SET: names of the workers serving a queue (RQ's ``rq:workers:<queue>``)."""
+    return f"{RQ}:workers:{full_name}"
+
+
+def worker(name: str) -> str:
+    """HASH: one worker (RQ's ``rq:worker:<name>``): hostname, pid, queues, state, heartbeat.
+    Expires ``JOBS_WORKER_TTL`` after its last heartbeat."""
+    return f"{RQ}:worker:{name}"
+
+
+# --- ours ------------------------------------------------------------------------------------
 def queue_counters(queue_short: str) -> str:
-    """HASH of lifetime counters for a queue: enqueued, completed, failed, retried, canceled."""
+    """HASH: lifetime counters of a queue, one field per ``<task>:<event>`` (enqueued, completed,
+    failed, retried, abandoned, canceled, requeued, deleted, expired). Stats sum them per event;
+    task metrics read them per task, so both come from the same increments."""
     return f"{_p()}:stats:{queue_short}"
 
 
+def user_jobs(user_id: str) -> str:
+    """LIST: job ids of a user, newest first, trimmed to JOBS_USER_INDEX_SIZE, expiring."""
+    return f"{_p()}:user:{user_id}:jobs"
+
 
 def users_with_jobs() -> str:
-    """SET of user ids that have a job index; lets the nightly cleanup walk the indexes without SCAN."""
+    """SET: user ids that have an index; lets the nightly cleanup walk them without SCAN."""
     return f"{_p()}:users"
+
+
+def wake(full_name: str) -> str:
+    """LIST: at most one wake-up token per queue; idle workers block on it (BLPOP)."""
+    return f"{_p()}:wake:{full_name}"
+
+
+def unique(queue_short: str, task: str, payload: dict[str, Any] | None, unique_key: str | None) -> str:
+    """STRING: the job id holding a ``unique_for`` window; expires with the window."""
+    if unique_key is None:
+        digest = hashlib.sha1(json.dumps(payload or {}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        unique_key = f"{task}:{digest}"
+    return f"{_p()}:unique:{queue_short}:{unique_key}"
+
+
+def maintenance_lock(full_name: str) -> str:
+    """STRING: held by the one worker sweeping a queue's registries; lives one maintenance interval."""
+    return f"{_p()}:maintenance-lock:{full_name}"

@@ -9,26 +9,14 @@ users with an index), never KEYS/SCAN.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry
-
-from core import keys, monitoring
+from core import keys, lifecycle, monitoring
 from core.config import get_settings
 from core.connection import get_redis
 from core.redis_queues import all_queues, email_queue
 
 logger = logging.getLogger(__name__)
-
-
-def _sweep_registry(registry: Any, now: float) -> int:
-    """Remove entries whose retention has passed; returns how many."""
-    connection = registry.connection
-    expired = connection.zcount(registry.key, 0, now)
-    if expired:
-        connection.zremrangebyscore(registry.key, 0, now)
-    return int(expired)
 
 
 def _trim_user_indexes() -> tuple[int, int]:
@@ -45,7 +33,7 @@ def _trim_user_indexes() -> tuple[int, int]:
             continue
         with connection.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.exists(f"rq:job:{job_id}")
+                pipe.exists(keys.job(job_id))
             present = pipe.execute()
         gone = [job_id for job_id, alive in zip(ids, present) if not alive]
         if gone:
@@ -62,15 +50,10 @@ def _trim_user_indexes() -> tuple[int, int]:
 
 def nightly_cleanup() -> dict[str, Any]:
     """Sweep expired registry entries, stale user-index ids and over-long metrics history."""
-    now = time.time()
     report: dict[str, Any] = {"queues": {}}
+    connection = get_redis()
     for queue in all_queues():
-        rq_queue = queue.rq_queue
-        report["queues"][queue.short_name] = {
-            "finished_removed": _sweep_registry(FinishedJobRegistry(queue=rq_queue), now),
-            "failed_removed": _sweep_registry(FailedJobRegistry(queue=rq_queue), now),
-            "canceled_removed": _sweep_registry(CanceledJobRegistry(queue=rq_queue), now),
-        }
+        report["queues"][queue.short_name] = {"registry_entries_removed": lifecycle.expire_registries(connection, queue.name)}
     report["user_index_ids_removed"], report["user_indexes_dropped"] = _trim_user_indexes()
     report["metrics_entries_removed"] = monitoring.trim_history()
     logger.info("nightly cleanup: %s", report)

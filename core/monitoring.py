@@ -1,25 +1,26 @@
-"""Task metrics, recorded by the worker for every execution and bounded in Redis.
+"""Task metrics: counts from the lifecycle's counters, timings aggregated in-process.
 
-Per task: executions (``total``), ``succeeded`` (completed), ``failed`` (raised, whether or not
-a retry follows), ``retried`` (of those failed, how many got another attempt), total and average
-duration, p95 over the last 100 executions, last run time and status. Also the last 100
-executions per task, the newest failures across tasks, and per-minute completed/failed counts for
-charts. Importing this module registers the recorder with :mod:`core.job_events`.
+Counts per task (``completed``, ``failed``, ``retried``, ``abandoned``) are the same increments the
+lifecycle scripts make in the queue's counter hash, in the same step as the state change, so
+task metrics can never disagree with stats or lose a count to a SIGKILL. Timings (total and
+average duration, p95 over the last 100 executions, duration buckets), the last-100 history,
+the newest failures and per-minute counts for charts are aggregated in the worker process and
+flushed once a second in one pipeline (:class:`MetricsBuffer`): a SIGKILL loses at most one
+second of timings, never a count. Measured: recording per job costs 0 Redis round trips.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections import defaultdict
 from typing import Any
 
-from redis.client import Pipeline
-
-from core import job_events
-from core.config import get_settings
+from core import keys
+from core.config import QUEUE_NAMES, get_settings
 from core.connection import get_redis
-from core.job_events import JobOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ HISTORY_SIZE = 100
 FAILURES_SIZE = 500
 MINUTE_TTL = 3 * 3600
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+COUNTED = ("completed", "failed", "retried", "abandoned", "canceled", "enqueued")
 
 
 def _key(*parts: str) -> str:
@@ -64,35 +66,106 @@ def bucket_label(duration: float) -> str:
     return "+Inf"
 
 
-def record(pipe: Pipeline, outcome: JobOutcome) -> None:
-    """The job_events listener: add one execution to the task's metrics (same pipeline)."""
-    task = outcome.task_name
-    finished = outcome.finished_at or time.time()
-    ok = outcome.outcome == job_events.COMPLETED
-    pipe.sadd(tasks_key(), task)
-    key = task_key(task)
-    pipe.hincrby(key, "total", 1)
-    pipe.hincrby(key, "succeeded" if ok else "failed", 1)
-    if outcome.outcome == job_events.RETRYING:
-        pipe.hincrby(key, "retried", 1)
-    pipe.hincrbyfloat(key, "total_duration", outcome.duration)
-    pipe.hset(key, mapping={"last_run": finished, "last_status": outcome.outcome})
-    pipe.hincrby(buckets_key(task), bucket_label(outcome.duration), 1)
-    entry = {"job_id": outcome.job_id, "queue": outcome.queue, "task": task, "status": outcome.outcome,
-             "duration": round(outcome.duration, 6), "finished_at": finished}
-    if not ok:
-        lines = (outcome.error or "").strip().splitlines()
-        entry["error"] = lines[-1][:500] if lines else ""
-        pipe.lpush(failures_key(), json.dumps(entry))
-        pipe.ltrim(failures_key(), 0, FAILURES_SIZE - 1)
-    pipe.lpush(history_key(task), json.dumps(entry))
-    pipe.ltrim(history_key(task), 0, HISTORY_SIZE - 1)
-    minute = int(finished // 60) * 60
-    pipe.hincrby(minute_key(minute), "completed" if ok else "failed", 1)
-    pipe.expire(minute_key(minute), MINUTE_TTL)
+class MetricsBuffer:
+    """Timings and history of finished attempts, held in memory until :meth:`flush`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._duration: dict[str, float] = defaultdict(float)
+        self._buckets: dict[tuple[str, str], int] = defaultdict(int)
+        self._last: dict[str, tuple[float, str]] = {}
+        self._history: dict[str, list[str]] = defaultdict(list)
+        self._failures: list[str] = []
+        self._minutes: dict[tuple[int, str], int] = defaultdict(int)
+
+    def add(self, job_id: str, queue: str, task: str, outcome: str, duration: float, error: str | None) -> None:
+        finished = time.time()
+        ok = outcome == "completed"
+        entry = {"job_id": job_id, "queue": queue, "task": task, "status": outcome,
+                 "duration": round(duration, 6), "finished_at": finished}
+        if not ok:
+            lines = (error or "").strip().splitlines()
+            entry["error"] = lines[-1][:500] if lines else ""
+        line = json.dumps(entry)
+        with self._lock:
+            if outcome != "abandoned":
+                self._duration[task] += duration
+                self._buckets[(task, bucket_label(duration))] += 1
+                self._minutes[(int(finished // 60) * 60, "completed" if ok else "failed")] += 1
+            self._last[task] = (finished, outcome)
+            history = self._history[task]
+            history.append(line)
+            del history[:-HISTORY_SIZE]
+            if not ok:
+                self._failures.append(line)
+                del self._failures[:-FAILURES_SIZE]
+
+    def flush(self, connection: Any) -> None:
+        """Write what was gathered since the last flush in one pipeline; never raises."""
+        with self._lock:
+            if not self._last:
+                return
+            duration, buckets, last = self._duration, self._buckets, self._last
+            history, failures, minutes = self._history, self._failures, self._minutes
+            self._reset()
+        try:
+            with connection.pipeline(transaction=False) as pipe:
+                pipe.sadd(tasks_key(), *last)
+                for task, seconds in duration.items():
+                    pipe.hincrbyfloat(task_key(task), "total_duration", seconds)
+                for task, (at, outcome) in last.items():
+                    pipe.hset(task_key(task), mapping={"last_run": at, "last_status": outcome})
+                for (task, label), count in buckets.items():
+                    pipe.hincrby(buckets_key(task), label, count)
+                for task, lines in history.items():
+                    pipe.lpush(history_key(task), *lines)
+                    pipe.ltrim(history_key(task), 0, HISTORY_SIZE - 1)
+                if failures:
+                    pipe.lpush(failures_key(), *failures)
+                    pipe.ltrim(failures_key(), 0, FAILURES_SIZE - 1)
+                for (minute, field), count in minutes.items():
+                    pipe.hincrby(minute_key(minute), field, count)
+                    pipe.expire(minute_key(minute), MINUTE_TTL)
+                pipe.execute()
+        except Exception:
+            logger.exception("could not flush task metrics (%d tasks); these timings are lost", len(last))
 
 
-job_events.add_listener(record)
+_buffer = MetricsBuffer()
+
+
+def buffer() -> MetricsBuffer:
+    return _buffer
+
+
+def reset_buffer() -> None:
+    """A fresh, empty buffer (in a forked child: the inherited one belongs to the parent)."""
+    global _buffer
+    _buffer = MetricsBuffer()
+
+
+def flush(connection: Any | None = None) -> None:
+    _buffer.flush(connection or get_redis())
+
+
+def task_counts(connection: Any | None = None) -> dict[str, dict[str, int]]:
+    """Per task, the lifecycle's counters summed over the queues: ``{task: {event: n}}``."""
+    connection = connection or get_redis()
+    with connection.pipeline(transaction=False) as pipe:
+        for queue in QUEUE_NAMES:
+            pipe.hgetall(keys.queue_counters(queue))
+        replies = pipe.execute()
+    counts: dict[str, dict[str, int]] = {}
+    for raw in replies:
+        for field, value in raw.items():
+            task, _, event = field.decode().rpartition(":")
+            if task and task != "*":
+                counts.setdefault(task, {}).setdefault(event, 0)
+                counts[task][event] += int(value)
+    return counts
 
 
 def _p95(durations: list[float]) -> float:
@@ -103,9 +176,14 @@ def _p95(durations: list[float]) -> float:
 
 
 def get_task_stats(task: str | None = None) -> dict[str, dict[str, Any]]:
-    """Metrics per task (one task if named; unknown task: an empty dict)."""
+    """Metrics per task (one task if named; unknown task: an empty dict).
+
+    ``total`` counts attempts that ended: completed + failed + retried (an abandoned attempt is
+    among retried or failed, and also counted in ``abandoned``).
+    """
     connection = get_redis()
-    names = [task] if task else sorted(n.decode() for n in connection.smembers(tasks_key()))
+    counts = task_counts(connection)
+    names = [task] if task else sorted(set(counts) | {n.decode() for n in connection.smembers(tasks_key())})
     with connection.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hgetall(task_key(name))
@@ -114,19 +192,22 @@ def get_task_stats(task: str | None = None) -> dict[str, dict[str, Any]]:
     stats: dict[str, dict[str, Any]] = {}
     for index, name in enumerate(names):
         raw, history = replies[2 * index], replies[2 * index + 1]
-        if not raw:
+        count = counts.get(name, {})
+        total = count.get("completed", 0) + count.get("failed", 0) + count.get("retried", 0)
+        if not raw and not total:
             continue
         data = {k.decode(): v.decode() for k, v in raw.items()}
-        total = int(data.get("total", 0))
+        timed = total - count.get("abandoned", 0)
         total_duration = float(data.get("total_duration", 0.0))
-        durations = [json.loads(item)["duration"] for item in history]
+        durations = [json.loads(item)["duration"] for item in history if b'"abandoned"' not in item]
         stats[name] = {
             "total": total,
-            "succeeded": int(data.get("succeeded", 0)),
-            "failed": int(data.get("failed", 0)),
-            "retried": int(data.get("retried", 0)),
+            "succeeded": count.get("completed", 0),
+            "failed": count.get("failed", 0),
+            "retried": count.get("retried", 0),
+            "abandoned": count.get("abandoned", 0),
             "total_duration": round(total_duration, 6),
-            "avg_duration": round(total_duration / total, 6) if total else 0.0,
+            "avg_duration": round(total_duration / timed, 6) if timed > 0 else 0.0,
             "p95_duration": round(_p95(durations), 6),
             "last_run": float(data["last_run"]) if "last_run" in data else None,
             "last_status": data.get("last_status"),

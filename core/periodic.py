@@ -25,15 +25,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from rq.job import JobStatus as RQStatus
+from rq.job import Job as RQJob
+from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
 from rq_scheduler.utils import get_next_scheduled_time
 
+from core import keys, lifecycle
 from core.config import get_settings
 from core.connection import get_redis
 from core.errors import JobNotFoundError
 from core.redis_queues import get_queue
-from core.rq_job import SERIALIZER, TaskJob
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +49,14 @@ return 1
 """
 
 
-class ScheduledTaskJob(TaskJob):
-    """A TaskJob that is JSON whatever serializer rq-scheduler asks for."""
+class ScheduledTaskJob(RQJob):
+    """rq-scheduler's template of a periodic job: JSON whatever serializer it asks for.
+
+    It is never run by RQ: each due run is created through :func:`core.lifecycle.enqueue` under
+    the same id, so it is counted, claimed and finished like every other job."""
 
     def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
-        super().__init__(id=id, connection=connection, serializer=SERIALIZER)
+        super().__init__(id=id, connection=connection, serializer=JSONSerializer)
 
 
 @dataclass(frozen=True)
@@ -125,11 +129,20 @@ class JsonScheduler(Scheduler):
         if self.connection.sismember(_paused_key(), job.id):
             logger.info("periodic job %s is paused; skipped this run", job.id)
             return
-        if job.get_status(refresh=True) in (RQStatus.QUEUED, RQStatus.STARTED):
+        status = self.connection.hget(keys.job(job.id), "status")
+        if status is not None and status.decode() in lifecycle.LIVE_STATUSES:
             logger.warning("periodic job %s: the previous run has not finished; skipped this run", job.id)
             return
-        queue = get_queue(job.origin).rq_queue
-        queue.enqueue_job(job, at_front=bool(job.enqueue_at_front))
+        queue_short = lifecycle.short_name(job.origin)
+        interval = int(job.meta.get("interval") or 0)
+        run = lifecycle.NewJob(
+            job_id=job.id, task_name=job.func_name, kwargs=job.kwargs, max_retries=0,
+            timeout=int(job.timeout or get_settings().timeout_for(queue_short)), check_existing=True,
+            # the template's meta (interval, cron) must survive the run; keep it past the next run
+            extra_fields=["meta", json.dumps(job.meta), "description", job.description or ""],
+            result_ttl=max(2 * 86_400, 2 * interval), failure_ttl=max(get_settings().failure_ttl, 2 * interval),
+        )
+        lifecycle.enqueue(self.connection, queue_short, [run])
         self.connection.hset(_last_run_key(), job.id, time.time())
         logger.info("periodic job %s enqueued (%s)", job.id, job.func_name)
 

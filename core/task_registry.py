@@ -19,8 +19,9 @@ from core.config import get_settings
 
 logger = logging.getLogger(__name__)
 
-# Domain packages whose import registers the built-in tasks.
-BUILTIN_TASK_MODULES = ("core.maintenance", "email_automation.tasks", "ai_assistant.tasks", "crm.tasks")
+# core's own housekeeping tasks. The domain packages register theirs the way a host app does,
+# through the task-module settings (JOBS_APP_TASK_MODULES, JOBS_TASK_MODULES).
+BUILTIN_TASK_MODULES = ("core.maintenance",)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def all_tasks() -> dict[str, list[str]]:
 
 def load_task_modules(extra: tuple[str, ...] | list[str] = ()) -> None:
     """Import the built-in task modules, ``JOBS_TASK_MODULES`` and ``extra`` (once each)."""
-    wanted = (*BUILTIN_TASK_MODULES, *get_settings().task_modules, *extra)
+    settings = get_settings()
+    wanted = (*BUILTIN_TASK_MODULES, *settings.app_task_modules, *settings.task_modules, *extra)
     if all(module in _loaded_modules for module in wanted):
         return
     with _lock:

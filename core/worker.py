@@ -1,296 +1,296 @@
-"""Our RQ worker classes: registered tasks only, JSON, one log line per job, fast recovery.
+"""The Fikiri worker: claims jobs atomically, runs them in an executor, keeps their leases alive.
 
-What they add to RQ's ``Worker`` (fork) and ``SimpleWorker`` (no fork):
+One loop per worker process::
 
-* a job's started-registry entry expires ``heartbeat interval + grace`` seconds after the last
-  heartbeat (RQ uses +60 s), so a job abandoned by a SIGKILLed worker is retried sooner;
-* the error of every failed attempt is kept on the job (``meta["error"]``), so a retrying job
-  shows why it is retrying;
-* a cold shutdown (second SIGTERM/SIGINT) puts the job in hand back at the front of its queue
-  at once instead of leaving it for the abandoned-job sweep;
-* every execution is logged in one line and counted (:mod:`core.job_events`).
+    promote due delayed jobs (every JOBS_WORKER_PROMOTE_INTERVAL)
+    sweep: take back jobs whose lease expired (every JOBS_WORKER_MAINTENANCE_INTERVAL, one worker)
+    claim up to <free slots> jobs from the queues in priority order (one script call)
+    hand them to the executor, or, with nothing to do, block on the queues' wake-up tokens
+
+A claimed job sits in its queue's in-flight registry with a lease; a heartbeat thread extends
+every lease in one pipeline per ``JOBS_WORKER_HEARTBEAT_INTERVAL``. When a worker dies, its
+leases run out and the sweep of any other worker takes the jobs back, counting the lost
+attempt (:func:`core.lifecycle.abandon_expired`). Recovery bound: lease
+(``JOBS_WORKER_LEASE``) + one maintenance interval.
+
+Idle cost, measured: per worker and second, one BLPOP, one promote script per queue and one
+heartbeat pipeline (about 10 Redis commands/s); wake-up latency after an enqueue is one round trip.
+
+Signals: SIGTERM/SIGINT stop claiming, finish the jobs in hand and exit 0; a second one puts the
+jobs in hand back at the head of their queues (not counted as attempts) and exits 1 at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
-from datetime import UTC, datetime
+import uuid
 from typing import Any
 
 import redis
-from rq import SimpleWorker, Worker, worker_registration
-from rq.job import JobStatus as RQStatus
-from rq.queue import Queue
-from rq.registry import clean_registries
-from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
-from rq.utils import now as rq_now
 
-from core import job_events, monitoring  # noqa: F401  (monitoring registers the metrics recorder)
+from core import keys, lifecycle, monitoring
 from core.config import Settings, get_settings
-from core.rq_job import SERIALIZER, TaskJob, queue_short_name
+from core.connection import new_redis
+from core.executors import PreforkExecutor, SimpleExecutor, ThreadedExecutor
+from core.lifecycle import ClaimedJob
 
 logger = logging.getLogger(__name__)
 
-MAX_ERROR_CHARS = 8000
-
-_COMPARE_AND_DELETE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+WORKER_CLASSES = ("prefork", "fork", "simple", "threaded")
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
-def _compare_and_delete(connection: Any, keys: list[str], args: list[Any]) -> bool:
-    return bool(connection.eval(_COMPARE_AND_DELETE, len(keys), *keys, *args))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _duration(job: Any) -> float:
-    if job.started_at is None:
-        return 0.0
-    end = job.ended_at or datetime.now(UTC)
-    return max(0.0, (end - job.started_at).total_seconds())
-
-
-def _task_name(job: Any) -> str:
-    try:
-        return str(job.func_name)
-    except Exception:
-        return "<undecodable>"
-
-
-class TaskWorkerMixin:
-    """Behaviour shared by the fork and no-fork workers (see the module docstring)."""
-
-    heartbeat_grace = 15
-
-    def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
-        interval = self.job_monitoring_interval  # type: ignore[attr-defined]
-        if job.timeout and job.timeout > 0:
-            remaining = max(job.timeout - working_time, 1)
-            return int(min(remaining, interval)) + self.heartbeat_grace
-        return int(interval) + self.heartbeat_grace
-
-    def handle_job_success(self, job: Any, queue: Queue, started_job_registry: Any, execution: Any) -> None:
-        super().handle_job_success(job, queue, started_job_registry, execution)  # type: ignore[misc]
-        self._job_ended(job, job_events.COMPLETED, None)
-
-    def handle_job_failure(
-        self, job: Any, queue: Queue, started_job_registry: Any = None, exc_string: str = "", execution: Any = None
-    ) -> None:
-        will_retry = job.should_retry and getattr(self, "_stopped_job_id", None) != job.id
-        if exc_string:
-            job.meta["error"] = exc_string[-MAX_ERROR_CHARS:]
-            try:
-                job.save_meta()
-            except Exception:
-                logger.exception("could not save the error of job %s", job.id)
-        super().handle_job_failure(  # type: ignore[misc]
-            job, queue, started_job_registry=started_job_registry, exc_string=exc_string, execution=execution
-        )
-        self._job_ended(job, job_events.RETRYING if will_retry else job_events.FAILED, exc_string)
-
-    def _job_ended(self, job: Any, outcome: str, error: str | None) -> None:
-        duration = _duration(job)
-        queue = queue_short_name(job.origin or "")
-        task = _task_name(job)
-        last_line = (error or "").strip().splitlines()[-1:] or [""]
-        logger.log(
-            logging.INFO if outcome == job_events.COMPLETED else logging.WARNING,
-            "job %s task=%s queue=%s duration=%.3fs outcome=%s%s",
-            job.id, task, queue, duration, outcome, f" error={last_line[0][:300]!r}" if error else "",
-        )
-        job_events.record_outcome(
-            self.connection,  # type: ignore[attr-defined]
-            job_events.JobOutcome(
-                job_id=job.id, queue=queue, task_name=task, outcome=outcome, duration=duration,
-                error=error, finished_at=time.time(),
-            ),
-        )
-
-    def prepare_execution(self, job: Any) -> Any:
-        """Remember a job whose start could not be recorded (Redis went away right after dequeue).
-
-        A worker serving several queues dequeues with BLPOP, so between the pop and this point the
-        job is in no list and no registry; if recording the start fails, :meth:`requeue_unstarted`
-        puts it back once Redis answers again.
-        """
-        try:
-            return super().prepare_execution(job)  # type: ignore[misc]
-        except (redis.ConnectionError, redis.TimeoutError):
-            self.unstarted_job = job
-            raise
-
-    def requeue_unstarted(self) -> bool:
-        """Put back the job :meth:`prepare_execution` could not start; True if it was requeued."""
-        job = getattr(self, "unstarted_job", None)
-        if job is None:
-            return False
-        connection = self.connection  # type: ignore[attr-defined]
-        running = [m.decode().split(":")[0] for m in connection.zrange(f"rq:wip:{job.origin}", 0, -1)]
-        status = connection.hget(job.key, "status")
-        if job.id in running or status != b"queued":
-            self.unstarted_job = None
-            return False  # its start was recorded after all: the registry sweep owns it
-        queue = Queue(job.origin, connection=connection, job_class=TaskJob, serializer=SERIALIZER)
-        queue.push_job_id(job.id, at_front=True)
-        logger.warning("job %s was dequeued but never started (Redis went away); put back on %s", job.id, job.origin)
-        self.unstarted_job = None
-        return True
-
-    def run_maintenance_tasks(self) -> None:
-        self._reclaim_dead_scheduler_locks()
-        super().run_maintenance_tasks()  # type: ignore[misc]
-
-    def clean_registries(self) -> None:
-        """RQ's sweep, under a lock that lives one maintenance interval instead of RQ's 899 s.
-
-        RQ's lock is released only by the worker that took it; a worker killed (or cut off from
-        Redis) during the sweep left it for 15 minutes, and with it every abandoned job.
-        """
-        connection = self.connection  # type: ignore[attr-defined]
-        ttl = max(5, int(self.maintenance_interval))  # type: ignore[attr-defined]
-        for queue in self.queues:  # type: ignore[attr-defined]
-            lock_key = f"{get_settings().queue_prefix}:maintenance-lock:{queue.name}"
-            if not connection.set(lock_key, self.name, nx=True, ex=ttl):  # type: ignore[attr-defined]
-                continue
-            try:
-                clean_registries(queue, self._exc_handlers)  # type: ignore[attr-defined]
-                worker_registration.clean_worker_registry(queue)
-                queue.intermediate_queue.cleanup(self, queue)
-            finally:
-                _compare_and_delete(connection, keys=[lock_key], args=[self.name])  # type: ignore[attr-defined]
-        self.last_cleaned_at = rq_now()
-
-    def _reclaim_dead_scheduler_locks(self) -> None:
-        """Free scheduler locks held by a dead scheduler process on this host.
-
-        RQ's scheduler lock outlives a SIGKILLed holder by 61 s; until then nobody moves retries
-        and delayed jobs to their queues. A lock whose holder ran on this host under a PID that no
-        longer exists is released (compare-and-delete), so our next maintenance takes it over.
-        """
-        connection = self.connection  # type: ignore[attr-defined]
-        hostname = socket.gethostname()
-        for queue in self.queues:  # type: ignore[attr-defined]
-            lock_key = SCHEDULER_LOCKING_KEY_TEMPLATE % queue.name
-            try:
-                holder = connection.get(lock_key)
-                if not holder:
-                    continue
-                info = connection.hgetall(SCHEDULER_KEY_TEMPLATE % holder.decode())
-                if info.get(b"hostname", b"").decode() != hostname or not info.get(b"pid"):
-                    continue
-                pid = int(info[b"pid"])
-                if _pid_alive(pid):
-                    continue
-                if _compare_and_delete(connection, keys=[lock_key], args=[holder]):
-                    logger.warning("released scheduler lock of %s held by dead PID %s", queue.name, pid)
-            except Exception:
-                logger.exception("could not check the scheduler lock of %s", queue.name)
-
-    def request_force_stop(self, signum: int, frame: Any) -> None:
-        """Cold shutdown: stop the job in hand and put it back at the front of its queue."""
-        job = None
-        try:
-            job = self.get_current_job()  # type: ignore[attr-defined]
-        except Exception:
-            logger.exception("could not read the current job during cold shutdown")
-        horse_pid = getattr(self, "horse_pid", 0)
-        if job is not None and horse_pid:
-            logger.warning("cold shutdown: stopping job %s and requeueing it", job.id)
-            self.kill_horse()  # type: ignore[attr-defined]
-            self.wait_for_horse()  # type: ignore[attr-defined]
-            self._requeue_interrupted(job)
-            raise SystemExit(1)
-        super().request_force_stop(signum, frame)  # type: ignore[misc]
-
-    def _requeue_interrupted(self, job: Any) -> None:
-        queue = Queue(job.origin, connection=self.connection, job_class=TaskJob, serializer=SERIALIZER)  # type: ignore[attr-defined]
-        with self.connection.pipeline() as pipe:  # type: ignore[attr-defined]
-            execution = next(iter(self.executions.values()), None)  # type: ignore[attr-defined]
-            self.cleanup_execution(job, pipeline=pipe, execution=execution)  # type: ignore[attr-defined]
-            job.set_status(RQStatus.QUEUED, pipeline=pipe)
-            queue.push_job_id(job.id, pipeline=pipe, at_front=True)
-            pipe.execute()
-
-
-class TaskWorker(TaskWorkerMixin, Worker):
-    """Fork a work-horse per job (RQ's default isolation): a crashing task cannot take the worker down."""
-
-
-class SimpleTaskWorker(TaskWorkerMixin, SimpleWorker):
-    """Run jobs in the worker process (no fork): faster, less isolated."""
-
-    def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
-        # No monitoring loop beats while the job runs in this process, so the entry must outlive
-        # the job's own timeout.
-        timeout = job.timeout if job.timeout and job.timeout > 0 else get_settings().worker_ttl
-        return int(timeout) + self.heartbeat_grace
-
-    def request_force_stop(self, signum: int, frame: Any) -> None:
-        # The job runs in this very process, under RQ's bare ``except:``: raising SystemExit here
-        # would be recorded as a job failure. Requeue the job, then leave at once.
-        job = self.get_current_job()
-        if job is None:
-            super().request_force_stop(signum, frame)
-            return
-        logger.warning("cold shutdown: requeueing job %s", job.id)
-        try:
-            self._requeue_interrupted(job)
-            self.register_death()
-        finally:
-            logging.shutdown()
-            os._exit(1)
-
-
-WORKER_CLASSES = ("fork", "simple", "threaded")
-
-
-def worker_class_named(kind: str) -> type:
+def build_executor(worker: Worker, kind: str, concurrency: int | None, settings: Settings) -> Any:
+    if kind == "simple":
+        return SimpleExecutor(worker, settings.worker_prefetch)
     if kind == "threaded":
-        from core.threaded_worker import ThreadedTaskWorker
+        return ThreadedExecutor(worker, concurrency or settings.worker_concurrency)
+    if kind == "fork":
+        return PreforkExecutor(worker, concurrency or 1, max_jobs=1, max_rss_mb=0, kind="fork")
+    if kind == "prefork":
+        size = concurrency or settings.worker_pool_size or os.cpu_count() or 2
+        return PreforkExecutor(worker, size, settings.worker_max_jobs_per_child, settings.worker_max_child_memory_mb)
+    raise ValueError(f"unknown worker class {kind!r}; accepted: {', '.join(WORKER_CLASSES)}")
 
-        return ThreadedTaskWorker
-    return {"fork": TaskWorker, "simple": SimpleTaskWorker}[kind]
 
+class Worker:
+    """A worker process serving ``queues`` (full names, in priority order)."""
 
-def build_worker(
-    queue_names: list[str],
-    connection: Any,
-    worker_class: str | None = None,
-    name: str | None = None,
-    settings: Settings | None = None,
-    concurrency: int | None = None,
-) -> Any:
-    """A worker on ``queue_names`` (full RQ names) tuned from the settings."""
-    settings = settings or get_settings()
-    kind = worker_class or settings.worker_class
-    if kind not in WORKER_CLASSES:
-        raise ValueError(f"unknown worker class {kind!r}; accepted: {', '.join(WORKER_CLASSES)}")
-    cls = worker_class_named(kind)
-    extra = {"concurrency": concurrency or settings.worker_concurrency} if kind == "threaded" else {}
-    worker = cls(
-        queue_names,
-        name=name,
-        connection=connection,
-        job_class=TaskJob,
-        serializer=SERIALIZER,
-        worker_ttl=settings.worker_ttl,
-        maintenance_interval=settings.worker_maintenance_interval,
-        job_monitoring_interval=settings.worker_heartbeat_interval,
-        default_result_ttl=settings.result_ttl,
-        **extra,
-    )
-    worker.heartbeat_grace = settings.worker_heartbeat_grace
-    return worker
+    def __init__(self, queues: list[str], worker_class: str | None = None, concurrency: int | None = None,
+                 name: str | None = None, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.queues = queues
+        self.kind = worker_class or self.settings.worker_class
+        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self._token = uuid.uuid4().hex[:6]
+        self._seq = 0
+        self.connection = new_redis()
+        self._wait_connection = new_redis(socket_timeout=self.settings.worker_idle_wait + 10)
+        self.executor = build_executor(self, self.kind, concurrency, self.settings)
+        self._in_flight: dict[str, ClaimedJob] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._signals = 0
+        self.processed = 0
+        self._next_promote = 0.0
+        self._next_sweep = 0.0
+
+    # --- bookkeeping the executors call ------------------------------------------------------------
+    def job_done(self, job: ClaimedJob) -> None:
+        with self._lock:
+            self._in_flight.pop(job.member, None)
+
+    def in_hand(self) -> list[ClaimedJob]:
+        with self._lock:
+            return list(self._in_flight.values())
+
+    # --- the loop ------------------------------------------------------------------------------------
+    def work(self, burst: bool = False, max_jobs: int | None = None) -> int:
+        """Serve until stopped (or, with ``burst``, until the queues are empty). Returns the exit code."""
+        self._install_signals()
+        self.executor.start()
+        self._register()
+        beat = threading.Thread(target=self._heartbeat_loop, name="fikiri-heartbeat", daemon=True)
+        beat.start()
+        logger.info("worker %s (%s) serving %s", self.name, self.executor.kind, ", ".join(self.queues))
+        try:
+            while not self._stop.is_set():
+                if max_jobs is not None and self.processed >= max_jobs:
+                    break
+                if not self._step(burst, max_jobs):
+                    break
+        finally:
+            self._shutdown()
+        return 0
+
+    def _step(self, burst: bool, max_jobs: int | None) -> bool:
+        """One turn of the loop; False when a burst worker has nothing left to do."""
+        try:
+            self._maintain()
+            free = self.executor.free_slots()
+            if free <= 0:
+                self.executor.wait(1.0)
+                return True
+            if max_jobs is not None:
+                free = min(free, max_jobs - self.processed)
+            jobs = self._claim(free)
+        except REDIS_ERRORS as exc:
+            self._redis_down(exc)
+            return True
+        if jobs:
+            for job in jobs:
+                self.processed += 1
+                self.executor.submit(job)
+            return True
+        if burst:
+            if not self.executor.busy() and not self.in_hand():
+                return False
+            self.executor.wait(0.05)
+            return True
+        self._wait_for_work()
+        return True
+
+    def _claim(self, limit: int) -> list[ClaimedJob]:
+        self._seq += 1
+        jobs = lifecycle.claim(self.connection, self.name, f"{self._token}{self._seq:x}.", self.queues, limit,
+                               self.settings.worker_lease)
+        with self._lock:
+            for job in jobs:
+                self._in_flight[job.member] = job
+        return jobs
+
+    def _wait_for_work(self) -> None:
+        """Block until a wake-up token arrives (an enqueue) or the next maintenance is due."""
+        timeout = max(0.01, min(self.settings.worker_idle_wait, self._next_promote - time.monotonic()))
+        try:
+            self._wait_connection.blpop([keys.wake(q) for q in self.queues], timeout=timeout)
+        except REDIS_ERRORS as exc:
+            self._redis_down(exc)
+
+    def _redis_down(self, exc: Exception) -> None:
+        logger.warning("worker %s: Redis unreachable (%s); retrying in 1s", self.name, exc)
+        self._stop.wait(1.0)
+
+    # --- maintenance ----------------------------------------------------------------------------------
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_promote:
+            self._next_promote = now + self.settings.worker_promote_interval
+            for queue in self.queues:
+                lifecycle.promote_due(self.connection, queue)
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.settings.worker_maintenance_interval
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Take back abandoned jobs and drop expired registry entries (one worker per queue at a time)."""
+        ttl = max(1, int(self.settings.worker_maintenance_interval))
+        for queue in self.queues:
+            if not self.connection.set(keys.maintenance_lock(queue), self.name, nx=True, ex=ttl):
+                continue
+            lifecycle.abandon_expired(self.connection, queue)
+            lifecycle.expire_registries(self.connection, queue)
+            self._clean_worker_registry(queue)
+
+    def _clean_worker_registry(self, queue: str) -> None:
+        members = [m.decode() for m in self.connection.smembers(keys.queue_workers(queue))]
+        if not members:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.exists(keys.worker(member))
+            alive = pipe.execute()
+        dead = [m for m, ok in zip(members, alive) if not ok]
+        if dead:
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.srem(keys.queue_workers(queue), *dead)
+                pipe.srem(keys.workers(), *dead)
+                pipe.execute()
+
+    # --- registration and heartbeat ----------------------------------------------------------------------
+    def _register(self) -> None:
+        while True:
+            try:
+                with self.connection.pipeline(transaction=False) as pipe:
+                    pipe.hset(keys.worker(self.name), mapping={
+                        "birth": lifecycle.epoch_to_rq_time(time.time()), "hostname": socket.gethostname(),
+                        "pid": os.getpid(), "queues": ",".join(self.queues), "state": "busy",
+                        "worker_class": self.executor.kind,
+                    })
+                    pipe.expire(keys.worker(self.name), self.settings.worker_ttl)
+                    pipe.sadd(keys.workers(), self.name)
+                    for queue in self.queues:
+                        pipe.sadd(keys.queue_workers(queue), self.name)
+                        pipe.sadd(keys.all_queues(), keys.queue(queue))
+                    pipe.execute()
+                return
+            except REDIS_ERRORS as exc:
+                if self._stop.is_set():
+                    return
+                self._redis_down(exc)
+
+    def _unregister(self) -> None:
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.delete(keys.worker(self.name))
+                pipe.srem(keys.workers(), self.name)
+                for queue in self.queues:
+                    pipe.srem(keys.queue_workers(queue), self.name)
+                pipe.execute()
+        except REDIS_ERRORS as exc:
+            logger.warning("worker %s could not unregister (%s); the sweep will", self.name, exc)
+
+    def _heartbeat_loop(self) -> None:
+        connection = new_redis()
+        interval = self.settings.worker_heartbeat_interval
+        while not self._stop.wait(interval):
+            self.heartbeat(connection)
+        # keep leases alive while a warm stop waits for the jobs in hand
+        while self.in_hand():
+            self.heartbeat(connection)
+            time.sleep(interval)
+
+    def heartbeat(self, connection: Any) -> None:
+        """Extend every lease in hand and this worker's registration (one pipeline), flush metrics."""
+        jobs = self.in_hand()
+        expiry = time.time() + self.settings.worker_lease
+        try:
+            with connection.pipeline(transaction=False) as pipe:
+                by_queue: dict[str, dict[str, float]] = {}
+                for job in jobs:
+                    by_queue.setdefault(job.queue, {})[job.member] = expiry
+                for queue, members in by_queue.items():
+                    pipe.zadd(keys.started(queue), members, xx=True)
+                pipe.hset(keys.worker(self.name), mapping={
+                    "last_heartbeat": lifecycle.epoch_to_rq_time(time.time()), "state": "busy" if jobs else "idle",
+                    "current_jobs": len(jobs), "processed": self.processed})
+                pipe.expire(keys.worker(self.name), self.settings.worker_ttl)
+                pipe.execute()
+            monitoring.buffer().flush(connection)
+        except REDIS_ERRORS as exc:
+            logger.warning("heartbeat of worker %s failed (%s)", self.name, exc)
+
+    # --- stopping ---------------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info("worker %s: %s received; finishing %d job(s) in hand, then exiting (send it again to "
+                        "stop at once)", self.name, signal.Signals(signum).name, len(self.in_hand()))
+            self._stop.set()
+            return
+        self._cold_stop()
+
+    def _cold_stop(self) -> None:
+        """Second signal: stop the jobs in hand, put them back at the head of their queues, exit 1."""
+        jobs = self.in_hand()
+        self.executor.kill()
+        try:
+            lifecycle.release(self.connection, jobs, "interrupted: its worker was stopped at once; requeued")
+        except REDIS_ERRORS as exc:
+            logger.error("cold stop could not requeue %d job(s) (%s); the sweep will retry them", len(jobs), exc)
+        self._unregister()
+        logging.shutdown()
+        os._exit(1)
+
+    def _shutdown(self) -> None:
+        self.executor.stop(wait=True)
+        try:
+            monitoring.buffer().flush(self.connection)
+        except REDIS_ERRORS:
+            pass
+        self._unregister()
+        logger.info("worker %s stopped after %d job(s)", self.name, self.processed)

@@ -27,18 +27,15 @@ from flask import (
     session,
     url_for,
 )
-from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
-from rq.results import Result
 
-from core import monitoring, periodic
+from core import job_ops, monitoring, periodic
 from core.auth import Identity, resolve_identity
 from core.config import get_settings
-from core.connection import get_redis, redis_available
+from core.connection import redis_available
 from core.errors import JobsError
 from core.fallback import get_fallback
 from core.job_model import Job
 from core.redis_queues import all_queues, cancel_job, fetch_jobs, get_job, get_queue, get_user_jobs, retry_job
-from core.rq_job import SERIALIZER, TaskJob
 
 logger = logging.getLogger(__name__)
 
@@ -129,33 +126,13 @@ def _visible(job: Job | None) -> Job:
 
 
 def _page_ids(queue_short: str, state: str, page: int) -> tuple[list[str], int]:
-    """Ids on one page of a queue's state (newest first for registries) and the state's size."""
-    rq_queue = get_queue(queue_short).rq_queue
-    connection = rq_queue.connection
-    start, end = page * PAGE_SIZE, page * PAGE_SIZE + PAGE_SIZE - 1
-    if state == "pending":
-        return [i.decode() for i in connection.lrange(rq_queue.key, start, end)], connection.llen(rq_queue.key)
-    registry_key = {
-        "delayed": ScheduledJobRegistry(queue=rq_queue).key,
-        "running": f"rq:wip:{rq_queue.name}",
-        "completed": FinishedJobRegistry(queue=rq_queue).key,
-        "failed": FailedJobRegistry(queue=rq_queue).key,
-        "canceled": CanceledJobRegistry(queue=rq_queue).key,
-    }[state]
-    reader = connection.zrange if state == "delayed" else connection.zrevrange
-    ids = [i.decode().split(":")[0] if state == "running" else i.decode() for i in reader(registry_key, start, end)]
-    return ids, connection.zcard(registry_key)
+    """Ids on one page of a queue's state (newest first for ended states) and the state's size."""
+    return job_ops.page_ids(queue_short, state, page * PAGE_SIZE, PAGE_SIZE)
 
 
 def _attempts(job_id: str) -> list[dict[str, Any]]:
-    """Every stored execution result of a job (RQ keeps the last ten)."""
-    try:
-        rq_job = TaskJob.fetch(job_id, connection=get_redis(), serializer=SERIALIZER)
-        results = Result.all(rq_job, serializer=SERIALIZER)
-    except Exception:
-        return []
-    return [{"type": r.type.name.lower(), "at": r.created_at.timestamp(), "worker": r.worker_name,
-             "error": r.exc_string} for r in results]
+    """Per-attempt history is not stored yet (the job shows its retry count and last error)."""
+    return []
 
 
 # --- pages ------------------------------------------------------------------------------------------
@@ -257,9 +234,7 @@ def job_cancel(job_id: str):
 def job_delete(job_id: str):
     _admin_only()
     _visible(get_job(job_id))
-    rq_job = TaskJob.fetch(job_id, connection=get_redis(), serializer=SERIALIZER)
-    rq_job.delete()
-    flash(f"job {job_id} deleted", "ok")
+    _act(lambda: job_ops.delete_job(job_id), f"job {job_id} deleted")
     return _back(url_for("dashboard.failures_page"))
 
 

@@ -209,16 +209,24 @@ def cancel(out: Output, job_id: str) -> None:
 @cli.command()
 @click.pass_obj
 def workers(out: Output) -> None:
-    """Workers alive, from RQ's registry."""
-    from rq import Worker
+    """Workers alive (their registrations, refreshed every heartbeat)."""
+    from core import keys
 
-    from core.rq_job import SERIALIZER
-
-    rows = [{"name": w.name, "state": w.get_state(), "queues": ",".join(w.queue_names()),
-             "pid": w.pid, "current_job": w.get_current_job_id(), "successful": w.successful_job_count,
-             "failed": w.failed_job_count}
-            for w in Worker.all(connection=get_redis(), serializer=SERIALIZER)]
-    out.emit(rows, lambda: _table(rows, ["name", "state", "queues", "pid", "current_job", "successful", "failed"]))
+    connection = get_redis()
+    names = sorted(n.decode() for n in connection.smembers(keys.workers()))
+    with connection.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(keys.worker(name))
+        replies = pipe.execute()
+    rows = []
+    for name, raw in zip(names, replies):
+        if not raw:
+            continue
+        info = {k.decode(): v.decode() for k, v in raw.items()}
+        rows.append({"name": name, "state": info.get("state", ""), "queues": info.get("queues", ""),
+                     "pid": info.get("pid", ""), "class": info.get("worker_class", ""),
+                     "current_jobs": info.get("current_jobs", "0"), "processed": info.get("processed", "0")})
+    out.emit(rows, lambda: _table(rows, ["name", "state", "queues", "pid", "class", "current_jobs", "processed"]))
 
 
 @cli.group()

@@ -1,9 +1,9 @@
 """The Fikiri worker: ``python scripts/rq_worker.py [email ai crm] [options]``.
 
 Serves the named queues (all three by default, in priority order email > ai > crm), registers
-every task at start, runs RQ's scheduler for delayed jobs and retry back-off, and logs one line
-per job. SIGTERM finishes the job in hand and exits 0; a second SIGTERM/SIGINT stops at once and
-puts the job back on its queue. ``--processes N`` runs N workers under one supervisor.
+every task at start, moves delayed jobs and retries onto their queues when due, and logs one
+line per job. SIGTERM finishes the jobs in hand and exits 0; a second SIGTERM/SIGINT stops at
+once and puts them back on their queues. ``--processes N`` runs N workers under one supervisor.
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis  # noqa: E402
-
 from core import task_registry  # noqa: E402
 from core.config import QUEUE_NAMES, get_settings  # noqa: E402
-from core.connection import new_redis  # noqa: E402
 from core.errors import UnknownQueueError  # noqa: E402
 from core.redis_queues import get_queue  # noqa: E402
-from core.worker import WORKER_CLASSES, build_worker  # noqa: E402
+from core.worker import WORKER_CLASSES, Worker  # noqa: E402
 
 logger = logging.getLogger("fikiri.worker")
 
@@ -37,15 +34,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     parser.add_argument(
         "--worker-class", choices=WORKER_CLASSES, default=None,
-        help="fork: a work-horse process per job (default, JOBS_WORKER_CLASS); simple: run jobs in-process; "
-             "threaded: up to --concurrency jobs at once in threads (I/O-bound work, fast mode)",
+        help="prefork: reused child processes (default, JOBS_WORKER_CLASS); fork: a fresh process per job; "
+             "simple: run jobs in the worker process; threaded: up to --concurrency jobs at once in threads",
     )
     parser.add_argument("--concurrency", type=int, default=None,
-                        help="jobs at once for --worker-class threaded (JOBS_WORKER_CONCURRENCY, default 8)")
+                        help="threads (threaded, default JOBS_WORKER_CONCURRENCY=8) or child processes "
+                             "(prefork: default one per CPU; fork: default 1)")
     parser.add_argument("--processes", type=int, default=1, help="worker processes to run (default 1)")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="extra module that registers tasks (repeatable; also JOBS_TASK_MODULES)")
-    parser.add_argument("--name", default=None, help="worker name (default: random)")
+    parser.add_argument("--name", default=None, help="worker name (default: host.pid.random)")
     parser.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
     parser.add_argument("--log-level", default=os.environ.get("JOBS_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
@@ -60,50 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def wait_for_redis(connection: redis.Redis) -> None:
-    """Block until Redis answers, backing off; systemd may start us before Redis."""
-    delay = 0.5
-    while True:
-        try:
-            connection.ping()
-            return
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            logger.warning("Redis at %s not reachable (%s); retrying in %.1fs", get_settings().redis_url, exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-
 def run_worker(args: argparse.Namespace) -> int:
-    """Run a worker; if its loop ends because Redis went away, wait for Redis and start again.
-
-    RQ's work loop quits on a connection error raised outside its dequeue (for example while
-    recording a result). That is not a stop anyone asked for, so the process carries on with a
-    fresh worker; the job that was in hand is retried by the abandoned-job sweep.
-    """
+    """Run one worker until it is stopped; it rides out Redis restarts by itself."""
     task_registry.load_task_modules(args.imports)
     logger.info("registered tasks: %s", task_registry.all_tasks())
-    # RQ logs several lines per job at INFO; ours is the one line per job, so RQ speaks at WARNING
-    # unless asked for DEBUG.
-    rq_level = "DEBUG" if args.log_level.upper() == "DEBUG" else "WARNING"
-    previous = None
-    while True:
-        connection = new_redis()
-        wait_for_redis(connection)
-        if previous is not None:
-            previous.requeue_unstarted()
-        worker = build_worker(args.queue_names, connection, worker_class=args.worker_class, name=args.name,
-                              concurrency=args.concurrency)
-        logger.info("worker %s (%s) serving %s", worker.name, type(worker).__name__, ", ".join(args.queue_names))
-        try:
-            worker.work(burst=args.burst, with_scheduler=True, logging_level=rq_level, max_jobs=args.max_jobs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            logger.warning("worker %s lost Redis while stopping (%s)", worker.name, exc)
-        if args.burst or args.max_jobs or worker._shutdown_requested_date is not None:
-            return 0
-        logger.warning("worker %s stopped without being asked to (Redis connection lost?); starting a new one",
-                       worker.name)
-        previous = worker
-        time.sleep(1)
+    worker = Worker(args.queue_names, worker_class=args.worker_class, concurrency=args.concurrency, name=args.name,
+                    settings=get_settings())
+    return worker.work(burst=args.burst, max_jobs=args.max_jobs)
 
 
 def run_supervisor(args: argparse.Namespace, argv: list[str]) -> int:

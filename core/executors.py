@@ -1,0 +1,372 @@
+"""Where a worker runs the jobs it claimed: inline, in threads, or in reused child processes.
+
+Every executor runs a job through :func:`core.runner.run_attempt` and records it with
+:func:`core.lifecycle.finish`, so the worker classes differ only in isolation and concurrency:
+
+* ``simple``: one job at a time in the worker process (fastest for short jobs, least isolated);
+* ``threaded``: up to N jobs at once in threads (I/O-bound work: mail, HTTP, LLM calls);
+* ``prefork`` (default): N child processes forked once and reused, like Celery's prefork pool;
+  a child is replaced after ``JOBS_WORKER_MAX_JOBS_PER_CHILD`` jobs or above
+  ``JOBS_WORKER_MAX_CHILD_MEMORY_MB`` of RSS, so a leaking task cannot grow forever;
+* ``fork``: the prefork pool with one job per child (RQ's isolation: a fresh process per job;
+  the next child is forked while the current one runs, off the job's path).
+
+Children die with their parent (``PR_SET_PDEATHSIG``), so a SIGKILLed worker never leaves a
+job running as an orphan while the sweep hands it to another worker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import resource
+import selectors
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from core import keys, lifecycle, monitoring
+from core.connection import new_redis
+from core.lifecycle import AttemptResult, ClaimedJob
+from core.runner import run_attempt
+
+if TYPE_CHECKING:
+    from core.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+HARD_KILL_GRACE = 10.0  # s past a job's timeout before the parent kills a child that ignores SIGALRM
+
+
+def progress_sink(connection: Any, job_id: str) -> Any:
+    def sink(value: Any) -> None:
+        connection.hset(keys.job(job_id), "fk_progress", json.dumps(value))
+
+    return sink
+
+
+def execute(connection: Any, job: ClaimedJob, worker_name: str) -> str | None:
+    """Run one claimed job and record its end (the path every executor shares)."""
+    attempt = run_attempt(job.job_id, job.queue_short, job.task_name, job.kwargs, job.timeout,
+                          progress_sink(connection, job.job_id), job.undecodable)
+    return finish_retrying(connection, job, attempt, worker_name)
+
+
+def finish_retrying(connection: Any, job: ClaimedJob, attempt: AttemptResult, worker_name: str,
+                    patience: float = 30.0) -> str | None:
+    """:func:`lifecycle.finish`, retried while Redis is unreachable (restarts take seconds).
+
+    If Redis stays away longer, the outcome is dropped and the job's lease expires: the sweep
+    retries it (at least once, never lost).
+    """
+    delay, deadline = 0.2, time.monotonic() + patience
+    while True:
+        try:
+            return lifecycle.finish(connection, job, attempt, worker_name)
+        except (OSError, ConnectionError) as exc:
+            error = exc
+        except Exception as exc:  # redis.ConnectionError/TimeoutError are not OSError subclasses
+            if type(exc).__module__.split(".")[0] != "redis":
+                raise
+            error = exc
+        if time.monotonic() > deadline:
+            logger.error("could not record the end of job %s (%s); the sweep will retry it", job.job_id, error)
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+class SimpleExecutor:
+    """Run each job inline, in the worker's main thread."""
+
+    kind = "simple"
+
+    def __init__(self, worker: Worker, size: int = 1) -> None:
+        self.worker = worker
+        self.size = size  # jobs claimed per round trip (JOBS_WORKER_PREFETCH), run one after another
+
+    def start(self) -> None:
+        pass
+
+    def free_slots(self) -> int:
+        return self.size
+
+    def submit(self, job: ClaimedJob) -> None:
+        try:
+            execute(self.worker.connection, job, self.worker.name)
+        finally:
+            self.worker.job_done(job)
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(min(timeout, 0.05))
+
+    def busy(self) -> int:
+        return 0
+
+    def stop(self, wait: bool) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
+
+
+class ThreadedExecutor:
+    """Up to ``size`` jobs at once, each in a pool thread with its own timeout."""
+
+    kind = "threaded"
+
+    def __init__(self, worker: Worker, size: int) -> None:
+        self.worker = worker
+        self.size = size
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fikiri-job")
+        self._busy = 0
+        self._cond = threading.Condition()
+
+    def start(self) -> None:
+        pass
+
+    def free_slots(self) -> int:
+        with self._cond:
+            return self.size - self._busy
+
+    def submit(self, job: ClaimedJob) -> None:
+        with self._cond:
+            self._busy += 1
+        self._pool.submit(self._run, job)
+
+    def _run(self, job: ClaimedJob) -> None:
+        try:
+            execute(self.worker.connection, job, self.worker.name)
+        except Exception:
+            logger.exception("job %s crashed its thread", job.job_id)
+        finally:
+            self.worker.job_done(job)
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        with self._cond:
+            if self._busy >= self.size:
+                self._cond.wait(timeout)
+
+    def busy(self) -> int:
+        with self._cond:
+            return self._busy
+
+    def stop(self, wait: bool) -> None:
+        self._pool.shutdown(wait=wait)
+
+    def kill(self) -> None:
+        pass
+
+
+class _Child:
+    def __init__(self, pid: int, job_fd: int, result_file: Any) -> None:
+        self.pid = pid
+        self.job_fd = job_fd
+        self.result_file = result_file
+        self.job: ClaimedJob | None = None
+        self.busy_since = 0.0
+
+
+class PreforkExecutor:
+    """A pool of ``size`` reused child processes (``max_jobs=1``: a fresh process per job)."""
+
+    def __init__(self, worker: Worker, size: int, max_jobs: int, max_rss_mb: int, kind: str = "prefork") -> None:
+        self.worker = worker
+        self.size = size
+        self.kind = kind
+        self.max_jobs = max_jobs
+        self.max_rss_mb = max_rss_mb
+        self._children: dict[int, _Child] = {}
+        self._selector = selectors.DefaultSelector()
+        self._stopping = False
+
+    # --- children ----------------------------------------------------------------------------
+    def start(self) -> None:
+        for _ in range(self.size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        job_r, job_w = os.pipe()
+        result_r, result_w = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                os.close(job_w)
+                os.close(result_r)
+                for child in self._children.values():  # siblings' pipes: else EOF is never seen
+                    os.close(child.job_fd)
+                    child.result_file.close()
+                _child_main(parent, job_r, result_w, self.worker.name, self.max_jobs, self.max_rss_mb)
+            except BaseException:
+                logger.exception("work-horse crashed")
+            finally:
+                os._exit(0)
+        os.close(job_r)
+        os.close(result_w)
+        child = _Child(pid, job_w, os.fdopen(result_r, "rb", buffering=0))
+        self._children[pid] = child
+        self._selector.register(child.result_file, selectors.EVENT_READ, child)
+
+    def free_slots(self) -> int:
+        self.poll(0)
+        return sum(1 for c in self._children.values() if c.job is None)
+
+    def submit(self, job: ClaimedJob) -> None:
+        child = next(c for c in self._children.values() if c.job is None)
+        child.job = job
+        child.busy_since = time.monotonic()
+        data = (json.dumps(job.to_wire(), separators=(",", ":")) + "\n").encode()
+        try:
+            os.write(child.job_fd, data) if len(data) < 65536 else _write_all(child.job_fd, data)
+        except OSError:
+            self._child_gone(child)
+
+    def wait(self, timeout: float) -> None:
+        self.poll(timeout)
+
+    def poll(self, timeout: float) -> None:
+        """Handle finished jobs and dead children; block up to ``timeout`` for the first event."""
+        for key, _events in self._selector.select(timeout):
+            child: _Child = key.data
+            line = child.result_file.read(64)
+            if not line:
+                self._child_gone(child)
+                continue
+            for message in line.split(b"\n"):
+                if message in (b"d", b"r") and child.job is not None:
+                    self.worker.job_done(child.job)
+                    child.job = None
+                if message == b"r":
+                    self._retire(child)
+        self._enforce_timeouts()
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for child in list(self._children.values()):
+            job = child.job
+            if job is not None and job.timeout and now - child.busy_since > job.timeout + HARD_KILL_GRACE:
+                logger.error("work-horse %s ignored the %ss timeout of job %s; killing it", child.pid, job.timeout,
+                             job.job_id)
+                _kill(child.pid)
+
+    def _retire(self, child: _Child) -> None:
+        """A child that reached its job or memory limit exits; put a fresh one in its place."""
+        self._forget(child)
+        _reap(child.pid)
+        if not self._stopping:
+            self._spawn()
+
+    def _child_gone(self, child: _Child) -> None:
+        self._forget(child)
+        status = _reap(child.pid)
+        job = child.job
+        if job is not None:
+            reason = f"work-horse {child.pid} died ({status}) while running the job"
+            logger.error("job %s: %s", job.job_id, reason)
+            finish_retrying(self.worker.connection, job, AttemptResult(ok=False, error=reason,
+                                                                       duration=time.monotonic() - child.busy_since),
+                            self.worker.name)
+            self.worker.job_done(job)
+        if not self._stopping:
+            self._spawn()
+
+    def _forget(self, child: _Child) -> None:
+        self._children.pop(child.pid, None)
+        try:
+            self._selector.unregister(child.result_file)
+        except (KeyError, ValueError):
+            pass
+        try:
+            os.close(child.job_fd)
+        except OSError:
+            pass
+        child.result_file.close()
+
+    def busy(self) -> int:
+        return sum(1 for c in self._children.values() if c.job is not None)
+
+    def stop(self, wait: bool) -> None:
+        """Warm stop: let every job in hand finish, then close the pipes (children exit)."""
+        self._stopping = True
+        while wait and self.busy():
+            self.poll(1.0)
+        for child in list(self._children.values()):
+            self._forget(child)
+            _reap(child.pid, block=True)
+
+    def kill(self) -> None:
+        self._stopping = True
+        for child in list(self._children.values()):
+            _kill(child.pid)
+            _reap(child.pid, block=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int, block: bool = True) -> str:
+    try:
+        _pid, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return "already reaped"
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the lease still fences a late finish
+        logger.debug("PR_SET_PDEATHSIG is not available")
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_jobs: int, max_rss_mb: int) -> None:
+    """A work-horse: read a job per line, run it, record it, answer ``d`` (or ``r``: retiring)."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    monitoring.reset_buffer()  # what the parent had not flushed yet is the parent's to flush
+    connection = new_redis()
+    jobs_in = os.fdopen(job_fd, "rb")
+    done = 0
+    last_flush = time.monotonic()
+    for line in jobs_in:
+        job = ClaimedJob.from_wire(json.loads(line))
+        execute(connection, job, worker_name)
+        done += 1
+        if time.monotonic() - last_flush >= 1.0:
+            monitoring.buffer().flush(connection)
+            last_flush = time.monotonic()
+        retiring = done >= max_jobs or (max_rss_mb and _rss_mb() > max_rss_mb)
+        os.write(result_fd, b"r\n" if retiring else b"d\n")
+        if retiring:
+            break
+    monitoring.buffer().flush(connection)

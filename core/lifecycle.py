@@ -1,0 +1,379 @@
+"""The one job lifecycle: every state change of a Redis job goes through a function here.
+
+Transitions and who calls them::
+
+    enqueue ──► pending ──claim──► running ──finish──► completed | failed
+       │           ▲                  │  └──finish(retry)──► delayed/pending (retrying)
+       └► delayed ─┘ promote_due      └──abandon (lease expired / cold stop)──► pending | failed
+    pending|delayed ──cancel──► canceled        failed ──requeue──► pending
+    anything but running ──delete──► gone       ended ──(TTL)──► expired (registries swept)
+
+Each transition is one Lua script (``core/lua``) that changes the job hash, its registries and
+the queue's counters together, so stats, task metrics and registries cannot disagree, and a
+SIGKILL or Redis restart between two of those writes cannot happen. The log line for each
+attempt is written here too. Workers (every class), the sweep, the API, CLI and dashboard
+actions all call these functions; nothing else writes these keys.
+
+Measured cost per job (no user index, no unique window): enqueue 5 Redis commands, claim about
+3.2 (a batch shares its pop), finish 6; see docs/BENCHMARKS.md for the totals per worker class.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import keys, monitoring, scripts
+from core.backoff import retry_delays
+from core.config import get_settings
+from core.rq_compat import decode_data, epoch_to_rq_time, format_time
+
+logger = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 8000
+LIVE_STATUSES = ("queued", "scheduled", "started", "deferred")
+
+# Outcomes of one attempt, as logged and counted ("<task>:<outcome>" in the queue counters).
+COMPLETED = "completed"
+FAILED = "failed"  # final: no attempts left, or not retryable
+RETRYING = "retrying"  # failed or abandoned; another attempt is scheduled (counter "retried")
+ABANDONED = "abandoned"  # its worker died; counted in addition to retrying/failed
+
+
+def short_name(full_queue_name: str) -> str:
+    """``fikiri:email`` -> ``email``."""
+    return full_queue_name.rsplit(":", 1)[-1]
+
+
+def full_name(queue_short: str) -> str:
+    return get_settings().full_queue_name(queue_short)
+
+
+# --- enqueue -----------------------------------------------------------------------------------
+@dataclass
+class NewJob:
+    """One run to create: what :func:`enqueue` writes for it."""
+
+    job_id: str
+    task_name: str
+    kwargs: dict[str, Any]
+    max_retries: int
+    timeout: int
+    run_at: float | None = None  # epoch seconds; None: now
+    priority: str = "normal"
+    check_existing: bool = False  # a caller-chosen id: no-op while a live run holds it
+    unique_key: str | None = None
+    unique_for: int | None = None
+    result_ttl: int | None = None  # None: JOBS_RESULT_TTL
+    failure_ttl: int | None = None  # None: JOBS_FAILURE_TTL
+    extra_fields: list[Any] = field(default_factory=list)  # more hash fields (periodic templates' meta)
+
+    def fields(self, user: str | None, now: str) -> list[Any]:
+        settings = get_settings()
+        out: list[Any] = [
+            "status", "scheduled" if self.run_at is not None else "queued",
+            "created_at", now,
+            "data", _encode_data(self.task_name, self.kwargs),
+            "origin", "",  # filled by enqueue (the full queue name)
+            "timeout", self.timeout,
+            "result_ttl", self.result_ttl or settings.result_ttl,
+            "failure_ttl", self.failure_ttl or settings.failure_ttl,
+            "fk_task", self.task_name,
+            "fk_max", self.max_retries,
+        ]
+        if user is not None:
+            out += ["fk_user", user]
+        if self.priority != "normal":
+            out += ["fk_prio", self.priority]
+        return out + self.extra_fields
+
+
+def _encode_data(task_name: str, kwargs: dict[str, Any]) -> str:
+    from core.rq_compat import encode_data
+
+    return encode_data(task_name, kwargs)
+
+
+def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | None = None) -> list[str]:
+    """Create ``jobs`` on one queue (one script call); returns the id each one resolved to."""
+    import json
+
+    if not jobs:
+        return []
+    settings = get_settings()
+    queue = full_name(queue_short)
+    now = format_time()
+    entries = []
+    for job in jobs:
+        fields = job.fields(user, now)
+        fields[fields.index("origin") + 1] = queue
+        entries.append({
+            "id": job.job_id, "key": keys.job(job.job_id), "results": keys.results(job.job_id),
+            "fields": fields, "run_at": job.run_at, "front": job.priority == "high",
+            "check": job.check_existing, "unique": job.unique_key, "unique_ttl": job.unique_for,
+            "user_key": keys.user_jobs(user) if user is not None else None,
+        })
+    request = {"counter": f"{jobs[0].task_name}:enqueued", "jobs": entries, "user": user,
+               "user_size": settings.user_index_size, "user_ttl": settings.user_index_ttl}
+    replies = scripts.run(
+        "enqueue", connection,
+        [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
+         keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs()],
+        [json.dumps(request, separators=(",", ":"))],
+    )
+    return [r.decode() if isinstance(r, bytes) else r for r in replies]
+
+
+# --- claim -------------------------------------------------------------------------------------
+@dataclass
+class ClaimedJob:
+    """A job a worker holds: its lease is ``member`` in the queue's in-flight registry."""
+
+    job_id: str
+    claim: str
+    queue: str  # full name
+    task_name: str
+    kwargs: dict[str, Any]
+    timeout: int
+    max_retries: int
+    retries: int
+    manual_retries: int
+    user_id: str | None
+    result_ttl: int
+    failure_ttl: int
+    priority: str
+    created_at: float | None
+    claimed_at: float = field(default_factory=time.time)
+    undecodable: str | None = None  # why the job's data could not be read (it will be refused)
+
+    @property
+    def member(self) -> str:
+        return f"{self.job_id}:{self.claim}"
+
+    @property
+    def queue_short(self) -> str:
+        return short_name(self.queue)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain data for a pre-forked child (sent as JSON over a pipe)."""
+        return self.__dict__.copy()
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ClaimedJob:
+        return cls(**data)
+
+
+def _int(raw: Any, default: int = 0) -> int:
+    try:
+        return int(raw) if raw is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _text(raw: Any) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str], limit: int,
+          lease_seconds: float) -> list[ClaimedJob]:
+    """Claim up to ``limit`` jobs from ``queues`` (full names, priority order), one script call."""
+    from core.rq_compat import parse_time
+
+    args: list[Any] = [limit, time.time() + lease_seconds, format_time(), worker_name, claim_prefix, keys.job_prefix()]
+    for queue in queues:
+        args += [keys.queue(queue), keys.started(queue), keys.wake(queue)]
+    flat = scripts.run("claim", connection, [], args)
+    claimed = []
+    settings = get_settings()
+    for i in range(0, len(flat), 14):
+        (job_id, claim_id, queue_index, data, timeout, task, max_retries, retries, manual, user,
+         result_ttl, failure_ttl, prio, created) = flat[i:i + 14]
+        queue = queues[int(queue_index)]
+        undecodable = None
+        try:
+            task_name, kwargs = decode_data(data)
+        except Exception as exc:  # written by something else; refused when run, never a crash
+            task_name, kwargs, undecodable = _text(task) or "<undecodable>", {}, f"undecodable job data ({exc})"
+        if task is not None and _text(task) != task_name:
+            undecodable = f"job data names {task_name!r} but the job was enqueued for {_text(task)!r}"
+        claimed.append(ClaimedJob(
+            job_id=_text(job_id), claim=_text(claim_id), queue=queue, task_name=task_name, kwargs=kwargs,
+            timeout=_int(timeout, settings.timeout_for(short_name(queue))), max_retries=_int(max_retries),
+            retries=_int(retries), manual_retries=_int(manual), user_id=_text(user),
+            result_ttl=_int(result_ttl, settings.result_ttl), failure_ttl=_int(failure_ttl, settings.failure_ttl),
+            priority=_text(prio) or "normal", created_at=parse_time(created), undecodable=undecodable,
+        ))
+    return claimed
+
+
+# --- finish ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AttemptResult:
+    """What running a job produced (see :mod:`core.runner`)."""
+
+    ok: bool
+    result_json: str = "null"  # the JSON of the return value, when ok
+    error: str | None = None  # the traceback or reason, when not ok
+    retryable: bool = True  # False: another attempt would fail the same way (refused, non-JSON)
+    duration: float = 0.0
+
+
+def finish(connection: Any, job: ClaimedJob, attempt: AttemptResult, worker_name: str = "") -> str | None:
+    """Record one attempt's end; returns the outcome, or None if the lease was lost meanwhile.
+
+    A lost lease means the sweep judged this worker dead and already took the job back (it may
+    be running elsewhere): the attempt's result is dropped, never written over the new run.
+    """
+    now = time.time()
+    queue = job.queue
+    q = job.queue_short
+    if attempt.ok:
+        mode, outcome, target = "done", COMPLETED, keys.finished(queue)
+        score, ttl, value, counter = now + job.result_ttl, job.result_ttl, attempt.result_json, "completed"
+    else:
+        value = (attempt.error or "failed")[-MAX_ERROR_CHARS:]
+        if attempt.retryable and job.retries < job.max_retries:
+            delay = retry_delays(job.max_retries)[job.retries]
+            outcome, counter, ttl = RETRYING, "retried", 0
+            if delay > 0:
+                mode, target, score = "retry", keys.scheduled(queue), now + delay
+            else:
+                mode, target, score = "requeue", keys.queue(queue), 0
+        else:
+            mode, outcome, target, counter = "fail", FAILED, keys.failed(queue), "failed"
+            score, ttl = now + job.failure_ttl, job.failure_ttl
+    written = scripts.run(
+        "finish", connection,
+        [keys.job(job.job_id), keys.started(queue), target, keys.queue_counters(q), keys.wake(queue)],
+        [job.member, job.job_id, mode, epoch_to_rq_time(now), score, ttl, f"{job.task_name}:{counter}", value,
+         job.retries + (1 if outcome == RETRYING else 0), "1" if job.priority == "high" else "0"],
+    )
+    if not written:
+        logger.warning("job %s task=%s queue=%s outcome=%s dropped: its lease expired and the job was taken back",
+                       job.job_id, job.task_name, q, outcome)
+        return None
+    _log_attempt(job, outcome, attempt.duration, None if attempt.ok else value, worker_name)
+    monitoring.buffer().add(job.job_id, q, job.task_name, outcome, attempt.duration, None if attempt.ok else value)
+    return outcome
+
+
+def _log_attempt(job: ClaimedJob, outcome: str, duration: float, error: str | None, worker_name: str) -> None:
+    last_line = (error or "").strip().splitlines()[-1:] or [""]
+    logger.log(
+        logging.INFO if outcome == COMPLETED else logging.WARNING,
+        "job %s task=%s queue=%s duration=%.3fs outcome=%s attempt=%d%s",
+        job.job_id, job.task_name, job.queue_short, duration, outcome, job.retries + 1,
+        f" error={last_line[0][:300]!r}" if error else "",
+    )
+
+
+# --- taking jobs back from dead or stopping workers ---------------------------------------------
+def abandon_expired(connection: Any, queue: str, limit: int = 500) -> list[tuple[str, str, str]]:
+    """Take back every job whose lease expired on ``queue``: each is an attempt that counts."""
+    return _abandon(connection, queue, [], "abandoned: its worker stopped heartbeating (killed or lost)", True, limit)
+
+
+def release(connection: Any, jobs: list[ClaimedJob], reason: str) -> list[tuple[str, str, str]]:
+    """Put jobs in hand back at the head of their queues now (cold shutdown); not counted."""
+    out = []
+    for queue in sorted({j.queue for j in jobs}):
+        members = [j.member for j in jobs if j.queue == queue]
+        out += _abandon(connection, queue, members, reason, False, len(members))
+    return out
+
+
+def _abandon(connection: Any, queue: str, members: list[str], reason: str, count: bool,
+             limit: int) -> list[tuple[str, str, str]]:
+    now = time.time()
+    q = short_name(queue)
+    flat = scripts.run(
+        "abandon", connection,
+        [keys.started(queue), keys.queue(queue), keys.failed(queue), keys.queue_counters(q), keys.wake(queue)],
+        [now, epoch_to_rq_time(now), reason, "1" if count else "0", limit, keys.job_prefix(), *members],
+    )
+    out = [(_text(flat[i]), _text(flat[i + 1]), _text(flat[i + 2])) for i in range(0, len(flat), 3)]
+    for job_id, task, outcome in out:
+        logger.warning("job %s task=%s queue=%s outcome=%s%s reason=%r", job_id, task, q, outcome,
+                       " abandoned=1" if count else "", reason)
+        if count:
+            monitoring.buffer().add(job_id, q, task, ABANDONED, 0.0, reason)
+    return out
+
+
+def promote_due(connection: Any, queue: str, limit: int = 1000) -> int:
+    """Move delayed jobs and retries that are due onto ``queue``; returns how many."""
+    return int(scripts.run("promote", connection, [keys.scheduled(queue), keys.queue(queue), keys.wake(queue)],
+                           [time.time(), limit, keys.job_prefix()]))
+
+
+def expire_registries(connection: Any, queue: str) -> int:
+    """Drop registry entries of ended jobs whose hash has expired (score = expiry)."""
+    now = time.time()
+    q = short_name(queue)
+    with connection.pipeline(transaction=False) as pipe:
+        for key in (keys.finished(queue), keys.failed(queue), keys.canceled(queue)):
+            pipe.zremrangebyscore(key, "-inf", now)
+        removed = sum(pipe.execute())
+    if removed:
+        connection.hincrby(keys.queue_counters(q), "*:expired", removed)
+    return removed
+
+
+# --- operator actions ----------------------------------------------------------------------------
+def cancel(connection: Any, job_id: str, queue: str, reason: str = "canceled") -> tuple[bool, str]:
+    """Cancel a pending or delayed job. Returns (canceled, status before / current status)."""
+    settings = get_settings()
+    now = time.time()
+    ok, status = scripts.run(
+        "cancel", connection,
+        [keys.job(job_id), keys.queue(queue), keys.scheduled(queue), keys.canceled(queue),
+         keys.queue_counters(short_name(queue))],
+        [job_id, epoch_to_rq_time(now), now + settings.failure_ttl, settings.failure_ttl, reason],
+    )
+    if ok:
+        logger.info("job %s queue=%s outcome=canceled reason=%r", job_id, short_name(queue), reason)
+    return bool(ok), _text(status) or ""
+
+
+def requeue_failed(connection: Any, job_id: str, queue: str) -> tuple[bool, str]:
+    """Run a failed job once more. Returns (requeued, current status)."""
+    ok, status = scripts.run(
+        "requeue", connection,
+        [keys.job(job_id), keys.failed(queue), keys.queue(queue), keys.queue_counters(short_name(queue)),
+         keys.wake(queue)],
+        [job_id],
+    )
+    if ok:
+        logger.info("job %s queue=%s requeued by an operator", job_id, short_name(queue))
+    return bool(ok), _text(status) or ""
+
+
+def delete(connection: Any, job_id: str, queue: str) -> tuple[bool, str]:
+    """Delete a job that is not running. Returns (deleted, status)."""
+    ok, status = scripts.run(
+        "delete", connection,
+        [keys.job(job_id), keys.results(job_id), keys.queue(queue), keys.scheduled(queue), keys.finished(queue),
+         keys.failed(queue), keys.canceled(queue), keys.queue_counters(short_name(queue))],
+        [job_id],
+    )
+    return bool(ok), _text(status) or ""
+
+
+def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bool) -> tuple[bool, str]:
+    """An operator fails a job that has not started. Returns (done, new or current status)."""
+    import json
+
+    fields = connection.hmget(keys.job(job_id), "fk_max")
+    delays = retry_delays(_int(fields[0]))
+    now = time.time()
+    ok, status = scripts.run(
+        "fail", connection,
+        [keys.job(job_id), keys.queue(queue), keys.scheduled(queue), keys.failed(queue),
+         keys.queue_counters(short_name(queue))],
+        [job_id, error[-MAX_ERROR_CHARS:], "1" if retry else "0", now, epoch_to_rq_time(now), json.dumps(delays)],
+    )
+    if ok:
+        logger.warning("job %s queue=%s outcome=%s by hand error=%r", job_id, short_name(queue), _text(status), error[:300])
+    return bool(ok), _text(status) or ""

@@ -1,0 +1,19 @@
+-- delete.lua: delete a job that is not running, from wherever it is.
+--
+--   KEYS[1] rq:job:<id>   KEYS[2] rq:results:<id>   KEYS[3] rq:queue:<q>   KEYS[4] rq:scheduled:<q>
+--   KEYS[5] rq:finished:<q>   KEYS[6] rq:failed:<q>   KEYS[7] rq:canceled:<q>
+--   KEYS[8] fikiri:stats:<q>  HASH "<task>:deleted" + 1
+--
+-- ARGV[1] id. Returns {1, previous status} when deleted, {0, 'started'} for a running job,
+-- {0, ''} when there is no such job.
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task')
+if not f[1] then return {0, ''} end
+if f[1] == 'started' then return {0, 'started'} end
+redis.call('LREM', KEYS[3], 0, ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HINCRBY', KEYS[8], (f[2] or '?') .. ':deleted', 1)
+return {1, f[1]}

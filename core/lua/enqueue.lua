@@ -1,0 +1,74 @@
+-- enqueue.lua: create one or more job runs on one queue in one atomic step.
+--
+-- Keys it owns (fixed, passed in KEYS):
+--   KEYS[1] rq:queue:<q>        LIST  pending ids (high priority pushed at the head)
+--   KEYS[2] rq:scheduled:<q>    ZSET  delayed ids, score = run time
+--   KEYS[3] fikiri:stats:<q>    HASH  lifetime counters, field "<task>:enqueued"
+--   KEYS[4] fikiri:wake:<q>     LIST  at most one wake-up token for idle workers
+--   KEYS[5] rq:finished:<q>, KEYS[6] rq:failed:<q>, KEYS[7] rq:canceled:<q>
+--                               ZSETs a replaced (ended) run is removed from
+--   KEYS[8] fikiri:users        SET   users that have an index
+-- Keys built from ARGV (named in the job entries by the caller, from core/keys.py):
+--   rq:job:<id> HASH, rq:results:<id> STREAM, fikiri:user:<u>:jobs LIST, fikiri:unique:... STRING
+--
+-- ARGV[1] JSON {"counter": "<task>:enqueued", "jobs": [{"id", "key", "results", "fields": [k, v, ...],
+--              "run_at": epoch|null, "front": bool, "check": bool, "unique": key|null,
+--              "unique_ttl": s, "user_key": key|null}], "user_size": n, "user_ttl": s, "user": id|null}
+-- Returns the id each entry resolved to: its own, or the live job / unique holder it deferred to.
+local req = cjson.decode(ARGV[1])
+local out = {}
+local created = 0
+local pushed = false
+local user_ids = {}
+for i, job in ipairs(req.jobs) do
+  local id = job.id
+  local skip = false
+  if job.unique ~= cjson.null and job.unique ~= nil then
+    if not redis.call('SET', job.unique, id, 'NX', 'EX', job.unique_ttl) then
+      out[i] = redis.call('GET', job.unique)
+      skip = true
+    end
+  end
+  if not skip and job.check then
+    local status = redis.call('HGET', job.key, 'status')
+    if status == 'queued' or status == 'scheduled' or status == 'started' or status == 'deferred' then
+      out[i] = id
+      skip = true
+    elseif status then
+      -- the previous run ended: this id starts a new run, replacing the old outcome
+      redis.call('DEL', job.key, job.results)
+      redis.call('ZREM', KEYS[5], id)
+      redis.call('ZREM', KEYS[6], id)
+      redis.call('ZREM', KEYS[7], id)
+    end
+  end
+  if not skip then
+    redis.call('HSET', job.key, unpack(job.fields))
+    if job.run_at ~= cjson.null and job.run_at ~= nil then
+      redis.call('ZADD', KEYS[2], job.run_at, id)
+    elseif job.front then
+      redis.call('LPUSH', KEYS[1], id)
+      pushed = true
+    else
+      redis.call('RPUSH', KEYS[1], id)
+      pushed = true
+    end
+    created = created + 1
+    user_ids[#user_ids + 1] = id
+    out[i] = id
+  end
+end
+if created > 0 then
+  redis.call('HINCRBY', KEYS[3], req.counter, created)
+  if req.user ~= cjson.null and req.user ~= nil then
+    local user_key = req.jobs[1].user_key
+    redis.call('LPUSH', user_key, unpack(user_ids))
+    redis.call('LTRIM', user_key, 0, req.user_size - 1)
+    redis.call('EXPIRE', user_key, req.user_ttl)
+    redis.call('SADD', KEYS[8], req.user)
+  end
+end
+if pushed and redis.call('LLEN', KEYS[4]) == 0 then
+  redis.call('LPUSH', KEYS[4], '1')
+end
+return out

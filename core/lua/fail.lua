@@ -1,0 +1,36 @@
+-- fail.lua: an operator fails a job that has not started (fail_job), with or without a retry.
+--
+--   KEYS[1] rq:job:<id>        HASH  status, fk_error, fk_retries, ended_at
+--   KEYS[2] rq:queue:<q>       LIST  removed from
+--   KEYS[3] rq:scheduled:<q>   ZSET  removed from; the retry is added back with its run time
+--   KEYS[4] rq:failed:<q>      ZSET  added when it ends failed (score = expiry)
+--   KEYS[5] fikiri:stats:<q>   HASH  "<task>:retried" or "<task>:failed" + 1
+--
+-- ARGV[1] id, ARGV[2] error, ARGV[3] '1' to retry if attempts are left, ARGV[4] now (epoch s),
+-- ARGV[5] now (RQ time format), ARGV[6] retry run time for each retry number as a JSON list
+-- Returns {1, 'retrying' | 'failed'} or {0, current status or ''}.
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl')
+local status = f[1]
+if status == 'queued' then
+  redis.call('LREM', KEYS[2], 1, ARGV[1])
+elseif status == 'scheduled' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+else
+  return {0, status or ''}
+end
+local task = f[2] or '?'
+local retries = tonumber(f[4] or '0')
+local max = tonumber(f[3] or '0')
+if ARGV[3] == '1' and retries < max then
+  local delays = cjson.decode(ARGV[6])
+  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'fk_error', ARGV[2], 'fk_retries', retries + 1)
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + delays[retries + 1], ARGV[1])
+  redis.call('HINCRBY', KEYS[5], task .. ':retried', 1)
+  return {1, 'retrying'}
+end
+local ttl = tonumber(f[5] or '604800')
+redis.call('HSET', KEYS[1], 'status', 'failed', 'fk_error', ARGV[2], 'ended_at', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[4], tonumber(ARGV[4]) + ttl, ARGV[1])
+redis.call('HINCRBY', KEYS[5], task .. ':failed', 1)
+return {1, 'failed'}

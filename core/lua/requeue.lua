@@ -1,0 +1,20 @@
+-- requeue.lua: run a failed job once more (an operator's retry), keeping its id and history.
+--
+--   KEYS[1] rq:job:<id>        HASH  status -> queued, fk_manual + 1, no expiry while pending
+--   KEYS[2] rq:failed:<q>      ZSET  removed from
+--   KEYS[3] rq:queue:<q>       LIST  pushed at the tail
+--   KEYS[4] fikiri:stats:<q>   HASH  "<task>:requeued" + 1
+--   KEYS[5] fikiri:wake:<q>    LIST  wake-up token
+--
+-- ARGV[1] id. Returns {1, 'failed'} when requeued, {0, current status or ''} when not failed.
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task')
+if f[1] ~= 'failed' then return {0, f[1] or ''} end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('HDEL', KEYS[1], 'ended_at')
+redis.call('HINCRBY', KEYS[1], 'fk_manual', 1)
+redis.call('PERSIST', KEYS[1])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[4], (f[2] or '?') .. ':requeued', 1)
+if redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
+return {1, 'failed'}

@@ -1,0 +1,69 @@
+"""What we rely on from RQ beyond its documented API, in one place, pinned to one RQ version.
+
+We write jobs in RQ's own hash layout so ``rq info``, ``redis-cli`` and RQ's ``Job.fetch`` see
+them, but our scripts (``core/lua``) do the writing. The layout facts they depend on are here;
+``tests/test_rq_compat.py`` checks each against the installed RQ so an upgrade that changes one
+fails loudly instead of corrupting jobs.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import rq
+
+PINNED_RQ_VERSION = "3.0.0"
+
+# RQ's timestamp format for created_at, started_at, ended_at (rq.utils._TIMESTAMP_FORMAT).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# RQ reads an uncompressed ``data`` field as well as a zlib one (rq.job.Job.restore); ours stays
+# plain JSON so redis-cli shows it.
+DATA_IS_PLAIN_JSON = True
+# RQ 3 job ids: letters, digits, '_' and '-' (rq.job.JOB_ID_PATTERN); ':' separates an execution id.
+JOB_ID_PATTERN = r"[A-Za-z0-9_-]+"
+
+
+def rq_version() -> str:
+    return rq.__version__
+
+
+def format_time(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(UTC)).strftime(TIME_FORMAT)
+
+
+def epoch_to_rq_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(raw: bytes | str | None) -> float | None:
+    """RQ's time string as epoch seconds (None when empty or unreadable)."""
+    if not raw:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    try:
+        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def encode_data(task_name: str, kwargs: dict[str, Any]) -> str:
+    """RQ's job ``data``: the JSON of ``(func_name, instance, args, kwargs)``."""
+    return json.dumps([task_name, None, [], kwargs], separators=(",", ":"))
+
+
+def decode_data(raw: bytes | str | None) -> tuple[str, dict[str, Any]]:
+    """``(task name, kwargs)`` from a job's ``data`` (plain JSON, or RQ's zlib-compressed JSON)."""
+    if not raw:
+        raise ValueError("job has no data")
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if raw[:1] != b"[":
+        import zlib
+
+        raw = zlib.decompress(raw)
+    func_name, _instance, _args, kwargs = json.loads(raw)
+    if not isinstance(func_name, str) or not isinstance(kwargs, dict):
+        raise ValueError("job data is not (task name, kwargs)")
+    return func_name, kwargs
