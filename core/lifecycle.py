@@ -177,11 +177,15 @@ def _text(raw: Any) -> str | None:
 
 
 def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str], limit: int,
-          lease_seconds: float) -> list[ClaimedJob]:
-    """Claim up to ``limit`` jobs from ``queues`` (full names, priority order), one script call."""
+          lease_seconds: float, chain_wakeup: bool = False) -> list[ClaimedJob]:
+    """Claim up to ``limit`` jobs from ``queues`` (full names, priority order), one script call.
+
+    ``chain_wakeup``: the worker was just woken; if the batch comes back full, wake another one.
+    """
     from core.rq_compat import parse_time
 
-    args: list[Any] = [limit, time.time() + lease_seconds, format_time(), worker_name, claim_prefix, keys.job_prefix()]
+    args: list[Any] = [limit, time.time() + lease_seconds, format_time(), worker_name, claim_prefix, keys.job_prefix(),
+                       "1" if chain_wakeup else "0"]
     for queue in queues:
         args += [keys.queue(queue), keys.started(queue), keys.wake(queue)]
     flat = scripts.run("claim", connection, [], args)

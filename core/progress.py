@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from rq.timeouts import BaseTimeoutException
+
 logger = logging.getLogger(__name__)
 
 _Binding = tuple[str, Callable[[Any], None]]
@@ -35,7 +37,9 @@ def report_progress(value: Any) -> None:
         return
     try:
         bound[1](value)
-    except Exception:  # progress must never fail the job
+    except BaseTimeoutException:  # the job's own timeout fired here: it must end the job
+        raise
+    except Exception:  # a failed progress write must never fail the job
         logger.exception("could not record progress of job %s", bound[0])
 
 

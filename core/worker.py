@@ -79,6 +79,7 @@ class Worker:
         self.processed = 0
         self._next_promote = 0.0
         self._next_sweep = 0.0
+        self._woken = False
 
     # --- bookkeeping the executors call ------------------------------------------------------------
     def job_done(self, job: ClaimedJob) -> None:
@@ -138,7 +139,8 @@ class Worker:
     def _claim(self, limit: int) -> list[ClaimedJob]:
         self._seq += 1
         jobs = lifecycle.claim(self.connection, self.name, f"{self._token}{self._seq:x}.", self.queues, limit,
-                               self.settings.worker_lease)
+                               self.settings.worker_lease, chain_wakeup=self._woken)
+        self._woken = False
         with self._lock:
             for job in jobs:
                 self._in_flight[job.member] = job
@@ -148,7 +150,7 @@ class Worker:
         """Block until a wake-up token arrives (an enqueue) or the next maintenance is due."""
         timeout = max(0.01, min(self.settings.worker_idle_wait, self._next_promote - time.monotonic()))
         try:
-            self._wait_connection.blpop([keys.wake(q) for q in self.queues], timeout=timeout)
+            self._woken = self._wait_connection.blpop([keys.wake(q) for q in self.queues], timeout=timeout) is not None
         except REDIS_ERRORS as exc:
             self._redis_down(exc)
 

@@ -73,3 +73,28 @@ def mark_done(key: str, item: str, seconds: float = 0.0) -> str:
     get_redis().sadd(key, item)
     get_redis().incr(f"{key}:runs")
     return item
+
+
+def _mark(key: str, item: str, seconds: float) -> str:
+    get_redis().incr(f"{key}:started")
+    if seconds:
+        time.sleep(seconds)
+    get_redis().sadd(key, item)
+    get_redis().incr(f"{key}:runs")
+    return item
+
+
+@ai_queue.task(max_retries=10)
+def ai_mark_done(key: str, item: str, seconds: float = 0.0) -> str:
+    """mark_done on the ai queue (kill and restart loops spread work over every queue)."""
+    return _mark(key, item, seconds)
+
+
+@crm_queue.task(max_retries=10)
+def crm_mark_done(key: str, item: str, seconds: float = 0.0) -> str:
+    return _mark(key, item, seconds)
+
+
+@email_queue.task(max_retries=10)
+def email_mark_done(key: str, item: str, seconds: float = 0.0) -> str:
+    return _mark(key, item, seconds)

@@ -79,7 +79,7 @@ def test_nightly_cleanup_removes_exactly_what_is_expired(jobs_env, start_worker,
     client.zadd("rq:finished:fikiri:email", {expire: time.time() - 10})
     client.delete(f"rq:job:{expire}")  # Redis already expired its hash
     report = nightly_cleanup()
-    assert report["queues"]["email"]["finished_removed"] == 1
+    assert report["queues"]["email"]["registry_entries_removed"] == 1
     assert report["queues"]["email"]["failed_removed"] == 0
     assert report["user_index_ids_removed"] == 1
     assert [i.decode() for i in client.zrange("rq:finished:fikiri:email", 0, -1)] == [keep]

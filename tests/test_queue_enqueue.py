@@ -6,16 +6,24 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from rq.job import Job as RQJob
+from rq.serializers import JSONSerializer
 
+from core import keys
+from core.backoff import retry_delays
 from core.errors import InvalidPayloadError, PayloadTooLargeError, UnknownQueueError, UnknownTaskError
 from core.job_model import JobStatus
 from core.redis_queues import InvalidJobIdError, ai_queue, crm_queue, email_queue, get_job, get_queue
-from core.rq_job import SERIALIZER, TaskJob
 from tests.servers import wait_until
 
 
 def rq_job(redis_server, job_id):
-    return TaskJob.fetch(job_id, connection=redis_server.client(), serializer=SERIALIZER)
+    """Read our job with RQ's own Job.fetch: the layout stays RQ's, so RQ tooling sees our jobs."""
+    return RQJob.fetch(job_id, connection=redis_server.client(), serializer=JSONSerializer)
+
+
+def queue_length(redis_server, queue=None) -> int:
+    return redis_server.client().llen(keys.queue((queue or email_queue).name))
 
 
 def test_unknown_task_names_queue_and_registered_tasks(jobs_env):
@@ -41,7 +49,7 @@ def test_task_registered_on_another_queue_says_where(jobs_env):
 def test_non_json_payloads_are_rejected_at_enqueue(jobs_env, payload, fragment):
     with pytest.raises(InvalidPayloadError, match=fragment):
         email_queue.enqueue_job("add", payload)
-    assert jobs_env.client().llen(email_queue.rq_queue.key) == 0
+    assert queue_length(jobs_env) == 0
 
 
 def test_oversized_payload_is_rejected_with_the_limit(jobs_env, monkeypatch):
@@ -60,6 +68,8 @@ def test_oversized_payload_is_rejected_with_the_limit(jobs_env, monkeypatch):
     ({"delay": 1, "at": datetime.now(UTC)}, "not both"),
     ({"at": "tomorrow"}, "at must be a datetime"),
     ({"user_id": "has space"}, "user_id"),
+    ({"unique_for": 0}, "unique_for"),
+    ({"unique_key": "k"}, "unique_key needs unique_for"),
 ])
 def test_bad_options_are_rejected(jobs_env, options, fragment):
     with pytest.raises(InvalidPayloadError, match=fragment):
@@ -95,21 +105,58 @@ def test_retry_backoff_grows_and_is_capped(jobs_env, monkeypatch):
 
     reload_settings()
     job_id = email_queue.enqueue_job("fail_times", {"key": "k", "times": 1}, max_retries=5)
-    job = rq_job(jobs_env, job_id)
-    assert job.retries_left == 5
-    assert job.retry_intervals == [3, 6, 12, 20, 20]
+    assert retry_delays(5) == [3, 6, 12, 20, 20]
+    assert jobs_env.client().hget(keys.job(job_id), "fk_max") == b"5"
+    assert rq_job(jobs_env, job_id).func_name == "fail_times"
 
 
-def test_caller_chosen_job_id_enqueued_twice_is_one_job(jobs_env, start_worker):
-    first = email_queue.enqueue_job("record_run", {"key": "test:runs", "value": "once"}, job_id="invoice-42")
-    second = email_queue.enqueue_job("record_run", {"key": "test:runs", "value": "once"}, job_id="invoice-42")
+def test_caller_chosen_job_id_is_one_job_while_live_and_a_new_run_once_ended(jobs_env, start_worker):
+    first = email_queue.enqueue_job("record_run", {"key": "test:runs", "value": "one"}, job_id="invoice-42")
+    second = email_queue.enqueue_job("record_run", {"key": "test:runs", "value": "one"}, job_id="invoice-42")
     assert first == second == "invoice-42"
-    assert jobs_env.client().llen(email_queue.rq_queue.key) == 1
+    assert queue_length(jobs_env) == 1 and email_queue.get_stats()["total_jobs"] == 1
     start_worker("email", "--burst").wait(60)
-    assert jobs_env.client().lrange("test:runs", 0, -1) == [b"once"]
-    # Still remembered after it ran: a third enqueue does not run it again.
-    email_queue.enqueue_job("record_run", {"key": "test:runs", "value": "once"}, job_id="invoice-42")
-    assert jobs_env.client().llen(email_queue.rq_queue.key) == 0
+    assert jobs_env.client().lrange("test:runs", 0, -1) == [b"one"]
+    # Ended: the same id starts a new run (the old outcome is replaced), it does not starve.
+    email_queue.enqueue_job("record_run", {"key": "test:runs", "value": "two"}, job_id="invoice-42")
+    job = get_job("invoice-42")
+    assert job.status == JobStatus.PENDING and job.result is None and job.payload["value"] == "two"
+    assert queue_length(jobs_env) == 1 and email_queue.get_stats()["completed_jobs"] == 0
+    start_worker("email", "--burst").wait(60)
+    assert jobs_env.client().lrange("test:runs", 0, -1) == [b"one", b"two"]
+    assert get_job("invoice-42").result == "two" and email_queue.get_stats()["total_jobs"] == 2
+
+
+def test_a_failed_job_id_can_run_again(jobs_env, start_worker):
+    email_queue.enqueue_job("always_fail", {"message": "first"}, job_id="classify-7")
+    start_worker("email", "--burst").wait(60)
+    assert get_job("classify-7").status == JobStatus.FAILED
+    email_queue.enqueue_job("add", {"a": 1, "b": 1}, job_id="classify-7")
+    start_worker("email", "--burst").wait(60)
+    assert get_job("classify-7").result == 2 and email_queue.get_stats()["failed_jobs"] == 0
+
+
+def test_unique_for_allows_one_job_per_window(jobs_env, start_worker):
+    first = email_queue.enqueue_job("add", {"a": 1, "b": 2}, unique_for=2)
+    assert email_queue.enqueue_job("add", {"a": 1, "b": 2}, unique_for=2) == first
+    other = email_queue.enqueue_job("add", {"a": 9, "b": 9}, unique_for=2)  # another payload: its own window
+    keyed = email_queue.enqueue_job("add", {"a": 5, "b": 5}, unique_for=2, unique_key="digest-u1")
+    assert email_queue.enqueue_job("add", {"a": 6, "b": 6}, unique_for=2, unique_key="digest-u1") == keyed
+    assert len({first, other, keyed}) == 3 and queue_length(jobs_env) == 3
+    start_worker("email", "--burst").wait(60)
+    # Still inside the window after it ran: nothing new. After the window: a new job.
+    assert email_queue.enqueue_job("add", {"a": 1, "b": 2}, unique_for=2) == first
+    wait_until(lambda: not jobs_env.client().exists(keys.unique("email", "add", {"a": 1, "b": 2}, None)), timeout=5)
+    assert email_queue.enqueue_job("add", {"a": 1, "b": 2}, unique_for=2) != first
+
+
+@pytest.mark.parametrize("bad_id", ["order.42", "invoice-7:x", "a b", "", "x" * 129, "naïve", 42])
+def test_job_ids_follow_rq3s_rule(jobs_env, bad_id):
+    with pytest.raises(InvalidJobIdError, match="letters, digits, '_' or '-'"):
+        email_queue.enqueue_job("add", {"a": 1, "b": 2}, job_id=bad_id)
+    with pytest.raises(InvalidJobIdError):
+        get_job(bad_id)
+    assert queue_length(jobs_env) == 0
 
 
 def test_delay_seconds_timedelta_and_at_make_delayed_jobs(jobs_env):
@@ -137,7 +184,7 @@ def test_high_priority_jumps_ahead_of_earlier_jobs(jobs_env, start_worker):
     for index in range(3):
         email_queue.enqueue_job("record_run", {"key": "test:order", "value": f"normal-{index}"})
     email_queue.enqueue_job("record_run", {"key": "test:order", "value": "urgent"}, priority="high")
-    start_worker("email", "--burst").wait(60)
+    start_worker("email", "--burst", "--concurrency", "1").wait(60)
     order = [v.decode() for v in jobs_env.client().lrange("test:order", 0, -1)]
     assert order == ["urgent", "normal-0", "normal-1", "normal-2"]
 

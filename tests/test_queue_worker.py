@@ -24,7 +24,7 @@ def completed(job_id, timeout=40):
 def test_sigterm_finishes_the_job_in_hand_and_exits_zero(jobs_env, start_worker):
     job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 2, "key": "test:warm"})
     waiting = email_queue.enqueue_job("add", {"a": 1, "b": 1})
-    worker = start_worker("email")
+    worker = start_worker("email", "--concurrency", "1")
     running(job_id)
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
@@ -38,10 +38,12 @@ def test_second_sigterm_requeues_the_job_for_another_worker(jobs_env, start_work
     worker = start_worker("email")
     running(job_id)
     worker.signal(signal.SIGTERM)
-    time.sleep(1.2)  # RQ ignores a second signal within 1 s of the first
+    time.sleep(0.5)
     worker.signal(signal.SIGTERM)
-    worker.wait(30)
-    assert get_job(job_id).status == JobStatus.PENDING
+    assert worker.wait(30) == 1
+    job = get_job(job_id)
+    assert job.status == JobStatus.PENDING and job.retry_count == 0  # an operator's stop is not an attempt
+    assert "interrupted" in job.error
     assert jobs_env.client().get("test:cold") is None
     start_worker("email")
     completed(job_id)
@@ -52,14 +54,21 @@ def test_second_sigterm_requeues_the_job_for_another_worker(jobs_env, start_work
 def test_sigkill_mid_job_is_retried_by_another_worker(jobs_env, start_worker):
     job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 3, "key": "test:killed"}, max_retries=2)
     victim = start_worker("email")
-    running(job_id)
+    wait_until(lambda: jobs_env.client().get("test:killed:started"), timeout=20, message="the task to start")
     killed_at = time.monotonic()
     victim.kill_hard()
     start_worker("email")
     job = completed(job_id, timeout=60)
     recovery = time.monotonic() - killed_at
-    assert job.retry_count == 1
+    assert job.retry_count == 1  # the SIGKILLed attempt counts
     assert int(jobs_env.client().get("test:killed")) == 1
+    assert int(jobs_env.client().get("test:killed:started")) == 2
+    stats = email_queue.get_stats()
+    assert stats["abandoned_jobs"] == 1 and stats["retried_jobs"] == 1 and stats["completed_jobs"] == 1
+    from core.monitoring import get_task_stats
+
+    metrics = get_task_stats("sleep_then_count")["sleep_then_count"]
+    assert metrics["total"] == 2 and metrics["abandoned"] == 1 and metrics["succeeded"] == 1
     # Heartbeat 1 s + grace 2 s, sweep every 2 s (test settings) + the 3 s job.
     assert recovery < 45, f"recovery took {recovery:.1f}s"
 
@@ -71,7 +80,9 @@ def test_sigkill_with_no_attempts_left_ends_failed_with_a_reason(jobs_env, start
     victim.kill_hard()
     start_worker("email")
     job = wait_until(lambda: (j := get_job(job_id)) and j.status == JobStatus.FAILED and j, timeout=60)
-    assert job.error and "Abandoned" in job.error
+    assert job.error and "abandoned" in job.error and job.retry_count == 0
+    stats = email_queue.get_stats()
+    assert stats["abandoned_jobs"] == 1 and stats["failed_jobs"] == 1 and stats["retried_jobs"] == 0
 
 
 def test_worker_serves_only_the_named_queues(jobs_env, start_worker):
@@ -95,12 +106,12 @@ def test_simple_worker_class_runs_jobs(jobs_env, start_worker):
     worker = start_worker("email", "--burst", "--worker-class", "simple")
     assert worker.wait(60) == 0
     assert [get_job(i).result for i in ids] == [0, 2, 4]
-    assert "SimpleTaskWorker" in worker.log()
+    assert "(simple) serving" in worker.log()
 
 
 def test_two_processes_share_the_work(jobs_env, start_worker):
     ids = [email_queue.enqueue_job("sleep_then_count", {"seconds": 1, "key": "test:pair"}) for _ in range(4)]
-    worker = start_worker("email", "--processes", "2")
+    worker = start_worker("email", "--processes", "2", "--concurrency", "1")
     for job_id in ids:
         completed(job_id)
     names = {get_job(job_id) and jobs_env.client().hget(f"rq:job:{job_id}", "worker_name") for job_id in ids}
@@ -118,3 +129,27 @@ def test_import_option_loads_a_task_module(jobs_env, start_worker):
     start_worker("crm", "--burst", "--import", "scripts.demo_tasks").wait(60)
     job = get_job(job_id)
     assert job.status == JobStatus.FAILED and "is not valid" in job.error
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigkill_of_the_main_process_alone_never_leaves_the_job_running_twice(jobs_env, start_worker):
+    """The work-horse dies with its parent (PR_SET_PDEATHSIG), so the sweep's retry runs alone."""
+    job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 3, "key": "test:orphan"}, max_retries=2)
+    victim = start_worker("email", "--concurrency", "1")
+    wait_until(lambda: jobs_env.client().get("test:orphan:started"), timeout=20, message="the task to start")
+    horses = victim.children()
+    assert horses, "the prefork worker has a child process"
+    victim.proc.send_signal(signal.SIGKILL)  # the main process only
+    victim.proc.wait(10)
+    wait_until(lambda: not any(_alive(pid) for pid in horses), timeout=5, message="the horse to die with its parent")
+    start_worker("email")
+    job = completed(job_id, timeout=60)
+    assert job.retry_count == 1
+    assert int(jobs_env.client().get("test:orphan")) == 1  # only the retry finished: the horse never did

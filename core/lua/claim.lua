@@ -5,22 +5,24 @@
 -- Keys (built from ARGV by the caller from core/keys.py; one entry per queue, in order):
 --   rq:queue:<q>   LIST  popped from the head
 --   rq:wip:<q>     ZSET  member "<id>:<claim>", score = lease expiry
---   fikiri:wake:<q> LIST a token is left for the next idle worker when the batch came back full
+--   fikiri:wake:<q> LIST with ARGV[7] = '1' (the worker just woke up), a token is left for the next
+--                        idle worker when the batch came back full: a burst wakes workers one by one
 --   rq:job:<id>    HASH  status -> started, started_at, worker_name, fk_claim
 --
 -- ARGV[1] N (max jobs), ARGV[2] lease expiry (epoch s), ARGV[3] started_at (RQ time format),
--- ARGV[4] worker name, ARGV[5] claim id prefix, ARGV[6] job key prefix,
--- ARGV[7..] triples: queue list key, wip key, wake key.
+-- ARGV[4] worker name, ARGV[5] claim id prefix, ARGV[6] job key prefix, ARGV[7] chain wake-ups,
+-- ARGV[8..] triples: queue list key, wip key, wake key.
 -- Returns a flat list: per job, id, claim, queue index, then the fields below (false if unset).
 local n = tonumber(ARGV[1])
 local out = {}
 local count = 0
 local last_wake = nil
-for q = 7, #ARGV, 3 do
+for q = 8, #ARGV, 3 do
   if n <= 0 then break end
   local ids = redis.call('LPOP', ARGV[q], n)
   if ids then
     last_wake = ARGV[q + 2]
+    local leases = {}
     for _, id in ipairs(ids) do
       local key = ARGV[6] .. id
       local f = redis.call('HMGET', key, 'status', 'data', 'timeout', 'fk_task', 'fk_max', 'fk_retries',
@@ -31,17 +33,19 @@ for q = 7, #ARGV, 3 do
         local claim = ARGV[5] .. count
         redis.call('HSET', key, 'status', 'started', 'started_at', ARGV[3], 'worker_name', ARGV[4],
                    'fk_claim', claim)
-        redis.call('ZADD', ARGV[q + 1], ARGV[2], id .. ':' .. claim)
+        leases[#leases + 1] = ARGV[2]
+        leases[#leases + 1] = id .. ':' .. claim
         out[#out + 1] = id
         out[#out + 1] = claim
-        out[#out + 1] = (q - 7) / 3
+        out[#out + 1] = (q - 8) / 3
         for j = 2, 12 do out[#out + 1] = f[j] end
       end
     end
+    if #leases > 0 then redis.call('ZADD', ARGV[q + 1], unpack(leases)) end
     n = n - #ids
   end
 end
-if n <= 0 and last_wake and redis.call('LLEN', last_wake) == 0 then
+if ARGV[7] == '1' and n <= 0 and last_wake and redis.call('LLEN', last_wake) == 0 then
   redis.call('LPUSH', last_wake, '1')
 end
 return out

@@ -1,0 +1,127 @@
+"""Fault-injection loops for the one job lifecycle: SIGKILLs at random moments, Redis restarted
+again and again with AOF, and cancel racing the claim. Real redis-server, real worker processes.
+
+Side effects are counted in Redis keys the tests own: ``<key>`` is the set of items whose run
+finished, ``<key>:started`` counts every run that began, so "nothing lost" and "every extra run is
+an abandoned attempt that was counted" are checked, not assumed."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from core.config import reload_settings
+from core.connection import reset_connections
+from core.errors import InvalidJobStateError
+from core.job_model import JobStatus
+from core.redis_queues import ai_queue, cancel_job, crm_queue, email_queue, get_job
+from tests.servers import RedisServer, wait_until, worker_env
+
+pytestmark = pytest.mark.timeout(600)
+QUEUES = (email_queue, ai_queue, crm_queue)
+TASKS = {"email": "email_mark_done", "ai": "ai_mark_done", "crm": "crm_mark_done"}
+
+
+def enqueue_batch(key: str, per_queue: int, seconds: float) -> list[str]:
+    ids = []
+    for queue in QUEUES:
+        ids += queue.enqueue_many(TASKS[queue.short_name], [
+            {"key": key, "item": f"{queue.short_name}-{i}", "seconds": seconds} for i in range(per_queue)])
+    return ids
+
+
+def totals() -> dict[str, int]:
+    out: dict[str, int] = {}
+    for queue in QUEUES:
+        for name, value in queue.get_stats().items():
+            out[name] = out.get(name, 0) + value
+    return out
+
+
+def test_kill_loop_30_sigkills_lose_nothing_and_every_extra_run_is_a_counted_abandoned_attempt(jobs_env,
+                                                                                               start_worker):
+    ids = enqueue_batch("test:kl", 100, 0.03)
+    client = jobs_env.client()
+    rng = random.Random(7)
+    workers = [start_worker("--concurrency", "2"), start_worker("--concurrency", "2")]
+    for _kill in range(30):
+        time.sleep(rng.uniform(0.1, 0.6))
+        victim = workers.pop(rng.randrange(len(workers)))
+        victim.kill_hard()  # the worker and its work-horses
+        workers.append(start_worker("--concurrency", "2"))
+    wait_until(lambda: client.scard("test:kl") == 300 and totals()["total_results"] == 300, timeout=180,
+               interval=0.5, message="all 300 jobs to end")
+    assert all(get_job(j).status == JobStatus.COMPLETED for j in ids)
+    stats = totals()
+    started = int(client.get("test:kl:started"))
+    extra = started - 300
+    assert stats["completed_jobs"] == 300 and stats["failed_jobs"] == 0 and stats["active_jobs"] == 0
+    assert stats["pending_jobs"] == stats["delayed_jobs"] == 0
+    # A run that began but whose attempt was lost is an abandoned attempt; some abandoned attempts
+    # were claimed but killed before the task began, so abandoned >= extra runs.
+    assert stats["abandoned_jobs"] >= extra >= 0
+    assert stats["retried_jobs"] == stats["abandoned_jobs"]  # nothing else failed here
+    assert sum(get_job(j).retry_count for j in ids) == stats["abandoned_jobs"]
+    from core.monitoring import get_task_stats
+
+    metrics = get_task_stats()
+    assert sum(metrics[t]["abandoned"] for t in TASKS.values()) == stats["abandoned_jobs"]
+    assert sum(metrics[t]["succeeded"] for t in TASKS.values()) == 300
+    print(f"kill loop: 30 kills, {stats['abandoned_jobs']} abandoned attempts, {extra} extra runs, 0 lost")
+
+
+def test_restart_loop_redis_restarted_10_times_with_aof_loses_nothing(monkeypatch, start_worker_factory):
+    server = RedisServer(appendonly=True).start()
+    try:
+        env = worker_env(server.url)
+        for key in ("REDIS_URL", "JOBS_TASK_MODULES", "JOBS_RETRY_BACKOFF_BASE"):
+            monkeypatch.setenv(key, env[key])
+        reload_settings()
+        reset_connections()
+        ids = enqueue_batch("test:rl", 150, 0.03)
+        client = server.client()
+        start_worker_factory(server.url, "--concurrency", "2")
+        start_worker_factory(server.url, "--worker-class", "threaded", "--concurrency", "4")
+        wait_until(lambda: client.scard("test:rl") >= 20, timeout=60)
+        for _restart in range(10):
+            server.restart()
+            time.sleep(0.8)
+        client = server.client()
+        wait_until(lambda: client.scard("test:rl") == 450, timeout=240, interval=0.5,
+                   message="all 450 jobs to have run")
+        reset_connections()
+        wait_until(lambda: all((j := get_job(i)) is not None and j.status == JobStatus.COMPLETED for i in ids),
+                   timeout=120, interval=0.5, message="every job completed")
+        stats = totals()
+        assert stats["completed_jobs"] == 450 and stats["active_jobs"] == stats["pending_jobs"] == 0
+        assert int(client.get("test:rl:started")) - 450 <= stats["abandoned_jobs"] + stats["retried_jobs"]
+    finally:
+        server.cleanup()
+
+
+def test_cancel_racing_the_claim_400_times_either_wins_or_is_refused(jobs_env, start_worker):
+    worker = start_worker("email", "--worker-class", "simple")
+    client = jobs_env.client()
+    wait_until(lambda: email_queue.get_stats()["workers"] == 1, timeout=20)
+    rng = random.Random(11)
+    canceled, refused = [], []
+    for i in range(400):
+        job_id = email_queue.enqueue_job("record_run", {"key": "test:race", "value": f"r{i}"})
+        time.sleep(rng.uniform(0, 0.002))
+        try:
+            cancel_job(job_id)
+            canceled.append(job_id)
+        except InvalidJobStateError:
+            refused.append(job_id)
+    wait_until(lambda: all(get_job(j).status == JobStatus.COMPLETED for j in refused), timeout=60)
+    ran = {v.decode() for v in client.lrange("test:race", 0, -1)}
+    assert not ran & {get_job(j).payload["value"] for j in canceled}  # a canceled job never ran
+    assert all(get_job(j).status == JobStatus.CANCELED for j in canceled)
+    assert len(ran) == len(refused) and len(canceled) + len(refused) == 400
+    assert email_queue.get_stats()["canceled_jobs"] == len(canceled)
+    assert canceled and refused, "the race was not exercised: both outcomes must occur"
+    worker.signal(signal.SIGTERM)
+    print(f"cancel race: {len(canceled)} canceled before the claim, {len(refused)} refused (409)")
