@@ -7,6 +7,7 @@ Every change goes through :mod:`core.lifecycle`; nothing here writes a job key i
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import redis
@@ -154,3 +155,29 @@ def page_ids(queue_short: str, state: str, start: int, count: int) -> tuple[list
 def page_jobs(queue_short: str, state: str, start: int = 0, count: int = 20) -> tuple[list[Job], int]:
     ids, total = page_ids(queue_short, state, start, count)
     return fetch_jobs(ids), total
+
+
+def wait_for(job_id: str, timeout: float) -> Job:
+    """Block until the job has ended (completed, failed or canceled) and return it.
+
+    Raises :class:`TimeoutError` when it is still going at ``timeout`` seconds. No busy polling:
+    the caller marks the job as waited on (``fk_wait``), and the worker that finishes it pushes a
+    token to ``fikiri:done:<id>``; the wait blocks on that list in slices of at most a second,
+    re-reading the job between slices (a job claimed before the mark ends without a token).
+    """
+    validate_job_id(job_id)
+    deadline = time.monotonic() + timeout
+    job = must_get(job_id)
+    if job.mode == "redis" and not job.status.is_final:
+        get_redis().hset(keys.job(job_id), "fk_wait", 1)
+    while True:
+        job = must_get(job_id)
+        if job.status.is_final:
+            return job
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout}s")
+        if job.mode == "fallback":
+            time.sleep(min(0.05, remaining))
+        else:
+            get_redis().blpop([keys.done(job_id)], timeout=max(0.01, min(1.0, remaining)))

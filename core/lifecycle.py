@@ -147,6 +147,7 @@ class ClaimedJob:
     created_at: float | None
     claimed_at: float = field(default_factory=time.time)
     undecodable: str | None = None  # why the job's data could not be read (it will be refused)
+    waited: bool = False  # a wait_for() caller registered before the claim: signal it at the end
 
     @property
     def member(self) -> str:
@@ -191,9 +192,9 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
     flat = scripts.run("claim", connection, [], args)
     claimed = []
     settings = get_settings()
-    for i in range(0, len(flat), 14):
+    for i in range(0, len(flat), 15):
         (job_id, claim_id, queue_index, data, timeout, task, max_retries, retries, manual, user,
-         result_ttl, failure_ttl, prio, created) = flat[i:i + 14]
+         result_ttl, failure_ttl, prio, created, waited) = flat[i:i + 15]
         queue = queues[int(queue_index)]
         undecodable = None
         try:
@@ -208,6 +209,7 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
             retries=_int(retries), manual_retries=_int(manual), user_id=_text(user),
             result_ttl=_int(result_ttl, settings.result_ttl), failure_ttl=_int(failure_ttl, settings.failure_ttl),
             priority=_text(prio) or "normal", created_at=parse_time(created), undecodable=undecodable,
+            waited=waited is not None,
         ))
     return claimed
 
@@ -250,7 +252,8 @@ def finish(connection: Any, job: ClaimedJob, attempt: AttemptResult, worker_name
             score, ttl = now + job.failure_ttl, job.failure_ttl
     written = scripts.run(
         "finish", connection,
-        [keys.job(job.job_id), keys.started(queue), target, keys.queue_counters(q), keys.wake(queue)],
+        [keys.job(job.job_id), keys.started(queue), target, keys.queue_counters(q), keys.wake(queue),
+         keys.done(job.job_id) if job.waited else ""],
         [job.member, job.job_id, mode, epoch_to_rq_time(now), score, ttl, f"{job.task_name}:{counter}", value,
          job.retries + (1 if outcome == RETRYING else 0), "1" if job.priority == "high" else "0"],
     )

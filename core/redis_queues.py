@@ -35,6 +35,7 @@ from core.job_ops import (
     get_user_jobs,
     must_get,
     retry_job,
+    wait_for,
 )
 from core.job_options import (
     EnqueueOptions,
@@ -49,7 +50,7 @@ __all__ = [
     "RedisQueue", "Job", "JobStatus", "email_queue", "ai_queue", "crm_queue", "get_email_queue",
     "get_ai_queue", "get_crm_queue", "get_queue", "get_job", "get_user_jobs", "fetch_jobs", "cancel_job",
     "retry_job", "delete_job", "send_email_async", "process_ai_request_async", "upsert_crm_contact_async",
-    "validate_job_id", "InvalidJobIdError",
+    "validate_job_id", "InvalidJobIdError", "wait_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -277,6 +278,10 @@ class RedisQueue:
 
     def cancel_job(self, job_id: str) -> Job:
         return cancel_job(job_id)
+
+    def wait_for(self, job_id: str, timeout: float) -> Job:
+        """Block until the job has ended and return it; :class:`TimeoutError` if still going."""
+        return wait_for(job_id, timeout)
 
     def retry_job(self, job_id: str) -> Job:
         return retry_job(job_id)

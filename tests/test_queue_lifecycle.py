@@ -152,3 +152,14 @@ def test_progress_reported_by_a_task_is_visible(jobs_env, start_worker):
     start_worker("email")
     job = final(job_id)
     assert job.result == 4 and job.progress == {"done": 4, "total": 4}
+
+
+def test_wait_for_blocks_until_the_job_ends_and_times_out_while_it_runs(jobs_env, start_worker):
+    slow = email_queue.enqueue_job("sleep_then_count", {"seconds": 3, "key": "test:wait"})
+    with pytest.raises(TimeoutError, match="still pending"):
+        email_queue.wait_for(slow, timeout=0.3)
+    quick = email_queue.enqueue_job("add", {"a": 2, "b": 3})
+    start_worker("email", "--concurrency", "1")
+    assert email_queue.wait_for(quick, timeout=30).result == 5
+    assert email_queue.wait_for(slow, timeout=30).status == JobStatus.COMPLETED
+    assert int(jobs_env.client().get("test:wait")) == 1

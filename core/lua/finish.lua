@@ -8,6 +8,7 @@
 --                 | rq:scheduled:<q> (ZSET, score = run time) | rq:queue:<q> (LIST)
 --   KEYS[4] fikiri:stats:<q>     HASH  "<task>:<event>" counters
 --   KEYS[5] fikiri:wake:<q>      LIST  token when a retry goes straight back to the queue
+--   KEYS[6] fikiri:done:<id>     LIST  a token for wait_for() callers, when one was waiting ('' if none)
 --
 -- ARGV[1] in-flight member, ARGV[2] id, ARGV[3] mode: done | fail | retry | requeue,
 -- ARGV[4] now (RQ time format), ARGV[5] score (expiry or run time), ARGV[6] ttl (s),
@@ -32,4 +33,8 @@ else -- requeue: straight back to the queue
   if redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
 end
 redis.call('HINCRBY', KEYS[4], ARGV[7], 1)
+if KEYS[6] ~= '' and (mode == 'done' or mode == 'fail') then
+  redis.call('LPUSH', KEYS[6], mode)
+  redis.call('EXPIRE', KEYS[6], 60)
+end
 return 1
