@@ -29,6 +29,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from core import keys, lifecycle, monitoring
 from core.connection import new_redis
 from core.lifecycle import AttemptResult, ClaimedJob
@@ -39,7 +41,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 PR_SET_PDEATHSIG = 1
+GROUP_COMMIT_WINDOW = 0.002  # s: results of short jobs run back to back are committed together
 HARD_KILL_GRACE = 10.0  # s past a job's timeout before the parent kills a child that ignores SIGALRM
 
 
@@ -50,33 +54,34 @@ def progress_sink(connection: Any, job_id: str) -> Any:
     return sink
 
 
+def attempt(connection: Any, job: ClaimedJob) -> AttemptResult:
+    """Run one claimed job (the path every executor shares); never raises."""
+    return run_attempt(job.job_id, job.queue_short, job.task_name, job.kwargs, job.timeout,
+                       progress_sink(connection, job.job_id), job.undecodable)
+
+
 def execute(connection: Any, job: ClaimedJob, worker_name: str) -> str | None:
-    """Run one claimed job and record its end (the path every executor shares)."""
-    attempt = run_attempt(job.job_id, job.queue_short, job.task_name, job.kwargs, job.timeout,
-                          progress_sink(connection, job.job_id), job.undecodable)
-    return finish_retrying(connection, job, attempt, worker_name)
+    """Run one claimed job and record its end."""
+    return finish_retrying(connection, [(job, attempt(connection, job))], worker_name)[0]
 
 
-def finish_retrying(connection: Any, job: ClaimedJob, attempt: AttemptResult, worker_name: str,
-                    patience: float = 30.0) -> str | None:
-    """:func:`lifecycle.finish`, retried while Redis is unreachable (restarts take seconds).
+def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]], worker_name: str,
+                    patience: float = 30.0) -> list[str | None]:
+    """:func:`lifecycle.finish_many`, retried while Redis is unreachable (restarts take seconds).
 
-    If Redis stays away longer, the outcome is dropped and the job's lease expires: the sweep
-    retries it (at least once, never lost).
+    If Redis stays away longer, the outcomes are dropped and the jobs' leases expire: the sweep
+    retries them (at least once, never lost).
     """
     delay, deadline = 0.2, time.monotonic() + patience
     while True:
         try:
-            return lifecycle.finish(connection, job, attempt, worker_name)
-        except (OSError, ConnectionError) as exc:
-            error = exc
-        except Exception as exc:  # redis.ConnectionError/TimeoutError are not OSError subclasses
-            if type(exc).__module__.split(".")[0] != "redis":
-                raise
+            return lifecycle.finish_many(connection, finished, worker_name)
+        except REDIS_ERRORS as exc:
             error = exc
         if time.monotonic() > deadline:
-            logger.error("could not record the end of job %s (%s); the sweep will retry it", job.job_id, error)
-            return None
+            logger.error("could not record the end of %d job(s) (%s); the sweep will retry them", len(finished),
+                         error)
+            return [None] * len(finished)
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
 
@@ -96,11 +101,25 @@ class SimpleExecutor:
     def free_slots(self) -> int:
         return self.size
 
-    def submit(self, job: ClaimedJob) -> None:
+    def submit_many(self, jobs: list[ClaimedJob]) -> None:
+        """Run the claimed jobs one after another; commit their ends together while each batch of
+        results is younger than GROUP_COMMIT_WINDOW (a slow job's result is committed at once)."""
+        pending: list[tuple[ClaimedJob, AttemptResult]] = []
+        since = 0.0
+        for index, job in enumerate(jobs):
+            if not pending:
+                since = time.monotonic()
+            pending.append((job, attempt(self.worker.connection, job)))
+            if index == len(jobs) - 1 or time.monotonic() - since > GROUP_COMMIT_WINDOW:
+                self._commit(pending)
+                pending = []
+
+    def _commit(self, pending: list[tuple[ClaimedJob, AttemptResult]]) -> None:
         try:
-            execute(self.worker.connection, job, self.worker.name)
+            finish_retrying(self.worker.connection, pending, self.worker.name)
         finally:
-            self.worker.job_done(job)
+            for job, _attempt in pending:
+                self.worker.job_done(job)
 
     def wait(self, timeout: float) -> None:
         time.sleep(min(timeout, 0.05))
@@ -126,6 +145,8 @@ class ThreadedExecutor:
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fikiri-job")
         self._busy = 0
         self._cond = threading.Condition()
+        self._results: list[tuple[ClaimedJob, AttemptResult]] = []
+        self._committing = False
 
     def start(self) -> None:
         pass
@@ -139,16 +160,41 @@ class ThreadedExecutor:
             self._busy += 1
         self._pool.submit(self._run, job)
 
+    def submit_many(self, jobs: list[ClaimedJob]) -> None:
+        for job in jobs:
+            self.submit(job)
+
     def _run(self, job: ClaimedJob) -> None:
+        """Run the job, then commit its end; if another thread is committing, it takes this result
+        along in its next batch (group commit without waiting: an idle pool commits at once)."""
         try:
-            execute(self.worker.connection, job, self.worker.name)
-        except Exception:
+            result = attempt(self.worker.connection, job)
+        except Exception as exc:  # run_attempt never raises; this is a last resort
             logger.exception("job %s crashed its thread", job.job_id)
-        finally:
-            self.worker.job_done(job)
+            result = AttemptResult(ok=False, error=f"worker thread crashed: {exc!r}")
+        with self._cond:
+            self._results.append((job, result))
+            self._busy -= 1
+            self._cond.notify_all()
+            if self._committing:
+                return
+            self._committing = True
+        try:
+            while True:
+                with self._cond:
+                    batch, self._results = self._results, []
+                    if not batch:
+                        self._committing = False
+                        return
+                try:
+                    finish_retrying(self.worker.connection, batch, self.worker.name)
+                finally:
+                    for done, _result in batch:
+                        self.worker.job_done(done)
+        except BaseException:
             with self._cond:
-                self._busy -= 1
-                self._cond.notify_all()
+                self._committing = False
+            raise
 
     def wait(self, timeout: float) -> None:
         with self._cond:
@@ -220,6 +266,10 @@ class PreforkExecutor:
         self.poll(0)
         return sum(1 for c in self._children.values() if c.job is None)
 
+    def submit_many(self, jobs: list[ClaimedJob]) -> None:
+        for job in jobs:
+            self.submit(job)
+
     def submit(self, job: ClaimedJob) -> None:
         child = next(c for c in self._children.values() if c.job is None)
         child.job = job
@@ -272,9 +322,8 @@ class PreforkExecutor:
         if job is not None:
             reason = f"work-horse {child.pid} died ({status}) while running the job"
             logger.error("job %s: %s", job.job_id, reason)
-            finish_retrying(self.worker.connection, job, AttemptResult(ok=False, error=reason,
-                                                                       duration=time.monotonic() - child.busy_since),
-                            self.worker.name)
+            lost = AttemptResult(ok=False, error=reason, duration=time.monotonic() - child.busy_since)
+            finish_retrying(self.worker.connection, [(job, lost)], self.worker.name)
             self.worker.job_done(job)
         if not self._stopping:
             self._spawn()

@@ -232,9 +232,12 @@ def finish(connection: Any, job: ClaimedJob, attempt: AttemptResult, worker_name
     A lost lease means the sweep judged this worker dead and already took the job back (it may
     be running elsewhere): the attempt's result is dropped, never written over the new run.
     """
-    now = time.time()
+    return finish_many(connection, [(job, attempt)], worker_name)[0]
+
+
+def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[dict[str, Any], str, str | None]:
+    """What finish.lua writes for one attempt: (entry, outcome, error text or None)."""
     queue = job.queue
-    q = job.queue_short
     if attempt.ok:
         mode, outcome, target = "done", COMPLETED, keys.finished(queue)
         score, ttl, value, counter = now + job.result_ttl, job.result_ttl, attempt.result_json, "completed"
@@ -250,20 +253,36 @@ def finish(connection: Any, job: ClaimedJob, attempt: AttemptResult, worker_name
         else:
             mode, outcome, target, counter = "fail", FAILED, keys.failed(queue), "failed"
             score, ttl = now + job.failure_ttl, job.failure_ttl
-    written = scripts.run(
-        "finish", connection,
-        [keys.job(job.job_id), keys.started(queue), target, keys.queue_counters(q), keys.wake(queue),
-         keys.done(job.job_id) if job.waited else ""],
-        [job.member, job.job_id, mode, epoch_to_rq_time(now), score, ttl, f"{job.task_name}:{counter}", value,
-         job.retries + (1 if outcome == RETRYING else 0), "1" if job.priority == "high" else "0"],
-    )
-    if not written:
-        logger.warning("job %s task=%s queue=%s outcome=%s dropped: its lease expired and the job was taken back",
-                       job.job_id, job.task_name, q, outcome)
-        return None
-    _log_attempt(job, outcome, attempt.duration, None if attempt.ok else value, worker_name)
-    monitoring.buffer().add(job.job_id, q, job.task_name, outcome, attempt.duration, None if attempt.ok else value)
-    return outcome
+    entry = {
+        "job": keys.job(job.job_id), "wip": keys.started(queue), "target": target,
+        "counters": keys.queue_counters(job.queue_short), "wake": keys.wake(queue),
+        "done": keys.done(job.job_id) if job.waited else None, "member": job.member, "id": job.job_id,
+        "mode": mode, "score": score, "ttl": ttl, "counter": f"{job.task_name}:{counter}", "value": value,
+        "retries": job.retries + (1 if outcome == RETRYING else 0), "front": job.priority == "high",
+    }
+    return entry, outcome, None if attempt.ok else value
+
+
+def finish_many(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]],
+                worker_name: str = "") -> list[str | None]:
+    """Record several attempts' ends in one script call (group commit); outcome or None per job."""
+    import json
+
+    now = time.time()
+    planned = [_finish_entry(job, attempt, now) for job, attempt in finished]
+    request = {"now": epoch_to_rq_time(now), "entries": [entry for entry, _outcome, _error in planned]}
+    written = scripts.run("finish", connection, [], [json.dumps(request, separators=(",", ":"))])
+    outcomes: list[str | None] = []
+    for (job, attempt), (_entry, outcome, error), ok in zip(finished, planned, written):
+        if not ok:
+            logger.warning("job %s task=%s queue=%s outcome=%s dropped: its lease expired and the job was taken "
+                           "back", job.job_id, job.task_name, job.queue_short, outcome)
+            outcomes.append(None)
+            continue
+        _log_attempt(job, outcome, attempt.duration, error, worker_name)
+        monitoring.buffer().add(job.job_id, job.queue_short, job.task_name, outcome, attempt.duration, error)
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _log_attempt(job: ClaimedJob, outcome: str, duration: float, error: str | None, worker_name: str) -> None:

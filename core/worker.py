@@ -124,9 +124,8 @@ class Worker:
             self._redis_down(exc)
             return True
         if jobs:
-            for job in jobs:
-                self.processed += 1
-                self.executor.submit(job)
+            self.processed += len(jobs)
+            self.executor.submit_many(jobs)
             return True
         if burst:
             if not self.executor.busy() and not self.in_hand():

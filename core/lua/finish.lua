@@ -1,40 +1,68 @@
--- finish.lua: record the end of one attempt (success, final failure, or a retry) in one step.
--- The lease is the fence: if the job's in-flight entry is gone (the sweep judged its worker dead
--- and already requeued it), nothing is written and 0 is returned.
+-- finish.lua: record the end of one or more attempts (success, final failure, or a retry) in one
+-- step: a worker finishing several jobs at once commits them together (group commit).
+-- Each job's lease is its fence: if its in-flight entry is gone (the sweep judged the worker dead
+-- and already took the job back), nothing is written for it and its slot in the reply is 0.
 --
---   KEYS[1] rq:job:<id>          HASH  status, ended_at, fk_result / fk_error, fk_retries
---   KEYS[2] rq:wip:<q>           ZSET  in-flight entry removed
---   KEYS[3] target: rq:finished:<q> | rq:failed:<q> (ZSET, score = expiry)
---                 | rq:scheduled:<q> (ZSET, score = run time) | rq:queue:<q> (LIST)
---   KEYS[4] fikiri:stats:<q>     HASH  "<task>:<event>" counters
---   KEYS[5] fikiri:wake:<q>      LIST  token when a retry goes straight back to the queue
---   KEYS[6] fikiri:done:<id>     LIST  a token for wait_for() callers, when one was waiting ('' if none)
+-- Keys, named per entry by the caller (core/keys.py):
+--   rq:job:<id>          HASH  status, ended_at, fk_result / fk_error, fk_retries
+--   rq:wip:<q>           ZSET  in-flight entry removed
+--   target: rq:finished:<q> | rq:failed:<q> (ZSET, score = expiry)
+--         | rq:scheduled:<q> (ZSET, score = run time) | rq:queue:<q> (LIST, requeue)
+--   fikiri:stats:<q>     HASH  "<task>:<event>" counters, one HINCRBY per distinct field
+--   fikiri:wake:<q>      LIST  token when a retry goes straight back to the queue
+--   fikiri:done:<id>     LIST  token for a wait_for() caller, when one was waiting
 --
--- ARGV[1] in-flight member, ARGV[2] id, ARGV[3] mode: done | fail | retry | requeue,
--- ARGV[4] now (RQ time format), ARGV[5] score (expiry or run time), ARGV[6] ttl (s),
--- ARGV[7] counter field, ARGV[8] result (done) or error (otherwise), ARGV[9] retries so far,
--- ARGV[10] '1' to push at the head (requeue)
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-local mode = ARGV[3]
-if mode == 'done' then
-  redis.call('HSET', KEYS[1], 'status', 'finished', 'ended_at', ARGV[4], 'fk_result', ARGV[8])
-  redis.call('EXPIRE', KEYS[1], ARGV[6])
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
-elseif mode == 'fail' then
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[4], 'fk_error', ARGV[8])
-  redis.call('EXPIRE', KEYS[1], ARGV[6])
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
-elseif mode == 'retry' then
-  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'fk_error', ARGV[8], 'fk_retries', ARGV[9])
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
-else -- requeue: straight back to the queue
-  redis.call('HSET', KEYS[1], 'status', 'queued', 'fk_error', ARGV[8], 'fk_retries', ARGV[9])
-  if ARGV[10] == '1' then redis.call('LPUSH', KEYS[3], ARGV[2]) else redis.call('RPUSH', KEYS[3], ARGV[2]) end
-  if redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
+-- ARGV[1] JSON {"now": RQ time, "entries": [{"job", "wip", "target", "counters", "wake", "done",
+--               "member", "id", "mode": done|fail|retry|requeue, "score", "ttl", "counter",
+--               "value", "retries", "front"}]}
+-- Returns a list with 1 (written) or 0 (lease lost) per entry.
+local req = cjson.decode(ARGV[1])
+local out = {}
+local zadds = {}
+local zorder = {}
+local counts = {}
+local corder = {}
+local wakes = {}
+for i, e in ipairs(req.entries) do
+  if redis.call('ZREM', e.wip, e.member) == 0 then
+    out[i] = 0
+  else
+    out[i] = 1
+    local mode = e.mode
+    if mode == 'done' then
+      redis.call('HSET', e.job, 'status', 'finished', 'ended_at', req.now, 'fk_result', e.value)
+      redis.call('EXPIRE', e.job, e.ttl)
+    elseif mode == 'fail' then
+      redis.call('HSET', e.job, 'status', 'failed', 'ended_at', req.now, 'fk_error', e.value)
+      redis.call('EXPIRE', e.job, e.ttl)
+    elseif mode == 'retry' then
+      redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', e.value, 'fk_retries', e.retries)
+    else
+      redis.call('HSET', e.job, 'status', 'queued', 'fk_error', e.value, 'fk_retries', e.retries)
+      if e.front then redis.call('LPUSH', e.target, e.id) else redis.call('RPUSH', e.target, e.id) end
+      wakes[e.wake] = true
+    end
+    if mode ~= 'requeue' then
+      if not zadds[e.target] then zadds[e.target] = {}; zorder[#zorder + 1] = e.target end
+      local z = zadds[e.target]
+      z[#z + 1] = e.score
+      z[#z + 1] = e.id
+    end
+    local ck = e.counters .. '\0' .. e.counter
+    if not counts[ck] then counts[ck] = {e.counters, e.counter, 0}; corder[#corder + 1] = ck end
+    counts[ck][3] = counts[ck][3] + 1
+    if e.done ~= cjson.null and e.done ~= nil and (mode == 'done' or mode == 'fail') then
+      redis.call('LPUSH', e.done, mode)
+      redis.call('EXPIRE', e.done, 60)
+    end
+  end
 end
-redis.call('HINCRBY', KEYS[4], ARGV[7], 1)
-if KEYS[6] ~= '' and (mode == 'done' or mode == 'fail') then
-  redis.call('LPUSH', KEYS[6], mode)
-  redis.call('EXPIRE', KEYS[6], 60)
+for _, target in ipairs(zorder) do redis.call('ZADD', target, unpack(zadds[target])) end
+for _, ck in ipairs(corder) do
+  local c = counts[ck]
+  redis.call('HINCRBY', c[1], c[2], c[3])
 end
-return 1
+for wake, _ in pairs(wakes) do
+  if redis.call('LLEN', wake) == 0 then redis.call('LPUSH', wake, '1') end
+end
+return out
