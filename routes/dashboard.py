@@ -196,11 +196,14 @@ def _jobs_error(exc: JobsError) -> Any:
     return _error_page(exc.http_status, exc.message)
 
 
-@dashboard_bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Any:
-    if exc.code in (301, 302, 303, 307, 308):
-        return exc
     return _error_page(exc.code or 500, exc.description or exc.name)
+
+
+# By code as well as by class: Flask consults code handlers (the app's own 404 handler) first.
+dashboard_bp.register_error_handler(HTTPException, _http_error)
+for _code in (400, 401, 403, 404, 405, 409, 413, 415, 429):
+    dashboard_bp.register_error_handler(_code, _http_error)
 
 
 @dashboard_bp.errorhandler(redis.RedisError)
