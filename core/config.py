@@ -127,7 +127,7 @@ class Settings:
     gmail_token_url: str = "https://oauth2.googleapis.com/token"  # GMAIL_TOKEN_URL
     gmail_client_id: str = ""  # GMAIL_CLIENT_ID
     gmail_client_secret: str = ""  # GMAIL_CLIENT_SECRET
-    gmail_lookback_days: int = 30  # GMAIL_LOOKBACK_DAYS: q=newer_than:Nd on full syncs
+    gmail_lookback_days: int = 30  # GMAIL_LOOKBACK_DAYS: older name, read only as the default of email_sync_lookback_days
     gmail_page_size: int = 100  # GMAIL_PAGE_SIZE
     http_timeout: float = 15.0  # JOBS_HTTP_TIMEOUT: every outbound HTTP call (s)
     http_max_attempts: int = 4  # JOBS_HTTP_MAX_ATTEMPTS: tries on 429/5xx before giving up
