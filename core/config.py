@@ -139,7 +139,7 @@ class Settings:
     gmail_token_url: str = "https://oauth2.googleapis.com/token"  # GMAIL_TOKEN_URL
     gmail_client_id: str = ""  # GMAIL_CLIENT_ID
     gmail_client_secret: str = ""  # GMAIL_CLIENT_SECRET
-    gmail_lookback_days: int = 30  # GMAIL_LOOKBACK_DAYS: q=newer_than:Nd on full syncs
+    gmail_lookback_days: int = 30  # GMAIL_LOOKBACK_DAYS: older name, read only as the default of email_sync_lookback_days
     gmail_page_size: int = 100  # GMAIL_PAGE_SIZE
     http_timeout: float = 15.0  # JOBS_HTTP_TIMEOUT: every outbound HTTP call (s)
     http_max_attempts: int = 4  # JOBS_HTTP_MAX_ATTEMPTS: tries on 429/5xx before giving up
@@ -160,6 +160,19 @@ class Settings:
     secret_key: str = ""  # SECRET_KEY
     insecure_dev: bool = False  # JOBS_INSECURE_DEV
     user_token_max_age: int = 7 * 86_400  # JOBS_USER_TOKEN_MAX_AGE (s)
+
+    # --- hardening (issue 15): dashboard sessions, audit log, Gmail sync ---------------------
+    # The dashboard session cookie carries the Secure flag unless this is off (default: on,
+    # off only under JOBS_INSECURE_DEV=1).
+    session_cookie_secure: bool = True  # JOBS_SESSION_COOKIE_SECURE
+    session_idle_timeout: int = 30 * 60  # JOBS_SESSION_IDLE_TIMEOUT: idle dashboard session ends (s)
+    session_max_age: int = 12 * 3600  # JOBS_SESSION_MAX_AGE: absolute dashboard session lifetime (s)
+    audit_max_entries: int = 10_000  # JOBS_AUDIT_MAX_ENTRIES: operator actions kept (approximate trim)
+    # Full-sync window when a call names none (EMAIL_SYNC_LOOKBACK_DAYS; GMAIL_LOOKBACK_DAYS, the
+    # older name, is read when the new one is unset).
+    email_sync_lookback_days: int = 90  # EMAIL_SYNC_LOOKBACK_DAYS
+    # A sync row still 'pending' with no queue job after this long is stale and may be replaced.
+    gmail_sync_stale_after: int = 300  # GMAIL_SYNC_STALE_AFTER (s)
 
     def timeout_for(self, queue_short_name: str) -> int:
         return {"email": self.timeout_email, "ai": self.timeout_ai, "crm": self.timeout_crm}.get(
@@ -242,6 +255,14 @@ def load_settings() -> Settings:
         secret_key=_env_str("SECRET_KEY", ""),
         insecure_dev=_env_bool("JOBS_INSECURE_DEV", False),
         user_token_max_age=_env_int("JOBS_USER_TOKEN_MAX_AGE", Settings.user_token_max_age, 1),
+        session_cookie_secure=_env_bool("JOBS_SESSION_COOKIE_SECURE", not _env_bool("JOBS_INSECURE_DEV", False)),
+        session_idle_timeout=_env_int("JOBS_SESSION_IDLE_TIMEOUT", Settings.session_idle_timeout, 1),
+        session_max_age=_env_int("JOBS_SESSION_MAX_AGE", Settings.session_max_age, 1),
+        audit_max_entries=_env_int("JOBS_AUDIT_MAX_ENTRIES", Settings.audit_max_entries, 1),
+        email_sync_lookback_days=_env_int(
+            "EMAIL_SYNC_LOOKBACK_DAYS", _env_int("GMAIL_LOOKBACK_DAYS", Settings.email_sync_lookback_days, 1), 1
+        ),
+        gmail_sync_stale_after=_env_int("GMAIL_SYNC_STALE_AFTER", Settings.gmail_sync_stale_after, 1),
     )
 
 

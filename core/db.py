@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from core.config import get_settings
@@ -57,7 +58,14 @@ def init_db(url: str | None = None) -> None:
     url = url or get_settings().database_url
     for module in MODEL_MODULES:
         importlib.import_module(module)
-    Base.metadata.create_all(get_engine(url))
+    for attempt in range(3):
+        try:
+            Base.metadata.create_all(get_engine(url))
+            break
+        except DBAPIError as exc:  # another process created a table between our check and CREATE
+            if attempt == 2:
+                raise
+            logger.info("create_all raced with another process (%s); checking again", str(exc).splitlines()[0])
     _initialised.add(url)
 
 

@@ -33,6 +33,7 @@ class FakeGmail:
         self.failures: deque[tuple[str, int, dict[str, str]]] = deque()
         self.delay = 0.0
         self.requests: list[str] = []
+        self.queries: list[tuple[str, dict[str, list[str]]]] = []  # (path, query) of every request
         self.token_refreshes = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -101,6 +102,7 @@ class FakeGmail:
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, list[str]],
                auth: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         self.requests.append(f"{method} {path}")
+        self.queries.append((path, query))
         if self.delay:
             time.sleep(self.delay)
         failure = self._scripted_failure(path)

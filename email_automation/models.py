@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Float, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base
@@ -22,10 +22,18 @@ class GmailAccount(Base):
     connected: Mapped[bool] = mapped_column(default=True)
 
 
+ACTIVE_SYNC_STATUSES = ("pending", "running")
+_ACTIVE_SYNC = text("status IN ('pending', 'running')")
+
+
 class SyncJob(Base):
-    """One Gmail sync run; its queue job id is ``gmail-sync-<id>``."""
+    """One Gmail sync run. Its queue job id is ``gmail-sync-<id>-<random>`` (stored in
+    ``queue_job_id``), so ids never repeat when row ids restart. The partial unique index
+    allows at most one pending or running sync per user, enforced by the database."""
 
     __tablename__ = "gmail_sync_jobs"
+    __table_args__ = (Index("uq_gmail_sync_one_active_per_user", "user_id", unique=True,
+                            sqlite_where=_ACTIVE_SYNC, postgresql_where=_ACTIVE_SYNC),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[str] = mapped_column(String(128), index=True)
@@ -37,10 +45,7 @@ class SyncJob(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-    @property
-    def queue_job_id(self) -> str:
-        return f"gmail-sync-{self.id}"
+    queue_job_id: Mapped[str | None] = mapped_column(String(160), unique=True, nullable=True)
 
 
 class EmailMessage(Base):

@@ -1,19 +1,23 @@
 """The operator dashboard at /dashboard: server-rendered pages, a little plain JavaScript.
 
-Behind the same auth as the API: a login form takes a token (admin, or a user token) and keeps
-it in Flask's signed, HttpOnly, SameSite=Strict session cookie. The admin sees everything; a
-user token sees only that user's jobs. Every action is a POST carrying the session's CSRF token,
-and destructive ones ask for confirmation in the browser. Lists are ranged reads (50 a page),
+Behind the same auth as the API: a login form (itself CSRF-protected) takes a token (admin, or
+a user token) and starts a server-side session (routes.dashboard_sessions): the cookie holds a
+random id, never the token. The admin sees everything, tracebacks included; a user token sees
+only that user's jobs, and of an error only its type and message. Every action is a POST
+carrying the session's CSRF token, is written to the audit log, and destructive ones ask for
+confirmation in the browser. Bad input (a malformed id, an unknown queue, ``page=²``) answers a
+4xx page, never a 500. Lists are ranged reads (50 a page),
 so a state holding 10,000+ jobs renders as fast as one holding ten.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
-import secrets
 from typing import Any
 
+import redis
 from flask import (
     Blueprint,
     Flask,
@@ -21,21 +25,34 @@ from flask import (
     flash,
     g,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
+from werkzeug.exceptions import HTTPException
 
-from core import job_ops, monitoring, periodic
+from core import audit, job_ops, monitoring, periodic
 from core.auth import Identity, resolve_identity
 from core.config import get_settings
 from core.connection import redis_available
 from core.errors import JobsError
 from core.fallback import get_fallback
 from core.job_model import Job
-from core.redis_queues import all_queues, cancel_job, fetch_jobs, get_job, get_queue, get_user_jobs, retry_job
+from core.redis_queues import (
+    all_queues,
+    cancel_job,
+    fetch_jobs,
+    get_job,
+    get_queue,
+    get_user_jobs,
+    retry_job,
+    validate_job_id,
+)
+from routes import dashboard_sessions as sessions
+from routes.params import choice_arg, int_arg, name_value
+from routes.views import attempt_view, job_view, user_error
 
 logger = logging.getLogger(__name__)
 
@@ -43,44 +60,69 @@ dashboard_bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", templat
                          static_folder="static/dashboard", static_url_path="/static")
 
 PAGE_SIZE = 50
+PAGE_MAX = 1_000_000
+AUDIT_PAGE_SIZE = 100
 STATES = ("pending", "delayed", "running", "completed", "failed", "canceled")
 
 
-# --- auth and CSRF -------------------------------------------------------------------------------
+# --- auth, sessions and CSRF ---------------------------------------------------------------------
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
+def _session() -> sessions.DashboardSession | None:
+    if "dash_session" not in g:
+        g.dash_session = sessions.load_session(request.cookies.get(sessions.COOKIE_NAME))
+    return g.dash_session
+
+
 def _identity() -> Identity | None:
     if "dash_identity" in g:
         return g.dash_identity
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else session.get("token")
     identity = None
+    token = _bearer()
     if token:
         try:
             identity = resolve_identity(token)
         except JobsError:
-            session.pop("token", None)
+            identity = None
+    elif _session() is not None:
+        identity = _session().identity
     g.dash_identity = identity
     return identity
 
 
 def _csrf_token() -> str:
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(32)
-    return session["csrf"]
+    current = _session()
+    return current.csrf if current is not None else ""
+
+
+def _actor() -> str:
+    identity = _identity()
+    return "admin" if identity.is_admin else f"user:{identity.user_id}"
+
+
+def _login_redirect() -> Any:
+    response = make_response(redirect(url_for("dashboard.login", next=request.path)))
+    if request.cookies.get(sessions.COOKIE_NAME):
+        sessions.clear_session_cookie(response)  # expired or revoked: drop the dead id
+    return response
 
 
 @dashboard_bp.before_request
 def _guard():
     if not get_settings().secret_key:
-        return ("The dashboard needs SECRET_KEY (it signs the session cookie); set it and restart.", 503)
+        return ("The dashboard needs SECRET_KEY (it signs the login form); set it and restart.", 503)
     if request.endpoint in ("dashboard.login", "dashboard.static"):
         return None
     if _identity() is None:
         if request.path.startswith("/dashboard/api/"):
             return jsonify({"success": False, "error": {"code": "unauthorized", "message": "log in first"}}), 401
-        return redirect(url_for("dashboard.login", next=request.path))
-    if request.method == "POST":
+        return _login_redirect()
+    if request.method == "POST" and not _bearer():  # a bearer header is not ambient: no CSRF to fear
         sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
-        if not hmac.compare_digest(sent.encode(), _csrf_token().encode()):
+        if not sent or not hmac.compare_digest(sent.encode(), _csrf_token().encode()):
             abort(400, description="missing or wrong CSRF token; reload the page and try again")
     return None
 
@@ -95,34 +137,89 @@ def _template_globals() -> dict[str, Any]:
     return {"csrf_token": _csrf_token, "identity": lambda: g.get("dash_identity"), "states": STATES}
 
 
+def _cross_site() -> bool:
+    """A POST whose Origin (sent by browsers on cross-site POSTs) is not this host."""
+    origin = request.headers.get("Origin")
+    return origin is not None and origin.rstrip("/") != request.host_url.rstrip("/")
+
+
+def _login_page(error: str | None, status: int) -> Any:
+    nonce = sessions.new_login_nonce()
+    response = make_response(render_template("dashboard/login.html", error=error,
+                                             login_csrf=sessions.login_form_token(nonce)), status)
+    sessions.set_login_cookie(response, nonce)
+    return response
+
+
 @dashboard_bp.route("/login", methods=["GET", "POST"])
 def login():
-    error = None
-    if request.method == "POST":
-        token = request.form.get("token", "").strip()
-        try:
-            resolve_identity(token or None)
-        except JobsError as exc:
-            error = exc.message
-        else:
-            session.clear()
-            session["token"] = token
-            target = request.args.get("next", "")
-            return redirect(target if target.startswith("/dashboard") else url_for("dashboard.overview"))
-    return render_template("dashboard/login.html", error=error), (401 if error else 200)
+    if request.method == "GET":
+        return _login_page(None, 200)
+    if _cross_site() or not sessions.login_token_valid(request.cookies.get(sessions.LOGIN_CSRF_COOKIE),
+                                                       request.form.get("csrf_token")):
+        return _login_page("the login form expired or came from another site; log in again from this page", 400)
+    token = request.form.get("token", "").strip()
+    try:
+        identity = resolve_identity(token or None)
+    except JobsError as exc:
+        return _login_page(exc.message, 401)
+    sessions.revoke_session(request.cookies.get(sessions.COOKIE_NAME))
+    new_session = sessions.create_session(identity)
+    target = request.args.get("next", "")
+    safe = target.startswith("/dashboard") and not target.startswith("//") and "\\" not in target
+    response = make_response(redirect(target if safe else url_for("dashboard.overview")))
+    sessions.set_session_cookie(response, new_session)
+    response.delete_cookie(sessions.LOGIN_CSRF_COOKIE, path=sessions.COOKIE_PATH)
+    return response
 
 
 @dashboard_bp.post("/logout")
 def logout():
-    session.clear()
-    return redirect(url_for("dashboard.login"))
+    sessions.revoke_session(request.cookies.get(sessions.COOKIE_NAME))
+    response = make_response(redirect(url_for("dashboard.login")))
+    sessions.clear_session_cookie(response)
+    return response
+
+
+# --- errors: a page (or JSON under /dashboard/api/), never a 500 for bad input ---------------------
+def _error_page(status: int, message: str) -> Any:
+    if request.path.startswith("/dashboard/api/"):
+        return jsonify({"success": False, "error": {"code": str(status), "message": message}}), status
+    return render_template("dashboard/error.html", status=status, message=message), status
+
+
+@dashboard_bp.errorhandler(JobsError)
+def _jobs_error(exc: JobsError) -> Any:
+    return _error_page(exc.http_status, exc.message)
+
+
+def _http_error(exc: HTTPException) -> Any:
+    return _error_page(exc.code or 500, exc.description or exc.name)
+
+
+# By code as well as by class: Flask consults code handlers (the app's own 404 handler) first.
+dashboard_bp.register_error_handler(HTTPException, _http_error)
+for _code in (400, 401, 403, 404, 405, 409, 413, 415, 429):
+    dashboard_bp.register_error_handler(_code, _http_error)
+
+
+@dashboard_bp.errorhandler(redis.RedisError)
+def _redis_down(exc: redis.RedisError) -> Any:
+    logger.warning("Redis error on %s %s: %s", request.method, request.path, exc)
+    return _error_page(503, "Redis is unreachable; try again in a moment")
 
 
 # --- data helpers ---------------------------------------------------------------------------------
-def _visible(job: Job | None) -> Job:
+def _visible(job_id: str) -> Job:
+    job = get_job(validate_job_id(job_id))
     if job is None or not _identity().can_see(job.user_id):
         abort(404, description="no such job")
     return job
+
+
+def _for_viewer(job: Job) -> Job:
+    """The job as this viewer may see it: a user gets the error without traceback or paths."""
+    return job if _identity().is_admin else dataclasses.replace(job, error=user_error(job.error))
 
 
 def _page_ids(queue_short: str, state: str, page: int) -> tuple[list[str], int]:
@@ -143,7 +240,7 @@ def _overview_data() -> dict[str, Any]:
         data["queues"] = [{"queue": q.short_name, **q.get_stats()} for q in all_queues()]
         data["rate"] = monitoring.processing_rate(15)
     else:
-        data["jobs"] = [j.to_dict() for j in get_user_jobs(_identity().user_id or "", 20)] if up else []
+        data["jobs"] = [job_view(j, False) for j in get_user_jobs(_identity().user_id or "", 20)] if up else []
     return data
 
 
@@ -161,13 +258,8 @@ def overview_json():
 def queue_page(queue_name: str):
     _admin_only()
     queue = get_queue(queue_name)
-    state = request.args.get("state", "pending")
-    if state not in STATES:
-        abort(400, description=f"unknown state {state[:40]!r}; accepted: {', '.join(STATES)}")
-    page_arg = request.args.get("page", "0")
-    if not page_arg.isdigit() or int(page_arg) > 1_000_000:
-        abort(400, description="page must be a whole number")
-    page = int(page_arg)
+    state = choice_arg("state", "pending", STATES)
+    page = int_arg("page", 0, 0, PAGE_MAX)
     ids, total = _page_ids(queue.short_name, state, page)
     jobs = fetch_jobs(ids)
     pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
@@ -177,8 +269,9 @@ def queue_page(queue_name: str):
 
 @dashboard_bp.get("/job/<job_id>")
 def job_page(job_id: str):
-    job = _visible(get_job(job_id))
-    return render_template("dashboard/job.html", job=job, attempts=_attempts(job_id) if job.mode == "redis" else [])
+    job = _visible(job_id)
+    attempts = [attempt_view(a, _identity().is_admin) for a in _attempts(job_id)] if job.mode == "redis" else []
+    return render_template("dashboard/job.html", job=_for_viewer(job), attempts=attempts)
 
 
 @dashboard_bp.get("/failures")
@@ -194,6 +287,12 @@ def scheduler_page():
     return render_template("dashboard/scheduler.html", entries=periodic.list_periodic_jobs())
 
 
+@dashboard_bp.get("/audit")
+def audit_page():
+    _admin_only()
+    return render_template("dashboard/audit.html", entries=audit.recent(AUDIT_PAGE_SIZE))
+
+
 @dashboard_bp.get("/metrics")
 def metrics_page():
     _admin_only()
@@ -207,34 +306,36 @@ def _back(default: str) -> Any:
     return redirect(target if target.startswith("/dashboard") else default)
 
 
-def _act(action, message: str) -> None:
+def _act(action, message: str, audit_action: str, target: str) -> None:
     try:
         action()
-        flash(message, "ok")
     except JobsError as exc:
         flash(exc.message, "error")
+        return
+    audit.record(_actor(), audit_action, target, "dashboard")
+    flash(message, "ok")
 
 
 @dashboard_bp.post("/job/<job_id>/retry")
 def job_retry(job_id: str):
     _admin_only()
-    _visible(get_job(job_id))
-    _act(lambda: retry_job(job_id), f"job {job_id} requeued")
+    _visible(job_id)
+    _act(lambda: retry_job(job_id), f"job {job_id} requeued", "retry", job_id)
     return _back(url_for("dashboard.job_page", job_id=job_id))
 
 
 @dashboard_bp.post("/job/<job_id>/cancel")
 def job_cancel(job_id: str):
-    _visible(get_job(job_id))
-    _act(lambda: cancel_job(job_id), f"job {job_id} canceled")
+    _visible(job_id)
+    _act(lambda: cancel_job(job_id), f"job {job_id} canceled", "cancel", job_id)
     return _back(url_for("dashboard.job_page", job_id=job_id))
 
 
 @dashboard_bp.post("/job/<job_id>/delete")
 def job_delete(job_id: str):
     _admin_only()
-    _visible(get_job(job_id))
-    _act(lambda: job_ops.delete_job(job_id), f"job {job_id} deleted")
+    _visible(job_id)
+    _act(lambda: job_ops.delete_job(job_id), f"job {job_id} deleted", "delete", job_id)
     return _back(url_for("dashboard.failures_page"))
 
 
@@ -250,6 +351,7 @@ def retry_all_failed(queue_name: str):
             done += 1
         except JobsError as exc:
             logger.warning("retry of %s failed: %s", job_id, exc.message)
+    audit.record(_actor(), "retry_all_failed", queue.short_name, "dashboard", detail=f"{done} of {len(ids)} requeued")
     flash(f"requeued {done} failed job(s) of {queue.short_name}", "ok")
     return _back(url_for("dashboard.failures_page"))
 
@@ -260,8 +362,9 @@ def scheduler_action(periodic_id: str, action: str):
     actions = {"pause": periodic.pause_periodic, "resume": periodic.resume_periodic,
                "run": periodic.run_periodic_now}
     if action not in actions:
-        abort(404)
-    _act(lambda: actions[action](periodic_id), f"{periodic_id}: {action} done")
+        abort(404, description=f"unknown scheduler action {action[:40]!r}; accepted: pause, resume, run")
+    name_value("periodic job id", periodic_id)
+    _act(lambda: actions[action](periodic_id), f"{periodic_id}: {action} done", f"scheduler.{action}", periodic_id)
     return redirect(url_for("dashboard.scheduler_page"))
 
 
@@ -274,4 +377,6 @@ def _when(epoch: float | None) -> str:
 
 def register_dashboard(app: Flask) -> None:
     app.register_blueprint(dashboard_bp)
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
+    # Flask's own signed cookie carries only flash messages now (never a token).
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+                      SESSION_COOKIE_SECURE=get_settings().session_cookie_secure)

@@ -11,9 +11,10 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from core.auth import ForbiddenError
+from core import audit
+from core.auth import ForbiddenError, Identity
 from core.connection import redis_available
-from core.errors import InvalidPayloadError, JobNotFoundError, JobsError
+from core.errors import JobNotFoundError
 from core.fallback import get_fallback
 from core.job_model import Job
 from core.redis_queues import (
@@ -28,6 +29,17 @@ from core.redis_queues import (
 )
 from routes.common import current_identity, install_error_handlers, ok, require_admin, require_identity
 from routes.openapi import openapi_document
+from routes.params import (
+    ParamError,
+    UnsupportedMediaTypeError,
+    body_bool,
+    body_int,
+    int_arg,
+    json_body,
+    parse_choice,
+    user_id_value,
+)
+from routes.views import job_view
 
 logger = logging.getLogger(__name__)
 
@@ -36,36 +48,21 @@ install_error_handlers(jobs_bp)
 
 LIMIT_DEFAULT = 20
 LIMIT_MAX = 100
+AUDIT_LIMIT_MAX = 500
 PROMPT_MAX_CHARS = 8000
+LOOKBACK_DAYS_MAX = 3650
 
-
-class UnsupportedMediaTypeError(JobsError):
-    code = "unsupported_media_type"
-    http_status = 415
+__all__ = ["UnsupportedMediaTypeError", "jobs_bp", "json_body", "limit_arg", "visible_job", "actor"]
 
 
 def limit_arg(default: int = LIMIT_DEFAULT, maximum: int = LIMIT_MAX) -> int:
     """``?limit=`` as a whole number from 1 to ``maximum``; anything else is a 400 saying so."""
-    raw = request.args.get("limit")
-    if raw is None:
-        return default
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= maximum:
-        raise InvalidPayloadError(f"limit must be a whole number from 1 to {maximum}, got {raw[:40]!r}")
-    return int(raw)
+    return int_arg("limit", default, 1, maximum)
 
 
-def json_body() -> dict[str, Any]:
-    """The request's JSON object body ({} when empty); 415/400 for anything else."""
-    if not request.get_data(cache=True):
-        return {}
-    if not request.is_json:
-        raise UnsupportedMediaTypeError(
-            f"send the body as JSON with Content-Type: application/json, got {request.content_type or 'none'!r}"
-        )
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidPayloadError("the body is not a JSON object (malformed JSON, or another JSON type); send e.g. {\"prompt\": \"...\"}")
-    return body
+def actor(identity: Identity) -> str:
+    """How the audit log names a caller."""
+    return "admin" if identity.is_admin else f"user:{identity.user_id}"
 
 
 def visible_job(job_id: str) -> Job:
@@ -77,35 +74,42 @@ def visible_job(job_id: str) -> Job:
     return job
 
 
+def _view(job: Job) -> dict[str, Any]:
+    return job_view(job, current_identity().is_admin)
+
+
 def _target_user(body: dict[str, Any]) -> str:
     """The user a trigger runs for: the caller, or for the admin the body's user_id."""
     identity = current_identity()
     if not identity.is_admin:
         return identity.user_id or ""
-    user_id = body.get("user_id")
-    if isinstance(user_id, bool) or not isinstance(user_id, str | int) or str(user_id) == "":
-        raise InvalidPayloadError("the admin token must name the user: add \"user_id\" to the body")
-    return str(user_id)
+    if body.get("user_id") in (None, ""):
+        raise ParamError("the admin token must name the user: add \"user_id\" to the body")
+    return user_id_value(body["user_id"])
 
 
 @jobs_bp.get("/<job_id>")
 @require_identity
 def job_status(job_id: str):
-    return ok(visible_job(job_id).to_dict())
+    return ok(_view(visible_job(job_id)))
 
 
 @jobs_bp.post("/<job_id>/cancel")
 @require_identity
 def cancel(job_id: str):
     visible_job(job_id)
-    return ok(cancel_job(job_id).to_dict())
+    job = cancel_job(job_id)
+    audit.record(actor(current_identity()), "cancel", job_id, "api")
+    return ok(_view(job))
 
 
 @jobs_bp.post("/<job_id>/retry")
 @require_admin
 def retry(job_id: str):
     visible_job(job_id)
-    return ok(retry_job(job_id).to_dict())
+    job = retry_job(job_id)
+    audit.record(actor(current_identity()), "retry", job_id, "api")
+    return ok(_view(job))
 
 
 @jobs_bp.get("/queue/<queue_name>/stats")
@@ -126,17 +130,18 @@ def all_queue_stats():
 def failed_jobs(queue_name: str):
     queue = get_queue(queue_name)
     jobs = queue.get_failed_jobs(limit_arg())
-    return ok({"queue": queue.short_name, "jobs": [j.to_dict() for j in jobs]})
+    return ok({"queue": queue.short_name, "jobs": [_view(j) for j in jobs]})
 
 
 @jobs_bp.get("/user/<user_id>/recent")
 @require_identity
 def user_recent(user_id: str):
+    user_id_value(user_id)
     identity = current_identity()
     if not identity.is_admin and identity.user_id != user_id:
         raise ForbiddenError("a user token may list only its own jobs")
     jobs = get_user_jobs(user_id, limit_arg())
-    return ok({"user_id": user_id, "jobs": [j.to_dict() for j in jobs]})
+    return ok({"user_id": user_id, "jobs": [_view(j) for j in jobs]})
 
 
 @jobs_bp.post("/sync/trigger")
@@ -145,10 +150,11 @@ def trigger_sync():
     from email_automation.gmail_sync_jobs import SYNC_TYPES, GmailSyncJobManager
 
     body = json_body()
-    sync_type = body.get("sync_type", "manual")
-    if sync_type not in SYNC_TYPES:
-        raise InvalidPayloadError(f"unknown sync_type {str(sync_type)[:40]!r}; accepted: {', '.join(SYNC_TYPES)}")
-    job_id = GmailSyncJobManager().queue_sync_job(_target_user(body), sync_type=sync_type)
+    sync_type = parse_choice("sync_type", body.get("sync_type", "manual"), SYNC_TYPES)
+    full_sync = body_bool(body, "full_sync")
+    lookback_days = body_int(body, "lookback_days", 1, LOOKBACK_DAYS_MAX)
+    job_id = GmailSyncJobManager().queue_sync_job(_target_user(body), sync_type=sync_type, full_sync=full_sync,
+                                                  lookback_days=lookback_days)
     return ok({"job_id": job_id}, 202)
 
 
@@ -158,9 +164,9 @@ def trigger_ai():
     body = json_body()
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidPayloadError("\"prompt\" must be a non-empty string")
+        raise ParamError("\"prompt\" must be a non-empty string")
     if len(prompt) > PROMPT_MAX_CHARS:
-        raise InvalidPayloadError(f"\"prompt\" is {len(prompt)} characters; at most {PROMPT_MAX_CHARS} are accepted")
+        raise ParamError(f"\"prompt\" is {len(prompt)} characters; at most {PROMPT_MAX_CHARS} are accepted")
     job_id = process_ai_request_async(prompt, user_id=_target_user(body))
     return ok({"job_id": job_id}, 202)
 
@@ -180,6 +186,13 @@ def health():
         if reachable:
             data["workers"] = {q.short_name: q.get_stats()["workers"] for q in all_queues()}
     return ok(data)
+
+
+@jobs_bp.get("/audit")
+@require_admin
+def audit_log():
+    """Operator actions, newest first (who, action, target, source, at)."""
+    return ok({"entries": audit.recent(int_arg("limit", 50, 1, AUDIT_LIMIT_MAX))})
 
 
 @jobs_bp.get("/openapi.json")

@@ -113,6 +113,10 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
                     "type": "object", "properties": {
                         "sync_type": {"type": "string", "enum": ["manual", "incremental", "full"]},
+                        "full_sync": {"type": "boolean", "description": "list every message in the window "
+                                      "instead of Gmail's history since the last sync"},
+                        "lookback_days": {"type": "integer", "minimum": 1, "maximum": 3650,
+                                          "description": "full-sync window (default EMAIL_SYNC_LOOKBACK_DAYS, 90)"},
                         "user_id": _USER_ID_SCHEMA}}}}},
                 "responses": {"202": _response("queued", {"type": "object", "properties": {
                     "job_id": {"type": "string"}}}), **_errors(400, 401, 413, 415, 503)}}},
@@ -136,23 +140,23 @@ def openapi_document() -> dict[str, Any]:
                     **_errors(401, 403, 503)}}},
             "/api/jobs/scheduler/{periodic_id}/pause": {"post": {
                 "summary": "Pause a periodic job (admin)", "security": _AUTH, "parameters": [_PERIODIC_ID],
-                "responses": {"200": _response("the periodic job", _PERIODIC), **_errors(401, 403, 404, 503)}}},
+                "responses": {"200": _response("the periodic job", _PERIODIC), **_errors(400, 401, 403, 404, 503)}}},
             "/api/jobs/scheduler/{periodic_id}/resume": {"post": {
                 "summary": "Resume a periodic job (admin)", "security": _AUTH, "parameters": [_PERIODIC_ID],
-                "responses": {"200": _response("the periodic job", _PERIODIC), **_errors(401, 403, 404, 503)}}},
+                "responses": {"200": _response("the periodic job", _PERIODIC), **_errors(400, 401, 403, 404, 503)}}},
             "/api/jobs/scheduler/{periodic_id}/run": {"post": {
                 "summary": "Run a periodic job now (admin)", "security": _AUTH, "parameters": [_PERIODIC_ID],
                 "responses": {"202": _response("queued", {"type": "object", "properties": {
-                    "id": {"type": "string"}, "job_id": {"type": "string"}}}), **_errors(401, 403, 404, 503)}}},
+                    "id": {"type": "string"}, "job_id": {"type": "string"}}}), **_errors(400, 401, 403, 404, 503)}}},
             "/api/jobs/scheduler/{periodic_id}": {"delete": {
                 "summary": "Unschedule a periodic job until the next registration (admin)", "security": _AUTH,
                 "parameters": [_PERIODIC_ID],
-                "responses": {"200": _response("removed", {"type": "object"}), **_errors(401, 403, 404, 503)}}},
+                "responses": {"200": _response("removed", {"type": "object"}), **_errors(400, 401, 403, 404, 503)}}},
             "/api/jobs/monitor/stats": {"get": {
                 "summary": "Task metrics (admin)", "security": _AUTH,
                 "parameters": [{"name": "task", "in": "query", "required": False, "schema": {"type": "string"}}],
                 "responses": {"200": _response("metrics per task", {"type": "object", "properties": {
-                    "tasks": {"type": "object"}}}), **_errors(401, 403, 503)}}},
+                    "tasks": {"type": "object"}}}), **_errors(400, 401, 403, 503)}}},
             "/api/jobs/monitor/{task}/history": {"get": {
                 "summary": "A task's newest executions (admin)", "security": _AUTH,
                 "parameters": [{"name": "task", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -168,6 +172,17 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {"type": "integer", "minimum": 1, "maximum": 720}}],
                 "responses": {"200": _response("failures", {"type": "object", "properties": {
                     "failures": {"type": "array", "items": {"type": "object"}}}}),
+                    **_errors(400, 401, 403, 503)}}},
+            "/api/jobs/audit": {"get": {
+                "summary": "Operator actions, newest first (admin)", "security": _AUTH,
+                "parameters": [{"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}],
+                "responses": {"200": _response("the audit log", {"type": "object", "properties": {
+                    "entries": {"type": "array", "items": {"type": "object", "required": [
+                        "who", "action", "target", "source", "at"], "properties": {
+                        "id": {"type": "string"}, "who": {"type": "string"}, "action": {"type": "string"},
+                        "target": {"type": "string"}, "source": {"type": "string", "enum": ["api", "cli", "dashboard"]},
+                        "at": {"type": "number"}, "detail": {"type": "string"}}}}}}),
                     **_errors(400, 401, 403, 503)}}},
             "/api/jobs/openapi.json": {"get": {
                 "summary": "This document",

@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from core import monitoring, periodic
+from core import audit, monitoring, periodic
 from core.connection import redis_available
-from core.errors import InvalidPayloadError
 from core.fallback import get_fallback
 from core.redis_queues import all_queues
 from routes.common import current_identity, install_error_handlers, ok, require_admin
+from routes.params import int_arg, name_value, str_arg
 
 logger = logging.getLogger(__name__)
 
@@ -22,15 +22,6 @@ ops_bp = Blueprint("jobs_ops", __name__, url_prefix="/api/jobs")
 install_error_handlers(ops_bp)
 metrics_bp = Blueprint("jobs_metrics", __name__)
 install_error_handlers(metrics_bp)
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.strip().isdigit() or not low <= int(raw) <= high:
-        raise InvalidPayloadError(f"{name} must be a whole number from {low} to {high}, got {raw[:40]!r}")
-    return int(raw)
 
 
 @ops_bp.get("/scheduler/status")
@@ -42,47 +33,54 @@ def scheduler_status():
 @ops_bp.post("/scheduler/<periodic_id>/pause")
 @require_admin
 def scheduler_pause(periodic_id: str):
-    return ok(periodic.pause_periodic(periodic_id))
+    result = periodic.pause_periodic(name_value("periodic job id", periodic_id))
+    audit.record("admin", "scheduler.pause", periodic_id, "api")
+    return ok(result)
 
 
 @ops_bp.post("/scheduler/<periodic_id>/resume")
 @require_admin
 def scheduler_resume(periodic_id: str):
-    return ok(periodic.resume_periodic(periodic_id))
+    result = periodic.resume_periodic(name_value("periodic job id", periodic_id))
+    audit.record("admin", "scheduler.resume", periodic_id, "api")
+    return ok(result)
 
 
 @ops_bp.post("/scheduler/<periodic_id>/run")
 @require_admin
 def scheduler_run(periodic_id: str):
-    return ok({"id": periodic_id, "job_id": periodic.run_periodic_now(periodic_id)}, 202)
+    job_id = periodic.run_periodic_now(name_value("periodic job id", periodic_id))
+    audit.record("admin", "scheduler.run", periodic_id, "api", detail=f"job {job_id}")
+    return ok({"id": periodic_id, "job_id": job_id}, 202)
 
 
 @ops_bp.delete("/scheduler/<periodic_id>")
 @require_admin
 def scheduler_remove(periodic_id: str):
-    periodic.remove_periodic(periodic_id)
+    periodic.remove_periodic(name_value("periodic job id", periodic_id))
+    audit.record("admin", "scheduler.remove", periodic_id, "api")
     return ok({"id": periodic_id, "removed": True})
 
 
 @ops_bp.get("/monitor/stats")
 @require_admin
 def monitor_stats():
-    task = request.args.get("task")
-    return ok({"tasks": monitoring.get_task_stats(task or None)})
+    task = str_arg("task")
+    return ok({"tasks": monitoring.get_task_stats(name_value("task", task) if task else None)})
 
 
 @ops_bp.get("/monitor/<task>/history")
 @require_admin
 def monitor_history(task: str):
-    limit = _int_arg("limit", 20, 1, monitoring.HISTORY_SIZE)
-    return ok({"task": task, "executions": monitoring.get_task_history(task, limit)})
+    limit = int_arg("limit", 20, 1, monitoring.HISTORY_SIZE)
+    return ok({"task": task, "executions": monitoring.get_task_history(name_value("task", task), limit)})
 
 
 @ops_bp.get("/monitor/failures")
 @require_admin
 def monitor_failures():
-    limit = _int_arg("limit", 50, 1, monitoring.FAILURES_SIZE)
-    hours = _int_arg("hours", 24, 1, 24 * 30)
+    limit = int_arg("limit", 50, 1, monitoring.FAILURES_SIZE)
+    hours = int_arg("hours", 24, 1, 24 * 30)
     return ok({"failures": monitoring.get_recent_failures(limit, hours)})
 
 

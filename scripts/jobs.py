@@ -17,7 +17,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import monitoring, periodic  # noqa: E402
+from core import audit, monitoring, periodic  # noqa: E402
 from core.connection import get_redis, redis_available  # noqa: E402
 from core.errors import InvalidJobStateError, JobNotFoundError, JobsError  # noqa: E402
 from core.redis_queues import (  # noqa: E402
@@ -183,9 +183,11 @@ def retry(out: Output, job_id: str | None, retry_all: bool, queue: str | None) -
                 raise click.UsageError("use either JOB_ID or --all --queue QUEUE")
             ids = [j.job_id for j in get_queue(queue).get_failed_jobs(10_000)]
             done = [retry_job(i).job_id for i in ids]
+            audit.record(audit.cli_actor(), "retry_all_failed", queue, "cli", detail=f"{len(done)} requeued")
             out.emit({"retried": done}, lambda: f"retried {len(done)} job(s)")
         elif job_id:
             job = retry_job(job_id)
+            audit.record(audit.cli_actor(), "retry", job_id, "cli")
             out.emit(job.to_dict(), lambda: f"{job.job_id} {job.status.value}")
         else:
             raise click.UsageError("give a JOB_ID, or --all --queue QUEUE")
@@ -201,6 +203,7 @@ def cancel(out: Output, job_id: str) -> None:
 
     def go() -> None:
         job = cancel_job(job_id)
+        audit.record(audit.cli_actor(), "cancel", job_id, "cli")
         out.emit(job.to_dict(), lambda: f"{job.job_id} {job.status.value}")
 
     run(go)
@@ -243,12 +246,16 @@ def scheduler_list(out: Output) -> None:
                                                     "last_run"]))
 
 
+verb_action = {"paused": "pause", "resumed": "resume", "removed": "remove", "queued": "run"}
+
+
 def _periodic_action(action: Callable[[str], Any], verb: str) -> Callable:
     @click.argument("periodic_id")
     @click.pass_obj
     def command(out: Output, periodic_id: str) -> None:
         def go() -> None:
             result = action(periodic_id)
+            audit.record(audit.cli_actor(), f"scheduler.{verb_action[verb]}", periodic_id, "cli")
             out.emit({"id": periodic_id, "result": result}, lambda: f"{periodic_id} {verb}")
         run(go)
 
@@ -259,6 +266,16 @@ scheduler.command("pause")(_periodic_action(periodic.pause_periodic, "paused"))
 scheduler.command("resume")(_periodic_action(periodic.resume_periodic, "resumed"))
 scheduler.command("remove")(_periodic_action(periodic.remove_periodic, "removed"))
 scheduler.command("run")(_periodic_action(periodic.run_periodic_now, "queued"))
+
+
+@cli.command("audit")
+@click.option("--limit", type=click.IntRange(1, 500), default=50)
+@click.pass_obj
+def audit_log(out: Output, limit: int) -> None:
+    """Operator actions, newest first (API, dashboard and CLI)."""
+    rows = audit.recent(limit)
+    out.emit(rows, lambda: _table([{**r, "at": _when(r["at"])} for r in rows],
+                                  ["at", "who", "action", "target", "source", "detail"]))
 
 
 @cli.group()

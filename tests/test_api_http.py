@@ -43,9 +43,13 @@ def test_triggers_queue_work_for_the_caller(api_server, start_worker):
     ai = requests.post(api_server.url("/api/jobs/ai/trigger"), json={"prompt": "Summarise"},
                        headers=user("carol"), timeout=5)
     assert ai.status_code == 202
-    for response in (sync, ai):
-        data = poll_final(api_server, response.json()["data"]["job_id"], user("carol"))
-        assert data["status"] == "completed" and data["user_id"] == "carol"
+    data = poll_final(api_server, ai.json()["data"]["job_id"], user("carol"))
+    assert data["status"] == "completed" and data["user_id"] == "carol"
+    # carol has no connected Gmail account: her sync fails, saying so (after its retries), and she
+    # sees the exception's type and message only
+    data = poll_final(api_server, sync.json()["data"]["job_id"], user("carol"), timeout=60)
+    assert data["status"] == "failed" and data["user_id"] == "carol"
+    assert data["error"] == "SyncError: user carol has no connected Gmail account"
     recent = requests.get(api_server.url("/api/jobs/user/carol/recent?limit=5"), headers=user("carol"), timeout=5)
     assert [j["task_name"] for j in recent.json()["data"]["jobs"]] == ["process_ai_request", "process_gmail_sync"]
 

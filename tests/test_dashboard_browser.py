@@ -94,3 +94,59 @@ def test_operator_journey(live_dashboard, browser, start_worker):
     stranger = browser.new_page()
     stranger.goto(f"{live_dashboard}/dashboard/job/{failed}")
     assert "/dashboard/login" in stranger.url and "planned failure" not in stranger.content()
+
+
+@pytest.fixture
+def attacker_site():
+    """A page on another site (localhost, while the dashboard is 127.0.0.1) that logs the visitor
+    into the dashboard with the attacker's token: a login CSRF."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    pages: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            body = pages.get(self.path, "").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield pages, f"http://localhost:{server.server_port}"
+    server.shutdown()
+
+
+def test_login_csrf_from_another_site_does_not_replace_the_session(live_dashboard, browser, attacker_site):
+    from core.auth import issue_user_token
+
+    pages, attacker_base = attacker_site
+    pages["/"] = f"""<html><body><form id="f" method="post" action="{live_dashboard}/dashboard/login">
+      <input name="token" value="{issue_user_token('attacker')}"><input name="csrf_token" value="forged">
+      </form><script>document.getElementById('f').submit()</script></body></html>"""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{live_dashboard}/dashboard/login")
+    page.fill("input[name=token]", issue_user_token("victim"))
+    page.click("button[type=submit]")
+    assert page.locator(".who").inner_text() == "user victim"
+
+    cookie = next(c for c in context.cookies() if c["name"] == "fikiri_session")
+    assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/dashboard" and "attacker" not in cookie["value"] and len(cookie["value"]) >= 40
+    assert not any("." in c["value"] and c["name"] == "session" and len(c["value"]) > 200 for c in context.cookies())
+
+    attack = context.new_page()
+    attack.goto(attacker_base + "/")
+    attack.wait_for_load_state()
+    wait_until(lambda: "/dashboard/login" in attack.url, timeout=10, message="the forged form to be posted")
+    assert "another site" in attack.content()  # refused: 400, the session untouched
+    page.reload()
+    assert page.locator(".who").inner_text() == "user victim"
+    assert next(c for c in context.cookies() if c["name"] == "fikiri_session")["value"] == cookie["value"]
+    context.close()

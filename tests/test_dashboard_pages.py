@@ -11,8 +11,13 @@ from core.redis_queues import email_queue, get_job
 from tests.conftest import ADMIN_TOKEN
 
 
+def login_csrf(client) -> str:
+    page = client.get("/dashboard/login").get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
 def login(client, token: str = ADMIN_TOKEN):
-    response = client.post("/dashboard/login", data={"token": token})
+    response = client.post("/dashboard/login", data={"token": token, "csrf_token": login_csrf(client)})
     assert response.status_code == 302, response.get_data(as_text=True)[:300]
     return client
 
@@ -26,7 +31,7 @@ def test_no_token_no_page(client):
     response = client.get(f"/dashboard/job/{job_id}")
     assert response.status_code == 302 and "/dashboard/login" in response.headers["Location"]
     assert client.get("/dashboard/api/overview").status_code == 401
-    bad = client.post("/dashboard/login", data={"token": "wrong"})
+    bad = client.post("/dashboard/login", data={"token": "wrong", "csrf_token": login_csrf(client)})
     assert bad.status_code == 401 and "not valid" in bad.get_data(as_text=True)
 
 

@@ -107,6 +107,7 @@ def test_one_active_sync_per_user_and_sync_all_users(domain_env, fake_gmail):
 def test_no_connected_account_fails_with_a_reason(domain_env, fake_gmail, start_worker):
     start_worker("email")
     job = finished(GmailSyncJobManager().queue_sync_job("nobody"))
-    assert job.result == {"status": "failed", "error": "no connected Gmail account"}
+    assert job.status.value == "failed" and job.result is None
+    assert "SyncError: user nobody has no connected Gmail account" in job.error
     with session_scope() as session:
         assert session.scalar(select(SyncJob.error)) == "no connected Gmail account"
