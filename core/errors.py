@@ -61,3 +61,8 @@ class QueueUnavailableError(JobsError):
 
 class UnregisteredTaskError(RuntimeError):
     """Raised inside a worker for a job naming a function that is not a registered task."""
+
+
+class PermanentJobError(Exception):
+    """Raise inside a task when another attempt cannot help (no connected account, a deleted
+    record): the job fails at once with this message, without using its retries."""

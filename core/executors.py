@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import resource
+import select
 import selectors
 import signal
 import threading
@@ -411,7 +412,8 @@ def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_
         job = ClaimedJob.from_wire(json.loads(line))
         execute(connection, job, worker_name)
         done += 1
-        if time.monotonic() - last_flush >= 1.0:
+        idle = not select.select([jobs_in], [], [], 0)[0]  # no next job waiting
+        if idle or time.monotonic() - last_flush >= 1.0:
             monitoring.buffer().flush(connection)
             last_flush = time.monotonic()
         retiring = done >= max_jobs or (max_rss_mb and _rss_mb() > max_rss_mb)

@@ -246,7 +246,9 @@ def get_duration_buckets(task: str) -> dict[str, int]:
 
 
 def clear_metrics(task: str | None = None) -> int:
-    """Delete the metrics of one task or of all; returns how many tasks were cleared."""
+    """Delete the timings and history of one task or of all; returns how many tasks were cleared.
+
+    The counts stay: they are the queues' lifetime counters, shared with the stats."""
     connection = get_redis()
     names = [task] if task else [n.decode() for n in connection.smembers(tasks_key())]
     with connection.pipeline() as pipe:

@@ -129,8 +129,8 @@ class JsonScheduler(Scheduler):
         if self.connection.sismember(_paused_key(), job.id):
             logger.info("periodic job %s is paused; skipped this run", job.id)
             return
-        status = self.connection.hget(keys.job(job.id), "status")
-        if status is not None and status.decode() in lifecycle.LIVE_STATUSES:
+        status, ours = self.connection.hmget(keys.job(job.id), "status", "fk_task")
+        if ours is not None and status is not None and status.decode() in lifecycle.LIVE_STATUSES:
             logger.warning("periodic job %s: the previous run has not finished; skipped this run", job.id)
             return
         queue_short = lifecycle.short_name(job.origin)

@@ -20,6 +20,7 @@ from typing import Any
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty, UnixSignalDeathPenalty
 
 from core import progress, task_registry
+from core.errors import PermanentJobError
 from core.lifecycle import AttemptResult
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def run_attempt(job_id: str, queue: str, task_name: str, kwargs: dict[str, Any],
         if isinstance(exc, KeyboardInterrupt | SystemExit) and threading.current_thread() is threading.main_thread():
             raise
         error = "".join(traceback.format_exception(exc)).strip()
-        return AttemptResult(ok=False, error=error, duration=time.perf_counter() - started)
+        return AttemptResult(ok=False, error=error, retryable=not isinstance(exc, PermanentJobError),
+                             duration=time.perf_counter() - started)
     finally:
         progress.unbind(token)
     duration = time.perf_counter() - started

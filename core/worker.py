@@ -146,7 +146,11 @@ class Worker:
         return jobs
 
     def _wait_for_work(self) -> None:
-        """Block until a wake-up token arrives (an enqueue) or the next maintenance is due."""
+        """Block until a wake-up token arrives (an enqueue) or the next maintenance is due.
+
+        Going idle is also when this process's task timings are flushed, so a quiet system shows
+        them at once; under load they are flushed with each heartbeat."""
+        monitoring.buffer().flush(self.connection)
         timeout = max(0.01, min(self.settings.worker_idle_wait, self._next_promote - time.monotonic()))
         try:
             self._woken = self._wait_connection.blpop([keys.wake(q) for q in self.queues], timeout=timeout) is not None

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from core.config import get_settings
 from core.db import get_engine, session_scope
+from core.errors import PermanentJobError
 from core.progress import report_progress
 from core.redis_queues import email_queue, get_job
 from email_automation.gmail_client import GmailClient, HistoryExpiredError
@@ -41,7 +42,7 @@ INSERT_ATTEMPTS = 5
 _schema_checked: set[str] = set()
 
 
-class SyncError(RuntimeError):
+class SyncError(PermanentJobError):
     """A sync cannot run (no connected account, unknown sync row...)."""
 
 

@@ -31,7 +31,8 @@ def test_enqueue_status_stats_and_json(jobs_env, start_worker):
     assert [j["job_id"] for j in recent] == [job_id]
     workers = json.loads(cli(jobs_env.url, "--json", "workers").stdout)
     assert len(workers) == 1 and "fikiri:email" in workers[0]["queues"]
-    history = json.loads(cli(jobs_env.url, "--json", "monitor", "history", "add").stdout)
+    history = wait_until(lambda: json.loads(cli(jobs_env.url, "--json", "monitor", "history", "add").stdout),
+                         timeout=10)  # flushed when the worker goes idle
     assert [h["job_id"] for h in history] == [job_id]
 
 

@@ -30,8 +30,11 @@ for i, job in ipairs(req.jobs) do
     end
   end
   if not skip and job.check then
-    local status = redis.call('HGET', job.key, 'status')
-    if status == 'queued' or status == 'scheduled' or status == 'started' or status == 'deferred' then
+    -- a live run of ours holds the id; a hash without fk_task (an rq-scheduler template, a raw RQ
+    -- job) or an ended run is replaced
+    local f = redis.call('HMGET', job.key, 'status', 'fk_task')
+    local status = f[1]
+    if f[2] and (status == 'queued' or status == 'scheduled' or status == 'started' or status == 'deferred') then
       out[i] = id
       skip = true
     elseif status then
