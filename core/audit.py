@@ -1,6 +1,6 @@
 """Audit log of operator actions: who did what to which job or periodic job, from where, when.
 
-Entries live in one bounded Redis stream (:data:`AUDIT_KEY`, trimmed to about
+Entries live in one bounded Redis stream (``keys.audit()``, trimmed to about
 ``JOBS_AUDIT_MAX_ENTRIES``), written by the API, the dashboard and the CLI for retry, cancel,
 stop, delete, pause/resume and scheduler actions::
 
@@ -19,13 +19,13 @@ from typing import Any
 
 import redis
 
+from core import keys
 from core.config import get_settings
 from core.connection import get_redis
 
 logger = logging.getLogger(__name__)
 
 # The one key of the audit log (to move into core.keys with the other key names).
-AUDIT_KEY = "fikiri:audit"
 SOURCES = ("api", "cli", "dashboard")
 MAX_FIELD_CHARS = 200
 
@@ -41,7 +41,7 @@ def record(who: str, action: str, target: str, source: str, detail: str = "") ->
     entry = {"who": _clip(who), "action": _clip(action), "target": _clip(target), "source": source,
              "at": repr(time.time()), "detail": _clip(detail)}
     try:
-        entry_id = get_redis().xadd(AUDIT_KEY, entry, maxlen=get_settings().audit_max_entries, approximate=True)
+        entry_id = get_redis().xadd(keys.audit(), entry, maxlen=get_settings().audit_max_entries, approximate=True)
     except redis.RedisError as exc:
         logger.warning("audit entry not written (%s): %s", exc, entry)
         return None
@@ -50,7 +50,7 @@ def record(who: str, action: str, target: str, source: str, detail: str = "") ->
 
 def recent(limit: int = 50) -> list[dict[str, Any]]:
     """The newest ``limit`` actions, newest first."""
-    rows = get_redis().xrevrange(AUDIT_KEY, "+", "-", count=limit)
+    rows = get_redis().xrevrange(keys.audit(), "+", "-", count=limit)
     entries = []
     for entry_id, fields in rows:
         data = {k.decode(): v.decode() for k, v in fields.items()}

@@ -134,3 +134,25 @@ def unique(queue_short: str, task: str, payload: dict[str, Any] | None, unique_k
 def maintenance_lock(full_name: str) -> str:
     """STRING: held by the one worker sweeping a queue's registries; lives one maintenance interval."""
     return f"{_p()}:maintenance-lock:{full_name}"
+
+
+def metrics(*parts: str) -> str:
+    """Task timings (``fikiri:metrics:task:<t>`` HASH, ``:history:<t>`` LIST of 100,
+    ``:buckets:<t>`` HASH, ``:failures`` LIST of 500, ``:minute:<epoch>`` HASH expiring in 3 h,
+    ``:tasks`` SET)."""
+    return ":".join((_p(), "metrics", *parts))
+
+
+def periodic(part: str) -> str:
+    """Periodic-job bookkeeping: ``registered`` (STRING marker), ``paused`` (SET), ``last_run`` (HASH)."""
+    return f"{_p()}:periodic:{part}"
+
+
+def audit() -> str:
+    """STREAM: operator actions, trimmed to JOBS_AUDIT_MAX_ENTRIES."""
+    return f"{_p()}:audit"
+
+
+def dashboard_session(digest: str) -> str:
+    """HASH: one dashboard session, keyed by the sha256 of its cookie id; expires with the session."""
+    return f"{_p()}:dashboard:session:{digest}"

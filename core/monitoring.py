@@ -19,7 +19,7 @@ from collections import defaultdict
 from typing import Any
 
 from core import keys
-from core.config import QUEUE_NAMES, get_settings
+from core.config import QUEUE_NAMES
 from core.connection import get_redis
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ COUNTED = ("completed", "failed", "retried", "abandoned", "canceled", "enqueued"
 
 
 def _key(*parts: str) -> str:
-    return ":".join((get_settings().queue_prefix, "metrics", *parts))
+    return keys.metrics(*parts)
 
 
 def tasks_key() -> str:

@@ -30,7 +30,7 @@ from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
 from rq_scheduler.utils import get_next_scheduled_time
 
-from core import keys, lifecycle
+from core import keys, lifecycle, scripts
 from core.config import get_settings
 from core.connection import get_redis
 from core.errors import JobNotFoundError
@@ -40,13 +40,6 @@ logger = logging.getLogger(__name__)
 
 ID_PREFIX = "periodic-"
 
-# Claim a due run: move it to its next time only if it is still due. Exactly one caller wins.
-_CLAIM = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
-if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1]) else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
-return 1
-"""
 
 
 class ScheduledTaskJob(RQJob):
@@ -96,15 +89,15 @@ def periodic_definitions() -> list[PeriodicJob]:
 
 def registered_marker_key() -> str:
     """Set when the definitions are registered; gone after Redis lost its data, so re-register."""
-    return f"{get_settings().queue_prefix}:periodic:registered"
+    return keys.periodic("registered")
 
 
 def _paused_key() -> str:
-    return f"{get_settings().queue_prefix}:periodic:paused"
+    return keys.periodic("paused")
 
 
 def _last_run_key() -> str:
-    return f"{get_settings().queue_prefix}:periodic:last_run"
+    return keys.periodic("last_run")
 
 
 class JsonScheduler(Scheduler):
@@ -122,7 +115,8 @@ class JsonScheduler(Scheduler):
             next_time = str(int(time.time()) + int(job.meta["interval"]))
         elif job.meta.get("cron_string"):
             next_time = str(int(get_next_scheduled_time(job.meta["cron_string"]).replace(tzinfo=UTC).timestamp()))
-        claimed = self.connection.eval(_CLAIM, 1, self.scheduled_jobs_key, job.id, int(time.time()), next_time)
+        claimed = scripts.run("periodic_claim", self.connection, [self.scheduled_jobs_key],
+                              [job.id, int(time.time()), next_time])
         if not claimed:
             logger.info("periodic run of %s already claimed by another scheduler", job.id)
             return

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from flask import Response
 
+from core import keys
 from core.auth import Identity
 from core.config import get_settings
 from core.connection import get_redis
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 COOKIE_NAME = "fikiri_session"
 LOGIN_CSRF_COOKIE = "fikiri_login_csrf"
 COOKIE_PATH = "/dashboard"
-SESSION_KEY_PREFIX = "fikiri:dashboard:session:"  # + sha256(session id)
 LOGIN_CSRF_MAX_AGE = 3600
 
 
@@ -47,7 +47,7 @@ class DashboardSession:
 
 
 def _key(sid: str) -> str:
-    return SESSION_KEY_PREFIX + hashlib.sha256(sid.encode()).hexdigest()
+    return keys.dashboard_session(hashlib.sha256(sid.encode()).hexdigest())
 
 
 def credential_fingerprint() -> str:

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from core import audit
+from core import audit, keys
 from core.auth import issue_user_token
 from core.config import reload_settings
 from core.periodic import register_periodic_jobs
@@ -57,5 +57,5 @@ def test_refused_actions_are_not_audited_and_the_stream_is_bounded(client, api_e
     reload_settings()
     for i in range(1000):
         audit.record("admin", "retry", f"job-{i}", "api")
-    assert api_env.client().xlen(audit.AUDIT_KEY) < 300  # trimmed (approximately, as XADD MAXLEN ~ does)
+    assert api_env.client().xlen(keys.audit()) < 300  # trimmed (approximately, as XADD MAXLEN ~ does)
     assert audit.recent(1)[0]["target"] == "job-999"

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+from core import keys
 from core.config import reload_settings
-from routes.dashboard_sessions import COOKIE_NAME, LOGIN_CSRF_COOKIE, SESSION_KEY_PREFIX
+from routes.dashboard_sessions import COOKIE_NAME, LOGIN_CSRF_COOKIE
 from tests.conftest import ADMIN_TOKEN
 
 
@@ -35,7 +36,7 @@ def sid_of(client) -> str:
 
 
 def redis_key(sid: str) -> str:
-    return SESSION_KEY_PREFIX + hashlib.sha256(sid.encode()).hexdigest()
+    return keys.dashboard_session(hashlib.sha256(sid.encode()).hexdigest())
 
 
 def logged_in(client) -> bool:
