@@ -63,6 +63,13 @@ def _env_bool(name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
 
 
+def _env_choice(name: str, default: str, accepted: tuple[str, ...]) -> str:
+    value = _env_str(name, default).strip().lower()
+    if value not in accepted:
+        raise SettingsError(f"{name} must be one of {', '.join(accepted)}, got {value!r}")
+    return value
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -98,11 +105,16 @@ class Settings:
     # JOBS_APP_TASK_MODULES: the product's own domain task modules (comma-separated)
     app_task_modules: tuple[str, ...] = ("email_automation.tasks", "ai_assistant.tasks", "crm.tasks")
 
-    # --- threading fallback --------------------------------------------------------------
+    # --- fallback (Redis unreachable) ------------------------------------------------------
     fallback_enabled: bool = True  # JOBS_FALLBACK_ENABLED
-    fallback_workers: int = 4  # JOBS_FALLBACK_WORKERS: threads in the in-process pool
-    fallback_max_pending: int = 1000  # JOBS_FALLBACK_MAX_PENDING: jobs waiting in the pool before enqueue refuses
-    fallback_keep: int = 10_000  # JOBS_FALLBACK_KEEP: finished fallback jobs remembered for status reads
+    fallback_workers: int = 4  # JOBS_FALLBACK_WORKERS: runner threads per process, whatever the backlog
+    fallback_max_pending: int = 10_000  # JOBS_FALLBACK_MAX_PENDING: unfinished spooled jobs before enqueue refuses (503)
+    fallback_keep: int = 10_000  # JOBS_FALLBACK_KEEP: finished spooled jobs kept for status reads ...
+    fallback_keep_bytes: int = 50 * 1024 * 1024  # JOBS_FALLBACK_KEEP_BYTES: ... and at most this many bytes of results/errors
+    # JOBS_FALLBACK_SPOOL: the spool file, shared by every process on the host
+    fallback_spool: str = field(default_factory=lambda: str(PROJECT_ROOT / "var" / "fallback-spool.db"))
+    fallback_sync: str = "normal"  # JOBS_FALLBACK_SYNC: normal (survives a process crash) | full (fsync each job)
+    fallback_lease: float = 30.0  # JOBS_FALLBACK_LEASE (s): a dead process's spooled jobs are taken over after this
 
     # --- worker --------------------------------------------------------------------------
     # A job abandoned by a dead worker is taken back within lease + maintenance interval, where
@@ -209,6 +221,10 @@ def load_settings() -> Settings:
         fallback_workers=_env_int("JOBS_FALLBACK_WORKERS", Settings.fallback_workers, 1),
         fallback_max_pending=_env_int("JOBS_FALLBACK_MAX_PENDING", Settings.fallback_max_pending, 1),
         fallback_keep=_env_int("JOBS_FALLBACK_KEEP", Settings.fallback_keep, 1),
+        fallback_keep_bytes=_env_int("JOBS_FALLBACK_KEEP_BYTES", Settings.fallback_keep_bytes, 1024),
+        fallback_spool=_env_str("JOBS_FALLBACK_SPOOL", str(PROJECT_ROOT / "var" / "fallback-spool.db")),
+        fallback_sync=_env_choice("JOBS_FALLBACK_SYNC", Settings.fallback_sync, ("normal", "full")),
+        fallback_lease=_env_float("JOBS_FALLBACK_LEASE", Settings.fallback_lease, 1.0),
         worker_ttl=_env_int("JOBS_WORKER_TTL", Settings.worker_ttl, 2),
         worker_maintenance_interval=_env_int(
             "JOBS_WORKER_MAINTENANCE_INTERVAL", Settings.worker_maintenance_interval, 1

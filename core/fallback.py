@@ -1,158 +1,251 @@
-"""The threading fallback: run jobs in-process while Redis is unreachable.
+"""The fallback: jobs accepted while Redis is unreachable are spooled to disk and run in-process.
 
-Web handlers must never block, even when Redis is down, so ``enqueue_job`` hands the job to a
-bounded thread pool here and returns its id at once. The same retries and back-off apply; the
-job's status is kept in memory (bounded) and read through the same ``get_job_status``, marked
-``mode="fallback"``. It lives in one process: in a multi-process web server, a fallback job is
-visible in the process that accepted it.
+Web handlers must never fail because Redis is down, so ``enqueue_job`` writes the job to the
+durable spool (:mod:`core.spool`, SQLite on local disk, shared by every process on the host) and
+returns its id at once. Then:
+
+* **Any process answers.** Status reads and a user's recent jobs come from the spool file, so
+  every gunicorn worker, the CLI and the dashboard see the job (``mode: "fallback"``).
+* **Exactly one runner.** A fixed pool of threads per process (``JOBS_FALLBACK_WORKERS``) claims
+  due jobs in a transaction with a lease, renewed while the job runs; a dead holder's jobs are
+  taken over when the lease runs out (the lost attempt counts). Jobs run through the workers'
+  own runner (:func:`core.runner.run_attempt`): the same retries and back-off, timeouts,
+  progress, JSON results and log line. Delayed and backing-off jobs wait in the spool, not in a
+  thread each.
+* **Hand-back.** When Redis answers again, any process with the spool (web processes, and every
+  worker at start and each maintenance) moves waiting jobs to Redis with their ids, delays and
+  retry counts, and writes finished outcomes to Redis with the normal TTLs; a job running in the
+  fallback finishes there first. Each job runs once: a row being handed back is never run here,
+  and Redis accepts each id once (``only_if_absent``), so a crash mid-hand-back cannot run a job
+  twice. The spool empties.
+* **Restart.** A process that starts with Redis still down resumes unfinished spooled jobs on
+  its first use of the fallback (any enqueue, status read or health check).
+* **Loud.** Spooling logs a warning the first time and every minute while Redis stays away.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import socket
 import threading
 import time
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+import uuid
 from typing import Any
 
+from core import lifecycle
 from core.backoff import retry_delays
 from core.config import get_settings
-from core.errors import QueueUnavailableError
-from core.job_model import Job, JobStatus
+from core.connection import get_redis, redis_available
+from core.job_model import Job
+from core.spool import FINAL, Spool, SpooledJob
 from core.task_registry import TaskSpec
 
 logger = logging.getLogger(__name__)
 
+PRIORITY = {"high": 0, "normal": 1}
+WARN_EVERY = 60.0  # s between "still in fallback mode" warnings
+
 
 class FallbackExecutor:
-    """A bounded pool plus a bounded memory of the jobs it ran."""
+    """The spool plus this process's runner threads and hand-back."""
 
-    def __init__(self, workers: int | None = None, max_pending: int | None = None, keep: int | None = None) -> None:
+    def __init__(self, spool: Spool | None = None) -> None:
         settings = get_settings()
-        self._workers = workers or settings.fallback_workers
-        self._max_pending = max_pending or settings.fallback_max_pending
-        self._keep = keep or settings.fallback_keep
-        self._pool: ThreadPoolExecutor | None = None
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._pending = 0
-        self._timeouts: dict[str, int | None] = {}
+        self.spool = spool or Spool()
+        self.owner = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.lease = settings.fallback_lease
+        self._threads: list[threading.Thread] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._last_warning = 0.0
+        self._handing_back = threading.Lock()
 
     # --- submitting -----------------------------------------------------------------------
-    def submit(self, job: Job, spec: TaskSpec, delay: float = 0.0, timeout: int | None = None) -> None:
-        """Run ``job`` (already carrying its id and payload) after ``delay`` seconds."""
+    def submit(self, job: Job, spec: TaskSpec, delay: float = 0.0, timeout: int | None = None,
+               priority: str = "normal") -> str:
+        """Spool ``job`` (committed to disk before this returns) and make sure runners are going."""
+        settings = get_settings()
+        job_id = self.spool.add(job, time.time() + delay, PRIORITY.get(priority, 1), timeout,
+                                settings.fallback_max_pending)
+        self._warn(job)
+        self.start()
+        self._wake.set()
+        return job_id
+
+    def _warn(self, job: Job) -> None:
+        now = time.monotonic()
+        if now - self._last_warning < WARN_EVERY:
+            return
+        self._last_warning = now
+        count, _age = self.spool.unfinished()
+        logger.warning(
+            "FALLBACK MODE: Redis at %s is unreachable; job %s (%s) spooled to %s, %d unfinished there. Jobs run in "
+            "this process's %d fallback threads until Redis returns, then move to Redis",
+            get_settings().redis_url, job.job_id, job.task_name, self.spool.path, count,
+            get_settings().fallback_workers)
+
+    # --- runner threads --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start this process's runner threads (once)."""
         with self._lock:
-            if self._pending >= self._max_pending:
-                raise QueueUnavailableError(
-                    f"Redis is unreachable and the in-process fallback already holds {self._pending} jobs "
-                    f"(JOBS_FALLBACK_MAX_PENDING={self._max_pending}); try again later"
-                )
-            self._pending += 1
-            self._remember(job)
-            self._timeouts[job.job_id] = timeout
-        self._schedule(job.job_id, spec, delay)
+            if self._threads:
+                return
+            for index in range(get_settings().fallback_workers):
+                thread = threading.Thread(target=self._loop, name=f"fikiri-fallback-{index}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            renew = threading.Thread(target=self._renew_loop, name="fikiri-fallback-lease", daemon=True)
+            renew.start()
+            self._threads.append(renew)
 
-    def _schedule(self, job_id: str, spec: TaskSpec, delay: float) -> None:
-        if delay > 0:
-            timer = threading.Timer(delay, self._start, args=(job_id, spec))
-            timer.daemon = True
-            timer.start()
-        else:
-            self._start(job_id, spec)
+    def resume_if_needed(self) -> None:
+        """Start the runners if the spool holds unfinished jobs (a restart with Redis still down)."""
+        if self._threads or not self.spool.exists():
+            return
+        if self.spool.unfinished()[0]:
+            self.start()
 
-    def _start(self, job_id: str, spec: TaskSpec) -> None:
-        self._get_pool().submit(self._run, job_id, spec)
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if redis_available():
+                    self.hand_back()
+                    if not self.spool.unfinished()[0]:
+                        self._wake.wait(1.0)
+                        self._wake.clear()
+                        continue
+                job, abandoned = self.spool.claim(self.owner, self.lease)
+                if job is None:
+                    self._wake.wait(0.2)
+                    self._wake.clear()
+                    continue
+                self._run(job, abandoned)
+            except Exception:
+                logger.exception("fallback runner failed; retrying in 1s")
+                self._stop.wait(1.0)
 
-    def _get_pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="fikiri-fallback")
-            return self._pool
-
-    # --- running --------------------------------------------------------------------------
-    def _run(self, job_id: str, spec: TaskSpec) -> None:
-        """One attempt through the workers' own runner (:func:`core.runner.run_attempt`)."""
+    def _run(self, job: SpooledJob, abandoned: bool) -> None:
         from core.runner import run_attempt
 
-        job = self.get(job_id)
-        if job is None or job.status == JobStatus.CANCELED:
-            self._done(job_id)
+        if abandoned and job.retry_count > job.max_retries:
+            reason = "abandoned: the process running it in the fallback died"
+            self.spool.end(job.id, self.owner, "failed", None, reason)
+            logger.warning("fallback job %s task=%s outcome=failed abandoned=1", job.id, job.task)
             return
-        self._update(job_id, status=JobStatus.RUNNING, started_at=time.time())
-        attempt = run_attempt(job_id, job.queue, spec.name, job.payload, self._timeouts.get(job_id),
-                              lambda value: self._update(job_id, progress=value))
+        attempt = run_attempt(job.id, job.queue, job.task, job.payload, job.timeout,
+                              lambda value: self.spool.set_progress(job.id, value))
         if attempt.ok:
-            logger.info("fallback job %s task=%s duration=%.3fs outcome=completed", job_id, spec.name, attempt.duration)
-            self._update(job_id, status=JobStatus.COMPLETED, result=json.loads(attempt.result_json), error=None,
-                         completed_at=time.time())
+            outcome = "completed"
+            self.spool.end(job.id, self.owner, "completed", attempt.result_json, None)
         elif attempt.retryable and job.retry_count < job.max_retries:
+            outcome = "retrying"
             delay = retry_delays(job.max_retries)[job.retry_count]
-            logger.warning("fallback job %s task=%s outcome=retrying in %ss error=%r", job_id, spec.name, delay,
-                           (attempt.error or "").strip().splitlines()[-1:])
-            self._update(job_id, status=JobStatus.RETRYING, error=attempt.error, retry_count=job.retry_count + 1)
-            self._schedule(job_id, spec, delay)
-            return
+            self.spool.end(job.id, self.owner, "retrying", None, attempt.error, job.retry_count + 1, time.time() + delay)
         else:
-            logger.error("fallback job %s task=%s outcome=failed error=%r", job_id, spec.name,
-                         (attempt.error or "").strip().splitlines()[-1:])
-            self._update(job_id, status=JobStatus.FAILED, error=attempt.error, completed_at=time.time())
-        self._done(job_id)
+            outcome = "failed"
+            self.spool.end(job.id, self.owner, "failed", None, attempt.error)
+        last = (attempt.error or "").strip().splitlines()[-1:]
+        logger.log(logging.INFO if attempt.ok else logging.WARNING,
+                   "job %s task=%s queue=%s duration=%.3fs outcome=%s attempt=%d mode=fallback%s", job.id, job.task,
+                   job.queue, attempt.duration, outcome, job.retry_count + 1, f" error={last[0][:300]!r}" if last else "")
+        self.spool.prune(get_settings().fallback_keep, get_settings().fallback_keep_bytes)
 
-    def _done(self, job_id: str) -> None:
-        with self._lock:
-            self._pending -= 1
-            self._timeouts.pop(job_id, None)
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self.spool.renew(self.owner, self.lease)
+            except Exception:
+                logger.exception("could not renew the fallback leases of %s", self.owner)
+
+    # --- hand-back -------------------------------------------------------------------------
+    def hand_back(self, connection: Any = None) -> int:
+        """Move waiting spooled jobs to Redis and finished outcomes into Redis; returns how many."""
+        if not self.spool.exists():
+            return 0
+        if not self._handing_back.acquire(blocking=False):
+            return 0
+        try:
+            connection = connection or get_redis()
+            moved = 0
+            while True:
+                rows = self.spool.take_for_handback(self.owner, self.lease)
+                if not rows:
+                    break
+                for row in rows:
+                    lifecycle.enqueue(connection, row.queue, [_new_job(row)], row.user_id)
+                self.spool.delete([r.id for r in rows], self.owner)
+                moved += len(rows)
+            while True:
+                rows = self.spool.finished()
+                if not rows:
+                    break
+                lifecycle.import_outcomes(connection, [_outcome(row) for row in rows])
+                self.spool.delete([r.id for r in rows])
+                moved += len(rows)
+            if moved:
+                logger.warning("Redis is back: handed %d spooled job(s) from %s to Redis", moved, self.spool.path)
+            return moved
+        finally:
+            self._handing_back.release()
 
     # --- reading and changing -------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            job = self._jobs.get(job_id)
-            return replace(job) if job is not None else None
+        if not self.spool.exists():
+            return None
+        self.resume_if_needed()
+        row = self.spool.get(job_id)
+        return row.to_job() if row is not None else None
 
     def jobs_for_user(self, user_id: str, limit: int) -> list[Job]:
-        with self._lock:
-            mine = [replace(j) for j in reversed(self._jobs.values()) if j.user_id == user_id]
-        return mine[:limit]
+        if not self.spool.exists():
+            return []
+        return [row.to_job() for row in self.spool.for_user(user_id, limit)]
 
     def cancel(self, job_id: str) -> Job | None:
-        """Cancel a fallback job that has not started; returns it, or None if unknown."""
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                return None
-            if job.status in (JobStatus.PENDING, JobStatus.DELAYED, JobStatus.RETRYING):
-                job.status = JobStatus.CANCELED
-                job.completed_at = time.time()
-            return replace(job)
+        """Cancel a spooled job that has not started; returns it, or None if it is not spooled."""
+        if not self.spool.exists():
+            return None
+        row = self.spool.cancel(job_id)
+        return row.to_job() if row is not None else None
 
     def pending_count(self) -> int:
-        with self._lock:
-            return self._pending
+        if not self.spool.exists():
+            return 0
+        self.resume_if_needed()
+        return self.spool.unfinished()[0]
 
-    def _remember(self, job: Job) -> None:
-        self._jobs[job.job_id] = job
-        while len(self._jobs) > self._keep:
-            oldest_id, oldest = next(iter(self._jobs.items()))
-            if not oldest.status.is_final:
-                self._jobs.move_to_end(oldest_id)  # never forget a job that is still going to run
-                break
-            self._jobs.popitem(last=False)
-
-    def _update(self, job_id: str, **changes: Any) -> None:
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is not None:
-                for name, value in changes.items():
-                    setattr(job, name, value)
+    def oldest_age(self) -> float | None:
+        if not self.spool.exists():
+            return None
+        return self.spool.unfinished()[1]
 
     def shutdown(self, wait: bool = True) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait)
+        self._stop.set()
+        self._wake.set()
+        if wait:
+            for thread in self._threads:
+                thread.join(timeout=5)
+
+
+def _new_job(row: SpooledJob) -> lifecycle.NewJob:
+    return lifecycle.NewJob(
+        job_id=row.id, task_name=row.task, kwargs=row.payload, max_retries=row.max_retries,
+        timeout=row.timeout or get_settings().timeout_for(row.queue), priority="high" if row.priority == 0 else "normal",
+        run_at=row.run_at if row.run_at > time.time() else None, retries=row.retry_count, only_if_absent=True,
+        extra_fields=["fk_error", row.error] if row.error else [],
+    )
+
+
+def _outcome(row: SpooledJob) -> lifecycle.ImportedOutcome:
+    assert row.status in FINAL
+    return lifecycle.ImportedOutcome(
+        job_id=row.id, queue=row.queue, task_name=row.task, kwargs=row.payload, status=row.status,
+        result_json=row.result, error=row.error, retries=row.retry_count, max_retries=row.max_retries,
+        user_id=row.user_id, created_at=row.created_at, started_at=row.started_at,
+        completed_at=row.completed_at or time.time(),
+    )
 
 
 _executor: FallbackExecutor | None = None

@@ -61,7 +61,7 @@ _STATUS = {
 
 # Fields a status read needs (HMGET, not HGETALL: a job hash also carries RQ fields we never show).
 READ_FIELDS = ("status", "data", "origin", "created_at", "started_at", "ended_at", "fk_task", "fk_max",
-               "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta")
+               "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta", "fk_mode")
 
 
 def map_status(rq_status: str | None, retry_count: int) -> JobStatus:
@@ -115,5 +115,5 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
         created_at=parse_time(raw["created_at"]),
         started_at=parse_time(raw["started_at"]),
         completed_at=parse_time(raw["ended_at"]) if status.is_final else None,
-        mode="redis",
+        mode=raw["fk_mode"].decode() if raw["fk_mode"] else "redis",  # "fallback": ran there, handed back
     )

@@ -69,6 +69,8 @@ class NewJob:
     result_ttl: int | None = None  # None: JOBS_RESULT_TTL
     failure_ttl: int | None = None  # None: JOBS_FAILURE_TTL
     extra_fields: list[Any] = field(default_factory=list)  # more hash fields (periodic templates' meta)
+    retries: int = 0  # retries already used (a job handed back from the fallback spool)
+    only_if_absent: bool = False  # write nothing if the id is in Redis at all (idempotent hand-back)
 
     def fields(self, user: str | None, now: str) -> list[Any]:
         settings = get_settings()
@@ -87,6 +89,8 @@ class NewJob:
             out += ["fk_user", user]
         if self.priority != "normal":
             out += ["fk_prio", self.priority]
+        if self.retries:
+            out += ["fk_retries", self.retries]
         return out + self.extra_fields
 
 
@@ -112,7 +116,8 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
         entries.append({
             "id": job.job_id, "key": keys.job(job.job_id), "results": keys.results(job.job_id),
             "fields": fields, "run_at": job.run_at, "front": job.priority == "high",
-            "check": job.check_existing, "unique": job.unique_key, "unique_ttl": job.unique_for,
+            "check": job.check_existing, "absent": job.only_if_absent, "unique": job.unique_key,
+            "unique_ttl": job.unique_for,
             "user_key": keys.user_jobs(user) if user is not None else None,
         })
     request = {"counter": f"{jobs[0].task_name}:enqueued", "jobs": entries, "user": user,
@@ -124,6 +129,61 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
         [json.dumps(request, separators=(",", ":"))],
     )
     return [r.decode() if isinstance(r, bytes) else r for r in replies]
+
+
+@dataclass
+class ImportedOutcome:
+    """A job that ended in the fallback, to be written into Redis by :func:`import_outcomes`."""
+
+    job_id: str
+    queue: str  # short name
+    task_name: str
+    kwargs: dict[str, Any]
+    status: str  # completed | failed | canceled
+    result_json: str | None
+    error: str | None
+    retries: int
+    max_retries: int
+    user_id: str | None
+    created_at: float
+    started_at: float | None
+    completed_at: float
+
+
+def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
+    """Write ended fallback jobs into Redis (one script call); ids already there are left alone."""
+    import json
+
+    settings = get_settings()
+    entries = []
+    for o in outcomes:
+        full = full_name(o.queue)
+        ttl = settings.result_ttl if o.status == "completed" else settings.failure_ttl
+        status = {"completed": "finished", "failed": "failed", "canceled": "canceled"}[o.status]
+        fields: list[Any] = [
+            "status", status, "created_at", epoch_to_rq_time(o.created_at), "data", _encode_data(o.task_name, o.kwargs),
+            "origin", full, "ended_at", epoch_to_rq_time(o.completed_at), "result_ttl", settings.result_ttl,
+            "failure_ttl", settings.failure_ttl, "fk_task", o.task_name, "fk_max", o.max_retries,
+            "fk_retries", o.retries, "fk_mode", "fallback",
+        ]
+        if o.started_at:
+            fields += ["started_at", epoch_to_rq_time(o.started_at)]
+        if o.user_id:
+            fields += ["fk_user", o.user_id]
+        if o.result_json is not None:
+            fields += ["fk_result", o.result_json]
+        if o.error:
+            fields += ["fk_error", o.error[-MAX_ERROR_CHARS:]]
+        registry = {"completed": keys.finished, "failed": keys.failed, "canceled": keys.canceled}[o.status](full)
+        entries.append({
+            "key": keys.job(o.job_id), "registry": registry, "counters": keys.queue_counters(o.queue),
+            "fields": fields, "id": o.job_id, "ttl": ttl, "expiry": time.time() + ttl, "task": o.task_name,
+            "event": o.status, "retries": o.retries,
+            "user_key": keys.user_jobs(o.user_id) if o.user_id else None, "user": o.user_id,
+        })
+    request = {"users": keys.users_with_jobs(), "user_size": settings.user_index_size,
+               "user_ttl": settings.user_index_ttl, "entries": entries}
+    return int(scripts.run("import", connection, [], [json.dumps(request, separators=(",", ":"))]))
 
 
 # --- claim -------------------------------------------------------------------------------------

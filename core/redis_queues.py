@@ -76,15 +76,19 @@ class RedisQueue:
         return redis_available()
 
     # --- the task registry ------------------------------------------------------------------
-    def register_task(self, name: str, func: Callable[..., Any], max_retries: int | None = None) -> TaskSpec:
-        """Allow workers to run ``func`` for jobs naming ``name`` on this queue."""
-        return task_registry.register(self.short_name, name, func, max_retries)
+    def register_task(self, name: str, func: Callable[..., Any], max_retries: int | None = None,
+                      fallback: bool = True) -> TaskSpec:
+        """Allow workers to run ``func`` for jobs naming ``name`` on this queue.
 
-    def task(self, max_retries: int | None = None, name: str | None = None) -> Callable:
+        ``fallback=False``: while Redis is down, enqueue raises :class:`QueueUnavailableError`
+        (HTTP 503) instead of running the task in a web process (heavy AI work, say)."""
+        return task_registry.register(self.short_name, name, func, max_retries, fallback)
+
+    def task(self, max_retries: int | None = None, name: str | None = None, fallback: bool = True) -> Callable:
         """Decorator: register the function as a task under its own name (or ``name``)."""
 
         def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-            self.register_task(name or func.__name__, func, max_retries)
+            self.register_task(name or func.__name__, func, max_retries, fallback)
             return func
 
         return decorate
@@ -188,13 +192,12 @@ class RedisQueue:
     def _enqueue_fallback(self, spec: TaskSpec, kwargs: dict[str, Any], options: EnqueueOptions) -> str:
         if not get_settings().fallback_enabled:
             raise QueueUnavailableError("Redis is unreachable and the fallback is off (JOBS_FALLBACK_ENABLED=0)")
+        if not spec.fallback:
+            raise QueueUnavailableError(
+                f"Redis is unreachable and task {spec.name!r} does not run in web processes (fallback=False); "
+                f"try again when Redis is back")
         fallback = get_fallback()
-        job_id = options.job_id
-        if job_id is not None:
-            existing = fallback.get(job_id)
-            if existing is not None and not existing.status.is_final:
-                return job_id
-        job_id = job_id or uuid.uuid4().hex
+        job_id = options.job_id or uuid.uuid4().hex
         delay = max(0.0, options.run_at - time.time()) if options.run_at else 0.0
         job = Job(
             job_id=job_id,
@@ -207,8 +210,7 @@ class RedisQueue:
             created_at=time.time(),
             mode="fallback",
         )
-        fallback.submit(job, spec, delay, timeout=options.timeout)
-        return job_id
+        return fallback.submit(job, spec, delay, timeout=options.timeout, priority=options.priority)
 
     # --- reading ------------------------------------------------------------------------------
     def get_job_status(self, job_id: str) -> Job | None:

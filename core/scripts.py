@@ -14,7 +14,7 @@ from typing import Any
 from redis.commands.core import Script
 
 _DIR = Path(__file__).resolve().parent / "lua"
-NAMES = ("enqueue", "claim", "finish", "abandon", "cancel", "requeue", "promote", "delete", "fail", "periodic_claim")
+NAMES = ("enqueue", "claim", "finish", "abandon", "cancel", "requeue", "promote", "delete", "fail", "periodic_claim", "import")
 _scripts: dict[str, Script] = {}
 _lock = threading.Lock()
 

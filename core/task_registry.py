@@ -30,6 +30,7 @@ class TaskSpec:
     queue: str  # short queue name: email, ai, crm
     func: Callable[..., Any]
     max_retries: int | None  # None: the queue's default
+    fallback: bool = True  # False: never run in a web process while Redis is down (enqueue answers 503)
 
 
 _tasks: dict[str, dict[str, TaskSpec]] = {}
@@ -37,7 +38,8 @@ _lock = threading.RLock()
 _loaded_modules: set[str] = set()
 
 
-def register(queue: str, name: str, func: Callable[..., Any], max_retries: int | None = None) -> TaskSpec:
+def register(queue: str, name: str, func: Callable[..., Any], max_retries: int | None = None,
+             fallback: bool = True) -> TaskSpec:
     """Register ``func`` as task ``name`` on ``queue``. Re-registering the same name replaces it."""
     if not callable(func):
         raise TypeError(f"task {name!r} must be callable, got {type(func).__name__}")
@@ -45,7 +47,7 @@ def register(queue: str, name: str, func: Callable[..., Any], max_retries: int |
         raise ValueError("a task name must be a non-empty string")
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         raise ValueError(f"max_retries for task {name!r} must be a whole number >= 0, got {max_retries!r}")
-    spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries)
+    spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback)
     with _lock:
         _tasks.setdefault(queue, {})[name] = spec
     return spec

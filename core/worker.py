@@ -181,6 +181,18 @@ class Worker:
             lifecycle.abandon_expired(self.connection, queue)
             lifecycle.expire_registries(self.connection, queue)
             self._clean_worker_registry(queue)
+        self._hand_back_spool()
+
+    def _hand_back_spool(self) -> None:
+        """Move jobs the web processes on this host spooled while Redis was down into Redis."""
+        from core.fallback import get_fallback
+
+        try:
+            get_fallback().hand_back(self.connection)
+        except REDIS_ERRORS:
+            raise
+        except Exception:
+            logger.exception("could not hand back the fallback spool")
 
     def _clean_worker_registry(self, queue: str) -> None:
         members = [m.decode() for m in self.connection.smembers(keys.queue_workers(queue))]

@@ -182,7 +182,10 @@ def health():
     }
     token_given = "Authorization" in request.headers
     if token_given and current_identity().is_admin:
-        data["fallback_pending"] = get_fallback().pending_count()
+        fallback = get_fallback()
+        data["fallback_pending"] = fallback.pending_count()
+        age = fallback.oldest_age()
+        data["fallback_oldest_age"] = round(age, 3) if age is not None else None
         if reachable:
             data["workers"] = {q.short_name: q.get_stats()["workers"] for q in all_queues()}
     return ok(data)

@@ -92,9 +92,12 @@ class JobsCollector:
         fallback = GaugeMetricFamily("fikiri_jobs_fallback_mode", "1 while Redis is unreachable")
         fallback.add_metric([], 0 if up else 1)
         yield fallback
-        pending = GaugeMetricFamily("fikiri_jobs_fallback_pending", "Jobs waiting in the in-process fallback")
+        pending = GaugeMetricFamily("fikiri_jobs_fallback_pending", "Unfinished jobs in the fallback spool")
         pending.add_metric([], get_fallback().pending_count())
         yield pending
+        oldest = GaugeMetricFamily("fikiri_jobs_fallback_oldest_age_seconds", "Age of the oldest unfinished spooled job")
+        oldest.add_metric([], get_fallback().oldest_age() or 0.0)
+        yield oldest
         if not up:
             return
         depth = GaugeMetricFamily("fikiri_jobs_queue_jobs", "Jobs per queue and state", labels=["queue", "state"])

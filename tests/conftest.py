@@ -15,7 +15,7 @@ from tests.servers import RedisServer, WorkerProcess, worker_env
 
 TEST_ENV_KEYS = (
     "REDIS_URL", "JOBS_WORKER_TTL", "JOBS_WORKER_MAINTENANCE_INTERVAL", "JOBS_WORKER_HEARTBEAT_INTERVAL",
-    "JOBS_WORKER_HEARTBEAT_GRACE", "JOBS_RETRY_BACKOFF_BASE", "JOBS_TASK_MODULES",
+    "JOBS_WORKER_HEARTBEAT_GRACE", "JOBS_RETRY_BACKOFF_BASE", "JOBS_TASK_MODULES", "JOBS_FALLBACK_LEASE",
 )
 
 
@@ -42,6 +42,7 @@ def jobs_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_pat
     for key in TEST_ENV_KEYS:
         monkeypatch.setenv(key, env[key])
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
+    monkeypatch.setenv("JOBS_FALLBACK_SPOOL", str(tmp_path / "fallback-spool.db"))  # the test's own spool
     _reset_process_state()
     load_task_modules()
     yield redis_server

@@ -99,6 +99,7 @@ def worker_env(redis_url: str, extra: dict[str, str] | None = None) -> dict[str,
         "JOBS_WORKER_HEARTBEAT_GRACE": "2",
         "JOBS_RETRY_BACKOFF_BASE": "1",
         "JOBS_TASK_MODULES": "tests.task_fixtures",
+        "JOBS_FALLBACK_LEASE": "2",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra or {})

@@ -5,6 +5,7 @@ how many times something really ran."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from core.connection import get_redis
@@ -98,3 +99,23 @@ def crm_mark_done(key: str, item: str, seconds: float = 0.0) -> str:
 @email_queue.task(max_retries=10)
 def email_mark_done(key: str, item: str, seconds: float = 0.0) -> str:
     return _mark(key, item, seconds)
+
+
+@email_queue.task(max_retries=3)
+def file_mark(path: str, item: str, seconds: float = 0.0) -> str:
+    """Append ``item`` to a file once the work is done: side effects counted outside Redis (the
+    fallback tests run while Redis is down)."""
+    if seconds:
+        time.sleep(seconds)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{item}\n".encode())
+    finally:
+        os.close(fd)
+    return item
+
+
+@ai_queue.task(max_retries=0, fallback=False)
+def heavy_ai(text: str) -> str:
+    """A task that must never run in a web process (fallback=False)."""
+    return text

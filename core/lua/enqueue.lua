@@ -12,7 +12,7 @@
 --   rq:job:<id> HASH, rq:results:<id> STREAM, fikiri:user:<u>:jobs LIST, fikiri:unique:... STRING
 --
 -- ARGV[1] JSON {"counter": "<task>:enqueued", "jobs": [{"id", "key", "results", "fields": [k, v, ...],
---              "run_at": epoch|null, "front": bool, "check": bool, "unique": key|null,
+--              "run_at": epoch|null, "front": bool, "check": bool, "absent": bool, "unique": key|null,
 --              "unique_ttl": s, "user_key": key|null}], "user_size": n, "user_ttl": s, "user": id|null}
 -- Returns the id each entry resolved to: its own, or the live job / unique holder it deferred to.
 local req = cjson.decode(ARGV[1])
@@ -28,6 +28,11 @@ for i, job in ipairs(req.jobs) do
       out[i] = redis.call('GET', job.unique)
       skip = true
     end
+  end
+  if not skip and job.absent and redis.call('EXISTS', job.key) == 1 then
+    -- a hand-back from the fallback spool: this id is already in Redis, never run it twice
+    out[i] = id
+    skip = true
   end
   if not skip and job.check then
     -- a live run of ours holds the id; a hash without fk_task (an rq-scheduler template, a raw RQ

@@ -1,0 +1,33 @@
+-- import.lua: write the outcomes of jobs that ran in the fallback into Redis (the hand-back), so
+-- their status stays readable with the normal TTLs. A job id already in Redis is left alone, so
+-- a hand-back repeated after a crash changes nothing.
+--
+-- Keys, named per entry by the caller (core/keys.py):
+--   rq:job:<id>                HASH  the ended job (RQ's fields plus ours), expiring with its TTL
+--   rq:finished|failed|canceled:<q>  ZSET  score = expiry
+--   fikiri:stats:<q>           HASH  "<task>:enqueued" and "<task>:<completed|failed|canceled|retried>"
+--   fikiri:user:<u>:jobs       LIST  the user's index (trimmed, expiring), fikiri:users SET
+--
+-- ARGV[1] JSON {"users": key, "user_size": n, "user_ttl": s, "entries": [{"key", "registry", "counters",
+--               "fields": [k, v, ...], "id", "ttl", "expiry", "event", "task", "retries", "user_key", "user"}]}
+-- Returns how many were written.
+local req = cjson.decode(ARGV[1])
+local written = 0
+for _, e in ipairs(req.entries) do
+  if redis.call('EXISTS', e.key) == 0 then
+    redis.call('HSET', e.key, unpack(e.fields))
+    redis.call('EXPIRE', e.key, e.ttl)
+    redis.call('ZADD', e.registry, e.expiry, e.id)
+    redis.call('HINCRBY', e.counters, e.task .. ':enqueued', 1)
+    redis.call('HINCRBY', e.counters, e.task .. ':' .. e.event, 1)
+    if e.retries > 0 then redis.call('HINCRBY', e.counters, e.task .. ':retried', e.retries) end
+    if e.user_key ~= cjson.null and e.user_key ~= nil then
+      redis.call('LPUSH', e.user_key, e.id)
+      redis.call('LTRIM', e.user_key, 0, req.user_size - 1)
+      redis.call('EXPIRE', e.user_key, req.user_ttl)
+      redis.call('SADD', req.users, e.user)
+    end
+    written = written + 1
+  end
+end
+return written

@@ -1,0 +1,162 @@
+"""The durable fallback spool with real processes: gunicorn workers reading each other's spooled
+jobs, SIGKILL of the whole web server with jobs unfinished, Redis returning while two processes
+drain, and the limits. Redis is "down" by pointing REDIS_URL at a port where nothing listens
+(or by stopping the test's own redis-server). Side effects are counted in a file, since Redis
+is not there to count them."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from core.auth import issue_user_token
+from core.config import reload_settings
+from core.connection import redis_available, reset_connections
+from core.errors import QueueUnavailableError
+from core.job_model import JobStatus
+from core.redis_queues import ai_queue, email_queue, get_job
+from tests.api_server import ApiServer
+from tests.conftest import ADMIN_TOKEN, SECRET_KEY
+from tests.servers import ROOT, free_port, wait_until, worker_env
+
+pytestmark = pytest.mark.timeout(300)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def dead_redis_url() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+
+
+def marks(path: Path) -> collections.Counter:
+    return collections.Counter(path.read_text().split()) if path.exists() else collections.Counter()
+
+
+def test_any_gunicorn_worker_reads_every_spooled_job_and_all_complete(api_env, tmp_path):
+    env = {"JOBS_ADMIN_TOKEN": ADMIN_TOKEN, "SECRET_KEY": SECRET_KEY,
+           "JOBS_FALLBACK_SPOOL": str(tmp_path / "spool.db")}
+    server = ApiServer(dead_redis_url(), env, tmp_path / "gunicorn.log", workers=3)
+    try:
+        user = {"Authorization": f"Bearer {issue_user_token('fb-user')}"}
+        ids = []
+        for i in range(50):
+            answer = requests.post(server.url("/api/jobs/ai/trigger"), json={"prompt": f"hello {i}"}, headers=user,
+                                   timeout=10)
+            assert answer.status_code == 202, answer.text
+            ids.append(answer.json()["data"]["job_id"])
+        codes = collections.Counter()
+        for _round in range(10):
+            for job_id in ids:
+                codes[requests.get(server.url(f"/api/jobs/{job_id}"), headers=user, timeout=10).status_code] += 1
+        assert codes == {200: 500}
+        def all_completed() -> bool:
+            states = [requests.get(server.url(f"/api/jobs/{j}"), headers=user, timeout=10).json()["data"]["status"]
+                      for j in ids]
+            return all(s == "completed" for s in states)
+        wait_until(all_completed, timeout=60, interval=0.5, message="every spooled job to complete")
+        sample = requests.get(server.url(f"/api/jobs/{ids[0]}"), headers=user, timeout=10).json()["data"]
+        assert sample["mode"] == "fallback" and sample["result"]
+        recent = requests.get(server.url("/api/jobs/user/fb-user/recent?limit=100"), headers=user, timeout=10)
+        assert {j["job_id"] for j in recent.json()["data"]["jobs"]} == set(ids)
+        health = requests.get(server.url("/api/jobs/health"), headers=ADMIN, timeout=10).json()["data"]
+        assert health["mode"] == "fallback" and health["fallback_pending"] == 0
+        assert "FALLBACK MODE" in server.log_path.read_text()
+    finally:
+        server.stop()
+
+
+def _spooler(redis_url: str, spool: Path, marks_path: Path, count: int, seconds: float) -> subprocess.Popen:
+    """A web-like process that spools ``count`` file_mark jobs, then keeps running them."""
+    code = (
+        "import sys, time\n"
+        "from core.redis_queues import email_queue\n"
+        f"for i in range({count}):\n"
+        f"    email_queue.enqueue_job('file_mark', {{'path': {str(marks_path)!r}, 'item': f'j{{i}}', "
+        f"'seconds': {seconds}}}, job_id=f'j{{i}}', max_retries=3)\n"
+        "print('spooled', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = worker_env(redis_url, {"JOBS_FALLBACK_SPOOL": str(spool), "JOBS_FALLBACK_WORKERS": "2"})
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_spooled(proc: subprocess.Popen) -> None:
+    for line in proc.stdout:
+        if line.strip() == "spooled":
+            return
+    raise AssertionError(f"the spooling process exited with {proc.wait()}")
+
+
+def test_sigkill_with_100_spooled_jobs_then_redis_and_a_worker_run_each_once(jobs_env, start_worker, tmp_path):
+    spool, marks_path = tmp_path / "spool.db", tmp_path / "marks.txt"
+    jobs_env.stop()  # Redis down: the web process spools
+    web = _spooler(jobs_env.url, spool, marks_path, 100, 0.2)
+    wait_spooled(web)
+    time.sleep(0.5)  # a few are running, most are waiting
+    os.killpg(web.pid, signal.SIGKILL)
+    web.wait(10)
+    done_before = sum(marks(marks_path).values())
+    assert done_before < 100
+    jobs_env.start()
+    start_worker("email", env={"JOBS_FALLBACK_SPOOL": str(spool)})
+    wait_until(lambda: len(marks(marks_path)) == 100, timeout=120, interval=0.5, message="all 100 side effects")
+    reset_connections()
+    wait_until(lambda: all((j := get_job(f"j{i}")) and j.status == JobStatus.COMPLETED for i in range(100)),
+               timeout=60, interval=0.5)
+    assert max(marks(marks_path).values()) == 1  # each side effect exactly once
+    assert email_queue.get_stats()["total_jobs"] == 100
+
+
+def test_redis_returns_while_two_processes_drain_the_spool(jobs_env, start_worker, tmp_path):
+    spool, marks_path = tmp_path / "spool.db", tmp_path / "marks.txt"
+    jobs_env.stop()
+    webs = [_spooler(jobs_env.url, spool, marks_path, 60, 0.1) for _ in range(2)]  # same ids: spooled once
+    try:
+        for web in webs:
+            wait_spooled(web)
+        wait_until(lambda: len(marks(marks_path)) >= 10, timeout=30, message="the fallback to run some jobs")
+        jobs_env.start()
+        start_worker("email", env={"JOBS_FALLBACK_SPOOL": str(spool)})
+        wait_until(lambda: len(marks(marks_path)) == 60, timeout=120, interval=0.5, message="all 60 side effects")
+        reset_connections()
+        wait_until(lambda: all((j := get_job(f"j{i}")) and j.status == JobStatus.COMPLETED for i in range(60)),
+                   timeout=60, interval=0.5, message="every job completed and readable from Redis")
+        assert max(marks(marks_path).values()) == 1  # no job ran twice
+        modes = collections.Counter(get_job(f"j{i}").mode for i in range(60))
+        assert modes["fallback"] >= 10 and modes["redis"] >= 1, modes  # some ran in each place
+        from core.fallback import get_fallback
+
+        wait_until(lambda: get_fallback().pending_count() == 0, timeout=30, message="the spool to empty")
+    finally:
+        for web in webs:
+            os.killpg(web.pid, signal.SIGKILL)
+            web.wait(10)
+
+
+def test_spool_full_and_fallback_false_answer_503_with_the_reason(api_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("REDIS_URL", dead_redis_url())
+    monkeypatch.setenv("JOBS_FALLBACK_MAX_PENDING", "3")
+    monkeypatch.setenv("JOBS_FALLBACK_WORKERS", "1")
+    reload_settings()
+    reset_connections()
+    assert not redis_available()
+    with pytest.raises(QueueUnavailableError, match="fallback=False"):
+        ai_queue.enqueue_job("heavy_ai", {"text": "summarise 300 threads"})
+    for i in range(3):
+        email_queue.enqueue_job("file_mark", {"path": str(tmp_path / "m"), "item": str(i)}, delay=60)
+    with pytest.raises(QueueUnavailableError, match="JOBS_FALLBACK_MAX_PENDING=3"):
+        email_queue.enqueue_job("add", {"a": 1, "b": 1})
+    from app import create_app
+
+    client = create_app().test_client()
+    answer = client.post("/api/jobs/ai/trigger", json={"prompt": "hi", "user_id": "u1"}, headers=ADMIN)
+    assert answer.status_code == 503
+    assert "JOBS_FALLBACK_MAX_PENDING=3" in answer.get_json()["error"]["message"]
