@@ -29,6 +29,7 @@ from typing import Any
 
 from bench.marks import Marks
 from bench.redis_probe import FreshRedis
+from bench.report import PEERS, Metric, Table, family, fmt, ratio, render
 from bench.systems import PAYLOAD_100B, CeleryPeer, DramatiqPeer, HueyPeer, OurConfig, Ours, RawRQ, System, Workers
 
 DEFAULT_OUR_CONFIGS = ["simple x2", "threaded 2x4", "fork 1", "prefork 2"]
@@ -274,3 +275,125 @@ def medians(runs: Runs) -> dict[tuple[str, str], dict[str, tuple[float, float, f
 
 def our_config_class(label: str) -> str:
     return OurConfig.parse(label.removeprefix("ours ")).worker_class
+
+
+# --- report ---------------------------------------------------------------------------------------
+def _simple_or_threaded(label: str) -> bool:
+    return not label.startswith("ours") or our_config_class(label) in ("simple", "threaded")
+
+
+METRICS = [
+    Metric("no-op throughput, 2 cores (jobs/s)", "cpu", "jobs_per_s", True),
+    Metric("100 ms I/O jobs, 32 threads (jobs/s)", "io", "jobs_per_s", True),
+    Metric("enqueue→result p50, idle worker (ms)", "latency", "result_p50_ms", False),
+    Metric("enqueue→result p99 (ms)", "latency", "result_p99_ms", False),
+    Metric("enqueue→run p50 (ms)", "latency", "run_p50_ms", False),
+    Metric("enqueue one by one (jobs/s)", "enqueue", "one_by_one_per_s", True),
+    Metric("bulk enqueue (jobs/s)", "enqueue", "bulk_per_s", True),
+    Metric("Redis commands per enqueue", "enqueue", "enq_cmds_per_job", False),
+    Metric("Redis commands per job, processing", "cpu", "cmds_per_job", False),
+    Metric("round trips per job, processing", "cpu", "reads_per_job", False),
+    Metric("Redis bytes per pending job (100-byte payload)", "memory", "bytes_per_job", False),
+]
+
+
+def _best_of(table: Table, scenario: str, key: str, pick: Callable[[str], bool],
+             higher: bool) -> tuple[float, str] | None:
+    """Best median of ``key`` among the labels ``pick`` accepts."""
+    found = [(stat[0], label) for (s, label), stats in table.items()
+             if s == scenario and pick(label) and (stat := stats.get(key)) is not None]
+    return (max(found) if higher else min(found)) if found else None
+
+
+def _is(prefix: str) -> Callable[[str], bool]:
+    return lambda label: label.startswith(prefix)
+
+
+def _ours_class(*classes: str) -> Callable[[str], bool]:
+    return lambda label: label.startswith("ours ") and our_config_class(label) in classes
+
+
+def targets(table: Table) -> list[tuple[str, str, bool | None]]:
+    """Issue 10's speed targets, each checked against this run's medians (None: not measurable)."""
+    def get(scenario: str, key: str, pick: Callable[[str], bool], higher: bool = True) -> tuple[float, str] | None:
+        return _best_of(table, scenario, key, pick, higher)
+
+    out: list[tuple[str, str, bool | None]] = []
+    ours, celery = get("cpu", "jobs_per_s", _is("ours")), get("cpu", "jobs_per_s", _is("Celery"))
+    out.append(("no-op throughput ≥ 2,000 jobs/s and above Celery",
+                f"{fmt(ours and ours[0])} ({ours and ours[1]}) vs Celery {fmt(celery and celery[0])}",
+                None if not (ours and celery) else ours[0] >= 2000 and ours[0] > celery[0]))
+    ours_io = get("io", "jobs_per_s", _is("ours"))
+    peer_io = get("io", "jobs_per_s", lambda label: family(label) in PEERS)
+    out.append(("I/O-bound ≥ best peer", f"{fmt(ours_io and ours_io[0])} vs {peer_io and peer_io[1]} "
+                f"{fmt(peer_io and peer_io[0])}", None if not (ours_io and peer_io) else ours_io[0] >= peer_io[0]))
+    lat = get("latency", "result_p50_ms", _ours_class("simple", "threaded"), higher=False)
+    out.append(("enqueue→result p50 ≤ 2 ms, idle simple or threaded worker",
+                f"{fmt(lat and lat[0])} ms ({lat and lat[1]})", None if not lat else lat[0] <= 2.0))
+    fork, raw_fork = get("cpu", "jobs_per_s", _ours_class("fork")), get("cpu", "jobs_per_s", _is("raw RQ worker (fork)"))
+    out.append(("fork worker no slower than today (today: at parity with `rq worker`; here ≥ 0.9×)",
+                f"{fmt(fork and fork[0])} vs rq worker {fmt(raw_fork and raw_fork[0])}",
+                None if not (fork and raw_fork) else fork[0] >= 0.9 * raw_fork[0]))
+    for key, title, factor in (("one_by_one_per_s", "enqueue one by one ≥ 1.3× raw RQ", 1.3),
+                               ("bulk_per_s", "bulk enqueue ≥ raw `enqueue_many`", 1.0)):
+        o, r = get("enqueue", key, _is("ours")), get("enqueue", key, _is("raw RQ"))
+        out.append((title, f"{fmt(ratio(o, r and r[0]))}×", None if not (o and r) else o[0] >= factor * r[0]))
+    mem, dram = get("memory", "bytes_per_job", _is("ours"), False), get("memory", "bytes_per_job", _is("Dramatiq"), False)
+    out.append(("Redis bytes per pending job ≤ Dramatiq's", f"{fmt(mem and mem[0])} vs {fmt(dram and dram[0])}",
+                None if not (mem and dram) else mem[0] <= dram[0]))
+    enq = get("enqueue", "enq_cmds_per_job", _is("ours"), False)
+    proc = get("cpu", "cmds_per_job", _ours_class("simple", "threaded"), False)
+    total = enq[0] + proc[0] if enq and proc else None
+    out.append(("≤ 15 Redis commands per job, simple/threaded (enqueue + processing)",
+                f"{fmt(total)} ({fmt(enq and enq[0])} + {fmt(proc and proc[0])}, {proc and proc[1]})",
+                None if total is None else total <= 15))
+    return out
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on, and how busy it was."""
+    import os
+    import platform
+    import subprocess
+    from importlib.metadata import version
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+    packages = ("rq", "redis", "hiredis", "celery", "kombu", "dramatiq", "huey")
+    return {"cores": str(os.cpu_count()), "cpu": cpu, "python": platform.python_version(),
+            "redis_server": next((w for w in server if w.startswith("v=")), "?").removeprefix("v="),
+            "packages": ", ".join(f"{p} {version(p)}" for p in packages),
+            "loadavg": Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()}
+
+
+def header(plan: Plan, quick: bool, started: float, host: dict[str, str]) -> list[str]:
+    return [f"## Peers run {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))} "
+            f"({'quick' if quick else 'full'}, {plan.rounds} round(s), {time.time() - started:.0f} s)", "",
+            f"{host['cores']} cores ({host['cpu']}), Python {host['python']}, Redis {host['redis_server']}; "
+            f"{host['packages']}. Load average at the end {host['loadavg']} — the machine is shared, so "
+            "absolute numbers are noisy; ratios come from the same interleaved run.",
+            f"Jobs: cpu {plan.n_cpu} (fork configs and raw RQ's I/O pool a tenth, at least 50), io {plan.n_io}, "
+            f"latency {plan.n_latency} samples, enqueue {plan.n_enqueue}, memory {plan.n_memory}."]
+
+
+def main(quick: bool, our_configs: list[str] | None, our_io_configs: list[str] | None) -> str:
+    """Run everything, print the markdown report and write it (and the raw runs) to bench/results/."""
+    import json
+
+    started = time.time()
+    plan = Plan.make(quick, our_configs, our_io_configs)
+    plan.our_configs = usable_configs(plan.our_configs)
+    plan.our_io_configs = usable_configs(plan.our_io_configs)
+    runs, errors = run_all(plan)
+    table = medians(runs)
+    text = render(table, errors, METRICS, targets(table), header(plan, quick, started, machine()))
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (results / f"peers-{stamp}.md").write_text(text + "\n")
+    (results / f"peers-{stamp}.json").write_text(json.dumps(
+        {"runs": {f"{s} | {label}": r for (s, label), r in runs.items()},
+         "errors": {f"{s} | {label}": e for (s, label), e in errors.items()}}, indent=2))
+    print("\n" + text + f"\n\nreport: {results / f'peers-{stamp}.md'}")
+    return text

@@ -6,6 +6,7 @@ working while core/ is rewritten. Peers are driven through their own client APIs
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -195,6 +196,9 @@ class CeleryPeer(System):
         return bool(handle.ready())
 
     def disconnect(self) -> None:
+        # AsyncResult sits in a reference cycle; collect it while Redis is still up, or its __del__
+        # later retries unsubscribing from a dead server for seconds per result.
+        gc.collect()
         if self.app is not None:
             self.app.close()
 
@@ -279,7 +283,8 @@ class Workers:
         return self.proc.poll()
 
     def log_tail(self, lines: int = 5) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
