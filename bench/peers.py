@@ -364,7 +364,7 @@ def machine() -> dict[str, str]:
     return {"cores": str(os.cpu_count()), "cpu": cpu, "python": platform.python_version(),
             "redis_server": next((w for w in server if w.startswith("v=")), "?").removeprefix("v="),
             "packages": ", ".join(f"{p} {version(p)}" for p in packages),
-            "loadavg": Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()}
+            "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3])}
 
 
 def header(plan: Plan, quick: bool, started: float, host: dict[str, str]) -> list[str]:

@@ -40,7 +40,7 @@ def cell(stat: Stat) -> str:
     if stat is None:
         return "n/a"
     med, lo, hi = stat
-    return fmt(med) if lo == hi else f"{fmt(med)} ({fmt(lo)}–{fmt(hi)})"
+    return fmt(med) if fmt(lo) == fmt(hi) else f"{fmt(med)} ({fmt(lo)}–{fmt(hi)})"
 
 
 def best(table: Table, metric: Metric, fam: str) -> tuple[float, str] | None:
