@@ -1,11 +1,7 @@
 """Functions raw RQ runs in the benchmarks (imported by dotted path, as raw RQ does)."""
 
-import time
+from bench.tasks import noop, noop_result, sleep_io
 
+sleep_100ms = sleep_io
 
-def noop(**_kwargs: object) -> None:
-    return None
-
-
-def sleep_100ms(**_kwargs: object) -> None:
-    time.sleep(0.1)
+__all__ = ["noop", "noop_result", "sleep_100ms", "sleep_io"]

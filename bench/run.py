@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.run            # full run (a few minutes)
     .venv/bin/python -m bench.run --quick    # smaller counts, one repetition
+    .venv-bench/bin/python -m bench.run --peers [--quick] [--our-config 'simple x2' 'threaded 2x4' ...]
+                                             # ours vs raw RQ, Celery, Dramatiq, Huey (requirements-bench.txt)
 
 Each benchmark runs ours and raw RQ interleaved (A/B/A/B), each repetition on a fresh
 redis-server, and prints the median with min-max and the ratio ours/raw. Results are also
@@ -293,8 +295,20 @@ def compare(name: str, ours: Callable[[], Any], raw: Callable[[], Any], reps: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="small counts, one round (peers: under ~3 minutes)")
+    parser.add_argument("--peers", action="store_true",
+                        help="ours vs raw RQ, Celery, Dramatiq and Huey in one interleaved run (bench/peers.py)")
+    parser.add_argument("--our-config", nargs="+", metavar="CONFIG",
+                        help="our worker configs for --peers throughput and latency, e.g. 'simple x2' "
+                             "'threaded 2x4' 'prefork 2' (class, processes x concurrency)")
+    parser.add_argument("--our-io-config", nargs="+", metavar="CONFIG",
+                        help="our worker configs for the --peers I/O scenario (default 'threaded 1x32')")
     args = parser.parse_args()
+    if args.peers:
+        from bench import peers
+
+        peers.main(args.quick, args.our_config, args.our_io_config)
+        return
     reps = 1 if args.quick else 3
     n_enqueue, n_process, n_io = (500, 500, 200) if args.quick else (3000, 2000, 1000)
     rows = [
