@@ -32,7 +32,7 @@ from bench.redis_probe import FreshRedis
 from bench.report import PEERS, Metric, Table, family, fmt, ratio, render
 from bench.systems import PAYLOAD_100B, CeleryPeer, DramatiqPeer, HueyPeer, OurConfig, Ours, RawRQ, System, Workers
 
-DEFAULT_OUR_CONFIGS = ["simple x2", "threaded 2x4", "fork 1", "prefork 2"]
+DEFAULT_OUR_CONFIGS = ["simple x2", "simple x2 prefetch 10", "threaded 2x4", "prefork 1x2", "fork 1"]
 DEFAULT_OUR_IO_CONFIGS = ["threaded 1x32"]
 Result = dict[str, float | None]
 

@@ -68,18 +68,21 @@ class OurConfig:
     worker_class: str
     processes: int
     concurrency: int | None
+    prefetch: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> OurConfig:
-        match = re.fullmatch(r"\s*([a-z_-]+)\s*(?:x?(\d+))?(?:\s*x\s*(\d+))?\s*", text)
+        match = re.fullmatch(r"\s*([a-z_-]+)\s*(?:x?(\d+))?(?:\s*x\s*(\d+))?(?:\s+prefetch\s+(\d+))?\s*", text)
         if not match:
-            raise ValueError(f"not a worker config: {text!r} (expected e.g. 'simple x2', 'threaded 2x4', 'prefork 2')")
-        kind, procs, threads = match.groups()
-        return cls(kind, int(procs or 1), int(threads) if threads else None)
+            raise ValueError(f"not a worker config: {text!r} (expected e.g. 'simple x2', 'threaded 2x4', "
+                             f"'prefork 1x2', 'simple x2 prefetch 10')")
+        kind, procs, threads, prefetch = match.groups()
+        return cls(kind, int(procs or 1), int(threads) if threads else None, int(prefetch) if prefetch else None)
 
     def cli_args(self) -> list[str]:
         args = ["--worker-class", self.worker_class, "--processes", str(self.processes)]
-        return args + (["--concurrency", str(self.concurrency)] if self.concurrency else [])
+        args += ["--concurrency", str(self.concurrency)] if self.concurrency else []
+        return args + (["--prefetch", str(self.prefetch)] if self.prefetch else [])
 
 
 class Ours(System):

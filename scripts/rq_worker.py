@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import task_registry  # noqa: E402
-from core.config import QUEUE_NAMES, get_settings  # noqa: E402
+from core.config import QUEUE_NAMES, get_settings, reload_settings  # noqa: E402
 from core.errors import UnknownQueueError  # noqa: E402
 from core.redis_queues import get_queue  # noqa: E402
 from core.worker import WORKER_CLASSES, Worker  # noqa: E402
@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="threads (threaded, default JOBS_WORKER_CONCURRENCY=8) or child processes "
                              "(prefork: default one per CPU; fork: default 1)")
     parser.add_argument("--processes", type=int, default=1, help="worker processes to run (default 1)")
+    parser.add_argument("--prefetch", type=int, default=None,
+                        help="jobs the simple worker claims per round trip (JOBS_WORKER_PREFETCH, default 1)")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="extra module that registers tasks (repeatable; also JOBS_TASK_MODULES)")
     parser.add_argument("--name", default=None, help="worker name (default: host.pid.random)")
@@ -49,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.concurrency is not None and args.concurrency < 1:
         parser.error(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.prefetch is not None and args.prefetch < 1:
+        parser.error(f"--prefetch must be at least 1, got {args.prefetch}")
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
     try:
@@ -60,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Run one worker until it is stopped; it rides out Redis restarts by itself."""
+    if args.prefetch:
+        os.environ["JOBS_WORKER_PREFETCH"] = str(args.prefetch)
+        reload_settings()
     task_registry.load_task_modules(args.imports)
     logger.info("registered tasks: %s", task_registry.all_tasks())
     worker = Worker(args.queue_names, worker_class=args.worker_class, concurrency=args.concurrency, name=args.name,
