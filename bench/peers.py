@@ -9,7 +9,7 @@ Scenarios, each on a fresh redis-server per system and round, workers as real pr
 - ``latency``: one job at a time into an idle worker; enqueue->run (the task's own clock) and
   enqueue->result (the system's client sees it finished, polled every 0.2 ms).
 - ``enqueue``: one-by-one and bulk enqueue rates, and Redis commands per enqueued job.
-- ``memory``: ``used_memory`` delta per pending job with a 100-byte payload.
+- ``memory``: ``dataset.bytes`` (MEMORY STATS) delta per pending job with a 100-byte payload.
 
 Rounds are interleaved (every system once per round, order rotated each round); the report gives
 the median of the rounds with min-max, because the machine is shared and noisy.
@@ -185,7 +185,7 @@ def enqueue(system: System, n: int) -> Result:
 
 
 def memory(system: System, n: int) -> Result:
-    """Redis ``used_memory`` growth per pending job, n jobs with a 100-byte payload."""
+    """Redis ``dataset.bytes`` growth per pending job, n jobs with a 100-byte payload."""
     with session(system, 1) as s:
         system.send("noop", 0, PAYLOAD_100B)
         before = s.server.used_memory()

@@ -85,7 +85,10 @@ class FreshRedis:
                      by_command=charged)
 
     def used_memory(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
+        """Bytes of data (MEMORY STATS ``dataset.bytes``): ``used_memory`` minus overheads such as
+        client query buffers, which keep the last bulk request's size and are freed lazily, so a
+        system that sends jobs in large requests would otherwise look bigger per job than it is."""
+        return int(self.client.memory_stats()["dataset.bytes"])
 
     def stop(self) -> None:
         self.client.close()

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 PR_SET_PDEATHSIG = 1
+IDLE_FLUSH = 0.5  # s: a pre-forked child flushes its timings this long after its last job
 GROUP_COMMIT_WINDOW = 0.002  # s: results of short jobs run back to back are committed together
 HARD_KILL_GRACE = 10.0  # s past a job's timeout before the parent kills a child that ignores SIGALRM
 
@@ -408,14 +409,23 @@ def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_
     jobs_in = os.fdopen(job_fd, "rb")
     done = 0
     last_flush = time.monotonic()
-    for line in jobs_in:
+    dirty = False
+    while True:
+        # timings are flushed once a second under load, and half a second after going idle; the
+        # parent sends one job at a time, so nothing waits in the reader's buffer meanwhile
+        if dirty and not select.select([jobs_in], [], [], IDLE_FLUSH)[0]:
+            monitoring.buffer().flush(connection)
+            last_flush, dirty = time.monotonic(), False
+        line = jobs_in.readline()
+        if not line:
+            break
         job = ClaimedJob.from_wire(json.loads(line))
         execute(connection, job, worker_name)
         done += 1
-        idle = not select.select([jobs_in], [], [], 0)[0]  # no next job waiting
-        if idle or time.monotonic() - last_flush >= 1.0:
+        dirty = True
+        if time.monotonic() - last_flush >= 1.0:
             monitoring.buffer().flush(connection)
-            last_flush = time.monotonic()
+            last_flush, dirty = time.monotonic(), False
         retiring = done >= max_jobs or (max_rss_mb and _rss_mb() > max_rss_mb)
         os.write(result_fd, b"r\n" if retiring else b"d\n")
         if retiring:

@@ -77,7 +77,6 @@ class NewJob:
         out: list[Any] = [
             "status", "scheduled" if self.run_at is not None else "queued",
             "created_at", now,
-            "data", _encode_data(self.task_name, self.kwargs),
             "origin", "",  # filled by enqueue (the full queue name)
             "timeout", self.timeout,
             "result_ttl", self.result_ttl or settings.result_ttl,
@@ -94,10 +93,10 @@ class NewJob:
         return out + self.extra_fields
 
 
-def _encode_data(task_name: str, kwargs: dict[str, Any]) -> str:
+def _encode_data(task_name: str, kwargs: dict[str, Any], compress: bool = True) -> bytes:
     from core.rq_compat import encode_data
 
-    return encode_data(task_name, kwargs)
+    return encode_data(task_name, kwargs, compress)
 
 
 def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | None = None) -> list[str]:
@@ -110,7 +109,9 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
     queue = full_name(queue_short)
     now = format_time()
     entries = []
+    blobs: list[bytes] = []  # each job's data, binary-safe in ARGV (it may be zlib'd)
     for job in jobs:
+        blobs.append(_encode_data(job.task_name, job.kwargs))
         fields = job.fields(user, now)
         fields[fields.index("origin") + 1] = queue
         entries.append({
@@ -126,7 +127,7 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
         "enqueue", connection,
         [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
          keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs()],
-        [json.dumps(request, separators=(",", ":"))],
+        [json.dumps(request, separators=(",", ":")), *blobs],
     )
     return [r.decode() if isinstance(r, bytes) else r for r in replies]
 
@@ -161,7 +162,8 @@ def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
         ttl = settings.result_ttl if o.status == "completed" else settings.failure_ttl
         status = {"completed": "finished", "failed": "failed", "canceled": "canceled"}[o.status]
         fields: list[Any] = [
-            "status", status, "created_at", epoch_to_rq_time(o.created_at), "data", _encode_data(o.task_name, o.kwargs),
+            "status", status, "created_at", epoch_to_rq_time(o.created_at),
+            "data", _encode_data(o.task_name, o.kwargs, compress=False).decode(),
             "origin", full, "ended_at", epoch_to_rq_time(o.completed_at), "result_ttl", settings.result_ttl,
             "failure_ttl", settings.failure_ttl, "fk_task", o.task_name, "fk_max", o.max_retries,
             "fk_retries", o.retries, "fk_mode", "fallback",

@@ -14,6 +14,7 @@
 -- ARGV[1] JSON {"counter": "<task>:enqueued", "jobs": [{"id", "key", "results", "fields": [k, v, ...],
 --              "run_at": epoch|null, "front": bool, "check": bool, "absent": bool, "unique": key|null,
 --              "unique_ttl": s, "user_key": key|null}], "user_size": n, "user_ttl": s, "user": id|null}
+-- ARGV[2..] each entry's job data (binary-safe: it may be zlib'd), in the order of "jobs"
 -- Returns the id each entry resolved to: its own, or the live job / unique holder it deferred to.
 local req = cjson.decode(ARGV[1])
 local out = {}
@@ -51,7 +52,10 @@ for i, job in ipairs(req.jobs) do
     end
   end
   if not skip then
-    redis.call('HSET', job.key, unpack(job.fields))
+    local fields = job.fields
+    fields[#fields + 1] = 'data'
+    fields[#fields + 1] = ARGV[i + 1]
+    redis.call('HSET', job.key, unpack(fields))
     if job.run_at ~= cjson.null and job.run_at ~= nil then
       redis.call('ZADD', KEYS[2], job.run_at, id)
     elseif job.front then
