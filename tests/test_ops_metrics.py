@@ -24,7 +24,8 @@ def run_mixed_batch(start_worker) -> list[str]:
     for job_id in ids:
         wait_until(lambda j=job_id: get_job(j).status.is_final, timeout=30)
     # timings and history are flushed when the worker goes idle (counts are written with each job)
-    wait_until(lambda: len(monitoring.get_task_history("add", 10)) == 4, timeout=10)
+    expected = {"add": 4, "always_fail": 1, "fail_times": 2}  # attempts, from every worker process
+    wait_until(lambda: all(len(monitoring.get_task_history(t, 10)) == n for t, n in expected.items()), timeout=10)
     return ids
 
 
