@@ -153,11 +153,17 @@ class FallbackExecutor:
         self.spool.prune(get_settings().fallback_keep, get_settings().fallback_keep_bytes)
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.lease / 3):
+        """Every second: checkpoint the WAL; every lease/3: renew leases and recount the spool."""
+        last_renew = 0.0
+        while not self._stop.wait(1.0):
             try:
-                self.spool.renew(self.owner, self.lease)
+                self.spool.checkpoint()
+                if time.monotonic() - last_renew >= self.lease / 3:
+                    self.spool.renew(self.owner, self.lease)
+                    self.spool.recount()
+                    last_renew = time.monotonic()
             except Exception:
-                logger.exception("could not renew the fallback leases of %s", self.owner)
+                logger.exception("could not maintain the fallback spool of %s", self.owner)
 
     # --- hand-back -------------------------------------------------------------------------
     def hand_back(self, connection: Any = None) -> int:

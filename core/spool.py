@@ -59,7 +59,12 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
 CREATE INDEX IF NOT EXISTS jobs_done ON jobs (completed_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('unfinished', 0);
 """
+# The limit check reads a counter kept in the same transactions as the rows (a count(*) over the
+# unfinished rows cost 0.15 ms per enqueue at a few thousand rows); recount() corrects any drift.
+_COUNT = "UPDATE meta SET value = value + ? WHERE key = 'unfinished'"
 
 
 class SpoolFullError(QueueUnavailableError):
@@ -134,6 +139,9 @@ class Spool:
             sync = "FULL" if get_settings().fallback_sync == "full" else "NORMAL"
             db.execute(f"PRAGMA synchronous={sync}")
             db.execute("PRAGMA busy_timeout=10000")
+            # no checkpoint inside an enqueue's commit: the runner threads checkpoint in the
+            # background (checkpoint()), so a web request never pays for one
+            db.execute("PRAGMA wal_autocheckpoint=0")
             self._local.db = db
             with self._ready_lock:
                 if not self._ready:
@@ -146,7 +154,9 @@ class Spool:
 
     def _write(self, work: Any) -> Any:
         """Run ``work(db)`` in one IMMEDIATE transaction (it takes the write lock at once)."""
-        db = self._db()
+        return self._transaction(self._db(), work)
+
+    def _transaction(self, db: sqlite3.Connection, work: Any) -> Any:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -171,12 +181,13 @@ class Spool:
             current = db.execute("SELECT status FROM jobs WHERE id = ?", (job.job_id,)).fetchone()
             if current is not None and current[0] in LIVE:
                 return job.job_id
-            waiting = db.execute(f"SELECT count(*) FROM jobs WHERE status IN {LIVE}").fetchone()[0]
+            waiting = db.execute("SELECT value FROM meta WHERE key = 'unfinished'").fetchone()[0]
             if waiting >= limit:
                 raise SpoolFullError(
                     f"Redis is unreachable and the fallback spool already holds {waiting} unfinished jobs "
                     f"(JOBS_FALLBACK_MAX_PENDING={limit}); try again when Redis is back")
             db.execute("DELETE FROM jobs WHERE id = ?", (job.job_id,))
+            db.execute(_COUNT, (1,))
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
                 f"NULL, NULL, NULL)",
@@ -230,7 +241,14 @@ class Spool:
             sql = ("UPDATE jobs SET status = ?, result = ?, error = ?, completed_at = ?, size = ?, owner = NULL, "
                    "lease_until = NULL WHERE id = ? AND owner = ? AND status = 'running'")
             args = (status, result, error, now, size, job_id, owner)
-        return self._write(lambda db: db.execute(sql, args).rowcount == 1)
+
+        def work(db: sqlite3.Connection) -> bool:
+            written = db.execute(sql, args).rowcount == 1
+            if written and status in FINAL:
+                db.execute(_COUNT, (-1,))
+            return written
+
+        return self._write(work)
 
     def set_progress(self, job_id: str, value: Any) -> None:
         self._write(lambda db: db.execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(value), job_id)))
@@ -238,8 +256,9 @@ class Spool:
     def cancel(self, job_id: str) -> SpooledJob | None:
         """Cancel a waiting job; returns the row after the attempt (None if unknown)."""
         def work(db: sqlite3.Connection) -> SpooledJob | None:
-            db.execute(f"UPDATE jobs SET status = 'canceled', completed_at = ? WHERE id = ? AND status IN {WAITING}",
-                       (time.time(), job_id))
+            changed = db.execute(f"UPDATE jobs SET status = 'canceled', completed_at = ? WHERE id = ? "
+                                 f"AND status IN {WAITING}", (time.time(), job_id)).rowcount
+            db.execute(_COUNT, (-changed,))
             found = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return _row(found) if found else None
 
@@ -275,8 +294,12 @@ class Spool:
         if owner is None:
             self._write(lambda db: db.execute(f"DELETE FROM jobs WHERE id IN ({marks}) AND status IN {FINAL}", ids))
         else:
-            self._write(lambda db: db.execute(f"DELETE FROM jobs WHERE id IN ({marks}) AND owner = ?",
-                                              (*ids, owner)))
+            def work(db: sqlite3.Connection) -> None:
+                removed = db.execute(f"DELETE FROM jobs WHERE id IN ({marks}) AND owner = ? AND status IN {LIVE}",
+                                     (*ids, owner)).rowcount
+                db.execute(_COUNT, (-removed,))
+
+            self._write(work)
 
     def prune(self, keep: int, keep_bytes: int) -> int:
         """Forget the oldest finished jobs beyond ``keep`` rows or ``keep_bytes`` of results and errors."""
@@ -299,6 +322,15 @@ class Spool:
             return removed
 
         return self._write(work)
+
+    def recount(self) -> None:
+        """Set the unfinished counter from the rows (runs now and then; corrects any drift)."""
+        self._write(lambda db: db.execute(
+            f"UPDATE meta SET value = (SELECT count(*) FROM jobs WHERE status IN {LIVE}) WHERE key = 'unfinished'"))
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file without blocking writers (PASSIVE)."""
+        self._db().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # --- reading -------------------------------------------------------------------------------
     def get(self, job_id: str) -> SpooledJob | None:
