@@ -52,6 +52,7 @@ from core.errors import (
 from core.fallback import get_fallback
 from core.job_model import Job, JobStatus, fetch_latest_results, job_from_rq
 from core.rq_job import SERIALIZER, TaskJob, queue_short_name
+from core.task_object import Task
 from core.task_registry import TaskSpec
 
 __all__ = [
@@ -209,9 +210,9 @@ class RedisQueue:
     def task(self, max_retries: int | None = None, name: str | None = None) -> Callable:
         """Decorator: register the function as a task under its own name (or ``name``)."""
 
-        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        def decorate(func: Callable[..., Any]) -> Task:
             self.register_task(name or func.__name__, func, max_retries)
-            return func
+            return Task(self, name or func.__name__, func)  # the function, plus .enqueue/.delay
 
         return decorate
 

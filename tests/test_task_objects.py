@@ -1,0 +1,78 @@
+"""Task objects (`@q.task` keeps the function and adds .enqueue/.delay/.options) and wait_for,
+which blocks on RQ's result stream instead of polling: a real worker, a real Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.redis_queues import cancel_job, get_job
+from core.task_object import RECHECK_SECONDS, Task, wait_for
+from tests.task_fixtures import add, fail_times, sleep_then_count
+
+
+def xread_calls(redis_server) -> int:
+    stats = redis_server.client().info("commandstats")
+    return int(stats.get("cmdstat_xread", {}).get("calls", 0))
+
+
+def test_a_task_is_still_the_plain_function():
+    assert isinstance(add, Task)
+    assert add(2, 3) == 5 and add(a=1, b=1) == 2
+    assert add.__name__ == "add" and add.__doc__ == add.func.__doc__
+
+
+def test_enqueue_options_and_their_errors(jobs_env):
+    assert add.enqueue(a=1, b=2, _job_id="chosen-id-1") == "chosen-id-1"
+    assert get_job("chosen-id-1").payload == {"a": 1, "b": 2}
+    later = add.options(delay=3600, user_id="u1").delay(a=1, b=2)
+    job = get_job(later)
+    assert (job.status, job.user_id) == ("delayed", "u1")
+    with pytest.raises(TypeError, match=r"unknown enqueue option\(s\) dealy .*accepted: .*delay"):
+        add.enqueue(a=1, b=2, _dealy=5)
+    with pytest.raises(TypeError, match="unknown enqueue option"):
+        add.options(retries=2)
+
+
+def test_wait_for_returns_the_completed_job_without_polling(jobs_env, start_worker):
+    start_worker("email")
+    job_id = sleep_then_count.enqueue(seconds=2, key="test:wait")
+    before = xread_calls(jobs_env)
+    job = wait_for(job_id, timeout=60)
+    assert (job.status, job.result) == ("completed", "slept")
+    # one blocking read per RECHECK_SECONDS at most (plus the wake-up), never a tight loop; the
+    # bound is loose because the worker may take a while to start on a busy machine
+    assert xread_calls(jobs_env) - before <= 60 / RECHECK_SECONDS + 2
+
+
+def test_wait_for_a_failed_job_and_a_canceled_one(jobs_env, start_worker):
+    pending = add.enqueue(a=1, b=1)
+    cancel_job(pending)
+    assert wait_for(pending, timeout=10).status == "canceled"
+    start_worker("email")
+    failed = fail_times.options(max_retries=0).enqueue(key="test:fails", times=5)
+    job = wait_for(failed, timeout=60)
+    assert job.status == "failed" and job.error
+
+
+def test_wait_for_times_out_and_names_the_state(jobs_env):
+    job_id = add.enqueue(a=1, b=1)  # no worker: it stays pending
+    with pytest.raises(TimeoutError, match=f"job {job_id} is still pending after 0.3s"):
+        wait_for(job_id, timeout=0.3)
+
+
+def test_wait_for_wakes_on_the_result_stream_not_the_recheck(jobs_env, start_worker, monkeypatch):
+    """With the re-check pushed out to 120 s, only the worker's write to rq:results:<id> can
+    end the wait early."""
+    import time
+
+    from rq.results import Result
+
+    from core import task_object
+
+    monkeypatch.setattr(task_object, "RECHECK_SECONDS", 120.0)
+    start_worker("email")
+    job_id = sleep_then_count.enqueue(seconds=1, key="test:wake")
+    started = time.monotonic()
+    assert wait_for(job_id, timeout=300).status == "completed"
+    assert time.monotonic() - started < 100
+    assert jobs_env.client().exists(Result.get_key(job_id))
