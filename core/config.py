@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Default home of files we write (SQLite, spools): var/ of a checkout; installed with pip (no
+# pyproject.toml beside the packages), var/ under the working directory instead of site-packages.
+VAR_DIR = PROJECT_ROOT / "var" if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd() / "var"
 
 QUEUE_NAMES = ("email", "ai", "crm")  # short names, in the order a default worker serves them
 
@@ -102,7 +105,7 @@ class Settings:
 
     # --- connections -----------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL
-    database_url: str = field(default_factory=lambda: f"sqlite:///{PROJECT_ROOT / 'var' / 'fikiri.db'}")  # DATABASE_URL
+    database_url: str = field(default_factory=lambda: f"sqlite:///{VAR_DIR / 'fikiri.db'}")  # DATABASE_URL
     queue_prefix: str = "fikiri"  # JOBS_QUEUE_PREFIX
     # Socket timeout of request-path Redis calls (s); a dead Redis costs at most this.
     redis_socket_timeout: float = 2.0  # JOBS_REDIS_SOCKET_TIMEOUT
@@ -212,7 +215,7 @@ def load_settings() -> Settings:
     """Read the environment now."""
     return Settings(
         redis_url=_env_str("REDIS_URL", Settings.redis_url),
-        database_url=_env_str("DATABASE_URL", f"sqlite:///{PROJECT_ROOT / 'var' / 'fikiri.db'}"),
+        database_url=_env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'fikiri.db'}"),
         queue_prefix=_env_str("JOBS_QUEUE_PREFIX", Settings.queue_prefix),
         redis_socket_timeout=_env_float("JOBS_REDIS_SOCKET_TIMEOUT", Settings.redis_socket_timeout, 0.01),
         health_check_timeout=_env_float("JOBS_HEALTH_CHECK_TIMEOUT", Settings.health_check_timeout, 0.01),
