@@ -161,3 +161,25 @@ def test_every_extra_is_declared(extra):
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert extra in project["optional-dependencies"]
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
+def test_the_readme_redis_cli_lines_with_u_show_what_it_says(jobs_env, start_worker):
+    """Mirrors README "Redis keys": `redis-cli -u "$REDIS_URL" HGETALL rq:job:<id>` shows a
+    zlib-compressed `data` and RQ's `finished` for a job the API calls completed."""
+    import zlib
+
+    from core.task_object import wait_for
+    from tests.task_fixtures import add
+
+    text = README.read_text()
+    assert 'redis-cli -u "$REDIS_URL" HGETALL rq:job:<id>' in text
+    start_worker("email")
+    job_id = add.enqueue(a=1, b=2)
+    assert wait_for(job_id, timeout=60).status == "completed"
+    proc = subprocess.run(["redis-cli", "-u", jobs_env.url, "--no-raw", "HGETALL", f"rq:job:{job_id}"],
+                          capture_output=True, timeout=30)
+    assert proc.returncode == 0
+    fields = jobs_env.client().hgetall(f"rq:job:{job_id}")
+    assert fields[b"status"] == b"finished" and b'"finished"' in proc.stdout
+    assert b'"add"' in zlib.decompress(fields[b"data"]) or b"add" in zlib.decompress(fields[b"data"])
