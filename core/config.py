@@ -196,6 +196,10 @@ class Settings:
     mount_dashboard: bool = True  # JOBS_MOUNT_DASHBOARD
     max_body_bytes: int = 256 * 1024  # JOBS_MAX_BODY_BYTES: request bodies under our prefixes (413 above)
 
+    # --- tracing and error reporting (core/tracing.py; extras [otel], [sentry]) ------------------
+    otel_enabled: bool = True  # JOBS_OTEL_ENABLED: spans when opentelemetry is installed
+    sentry_dsn: str = ""  # SENTRY_DSN: the worker initialises Sentry with it
+
     # --- auth (HTTP API) -------------------------------------------------------------------
     admin_token: str = ""  # JOBS_ADMIN_TOKEN
     secret_key: str = ""  # SECRET_KEY
@@ -289,6 +293,8 @@ def load_settings() -> Settings:
         mount_metrics=_env_bool("JOBS_MOUNT_METRICS", True),
         mount_dashboard=_env_bool("JOBS_MOUNT_DASHBOARD", True),
         max_body_bytes=_env_int("JOBS_MAX_BODY_BYTES", Settings.max_body_bytes, 1),
+        otel_enabled=_env_bool("JOBS_OTEL_ENABLED", Settings.otel_enabled),
+        sentry_dsn=_env_str("SENTRY_DSN", ""),
         admin_token=_env_str("JOBS_ADMIN_TOKEN", ""),
         secret_key=_env_str("SECRET_KEY", ""),
         insecure_dev=_env_bool("JOBS_INSECURE_DEV", False),
