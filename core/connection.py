@@ -49,16 +49,6 @@ def _connection_key(settings: Settings) -> tuple:
             settings.redis_sentinel_password, settings.redis_tls_ca_certs, settings.redis_tls_certfile)
 
 
-def describe_redis(settings: Settings | None = None) -> str:
-    """Where we connect, for log lines (never shows a password)."""
-    settings = settings or get_settings()
-    parts = urlsplit(settings.redis_url)
-    if settings.redis_sentinels:
-        sentinels = ",".join(f"{h}:{p}" for h, p in settings.redis_sentinels)
-        return f"master {settings.redis_sentinel_master!r} via sentinels {sentinels}"
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
-
-
 def build_redis(socket_timeout: float | None, socket_connect_timeout: float | None,
                 **extra: Any) -> redis.Redis:
     """A new client for the configured Redis: plain URL, TLS, or the master behind Sentinel."""

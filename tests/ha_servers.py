@@ -47,7 +47,8 @@ def _ping(port: int, **kwargs: object) -> bool:
 class SentinelSet:
     """Master (AOF, fsync always) + one replica + three sentinels (quorum 2)."""
 
-    def __init__(self, down_after_ms: int = 2000) -> None:
+    def __init__(self, down_after_ms: int = 2000, password: str = "", sentinel_password: str = "") -> None:
+        self.password, self.sentinel_password = password, sentinel_password
         self.dir = Path(tempfile.mkdtemp(prefix="fikiri-sentinel-"))
         self.master_port, self.replica_port = free_port(), free_port()
         self.sentinel_ports = [free_port() for _ in range(3)]
@@ -61,13 +62,15 @@ class SentinelSet:
                  "appendfsync always", "loglevel notice", "repl-diskless-sync no"]
         if replica_of:
             lines.append(f"replicaof 127.0.0.1 {replica_of}")
+        if self.password:
+            lines += [f"requirepass {self.password}", f"masterauth {self.password}"]
         conf = self.dir / f"{name}.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
     def start(self) -> SentinelSet:
         self.procs["master"] = Proc(self._data_conf("master", self.master_port, None))
-        wait_until(lambda: _ping(self.master_port), timeout=15, message="master")
+        wait_until(lambda: _ping(self.master_port, password=self.password or None), timeout=15, message="master")
         self.procs["replica"] = Proc(self._data_conf("replica", self.replica_port, self.master_port))
         wait_until(self.replica_synced, timeout=30, message="replica in sync")
         for i, port in enumerate(self.sentinel_ports):
@@ -78,6 +81,9 @@ class SentinelSet:
                 f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}",
                 f"sentinel failover-timeout {MASTER_NAME} 10000",
                 f"sentinel parallel-syncs {MASTER_NAME} 1",
+                *([f"sentinel auth-pass {MASTER_NAME} {self.password}"] if self.password else []),
+                *([f"requirepass {self.sentinel_password}", f"sentinel sentinel-pass {self.sentinel_password}"]
+                  if self.sentinel_password else []),
             ]) + "\n")
             self.procs[f"sentinel{i}"] = Proc(conf, sentinel=True)
         wait_until(self.sentinels_ready, timeout=60, interval=0.2, message="sentinels to see each other and the replica")
@@ -85,13 +91,15 @@ class SentinelSet:
 
     def replica_synced(self) -> bool:
         try:
-            info = redis.Redis(port=self.replica_port, socket_timeout=0.5).info("replication")
+            info = redis.Redis(port=self.replica_port, socket_timeout=0.5,
+                               password=self.password or None).info("replication")
         except (redis.RedisError, OSError):
             return False
         return info.get("master_link_status") == "up"
 
     def sentinel(self, i: int = 0) -> redis.Redis:
-        return redis.Redis(port=self.sentinel_ports[i], socket_timeout=1, decode_responses=True)
+        return redis.Redis(port=self.sentinel_ports[i], socket_timeout=1, decode_responses=True,
+                           password=self.sentinel_password or None)
 
     def sentinels_ready(self) -> bool:
         for i in range(3):
@@ -111,8 +119,10 @@ class SentinelSet:
         return ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
 
     def env(self) -> dict[str, str]:
+        credentials = f":{self.password}@" if self.password else ""
         return {"REDIS_SENTINELS": self.sentinels_setting, "REDIS_SENTINEL_MASTER": MASTER_NAME,
-                "REDIS_URL": "redis://sentinel-managed/0"}
+                "REDIS_URL": f"redis://{credentials}sentinel-managed/0",
+                **({"REDIS_SENTINEL_PASSWORD": self.sentinel_password} if self.sentinel_password else {})}
 
     def cleanup(self) -> None:
         for proc in self.procs.values():

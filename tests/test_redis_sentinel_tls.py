@@ -54,6 +54,23 @@ def test_the_master_is_found_through_the_sentinels(sentinels, start_worker_facto
     assert wait_for(add.enqueue(a=20, b=22), timeout=60).result == 42
 
 
+def test_passwords_for_the_master_and_for_the_sentinels(monkeypatch, tmp_path, start_worker_factory):
+    topology = SentinelSet(password="master-secret", sentinel_password="sentinel-secret").start()
+    try:
+        _point_at(monkeypatch, tmp_path, topology.env())
+        assert redis_available()
+        start_worker_factory("unused", "email", env=topology.env())
+        assert wait_for(add.enqueue(a=1, b=1), timeout=60).result == 2
+        # the wrong sentinel password: no master is found, and nothing hangs
+        monkeypatch.setenv("REDIS_SENTINEL_PASSWORD", "wrong")
+        reload_settings()
+        reset_connections()
+        assert not redis_available()
+    finally:
+        topology.cleanup()
+        _reset_process_state()
+
+
 def test_a_failover_during_a_running_batch_loses_no_acknowledged_job(sentinels, start_worker_factory):
     """SIGKILL the master while jobs are being enqueued and run. The web side and two workers
     find the promoted replica by themselves. Every enqueue the replica had acknowledged (WAIT 1)
