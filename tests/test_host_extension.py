@@ -154,3 +154,20 @@ def test_a_missing_task_module_names_itself_the_setting_and_the_path(tmp_path):
     assert "task module 'host_tasks_that_do_not_exist' (from the JOBS_TASK_MODULES setting)" in proc.stderr
     assert "sys.path searched:" in proc.stderr and str(ROOT) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_flask_jobs_worker_and_status_from_the_command_line(jobs_env):
+    from core.task_object import wait_for
+    from tests.task_fixtures import add
+
+    job_id = add.enqueue(a=4, b=5)
+    env = worker_env(jobs_env.url, {"FLASK_JOBS_ADMIN_TOKEN": ADMIN_TOKEN})
+    flask = [sys.executable, "-m", "flask", "--app", "tests.host_app", "jobs"]
+    worker = subprocess.run([*flask, "worker", "email", "--burst"], cwd=str(ROOT), env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    assert wait_for(job_id, timeout=5).result == 9
+    status = subprocess.run([*flask, "--json", "status", job_id], cwd=str(ROOT), env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert json.loads(status.stdout)["status"] == "completed"
