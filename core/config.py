@@ -8,10 +8,14 @@ finds every knob (and its default) here, and tests can change the environment an
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Default home of files we write (SQLite, spools): var/ of a checkout; installed with pip (no
+# pyproject.toml beside the packages), var/ under the working directory instead of site-packages.
+VAR_DIR = PROJECT_ROOT / "var" if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd() / "var"
 
 QUEUE_NAMES = ("email", "ai", "crm")  # short names, in the order a default worker serves them
 
@@ -20,13 +24,21 @@ class SettingsError(ValueError):
     """An environment variable holds a value we cannot use."""
 
 
+# Values a host app set in ``app.config`` (see routes/extension.py): they win over the environment.
+_overrides: dict[str, str] = {}
+
+
+def _raw(name: str) -> str | None:
+    return _overrides[name] if name in _overrides else os.environ.get(name)
+
+
 def _env_str(name: str, default: str) -> str:
-    value = os.environ.get(name)
+    value = _raw(name)
     return default if value is None or value == "" else value
 
 
 def _env_int(name: str, default: int, minimum: int | None = None) -> int:
-    raw = os.environ.get(name)
+    raw = _raw(name)
     if raw is None or raw.strip() == "":
         return default
     try:
@@ -39,7 +51,7 @@ def _env_int(name: str, default: int, minimum: int | None = None) -> int:
 
 
 def _env_float(name: str, default: float, minimum: float | None = None) -> float:
-    raw = os.environ.get(name)
+    raw = _raw(name)
     if raw is None or raw.strip() == "":
         return default
     try:
@@ -52,7 +64,7 @@ def _env_float(name: str, default: float, minimum: float | None = None) -> float
 
 
 def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
+    raw = _raw(name)
     if raw is None or raw.strip() == "":
         return default
     lowered = raw.strip().lower()
@@ -71,8 +83,27 @@ def _env_choice(name: str, default: str, accepted: tuple[str, ...]) -> str:
 
 
 def _env_list(name: str) -> tuple[str, ...]:
-    raw = os.environ.get(name, "")
+    raw = _raw(name) or ""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _env_host_ports(name: str) -> tuple[tuple[str, int], ...]:
+    out = []
+    for part in _env_list(name):
+        host, sep, port = part.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{name} must be host:port pairs separated by commas, got {part!r} in it")
+        out.append((host.strip("[]"), int(port)))
+    return tuple(out)
+
+
+def _env_prefix(name: str, default: str) -> str:
+    value = _env_str(name, default).rstrip("/")
+    if value and not value.startswith("/"):
+        raise SettingsError(f"{name} must be a URL path starting with '/', got {value!r}")
+    if not value:
+        raise SettingsError(f"{name} must not be the site root; switch the part off instead")
+    return value
 
 
 @dataclass(frozen=True)
@@ -81,13 +112,24 @@ class Settings:
 
     # --- connections -----------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL
-    database_url: str = field(default_factory=lambda: f"sqlite:///{PROJECT_ROOT / 'var' / 'fikiri.db'}")  # DATABASE_URL
+    database_url: str = field(default_factory=lambda: f"sqlite:///{VAR_DIR / 'fikiri.db'}")  # DATABASE_URL
     queue_prefix: str = "fikiri"  # JOBS_QUEUE_PREFIX
     # Socket timeout of request-path Redis calls (s); a dead Redis costs at most this.
     redis_socket_timeout: float = 2.0  # JOBS_REDIS_SOCKET_TIMEOUT
     # How long the health check waits for PING (s) and how long its answer is trusted (s).
     health_check_timeout: float = 0.25  # JOBS_HEALTH_CHECK_TIMEOUT
     health_check_interval: float = 1.0  # JOBS_HEALTH_CHECK_INTERVAL
+    # Redis Sentinel: when set, the master is found through these sentinels and REDIS_URL gives
+    # only the database, the master's username/password and (rediss://) TLS.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()  # REDIS_SENTINELS: host:port,host:port
+    redis_sentinel_master: str = "mymaster"  # REDIS_SENTINEL_MASTER: the monitored master's name
+    redis_sentinel_password: str = ""  # REDIS_SENTINEL_PASSWORD: the sentinels' own requirepass
+    redis_sentinel_username: str = ""  # REDIS_SENTINEL_USERNAME
+    # TLS for rediss:// URLs (files in PEM format); empty means the system's CA store / no client cert.
+    redis_tls_ca_certs: str = ""  # REDIS_TLS_CA_CERTS
+    redis_tls_certfile: str = ""  # REDIS_TLS_CERTFILE: client certificate (servers with tls-auth-clients)
+    redis_tls_keyfile: str = ""  # REDIS_TLS_KEYFILE
+    redis_tls_check_hostname: bool = True  # REDIS_TLS_CHECK_HOSTNAME
 
     # --- jobs --------------------------------------------------------------------------
     timeout_email: int = 300  # JOBS_TIMEOUT_EMAIL
@@ -112,7 +154,7 @@ class Settings:
     fallback_keep: int = 10_000  # JOBS_FALLBACK_KEEP: finished spooled jobs kept for status reads ...
     fallback_keep_bytes: int = 50 * 1024 * 1024  # JOBS_FALLBACK_KEEP_BYTES: ... and at most this many bytes of results/errors
     # JOBS_FALLBACK_SPOOL: the spool file, shared by every process on the host
-    fallback_spool: str = field(default_factory=lambda: str(PROJECT_ROOT / "var" / "fallback-spool.db"))
+    fallback_spool: str = field(default_factory=lambda: str(VAR_DIR / "fallback-spool.db"))
     fallback_sync: str = "normal"  # JOBS_FALLBACK_SYNC: normal (survives a process crash) | full (fsync each job)
     fallback_lease: float = 30.0  # JOBS_FALLBACK_LEASE (s): a dead process's spooled jobs are taken over after this
 
@@ -167,6 +209,21 @@ class Settings:
     ai_model: str = "gpt-4o-mini"  # AI_MODEL
     crm_webhook_url: str = ""  # CRM_WEBHOOK_URL: POSTed on every contact/lead change when set
 
+    # --- Flask extension (routes/extension.py): where each part is mounted, and whether --------
+    api_prefix: str = "/api/jobs"  # JOBS_API_PREFIX
+    ops_prefix: str = "/api/jobs"  # JOBS_OPS_PREFIX: scheduler and monitor routes (default: JOBS_API_PREFIX)
+    metrics_path: str = "/metrics"  # JOBS_METRICS_PATH
+    dashboard_prefix: str = "/dashboard"  # JOBS_DASHBOARD_PREFIX
+    mount_api: bool = True  # JOBS_MOUNT_API
+    mount_ops: bool = True  # JOBS_MOUNT_OPS
+    mount_metrics: bool = True  # JOBS_MOUNT_METRICS
+    mount_dashboard: bool = True  # JOBS_MOUNT_DASHBOARD
+    max_body_bytes: int = 256 * 1024  # JOBS_MAX_BODY_BYTES: request bodies under our prefixes (413 above)
+
+    # --- tracing and error reporting (core/tracing.py; extras [otel], [sentry]) ------------------
+    otel_enabled: bool = True  # JOBS_OTEL_ENABLED: spans when opentelemetry is installed
+    sentry_dsn: str = ""  # SENTRY_DSN: the worker initialises Sentry with it
+
     # --- auth (HTTP API) -------------------------------------------------------------------
     admin_token: str = ""  # JOBS_ADMIN_TOKEN
     secret_key: str = ""  # SECRET_KEY
@@ -199,11 +256,19 @@ def load_settings() -> Settings:
     """Read the environment now."""
     return Settings(
         redis_url=_env_str("REDIS_URL", Settings.redis_url),
-        database_url=_env_str("DATABASE_URL", f"sqlite:///{PROJECT_ROOT / 'var' / 'fikiri.db'}"),
+        database_url=_env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'fikiri.db'}"),
         queue_prefix=_env_str("JOBS_QUEUE_PREFIX", Settings.queue_prefix),
         redis_socket_timeout=_env_float("JOBS_REDIS_SOCKET_TIMEOUT", Settings.redis_socket_timeout, 0.01),
         health_check_timeout=_env_float("JOBS_HEALTH_CHECK_TIMEOUT", Settings.health_check_timeout, 0.01),
         health_check_interval=_env_float("JOBS_HEALTH_CHECK_INTERVAL", Settings.health_check_interval, 0.0),
+        redis_sentinels=_env_host_ports("REDIS_SENTINELS"),
+        redis_sentinel_master=_env_str("REDIS_SENTINEL_MASTER", Settings.redis_sentinel_master),
+        redis_sentinel_password=_env_str("REDIS_SENTINEL_PASSWORD", ""),
+        redis_sentinel_username=_env_str("REDIS_SENTINEL_USERNAME", ""),
+        redis_tls_ca_certs=_env_str("REDIS_TLS_CA_CERTS", ""),
+        redis_tls_certfile=_env_str("REDIS_TLS_CERTFILE", ""),
+        redis_tls_keyfile=_env_str("REDIS_TLS_KEYFILE", ""),
+        redis_tls_check_hostname=_env_bool("REDIS_TLS_CHECK_HOSTNAME", Settings.redis_tls_check_hostname),
         timeout_email=_env_int("JOBS_TIMEOUT_EMAIL", Settings.timeout_email, 1),
         timeout_ai=_env_int("JOBS_TIMEOUT_AI", Settings.timeout_ai, 1),
         timeout_crm=_env_int("JOBS_TIMEOUT_CRM", Settings.timeout_crm, 1),
@@ -222,7 +287,7 @@ def load_settings() -> Settings:
         fallback_max_pending=_env_int("JOBS_FALLBACK_MAX_PENDING", Settings.fallback_max_pending, 1),
         fallback_keep=_env_int("JOBS_FALLBACK_KEEP", Settings.fallback_keep, 1),
         fallback_keep_bytes=_env_int("JOBS_FALLBACK_KEEP_BYTES", Settings.fallback_keep_bytes, 1024),
-        fallback_spool=_env_str("JOBS_FALLBACK_SPOOL", str(PROJECT_ROOT / "var" / "fallback-spool.db")),
+        fallback_spool=_env_str("JOBS_FALLBACK_SPOOL", str(VAR_DIR / "fallback-spool.db")),
         fallback_sync=_env_choice("JOBS_FALLBACK_SYNC", Settings.fallback_sync, ("normal", "full")),
         fallback_lease=_env_float("JOBS_FALLBACK_LEASE", Settings.fallback_lease, 1.0),
         worker_ttl=_env_int("JOBS_WORKER_TTL", Settings.worker_ttl, 2),
@@ -267,6 +332,17 @@ def load_settings() -> Settings:
         ai_api_key=_env_str("AI_API_KEY", ""),
         ai_model=_env_str("AI_MODEL", Settings.ai_model),
         crm_webhook_url=_env_str("CRM_WEBHOOK_URL", ""),
+        api_prefix=_env_prefix("JOBS_API_PREFIX", Settings.api_prefix),
+        ops_prefix=_env_prefix("JOBS_OPS_PREFIX", _env_prefix("JOBS_API_PREFIX", Settings.api_prefix)),
+        metrics_path=_env_prefix("JOBS_METRICS_PATH", Settings.metrics_path),
+        dashboard_prefix=_env_prefix("JOBS_DASHBOARD_PREFIX", Settings.dashboard_prefix),
+        mount_api=_env_bool("JOBS_MOUNT_API", True),
+        mount_ops=_env_bool("JOBS_MOUNT_OPS", True),
+        mount_metrics=_env_bool("JOBS_MOUNT_METRICS", True),
+        mount_dashboard=_env_bool("JOBS_MOUNT_DASHBOARD", True),
+        max_body_bytes=_env_int("JOBS_MAX_BODY_BYTES", Settings.max_body_bytes, 1),
+        otel_enabled=_env_bool("JOBS_OTEL_ENABLED", Settings.otel_enabled),
+        sentry_dsn=_env_str("SENTRY_DSN", ""),
         admin_token=_env_str("JOBS_ADMIN_TOKEN", ""),
         secret_key=_env_str("SECRET_KEY", ""),
         insecure_dev=_env_bool("JOBS_INSECURE_DEV", False),
@@ -290,6 +366,26 @@ def get_settings() -> Settings:
     global _settings
     if _settings is None:
         _settings = load_settings()
+    return _settings
+
+
+def set_overrides(values: Mapping[str, object]) -> Settings:
+    """Let ``values`` (a host app's ``app.config``) win over the environment, then re-read.
+
+    Only names that are settings here are used; ``None`` means "not set". Booleans become
+    ``1``/``0`` and lists or tuples become comma-separated strings, as in the environment.
+    """
+    global _settings
+    _overrides.clear()
+    for name, value in values.items():
+        if value is None or not isinstance(name, str):
+            continue
+        if isinstance(value, bool):
+            value = "1" if value else "0"
+        elif isinstance(value, list | tuple | set | frozenset):
+            value = ",".join(str(v) for v in value)
+        _overrides[name] = str(value)
+    _settings = load_settings()
     return _settings
 
 

@@ -3,6 +3,11 @@
 Web handlers ask :func:`redis_available` before every enqueue. The answer is cached for
 ``JOBS_HEALTH_CHECK_INTERVAL`` seconds and a PING waits at most ``JOBS_HEALTH_CHECK_TIMEOUT``,
 so a dead Redis costs a request a fraction of a millisecond, not a socket timeout.
+
+Every client is built by :func:`build_redis`: a plain ``REDIS_URL`` (``rediss://`` for TLS, with
+the ``REDIS_TLS_*`` files), or with ``REDIS_SENTINELS`` set, the current master of
+``REDIS_SENTINEL_MASTER`` as the sentinels report it. A sentinel-managed client looks the master
+up again after a connection error or a READONLY answer, so a failover needs no restart.
 """
 
 from __future__ import annotations
@@ -10,17 +15,64 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.sentinel import Sentinel
 
-from core.config import get_settings
+from core.config import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _client: redis.Redis | None = None
-_client_url: str | None = None
+_client_url: object = None
 _probe: redis.Redis | None = None
+
+
+def _tls_kwargs(settings: Settings) -> dict[str, Any]:
+    if not settings.redis_url.startswith("rediss://"):
+        return {}
+    kwargs: dict[str, Any] = {"ssl_check_hostname": settings.redis_tls_check_hostname}
+    if settings.redis_tls_ca_certs:
+        kwargs["ssl_ca_certs"] = settings.redis_tls_ca_certs
+    if settings.redis_tls_certfile:
+        kwargs["ssl_certfile"] = settings.redis_tls_certfile
+    if settings.redis_tls_keyfile:
+        kwargs["ssl_keyfile"] = settings.redis_tls_keyfile
+    return kwargs
+
+
+def _connection_key(settings: Settings) -> tuple:
+    return (settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master,
+            settings.redis_sentinel_password, settings.redis_tls_ca_certs, settings.redis_tls_certfile)
+
+
+def build_redis(socket_timeout: float | None, socket_connect_timeout: float | None,
+                **extra: Any) -> redis.Redis:
+    """A new client for the configured Redis: plain URL, TLS, or the master behind Sentinel."""
+    settings = get_settings()
+    kwargs: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
+                              **_tls_kwargs(settings), **extra}
+    if not settings.redis_sentinels:
+        return redis.Redis.from_url(settings.redis_url, **kwargs)
+    url = urlsplit(settings.redis_url)
+    db = int(url.path.lstrip("/") or 0) if url.path.lstrip("/").isdigit() else 0
+    if url.username:
+        kwargs["username"] = unquote(url.username)
+    if url.password:
+        kwargs["password"] = unquote(url.password)
+    if url.scheme == "rediss":
+        kwargs["ssl"] = True
+    sentinel_kwargs: dict[str, Any] = {"socket_timeout": socket_timeout or settings.redis_socket_timeout,
+                                       "socket_connect_timeout": socket_connect_timeout}
+    if settings.redis_sentinel_password:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password
+    if settings.redis_sentinel_username:
+        sentinel_kwargs["username"] = settings.redis_sentinel_username
+    sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_kwargs)
+    return sentinel.master_for(settings.redis_sentinel_master, redis_class=redis.Redis, db=db, **kwargs)
 
 
 def get_redis() -> redis.Redis:
@@ -28,31 +80,19 @@ def get_redis() -> redis.Redis:
     global _client, _client_url, _probe
     settings = get_settings()
     with _lock:
-        if _client is None or _client_url != settings.redis_url:
-            _client = redis.Redis.from_url(
-                settings.redis_url,
-                socket_connect_timeout=settings.redis_socket_timeout,
-                socket_timeout=settings.redis_socket_timeout,
-                health_check_interval=30,
-            )
-            _probe = redis.Redis.from_url(
-                settings.redis_url,
-                socket_connect_timeout=settings.health_check_timeout,
-                socket_timeout=settings.health_check_timeout,
-            )
-            _client_url = settings.redis_url
+        key = _connection_key(settings)
+        if _client is None or _client_url != key:
+            _client = build_redis(settings.redis_socket_timeout, settings.redis_socket_timeout,
+                                  health_check_interval=30)
+            _probe = build_redis(settings.health_check_timeout, settings.health_check_timeout)
+            _client_url = key
             _health.reset()
         return _client
 
 
 def new_redis(socket_timeout: float | None = None) -> redis.Redis:
     """A dedicated client (workers, the scheduler): RQ adjusts its socket timeout itself."""
-    settings = get_settings()
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_socket_timeout,
-        socket_timeout=socket_timeout,
-    )
+    return build_redis(socket_timeout, get_settings().redis_socket_timeout)
 
 
 class _HealthCache:

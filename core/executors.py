@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from core import keys, lifecycle, monitoring
+from core import keys, lifecycle, monitoring, tracing
 from core.connection import new_redis
 from core.lifecycle import AttemptResult, ClaimedJob
 from core.runner import run_attempt
@@ -59,7 +59,7 @@ def progress_sink(connection: Any, job_id: str) -> Any:
 def attempt(connection: Any, job: ClaimedJob) -> AttemptResult:
     """Run one claimed job (the path every executor shares); never raises."""
     return run_attempt(job.job_id, job.queue_short, job.task_name, job.kwargs, job.timeout,
-                       progress_sink(connection, job.job_id), job.undecodable)
+                       progress_sink(connection, job.job_id), job.undecodable, job.trace)
 
 
 def execute(connection: Any, job: ClaimedJob, worker_name: str) -> str | None:
@@ -405,6 +405,7 @@ def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     monitoring.reset_buffer()  # what the parent had not flushed yet is the parent's to flush
+    tracing.after_fork()
     connection = new_redis()
     jobs_in = os.fdopen(job_fd, "rb")
     done = 0

@@ -14,7 +14,7 @@ import redis
 
 from core import keys, lifecycle
 from core.config import QUEUE_NAMES, get_settings
-from core.connection import get_redis, mark_redis_down, redis_available
+from core.connection import get_redis, mark_redis_down, new_redis, redis_available
 from core.errors import InvalidJobStateError, JobNotFoundError, UnknownQueueError
 from core.fallback import get_fallback
 from core.job_model import READ_FIELDS, Job, JobStatus, job_from_fields
@@ -23,6 +23,7 @@ from core.job_options import validate_job_id, validate_user_id
 logger = logging.getLogger(__name__)
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
+WAIT_SLICE = 1.0  # s: wait_for re-reads the job at least this often (ends that push no token)
 STATES = ("pending", "delayed", "running", "completed", "failed", "canceled")
 
 
@@ -180,4 +181,5 @@ def wait_for(job_id: str, timeout: float) -> Job:
         if job.mode == "fallback":
             time.sleep(min(0.05, remaining))
         else:
-            get_redis().blpop([keys.done(job_id)], timeout=max(0.01, min(1.0, remaining)))
+            connection = new_redis(socket_timeout=WAIT_SLICE + 5) if WAIT_SLICE > 1.5 else get_redis()
+            connection.blpop([keys.done(job_id)], timeout=max(0.01, min(WAIT_SLICE, remaining)))

@@ -210,6 +210,7 @@ class ClaimedJob:
     claimed_at: float = field(default_factory=time.time)
     undecodable: str | None = None  # why the job's data could not be read (it will be refused)
     waited: bool = False  # a wait_for() caller registered before the claim: signal it at the end
+    trace: dict[str, Any] | None = None  # the enqueue span's context (core.tracing), when tracing is on
 
     @property
     def member(self) -> str:
@@ -226,6 +227,18 @@ class ClaimedJob:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ClaimedJob:
         return cls(**data)
+
+
+def _trace(raw: Any) -> dict[str, Any] | None:
+    import json
+
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _int(raw: Any, default: int = 0) -> int:
@@ -254,9 +267,9 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
     flat = scripts.run("claim", connection, [], args)
     claimed = []
     settings = get_settings()
-    for i in range(0, len(flat), 15):
+    for i in range(0, len(flat), 16):
         (job_id, claim_id, queue_index, data, timeout, task, max_retries, retries, manual, user,
-         result_ttl, failure_ttl, prio, created, waited) = flat[i:i + 15]
+         result_ttl, failure_ttl, prio, created, waited, trace) = flat[i:i + 16]
         queue = queues[int(queue_index)]
         undecodable = None
         try:
@@ -271,7 +284,7 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
             retries=_int(retries), manual_retries=_int(manual), user_id=_text(user),
             result_ttl=_int(result_ttl, settings.result_ttl), failure_ttl=_int(failure_ttl, settings.failure_ttl),
             priority=_text(prio) or "normal", created_at=parse_time(created), undecodable=undecodable,
-            waited=waited is not None,
+            waited=waited is not None, trace=_trace(trace),
         ))
     return claimed
 

@@ -13,6 +13,7 @@ operator actions live in :mod:`core.job_ops` (re-exported here).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from core import keys, lifecycle, task_registry
+from core import keys, lifecycle, task_registry, tracing
 from core.config import QUEUE_NAMES, get_settings
 from core.connection import get_redis, mark_redis_down, redis_available
 from core.errors import InvalidJobStateError, QueueUnavailableError, UnknownQueueError, UnknownTaskError
@@ -44,6 +45,7 @@ from core.job_options import (
     encode_payload,
     validate_job_id,
 )
+from core.task_object import Task
 from core.task_registry import TaskSpec
 
 __all__ = [
@@ -87,9 +89,9 @@ class RedisQueue:
     def task(self, max_retries: int | None = None, name: str | None = None, fallback: bool = True) -> Callable:
         """Decorator: register the function as a task under its own name (or ``name``)."""
 
-        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        def decorate(func: Callable[..., Any]) -> Task:
             self.register_task(name or func.__name__, func, max_retries, fallback)
-            return func
+            return Task(self, name or func.__name__, func)  # the function, plus .enqueue/.delay
 
         return decorate
 
@@ -178,16 +180,21 @@ class RedisQueue:
         unique = None
         if options.unique_for is not None:
             unique = keys.unique(self.short_name, spec.name, payloads[0], options.unique_key)
-        jobs = [
-            lifecycle.NewJob(
-                job_id=options.job_id or uuid.uuid4().hex, task_name=spec.name, kwargs=kwargs,
-                max_retries=options.max_retries, timeout=options.timeout, run_at=options.run_at,
-                priority=options.priority, check_existing=options.job_id is not None,
-                unique_key=unique, unique_for=options.unique_for,
-            )
-            for kwargs in payloads
-        ]
-        return lifecycle.enqueue(get_redis(), self.short_name, jobs, options.user_id)
+        with tracing.enqueue_span(spec.name, self.short_name) as carrier:
+            trace = ["fk_trace", json.dumps(carrier)] if carrier else []  # empty unless [otel] is on
+            jobs = [
+                lifecycle.NewJob(
+                    job_id=options.job_id or uuid.uuid4().hex, task_name=spec.name, kwargs=kwargs,
+                    max_retries=options.max_retries, timeout=options.timeout, run_at=options.run_at,
+                    priority=options.priority, check_existing=options.job_id is not None,
+                    unique_key=unique, unique_for=options.unique_for, extra_fields=list(trace),
+                )
+                for kwargs in payloads
+            ]
+            ids = lifecycle.enqueue(get_redis(), self.short_name, jobs, options.user_id)
+            if carrier:
+                tracing.set_job_id(ids[0])
+        return ids
 
     def _enqueue_fallback(self, spec: TaskSpec, kwargs: dict[str, Any], options: EnqueueOptions) -> str:
         if not get_settings().fallback_enabled:

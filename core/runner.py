@@ -19,7 +19,7 @@ from typing import Any
 
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty, UnixSignalDeathPenalty
 
-from core import progress, task_registry
+from core import progress, task_registry, tracing
 from core.errors import PermanentJobError
 from core.lifecycle import AttemptResult
 
@@ -55,8 +55,12 @@ def encode_result(task_name: str, value: Any) -> tuple[str | None, str | None]:
 
 
 def run_attempt(job_id: str, queue: str, task_name: str, kwargs: dict[str, Any], timeout: int | None,
-                progress_sink: Callable[[Any], None] | None = None, undecodable: str | None = None) -> AttemptResult:
-    """Run the registered task once; never raises (a crash becomes a failed AttemptResult)."""
+                progress_sink: Callable[[Any], None] | None = None, undecodable: str | None = None,
+                trace: dict[str, Any] | None = None) -> AttemptResult:
+    """Run the registered task once; never raises (a crash becomes a failed AttemptResult).
+
+    With tracing on (``[otel]``), the task runs in a CONSUMER span joined to the enqueue span
+    through ``trace``; with Sentry initialised, a failure is reported tagged with the job."""
     if undecodable:
         return AttemptResult(ok=False, retryable=False, error=f"refused to run job {job_id}: {undecodable}")
     spec = task_registry.get(queue, task_name)
@@ -66,11 +70,12 @@ def run_attempt(job_id: str, queue: str, task_name: str, kwargs: dict[str, Any],
     token = progress.bind(job_id, progress_sink or (lambda _value: None))
     try:
         penalty = _penalty(timeout)
-        if penalty is None:
-            value = spec.func(**kwargs)
-        else:
-            with penalty:
+        with tracing.job_span(trace, task_name, queue, job_id):
+            if penalty is None:
                 value = spec.func(**kwargs)
+            else:
+                with penalty:
+                    value = spec.func(**kwargs)
     except JobTimeoutException:
         return AttemptResult(ok=False, error=f"JobTimeoutException: task {task_name!r} exceeded its timeout of "
                                              f"{timeout}s", duration=time.perf_counter() - started)

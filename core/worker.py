@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from core import keys, lifecycle, monitoring
+from core import keys, lifecycle, monitoring, tracing
 from core.config import Settings, get_settings
 from core.connection import new_redis
 from core.executors import PreforkExecutor, SimpleExecutor, ThreadedExecutor
@@ -94,6 +94,8 @@ class Worker:
     def work(self, burst: bool = False, max_jobs: int | None = None) -> int:
         """Serve until stopped (or, with ``burst``, until the queues are empty). Returns the exit code."""
         self._install_signals()
+        if tracing.init_sentry():
+            logger.info("worker %s reports task failures to Sentry", self.name)
         self.executor.start()
         self._register()
         beat = threading.Thread(target=self._heartbeat_loop, name="fikiri-heartbeat", daemon=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from core import audit
 from core.auth import ForbiddenError, Identity
@@ -200,5 +200,6 @@ def audit_log():
 
 @jobs_bp.get("/openapi.json")
 def openapi():
-    """The OpenAPI 3 document itself (not wrapped: tools read it as it is)."""
-    return jsonify(openapi_document())
+    """The OpenAPI 3 document itself (not wrapped: tools read it as it is), of what is mounted."""
+    extension = current_app.extensions.get("fikiri_jobs")
+    return jsonify(extension.openapi_document() if extension else openapi_document())

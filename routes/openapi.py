@@ -48,7 +48,31 @@ _USER_ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_.@+:-]{1,128}$",
                    "description": "required with the admin token; a user token always acts for its own user"}
 
 
-def openapi_document() -> dict[str, Any]:
+_OPS_SUFFIXES = ("/scheduler", "/monitor")  # these paths belong to the ops blueprint (routes/ops.py)
+
+
+def openapi_document(api_prefix: str | None = "/api/jobs", ops_prefix: str | None = "/api/jobs",
+                     metrics_path: str | None = None) -> dict[str, Any]:
+    """The document for the API mounted at ``api_prefix``, the ops routes at ``ops_prefix`` and
+    Prometheus metrics at ``metrics_path`` (None: that part is not mounted, so it is left out)."""
+    document = _document()
+    paths = {}
+    for path, operations in document["paths"].items():
+        suffix = path.removeprefix("/api/jobs")
+        prefix = ops_prefix if suffix.startswith(_OPS_SUFFIXES) else api_prefix
+        if prefix is not None:
+            paths[prefix + suffix] = operations
+    if metrics_path is not None:
+        paths[metrics_path] = {"get": {
+            "summary": "Prometheus metrics (admin)", "security": _AUTH,
+            "responses": {"200": {"description": "Prometheus text format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **_errors(401, 403)}}}
+    document["paths"] = paths
+    return document
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "Fikiri Jobs API", "version": "1.0.0",

@@ -4,8 +4,10 @@ when present), push jobs through every queue and show them move.
     bash scripts/run_demo.sh            # keeps the services up until Ctrl-C
     bash scripts/run_demo.sh --once     # exits when the demo jobs have finished
 
-Redis: ``REDIS_URL`` if set, else the local 127.0.0.1:6379, else a ``redis-server`` this script
-starts and owns, else it says plainly that jobs run in the in-process fallback.
+Redis: ``REDIS_URL`` if set, else a private ``redis-server`` this script starts on a free port
+and removes on exit (the shared 127.0.0.1:6379 is left alone: another app's workers on the same
+queue names would refuse the demo's tasks), else it says plainly that jobs run in the
+in-process fallback.
 """
 
 from __future__ import annotations
@@ -78,16 +80,13 @@ class Services:
 
 
 def find_redis(services: Services) -> str | None:
-    """REDIS_URL, else the local Redis, else one we start; None means fallback mode."""
+    """REDIS_URL, else a private redis-server we start; None means fallback mode."""
     configured = os.environ.get("REDIS_URL")
     if configured:
         if _ping(configured):
             print(f"Redis: using REDIS_URL {configured}")
             return configured
         print(f"Redis: REDIS_URL {configured} does not answer")
-    elif _ping("redis://127.0.0.1:6379/0"):
-        print("Redis: using the local server at redis://127.0.0.1:6379/0")
-        return "redis://127.0.0.1:6379/0"
     binary = shutil.which("redis-server")
     if binary:
         port = _free_port()
@@ -98,7 +97,7 @@ def find_redis(services: Services) -> str | None:
         while time.monotonic() < deadline and not _ping(url):
             time.sleep(0.1)
         if _ping(url):
-            print(f"Redis: started our own redis-server at {url}")
+            print(f"Redis: started a private redis-server at {url} (removed on exit; set REDIS_URL to use yours)")
             return url
     print("Redis: none reachable and none could be started -> FALLBACK MODE: jobs run in this process's threads")
     return None
@@ -265,18 +264,23 @@ def start_api(services: Services, env: dict[str, str]) -> str | None:
     return None
 
 
-def show_api(base: str, env: dict[str, str], jobs: list[tuple[str, str]]) -> None:
-    """Prove the API answers, and print curl lines a newcomer can copy."""
+def show_api(base: str, env: dict[str, str], jobs: list[tuple[str, str]], once: bool = False) -> None:
+    """Prove the API answers, and print curl lines a newcomer can copy (while it keeps running)."""
     from core.auth import issue_user_token
 
     admin = env["JOBS_ADMIN_TOKEN"]
     job_id = jobs[0][1]
     answer = requests.get(f"{base}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {admin}"}, timeout=5)
     print(f"\nGET /api/jobs/{job_id} -> {answer.status_code} status={answer.json()['data']['status']}")
+    if once:
+        print("\n(--once: the services stop now; run without --once to try the API, the tokens and the dashboard)")
+        return
     print("\nTry the API (admin token, then a user token for user 'demo'):")
     print(f"  curl -s -H 'Authorization: Bearer {admin}' {base}/api/jobs/{job_id}")
     print(f"  curl -s -H 'Authorization: Bearer {admin}' {base}/api/jobs/queues/stats")
-    print(f"  curl -s -H 'Authorization: Bearer {issue_user_token('demo')}' {base}/api/jobs/user/demo/recent")
+    user_token = issue_user_token("demo")
+    print(f"  curl -s -H 'Authorization: Bearer {user_token}' {base}/api/jobs/user/demo/recent")
+    print(f"\nUser token for user 'demo' (signed with this run's SECRET_KEY): {user_token}")
     print(f"\nDashboard: {base}/dashboard/  (log in with the admin token {admin})")
 
 
@@ -316,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if redis_url:
             show_schedule()
         if api_base:
-            show_api(api_base, env, jobs)
+            show_api(api_base, env, jobs, once=args.once)
         if args.once:
             return 0 if finished else 1
         print("Services keep running; press Ctrl-C to stop.")

@@ -1,9 +1,11 @@
-"""The systemd units: the settings that make `systemctl stop` a warm shutdown, and
-`systemd-analyze verify` on each unit installed at this checkout's path."""
+"""The systemd units: the settings that make `systemctl stop` a warm shutdown,
+`systemd-analyze verify` on each unit installed at this checkout's path, and the sandbox that
+`systemd-analyze security` rates at most 3.0 for each."""
 
 from __future__ import annotations
 
 import configparser
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,8 +25,17 @@ def parse(unit: Path) -> configparser.ConfigParser:
     return parser
 
 
-def test_the_worker_unit_exists():
-    assert ROOT / "fikiri-rq-worker.service" in UNITS
+def test_the_worker_scheduler_and_api_units_exist():
+    # the worker is a template unit: `systemctl start fikiri-rq-worker@2` adds a worker
+    assert [u.name for u in UNITS] == ["fikiri-api.service", "fikiri-rq-scheduler.service",
+                                       "fikiri-rq-worker@.service"]
+
+
+def installed(unit: Path, directory: Path) -> Path:
+    """The unit as it would be installed at this checkout (a template as its instance @1)."""
+    path = directory / unit.name.replace("@.service", "@1.service")
+    path.write_text(unit.read_text().replace("/opt/fikiri-jobs", str(ROOT)))
+    return path
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
@@ -42,10 +53,21 @@ def test_unit_settings(unit):
                     reason="systemd-analyze is not installed here (Debian package: systemd)")
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_systemd_analyze_verify(unit, tmp_path):
-    installed = tmp_path / unit.name
-    installed.write_text(unit.read_text().replace("/opt/fikiri-jobs", str(ROOT)))
     venv_python = ROOT / ".venv" / "bin" / "python"
     if not venv_python.exists():
         pytest.skip("no .venv in this checkout: the unit's ExecStart would point at nothing")
-    proc = subprocess.run(["systemd-analyze", "verify", str(installed)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["systemd-analyze", "verify", str(installed(unit, tmp_path))],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+    assert "fikiri" not in proc.stderr, proc.stderr  # no warnings about our unit either
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed here (Debian package: systemd)")
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_systemd_analyze_security_rates_each_unit_at_most_3(unit, tmp_path):
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
+                           str(installed(unit, tmp_path))], capture_output=True, text=True, timeout=60)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout + proc.stderr)
+    assert found, proc.stdout + proc.stderr
+    assert float(found.group(1)) <= 3.0, proc.stdout

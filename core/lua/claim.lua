@@ -26,7 +26,7 @@ for q = 8, #ARGV, 3 do
     for _, id in ipairs(ids) do
       local key = ARGV[6] .. id
       local f = redis.call('HMGET', key, 'status', 'data', 'timeout', 'fk_task', 'fk_max', 'fk_retries',
-                           'fk_manual', 'fk_user', 'result_ttl', 'failure_ttl', 'fk_prio', 'created_at', 'fk_wait')
+                           'fk_manual', 'fk_user', 'result_ttl', 'failure_ttl', 'fk_prio', 'created_at', 'fk_wait', 'fk_trace')
       -- a hash that is gone (deleted, expired) or no longer queued is not claimable: drop the id
       if f[2] and f[1] == 'queued' then
         count = count + 1
@@ -38,7 +38,7 @@ for q = 8, #ARGV, 3 do
         out[#out + 1] = id
         out[#out + 1] = claim
         out[#out + 1] = (q - 8) / 3
-        for j = 2, 13 do out[#out + 1] = f[j] end
+        for j = 2, 14 do out[#out + 1] = f[j] end
       end
     end
     if #leases > 0 then redis.call('ZADD', ARGV[q + 1], unpack(leases)) end
