@@ -106,6 +106,18 @@ def worker_env(redis_url: str, extra: dict[str, str] | None = None) -> dict[str,
     return env
 
 
+def point_this_process_at(server: RedisServer, monkeypatch: object) -> None:
+    """Settings of this test process for a Redis the test manages itself (like the workers')."""
+    from core.config import reload_settings
+    from core.connection import reset_connections
+
+    env = worker_env(server.url)
+    for key in ("REDIS_URL", "JOBS_TASK_MODULES", "JOBS_RETRY_BACKOFF_BASE"):
+        monkeypatch.setenv(key, env[key])  # type: ignore[attr-defined]
+    reload_settings()
+    reset_connections()
+
+
 class WorkerProcess:
     """``scripts/rq_worker.py`` in its own session, so the test can signal it and its work-horse."""
 

@@ -13,12 +13,11 @@ import time
 
 import pytest
 
-from core.config import reload_settings
 from core.connection import reset_connections
 from core.errors import InvalidJobStateError
 from core.job_model import JobStatus
 from core.redis_queues import ai_queue, cancel_job, crm_queue, email_queue, get_job
-from tests.servers import RedisServer, wait_until, worker_env
+from tests.servers import RedisServer, point_this_process_at, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 QUEUES = (email_queue, ai_queue, crm_queue)
@@ -76,11 +75,7 @@ def test_kill_loop_30_sigkills_lose_nothing_and_every_extra_run_is_a_counted_aba
 def test_restart_loop_redis_restarted_10_times_with_aof_loses_nothing(monkeypatch, start_worker_factory):
     server = RedisServer(appendonly=True).start()
     try:
-        env = worker_env(server.url)
-        for key in ("REDIS_URL", "JOBS_TASK_MODULES", "JOBS_RETRY_BACKOFF_BASE"):
-            monkeypatch.setenv(key, env[key])
-        reload_settings()
-        reset_connections()
+        point_this_process_at(server, monkeypatch)
         ids = enqueue_batch("test:rl", 150, 0.03)
         client = server.client()
         start_worker_factory(server.url, "--concurrency", "2")

@@ -12,10 +12,8 @@ import time
 import pytest
 
 from core import keys, monitoring
-from core.config import reload_settings
-from core.connection import reset_connections
 from core.redis_queues import ai_queue, crm_queue, email_queue, get_job
-from tests.servers import RedisServer, wait_until, worker_env
+from tests.servers import RedisServer, point_this_process_at, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -69,11 +67,7 @@ def test_redis_restart_with_aof_during_a_batch(monkeypatch, tmp_path, start_work
     every job completes."""
     server = RedisServer(appendonly=True).start()
     try:
-        env = worker_env(server.url)
-        for key in ("REDIS_URL", "JOBS_TASK_MODULES", "JOBS_RETRY_BACKOFF_BASE"):
-            monkeypatch.setenv(key, env[key])
-        reload_settings()
-        reset_connections()
+        point_this_process_at(server, monkeypatch)
         ids = email_queue.enqueue_many("mark_done", [{"key": "test:aof", "item": str(i), "seconds": 0.02}
                                                      for i in range(200)], max_retries=3)
         client = server.client()
