@@ -146,6 +146,7 @@ class Settings:
     task_modules: tuple[str, ...] = ()  # JOBS_TASK_MODULES: extra modules that register tasks
     # JOBS_APP_TASK_MODULES: the product's own domain task modules (comma-separated)
     app_task_modules: tuple[str, ...] = ("email_automation.tasks", "ai_assistant.tasks", "crm.tasks")
+    log_format: str = "text"  # JOBS_LOG_FORMAT: text | json (one JSON object per line)
 
     # --- fallback (Redis unreachable) ------------------------------------------------------
     fallback_enabled: bool = True  # JOBS_FALLBACK_ENABLED
@@ -282,6 +283,7 @@ def load_settings() -> Settings:
         user_index_ttl=_env_int("JOBS_USER_INDEX_TTL", Settings.user_index_ttl, 1),
         task_modules=_env_list("JOBS_TASK_MODULES"),
         app_task_modules=_env_list("JOBS_APP_TASK_MODULES") or Settings.app_task_modules,
+        log_format=_env_choice("JOBS_LOG_FORMAT", Settings.log_format, ("text", "json")),
         fallback_enabled=_env_bool("JOBS_FALLBACK_ENABLED", Settings.fallback_enabled),
         fallback_workers=_env_int("JOBS_FALLBACK_WORKERS", Settings.fallback_workers, 1),
         fallback_max_pending=_env_int("JOBS_FALLBACK_MAX_PENDING", Settings.fallback_max_pending, 1),

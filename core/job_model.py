@@ -47,6 +47,12 @@ class Job:
     completed_at: float | None = None
     mode: str = "redis"
 
+    def wait(self, timeout: float) -> Job:
+        """Block until this job has ended and return it (:func:`core.job_ops.wait_for`)."""
+        from core.job_ops import wait_for
+
+        return wait_for(self.job_id, timeout)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = self.status.value

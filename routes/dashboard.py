@@ -98,6 +98,11 @@ def _csrf_token() -> str:
     return current.csrf if current is not None else ""
 
 
+def _root() -> str:
+    """Where the dashboard is mounted (``/dashboard``, or the host's JOBS_DASHBOARD_PREFIX)."""
+    return url_for("dashboard.overview").rstrip("/") or "/"
+
+
 def _actor() -> str:
     identity = _identity()
     return "admin" if identity.is_admin else f"user:{identity.user_id}"
@@ -117,7 +122,7 @@ def _guard():
     if request.endpoint in ("dashboard.login", "dashboard.static"):
         return None
     if _identity() is None:
-        if request.path.startswith("/dashboard/api/"):
+        if request.path.startswith(_root() + "/api/"):
             return jsonify({"success": False, "error": {"code": "unauthorized", "message": "log in first"}}), 401
         return _login_redirect()
     if request.method == "POST" and not _bearer():  # a bearer header is not ambient: no CSRF to fear
@@ -166,10 +171,10 @@ def login():
     sessions.revoke_session(request.cookies.get(sessions.COOKIE_NAME))
     new_session = sessions.create_session(identity)
     target = request.args.get("next", "")
-    safe = target.startswith("/dashboard") and not target.startswith("//") and "\\" not in target
+    safe = target.startswith(_root()) and not target.startswith("//") and "\\" not in target
     response = make_response(redirect(target if safe else url_for("dashboard.overview")))
     sessions.set_session_cookie(response, new_session)
-    response.delete_cookie(sessions.LOGIN_CSRF_COOKIE, path=sessions.COOKIE_PATH)
+    response.delete_cookie(sessions.LOGIN_CSRF_COOKIE, path=sessions.cookie_path())
     return response
 
 
@@ -183,7 +188,7 @@ def logout():
 
 # --- errors: a page (or JSON under /dashboard/api/), never a 500 for bad input ---------------------
 def _error_page(status: int, message: str) -> Any:
-    if request.path.startswith("/dashboard/api/"):
+    if request.path.startswith(_root() + "/api/"):
         return jsonify({"success": False, "error": {"code": str(status), "message": message}}), status
     return render_template("dashboard/error.html", status=status, message=message), status
 
@@ -303,7 +308,7 @@ def metrics_page():
 # --- actions ------------------------------------------------------------------------------------------
 def _back(default: str) -> Any:
     target = request.form.get("next", "")
-    return redirect(target if target.startswith("/dashboard") else default)
+    return redirect(target if target.startswith(_root()) else default)
 
 
 def _act(action, message: str, audit_action: str, target: str) -> None:

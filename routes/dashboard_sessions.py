@@ -34,7 +34,13 @@ logger = logging.getLogger(__name__)
 
 COOKIE_NAME = "fikiri_session"
 LOGIN_CSRF_COOKIE = "fikiri_login_csrf"
-COOKIE_PATH = "/dashboard"
+
+
+def cookie_path() -> str:
+    """The dashboard's mount point: its cookies go nowhere else on the host."""
+    from flask import url_for
+
+    return url_for("dashboard.overview").rstrip("/") or "/"
 LOGIN_CSRF_MAX_AGE = 3600
 
 
@@ -105,12 +111,12 @@ def _cookie_flags() -> dict[str, object]:
 
 
 def set_session_cookie(response: Response, session: DashboardSession) -> None:
-    response.set_cookie(COOKIE_NAME, session.sid, max_age=get_settings().session_max_age, path=COOKIE_PATH,
+    response.set_cookie(COOKIE_NAME, session.sid, max_age=get_settings().session_max_age, path=cookie_path(),
                         **_cookie_flags())
 
 
 def clear_session_cookie(response: Response) -> None:
-    response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH, **_cookie_flags())
+    response.delete_cookie(COOKIE_NAME, path=cookie_path(), **_cookie_flags())
 
 
 # --- login CSRF: a random cookie, and the form carries its HMAC under SECRET_KEY --------------------
@@ -130,4 +136,4 @@ def login_token_valid(nonce: str | None, sent: str | None) -> bool:
 
 
 def set_login_cookie(response: Response, nonce: str) -> None:
-    response.set_cookie(LOGIN_CSRF_COOKIE, nonce, max_age=LOGIN_CSRF_MAX_AGE, path=COOKIE_PATH, **_cookie_flags())
+    response.set_cookie(LOGIN_CSRF_COOKIE, nonce, max_age=LOGIN_CSRF_MAX_AGE, path=cookie_path(), **_cookie_flags())

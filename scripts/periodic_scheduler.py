@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="register, run one pass, exit")
     parser.add_argument("--log-level", default=os.environ.get("JOBS_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from core.logs import configure_logging
+
+    configure_logging(args.log_level)
     interval = args.interval or get_settings().scheduler_interval
     if interval <= 0:
         parser.error(f"--interval must be positive, got {interval}")

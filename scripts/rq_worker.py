@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import task_registry  # noqa: E402
 from core.config import QUEUE_NAMES, get_settings, reload_settings  # noqa: E402
 from core.errors import UnknownQueueError  # noqa: E402
+from core.logs import configure_logging  # noqa: E402
 from core.redis_queues import get_queue  # noqa: E402
 from core.task_modules import ensure_task_modules  # noqa: E402
 from core.worker import WORKER_CLASSES, Worker  # noqa: E402
@@ -130,7 +131,7 @@ def _without_processes(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     ensure_task_modules(args.imports)
     if args.processes > 1:
         return run_supervisor(args, argv)

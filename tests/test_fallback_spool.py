@@ -160,3 +160,26 @@ def test_spool_full_and_fallback_false_answer_503_with_the_reason(api_env, monke
     answer = client.post("/api/jobs/ai/trigger", json={"prompt": "hi", "user_id": "u1"}, headers=ADMIN)
     assert answer.status_code == 503
     assert "JOBS_FALLBACK_MAX_PENDING=3" in answer.get_json()["error"]["message"]
+
+
+def test_a_restarted_process_resumes_the_spool_while_redis_is_still_down(tmp_path):
+    spool, marks_path, url = tmp_path / "spool.db", tmp_path / "marks.txt", dead_redis_url()
+    first = _spooler(url, spool, marks_path, 20, 0.3)  # 2 threads: most jobs still waiting at the kill
+    wait_spooled(first)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    assert len(marks(marks_path)) < 20
+    code = ("import time\n"
+            "from core.fallback import get_fallback\n"
+            "fallback = get_fallback()\n"
+            "print('unfinished', fallback.pending_count(), flush=True)\n"  # first use: resumes the spool
+            "deadline = time.time() + 60\n"
+            "while fallback.pending_count() and time.time() < deadline:\n"
+            "    time.sleep(0.2)\n"
+            "print('left', fallback.pending_count(), flush=True)\n")
+    env = worker_env(url, {"JOBS_FALLBACK_SPOOL": str(spool)})
+    second = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert "left 0" in second.stdout, second.stdout + second.stderr[-2000:]
+    assert set(marks(marks_path)) == {f"j{i}" for i in range(20)}
+    assert max(marks(marks_path).values()) == 1

@@ -171,3 +171,17 @@ def test_flask_jobs_worker_and_status_from_the_command_line(jobs_env):
                             text=True, timeout=60)
     assert status.returncode == 0, status.stderr[-3000:]
     assert json.loads(status.stdout)["status"] == "completed"
+
+
+def test_the_dashboard_under_its_own_prefix_keeps_its_redirects_there(host_env):
+    app = make_host(host_env.url, JOBS_DASHBOARD_PREFIX="/ops/board", JOBS_SESSION_COOKIE_SECURE=False)
+    client = app.test_client()
+    first = client.get("/ops/board/")
+    assert first.status_code == 302 and first.headers["Location"].startswith("/ops/board/login")
+    page = client.get("/ops/board/login?next=/ops/board/failures")
+    assert page.status_code == 200
+    token = re.search(rb'name="csrf_token" value="([^"]+)"', page.data).group(1).decode()
+    login = client.post("/ops/board/login?next=/ops/board/failures",
+                        data={"token": ADMIN_TOKEN, "csrf_token": token})
+    assert login.status_code == 302 and login.headers["Location"] == "/ops/board/failures"
+    assert client.get("/ops/board/failures").status_code == 200

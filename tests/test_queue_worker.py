@@ -153,3 +153,17 @@ def test_sigkill_of_the_main_process_alone_never_leaves_the_job_running_twice(jo
     job = completed(job_id, timeout=60)
     assert job.retry_count == 1
     assert int(jobs_env.client().get("test:orphan")) == 1  # only the retry finished: the horse never did
+
+
+def test_json_log_lines_carry_the_attempt_fields(jobs_env, start_worker):
+    import json
+
+    job_id = email_queue.enqueue_job("add", {"a": 1, "b": 2})
+    worker = start_worker("email", "--burst", env={"JOBS_LOG_FORMAT": "json"})
+    assert worker.wait(60) == 0
+    assert get_job(job_id).wait(timeout=5).result == 3  # Job.wait on an ended job returns at once
+    entries = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    attempt = next(e for e in entries if e.get("job_id") == job_id)
+    assert (attempt["task"], attempt["queue"], attempt["outcome"], attempt["level"]) == ("add", "email", "completed",
+                                                                                       "INFO")
+    assert isinstance(attempt["duration"], float) and attempt["logger"] == "core.lifecycle"
