@@ -103,6 +103,32 @@ def find_redis(services: Services) -> str | None:
     return None
 
 
+def leave_nothing_behind(redis_url: str, prefix: str) -> int:
+    """Delete every key the demo made in a Redis that is not its own; returns how many.
+
+    The demo ran under its own queue prefix, so its keys are the prefix's own keys, RQ's keys of
+    the prefix's queues, and the job hashes those queues' lists and registries name. (A SCAN is
+    fine here: this runs once, at the end of a demo, never on a request path.)"""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    queues = [f"{prefix}:{q}" for q in ("email", "ai", "crm")]
+    registries = [f"rq:{kind}:{q}" for q in queues for kind in ("wip", "scheduled", "finished", "failed", "canceled")]
+    job_ids = {m.decode().split(":")[0] for key in registries for m in client.zrange(key, 0, -1)}
+    job_ids |= {m.decode() for q in queues for m in client.lrange(f"rq:queue:{q}", 0, -1)}
+    workers = {m.decode() for q in queues for m in client.smembers(f"rq:workers:{q}")}
+    keys = {k.decode() for k in client.scan_iter(match=f"{prefix}:*", count=1000)}
+    keys |= {f"rq:job:{i}" for i in job_ids} | {f"rq:results:{i}" for i in job_ids}
+    keys |= {f"rq:worker:{w}" for w in workers} | set(registries)
+    keys |= {f"rq:queue:{q}" for q in queues} | {f"rq:workers:{q}" for q in queues}
+    removed = client.delete(*keys) if keys else 0
+    client.srem("rq:queues", *[f"rq:queue:{q}" for q in queues])
+    if workers:
+        client.srem("rq:workers", *workers)
+    client.close()
+    return int(removed)
+
+
 def service_env(redis_url: str | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT)
@@ -180,14 +206,16 @@ def enqueue_demo_jobs() -> list[tuple[str, str]]:
         upsert_crm_contact_async,
     )
 
-    run = uuid.uuid4().hex[:8]
+    from core.config import get_settings
+
+    run = uuid.uuid4().hex[:8]  # under the queue prefix: a demo on a shared Redis removes it at the end
     jobs = [
         ("email: send welcome email", send_email_async("new.user@example.com", "Welcome", "Hello!", user_id="demo")),
         ("email: slow report (progress)", email_queue.enqueue_job("demo_slow_report", {"steps": 5}, user_id="demo")),
         ("email: delayed 3 s", email_queue.enqueue_job("send_email", {"to": "later@example.com", "subject": "Later",
                                                                        "body": "sent 3 s later"}, delay=3, user_id="demo")),
         ("ai: answer a prompt", process_ai_request_async("Summarise my inbox", user_id="demo")),
-        ("ai: flaky call (fails, retries)", ai_queue.enqueue_job("demo_flaky_llm_call", {"run_key": f"demo:flaky:{run}"},
+        ("ai: flaky call (fails, retries)", ai_queue.enqueue_job("demo_flaky_llm_call", {"run_key": f"{get_settings().queue_prefix}:demo-flaky:{run}"},
                                                                   user_id="demo")),
         ("crm: upsert contact", upsert_crm_contact_async("ext-42", "lead@example.com", "Ada Lead", user_id="demo")),
         ("crm: invalid contact (fails)", crm_queue.enqueue_job("demo_invalid_contact", {"email": "not-an-email"},
@@ -293,18 +321,25 @@ def main(argv: list[str] | None = None) -> int:
 
     services = Services()
     fake_gmail = None
+    shared, shared_prefix = False, ""
     try:
         redis_url = find_redis(services)
         env = service_env(redis_url)
+        shared = redis_url is not None and redis_url == os.environ.get("REDIS_URL")
+        if shared:  # the user's Redis: our own queue names, and everything removed at the end
+            shared_prefix = env["JOBS_QUEUE_PREFIX"] = f"fikiri-demo-{secrets.token_hex(3)}"
         os.environ.update({k: env[k] for k in ("REDIS_URL", "JOBS_TASK_MODULES", "JOBS_RETRY_BACKOFF_BASE",
-                                               "JOBS_ADMIN_TOKEN", "SECRET_KEY")})
+                                               "JOBS_ADMIN_TOKEN", "SECRET_KEY", "JOBS_QUEUE_PREFIX") if k in env})
         os.environ.setdefault("DATABASE_URL", env.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'demo.db'}"))
         fake_gmail = start_demo_gmail(env)
         if redis_url:
             services.start("worker", [sys.executable, "scripts/rq_worker.py"], env)
             print(f"Worker: started (log: {services.log_path('worker')})")
-            services.start("scheduler", [sys.executable, "scripts/periodic_scheduler.py"], env)
-            print(f"Scheduler: started (log: {services.log_path('scheduler')})")
+            if shared:
+                print("Scheduler: not started on your Redis (its schedule is shared by every app there)")
+            else:
+                services.start("scheduler", [sys.executable, "scripts/periodic_scheduler.py"], env)
+                print(f"Scheduler: started (log: {services.log_path('scheduler')})")
         api_base = start_api(services, env)
 
         print("\nEnqueueing demo jobs on the email, ai and crm queues...\n")
@@ -317,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.5)  # the classify_email jobs it queued
             show_classifications()
         print("\nAll demo jobs have finished." if finished else "\nSome demo jobs did not finish in time.")
-        if redis_url:
+        if redis_url and not shared:
             show_schedule()
         if api_base:
             show_api(api_base, env, jobs, once=args.once)
@@ -334,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         services.stop_all()
         if fake_gmail is not None:
             fake_gmail.stop()
+        if shared:
+            print(f"Redis: removed the demo's {leave_nothing_behind(redis_url, shared_prefix)} keys from {redis_url}")
 
 
 if __name__ == "__main__":
