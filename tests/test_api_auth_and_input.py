@@ -92,8 +92,12 @@ def test_out_of_range_limits_are_400(client, query):
     assert_error(response, 400, "invalid_payload", "from 1 to 100")
 
 
-def test_malformed_job_id_is_400(client):
-    assert_error(client.get("/api/jobs/bad%20id!", headers=ADMIN), 400, "invalid_job_id", "malformed job id")
+@pytest.mark.parametrize("bad_id", ["bad%20id!", "order.42", "invoice-7:x", "x" * 129])
+def test_malformed_job_id_is_400_naming_the_rule(client, bad_id):
+    response = client.get(f"/api/jobs/{bad_id}", headers=ADMIN)
+    assert_error(response, 400, "invalid_job_id", "malformed job id")
+    assert "letters, digits, '_' or '-'" in response.get_json()["error"]["message"]
+    assert_error(client.post(f"/api/jobs/{bad_id}/cancel", headers=ADMIN), 400, "invalid_job_id", "malformed job id")
 
 
 def test_unknown_job_and_queue_are_404(client):
