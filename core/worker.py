@@ -11,7 +11,7 @@ A claimed job sits in its queue's in-flight registry with a lease; a heartbeat t
 every lease in one pipeline per ``JOBS_WORKER_HEARTBEAT_INTERVAL``. When a worker dies, its
 leases run out and the sweep of any other worker takes the jobs back, counting the lost
 attempt (:func:`core.lifecycle.abandon_expired`). Recovery bound: lease
-(``JOBS_WORKER_LEASE``) + one maintenance interval.
+(``JOBS_WORKER_HEARTBEAT_INTERVAL`` + ``JOBS_WORKER_HEARTBEAT_GRACE``) + one maintenance interval.
 
 Idle cost, measured over 20 s on the three queues: 24 Redis commands/s (the promote script
 twice a second per queue, a claim and a BLPOP per wake-up, the heartbeat pipeline); wake-up
