@@ -197,6 +197,7 @@ def show_classifications() -> None:
 
 def enqueue_demo_jobs() -> list[tuple[str, str]]:
     """A few jobs on each queue; returns (label, job_id) pairs."""
+    from core.config import get_settings
     from core.redis_queues import (
         ai_queue,
         crm_queue,
@@ -205,8 +206,6 @@ def enqueue_demo_jobs() -> list[tuple[str, str]]:
         send_email_async,
         upsert_crm_contact_async,
     )
-
-    from core.config import get_settings
 
     run = uuid.uuid4().hex[:8]  # under the queue prefix: a demo on a shared Redis removes it at the end
     jobs = [
