@@ -6,7 +6,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ai_assistant import engine
+from ai_assistant import (
+    engine,
+    thread_jobs,  # noqa: F401  (registers process_thread_ai, process_unprocessed_threads)
+)
 from core.db import session_scope
 from core.redis_queues import ai_queue
 from email_automation.models import EmailMessage

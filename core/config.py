@@ -82,6 +82,13 @@ def _env_choice(name: str, default: str, accepted: tuple[str, ...]) -> str:
     return value
 
 
+def _env_rate(name: str, default: float) -> float:
+    value = _env_float(name, default)
+    if not 0 < value <= 1:
+        raise SettingsError(f"{name} must be a share above 0 and at most 1 (0.5 is half), got {value}")
+    return value
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     raw = _raw(name) or ""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -244,6 +251,16 @@ class Settings:
     # A sync row still 'pending' with no queue job after this long is stale and may be replaced.
     gmail_sync_stale_after: int = 300  # GMAIL_SYNC_STALE_AFTER (s)
 
+    # --- AI thread jobs, per-user digests, failure-rate alerts (issue 15, item 6) -------------
+    user_digest_cron: str = "0 8 * * *"  # JOBS_USER_DIGEST_CRON (UTC): each user's daily digest
+    alert_check_interval: int = 300  # JOBS_ALERT_CHECK_INTERVAL (s): how often failure rates are checked
+    alert_window: int = 900  # JOBS_ALERT_WINDOW (s): attempts that ended this recently count
+    alert_failure_rate: float = 0.5  # JOBS_ALERT_FAILURE_RATE: alert at or above this share (0-1]
+    alert_min_attempts: int = 5  # JOBS_ALERT_MIN_ATTEMPTS: fewer attempts in the window never alert
+    alert_cooldown: int = 3600  # JOBS_ALERT_COOLDOWN (s): one alert per task per incident + this quiet time
+    alert_to: tuple[str, ...] = ()  # JOBS_ALERT_TO: operators' addresses (empty: JOBS_DIGEST_TO)
+    alert_webhook_url: str = ""  # JOBS_ALERT_WEBHOOK_URL: also POSTed every alert when set
+
     def timeout_for(self, queue_short_name: str) -> int:
         return {"email": self.timeout_email, "ai": self.timeout_ai, "crm": self.timeout_crm}.get(
             queue_short_name, self.timeout_email
@@ -357,6 +374,14 @@ def load_settings() -> Settings:
             "EMAIL_SYNC_LOOKBACK_DAYS", _env_int("GMAIL_LOOKBACK_DAYS", Settings.email_sync_lookback_days, 1), 1
         ),
         gmail_sync_stale_after=_env_int("GMAIL_SYNC_STALE_AFTER", Settings.gmail_sync_stale_after, 1),
+        user_digest_cron=_env_str("JOBS_USER_DIGEST_CRON", Settings.user_digest_cron),
+        alert_check_interval=_env_int("JOBS_ALERT_CHECK_INTERVAL", Settings.alert_check_interval, 1),
+        alert_window=_env_int("JOBS_ALERT_WINDOW", Settings.alert_window, 1),
+        alert_failure_rate=_env_rate("JOBS_ALERT_FAILURE_RATE", Settings.alert_failure_rate),
+        alert_min_attempts=_env_int("JOBS_ALERT_MIN_ATTEMPTS", Settings.alert_min_attempts, 1),
+        alert_cooldown=_env_int("JOBS_ALERT_COOLDOWN", Settings.alert_cooldown, 1),
+        alert_to=_env_list("JOBS_ALERT_TO"),
+        alert_webhook_url=_env_str("JOBS_ALERT_WEBHOOK_URL", ""),
     )
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -34,6 +34,32 @@ _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _factories: dict[str, sessionmaker[Session]] = {}
 _initialised: set[str] = set()
+# Upgrades of existing databases (columns added after a table was first created), registered by
+# the model modules and run by init_db after create_all: create_all never alters a table.
+_schema_upgrades: list[Callable[[Engine], None]] = []
+
+
+def register_schema_upgrade(upgrade: Callable[[Engine], None]) -> Callable[[Engine], None]:
+    """Run ``upgrade(engine)`` on every database this process opens (it must be idempotent)."""
+    if upgrade not in _schema_upgrades:
+        _schema_upgrades.append(upgrade)
+    return upgrade
+
+
+def add_column_if_missing(engine: Engine, table: str, column: str, sql_type: str) -> bool:
+    """``ALTER TABLE table ADD COLUMN column sql_type`` unless it exists; True if this call added it.
+    A concurrent process adding it first is fine (the column is then there)."""
+    if column in {c["name"] for c in inspect(engine).get_columns(table)}:
+        return False
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+    except DBAPIError:
+        if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
+            raise
+        return False
+    logger.info("schema upgrade: added %s.%s", table, column)
+    return True
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -66,6 +92,8 @@ def init_db(url: str | None = None) -> None:
             if attempt == 2:
                 raise
             logger.info("create_all raced with another process (%s); checking again", str(exc).splitlines()[0])
+    for upgrade in _schema_upgrades:
+        upgrade(get_engine(url))
     _initialised.add(url)
 
 

@@ -156,3 +156,9 @@ def audit() -> str:
 def dashboard_session(digest: str) -> str:
     """HASH: one dashboard session, keyed by the sha256 of its cookie id; expires with the session."""
     return f"{_p()}:dashboard:session:{digest}"
+
+
+def alert(task: str) -> str:
+    """STRING: set when a task's failure-rate alert went out; while it lives, no other alert for
+    that task. Its expiry is renewed while the incident lasts, so it ends JOBS_ALERT_COOLDOWN after."""
+    return f"{_p()}:alert:{task}"

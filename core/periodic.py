@@ -84,6 +84,13 @@ def periodic_definitions() -> list[PeriodicJob]:
         PeriodicJob(f"{ID_PREFIX}nightly-cleanup", "Nightly cleanup", "nightly_cleanup", "email",
                     cron=s.cleanup_cron),
         PeriodicJob(f"{ID_PREFIX}daily-digest", "Daily digest email", "daily_digest", "email", cron=s.digest_cron),
+        PeriodicJob(f"{ID_PREFIX}ai-threads", "AI on unprocessed threads", "process_unprocessed_threads", "ai",
+                    kwargs={"limit": s.ai_processing_batch_size},
+                    interval=max(1, round(s.ai_processing_interval_minutes * 60))),
+        PeriodicJob(f"{ID_PREFIX}user-digests", "Each user's daily digest", "send_user_digests", "email",
+                    cron=s.user_digest_cron),
+        PeriodicJob(f"{ID_PREFIX}failure-alerts", "Failure-rate alerts", "check_failure_rates", "email",
+                    interval=s.alert_check_interval),
     ]
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Float, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import Engine, Float, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base
+from core.db import Base, add_column_if_missing, register_schema_upgrade
 
 
 class GmailAccount(Base):
@@ -62,6 +63,29 @@ class EmailMessage(Base):
     internal_date: Mapped[float | None] = mapped_column(Float, nullable=True)
     classification: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     classified_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # When the AI thread job last covered this message; NULL marks its thread as unprocessed.
+    # Added to existing databases by ai_assistant.thread_jobs.ensure_ai_schema.
+    ai_processed_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+
+
+class EmailThread(Base):
+    """A conversation's AI results, one row per (user, Gmail thread id): what the per-thread AI
+    job (summarize, sentiment, reply draft, task extraction) stores."""
+
+    __tablename__ = "email_threads"
+    __table_args__ = (UniqueConstraint("user_id", "thread_id", name="uq_email_threads_user_thread"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    thread_id: Mapped[str] = mapped_column(String(128))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sentiment: Mapped[str | None] = mapped_column(String(16), nullable=True)  # positive | neutral | negative
+    reply_draft: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tasks_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of extracted tasks
+    ai_engine: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ai_processed_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
 
 
 class SentEmail(Base):
@@ -77,3 +101,15 @@ class SentEmail(Base):
     transport: Mapped[str] = mapped_column(String(16))  # smtp | outbox
     status: Mapped[str] = mapped_column(String(16))  # sent | outbox
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+@register_schema_upgrade
+def add_ai_processed_at(engine: Engine) -> None:
+    """Databases made before the AI thread jobs lack ``email_messages.ai_processed_at`` (and its index)."""
+    add_column_if_missing(engine, EmailMessage.__tablename__, "ai_processed_at", "FLOAT")
+    for index in EmailMessage.__table__.indexes:
+        if "ai_processed_at" in index.columns:
+            try:
+                index.create(engine, checkfirst=True)
+            except DBAPIError:  # a concurrent process created it between the check and CREATE
+                pass

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from core.redis_queues import email_queue
-from email_automation import gmail_sync_jobs  # noqa: F401  (registers process_gmail_sync, sync_all_users)
+from email_automation import (
+    digests,  # noqa: F401  (registers send_user_digest, send_user_digests)
+    gmail_sync_jobs,  # noqa: F401  (registers process_gmail_sync, sync_all_users)
+)
 from email_automation.email_sender import send_email
 
 email_queue.register_task("send_email", send_email, max_retries=3)

@@ -321,5 +321,80 @@ def monitor_clear(out: Output, task: str | None) -> None:
     out.emit({"cleared": cleared}, lambda: f"cleared metrics of {cleared} task(s)")
 
 
+def run_domain(command: Callable[[], None]) -> None:
+    """:func:`run`, plus the domain helpers' errors: a bad value exits 2, a missing thing 1."""
+
+    def guarded() -> None:
+        try:
+            command()
+        except LookupError as exc:
+            raise JobNotFoundError(str(exc)) from exc
+        except ValueError as exc:
+            raise JobsError(str(exc)) from exc
+
+    run(guarded)
+
+
+@cli.group()
+def sync() -> None:
+    """Gmail sync: queue one for a user."""
+
+
+@sync.command("user")
+@click.argument("user_id")
+@click.option("--type", "sync_type", type=click.Choice(["manual", "incremental", "full"]), default="manual",
+              help="incremental follows Gmail's history; manual and full list the whole window")
+@click.option("--lookback-days", type=click.IntRange(1, 3650), default=None,
+              help="the window of a full listing (default EMAIL_SYNC_LOOKBACK_DAYS)")
+@click.pass_obj
+def sync_user(out: Output, user_id: str, sync_type: str, lookback_days: int | None) -> None:
+    """Queue a Gmail sync for USER_ID (the running one's id if a sync is already active)."""
+    from email_automation.gmail_sync_jobs import GmailSyncJobManager
+
+    def go() -> None:
+        job_id = GmailSyncJobManager().queue_sync_job(user_id, sync_type, lookback_days=lookback_days)
+        out.emit({"job_id": job_id, "user_id": user_id}, lambda: job_id)
+
+    run_domain(go)
+
+
+@cli.group()
+def ai() -> None:
+    """AI jobs on email threads: one thread, or every unprocessed thread."""
+
+
+@ai.command("thread")
+@click.argument("thread_id")
+@click.option("--user", "user_id", default=None, help="needed only when several users have this thread id")
+@click.option("--task", "tasks", multiple=True, type=click.Choice(["summarize", "sentiment", "reply", "tasks"]),
+              help="repeat for several (default: all four)")
+@click.option("--force", is_flag=True, help="run even when the thread has no new messages")
+@click.pass_obj
+def ai_thread(out: Output, thread_id: str, user_id: str | None, tasks: tuple[str, ...], force: bool) -> None:
+    """Queue the AI job for one thread (Gmail thread id THREAD_ID)."""
+    from ai_assistant.thread_jobs import queue_thread_ai
+
+    def go() -> None:
+        job_id = queue_thread_ai(thread_id, user_id, list(tasks) or None, force)
+        out.emit({"job_id": job_id, "thread_id": thread_id}, lambda: job_id)
+
+    run_domain(go)
+
+
+@ai.command("bulk")
+@click.option("--user", "user_id", default=None, help="only this user's threads")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, help="most threads to queue")
+@click.pass_obj
+def ai_bulk(out: Output, user_id: str | None, limit: int) -> None:
+    """Queue the bulk run: one AI job per unprocessed thread, at most --limit."""
+    payload: dict[str, Any] = {"limit": limit, **({"user_id": user_id} if user_id else {})}
+
+    def go() -> None:
+        job_id = get_queue("ai").enqueue_job("process_unprocessed_threads", payload)
+        out.emit({"job_id": job_id, **payload}, lambda: job_id)
+
+    run(go)
+
+
 if __name__ == "__main__":
     cli()
