@@ -175,3 +175,25 @@ def fake_gmail(monkeypatch):
     reload_settings()
     yield server
     server.stop()
+
+
+def finished(job_id: str, timeout: float = 30):
+    """Wait until the job has ended; returns it."""
+    from core.redis_queues import get_job
+    from tests.servers import wait_until
+
+    return wait_until(lambda: (j := get_job(job_id)) and j.status.is_final and j, timeout=timeout)
+
+
+@pytest.fixture
+def smtp(monkeypatch):
+    """A loopback SMTP peer the settings point at (no STARTTLS)."""
+    from tests.peers import SmtpPeer
+
+    peer = SmtpPeer().start()
+    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SMTP_PORT", str(peer.port))
+    monkeypatch.setenv("SMTP_STARTTLS", "0")
+    reload_settings()
+    yield peer
+    peer.stop()

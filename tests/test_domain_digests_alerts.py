@@ -15,26 +15,12 @@ from core.config import get_settings, reload_settings
 from core.connection import get_redis
 from core.db import session_scope
 from core.monitoring import get_task_history
-from core.redis_queues import email_queue, get_job
+from core.redis_queues import email_queue
 from email_automation.gmail_sync_jobs import connect_account
 from email_automation.models import EmailMessage, EmailThread
-from tests.peers import JsonHttpPeer, SmtpPeer
+from tests.conftest import finished
+from tests.peers import JsonHttpPeer
 from tests.servers import wait_until
-
-
-def finished(job_id, timeout=30):
-    return wait_until(lambda: (j := get_job(job_id)) and j.status.is_final and j, timeout=timeout)
-
-
-@pytest.fixture
-def smtp(monkeypatch):
-    peer = SmtpPeer().start()
-    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("SMTP_PORT", str(peer.port))
-    monkeypatch.setenv("SMTP_STARTTLS", "0")
-    reload_settings()
-    yield peer
-    peer.stop()
 
 
 def test_each_user_gets_one_digest_a_day_and_none_when_nothing_is_new(domain_env, smtp, start_worker):

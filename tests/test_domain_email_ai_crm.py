@@ -10,26 +10,11 @@ from core import progress
 from core.config import reload_settings
 from core.db import session_scope
 from core.http import UpstreamError
-from core.redis_queues import ai_queue, crm_queue, email_queue, get_job, process_ai_request_async
+from core.redis_queues import ai_queue, crm_queue, email_queue, process_ai_request_async
 from email_automation.email_sender import send_email
 from email_automation.models import EmailMessage, SentEmail
-from tests.peers import JsonHttpPeer, SmtpPeer, chat_completions_peer
-from tests.servers import wait_until
-
-
-def finished(job_id, timeout=30):
-    return wait_until(lambda: (j := get_job(job_id)) and j.status.is_final and j, timeout=timeout)
-
-
-@pytest.fixture
-def smtp(monkeypatch):
-    peer = SmtpPeer().start()
-    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("SMTP_PORT", str(peer.port))
-    monkeypatch.setenv("SMTP_STARTTLS", "0")
-    reload_settings()
-    yield peer
-    peer.stop()
+from tests.conftest import finished
+from tests.peers import JsonHttpPeer, chat_completions_peer
 
 
 def test_send_email_over_smtp_through_a_worker(domain_env, smtp, start_worker):
