@@ -72,12 +72,13 @@ def test_any_gunicorn_worker_reads_every_spooled_job_and_all_complete(api_env, t
         server.stop()
 
 
-def _spooler(redis_url: str, spool: Path, marks_path: Path, count: int, seconds: float) -> subprocess.Popen:
-    """A web-like process that spools ``count`` file_mark jobs, then keeps running them."""
+def _spooler(redis_url: str, spool: Path, marks_path: Path, count: int, seconds: float,
+             first: int = 0) -> subprocess.Popen:
+    """A web-like process that spools file_mark jobs j<first>..j<first+count-1>, then keeps running them."""
     code = (
         "import sys, time\n"
         "from core.redis_queues import email_queue\n"
-        f"for i in range({count}):\n"
+        f"for i in range({first}, {first + count}):\n"
         f"    email_queue.enqueue_job('file_mark', {{'path': {str(marks_path)!r}, 'item': f'j{{i}}', "
         f"'seconds': {seconds}}}, job_id=f'j{{i}}', max_retries=3)\n"
         "print('spooled', flush=True)\n"
@@ -118,7 +119,8 @@ def test_sigkill_with_100_spooled_jobs_then_redis_and_a_worker_run_each_once(job
 def test_redis_returns_while_two_processes_drain_the_spool(jobs_env, start_worker, tmp_path):
     spool, marks_path = tmp_path / "spool.db", tmp_path / "marks.txt"
     jobs_env.stop()
-    webs = [_spooler(jobs_env.url, spool, marks_path, 60, 0.1) for _ in range(2)]  # same ids: spooled once
+    # distinct ids: the same id enqueued again after its run ended would rightly start a new run
+    webs = [_spooler(jobs_env.url, spool, marks_path, 30, 0.1, first) for first in (0, 30)]
     try:
         for web in webs:
             wait_spooled(web)
