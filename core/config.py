@@ -98,7 +98,7 @@ def _env_host_ports(name: str) -> tuple[tuple[str, int], ...]:
     out = []
     for part in _env_list(name):
         host, sep, port = part.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise SettingsError(f"{name} must be host:port pairs separated by commas, got {part!r} in it")
         out.append((host.strip("[]"), int(port)))
     return tuple(out)

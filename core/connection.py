@@ -58,7 +58,8 @@ def build_redis(socket_timeout: float | None, socket_connect_timeout: float | No
     if not settings.redis_sentinels:
         return redis.Redis.from_url(settings.redis_url, **kwargs)
     url = urlsplit(settings.redis_url)
-    db = int(url.path.lstrip("/") or 0) if url.path.lstrip("/").isdigit() else 0
+    db_text = url.path.lstrip("/")
+    db = int(db_text) if db_text.isascii() and db_text.isdigit() else 0
     if url.username:
         kwargs["username"] = unquote(url.username)
     if url.password:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.config import QUEUE_NAMES
+from core.config import QUEUE_NAMES, get_settings
 
 _JOB_STATUSES = ["pending", "delayed", "running", "completed", "failed", "retrying", "canceled"]
 
@@ -29,10 +29,15 @@ def _errors(*statuses: int) -> dict[str, Any]:
         "schema": {"$ref": "#/components/schemas/Error"}}}} for s in statuses}
 
 
-_JOB_ID = {"name": "job_id", "in": "path", "required": True,
-           "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"}}
-_QUEUE = {"name": "queue_name", "in": "path", "required": True,
-          "schema": {"type": "string", "enum": [*QUEUE_NAMES, *(f"fikiri:{q}" for q in QUEUE_NAMES)]}}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True,  # RQ 3's rule (core/job_options.py)
+           "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}}
+
+
+def _queue_param() -> dict:
+    """``email`` or its full name (``fikiri:email`` under the default JOBS_QUEUE_PREFIX)."""
+    settings = get_settings()
+    names = [*QUEUE_NAMES, *(settings.full_queue_name(q) for q in QUEUE_NAMES)]
+    return {"name": "queue_name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
 _LIMIT = {"name": "limit", "in": "query", "required": False,
           "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
 _JOB = {"$ref": "#/components/schemas/Job"}
@@ -114,14 +119,14 @@ def _document() -> dict[str, Any]:
                 "responses": {"200": _response("the job after the change", _JOB),
                               **_errors(400, 401, 403, 404, 409, 503)}}},
             "/api/jobs/queue/{queue_name}/stats": {"get": {
-                "summary": "One queue's counts (admin)", "security": _AUTH, "parameters": [_QUEUE],
+                "summary": "One queue's counts (admin)", "security": _AUTH, "parameters": [_queue_param()],
                 "responses": {"200": _response("the counts", _STATS), **_errors(401, 403, 404, 503)}}},
             "/api/jobs/queues/stats": {"get": {
                 "summary": "Every queue's counts (admin)", "security": _AUTH,
                 "responses": {"200": _response("the counts", {"type": "array", "items": _STATS}),
                               **_errors(401, 403, 503)}}},
             "/api/jobs/queue/{queue_name}/failed": {"get": {
-                "summary": "Failed jobs, newest first (admin)", "security": _AUTH, "parameters": [_QUEUE, _LIMIT],
+                "summary": "Failed jobs, newest first (admin)", "security": _AUTH, "parameters": [_queue_param(), _LIMIT],
                 "responses": {"200": _response("the failed jobs", {"type": "object", "properties": {
                     "queue": {"type": "string"}, "jobs": {"type": "array", "items": _JOB}}}),
                     **_errors(400, 401, 403, 404, 503)}}},

@@ -111,20 +111,23 @@ def leave_nothing_behind(redis_url: str, prefix: str) -> int:
     fine here: this runs once, at the end of a demo, never on a request path.)"""
     import redis
 
+    from core import keys
+
     client = redis.Redis.from_url(redis_url)
     queues = [f"{prefix}:{q}" for q in ("email", "ai", "crm")]
-    registries = [f"rq:{kind}:{q}" for q in queues for kind in ("wip", "scheduled", "finished", "failed", "canceled")]
+    registries = [kind(q) for q in queues for kind in (keys.started, keys.scheduled, keys.finished, keys.failed,
+                                                          keys.canceled)]
     job_ids = {m.decode().split(":")[0] for key in registries for m in client.zrange(key, 0, -1)}
-    job_ids |= {m.decode() for q in queues for m in client.lrange(f"rq:queue:{q}", 0, -1)}
-    workers = {m.decode() for q in queues for m in client.smembers(f"rq:workers:{q}")}
-    keys = {k.decode() for k in client.scan_iter(match=f"{prefix}:*", count=1000)}
-    keys |= {f"rq:job:{i}" for i in job_ids} | {f"rq:results:{i}" for i in job_ids}
-    keys |= {f"rq:worker:{w}" for w in workers} | set(registries)
-    keys |= {f"rq:queue:{q}" for q in queues} | {f"rq:workers:{q}" for q in queues}
-    removed = client.delete(*keys) if keys else 0
-    client.srem("rq:queues", *[f"rq:queue:{q}" for q in queues])
+    job_ids |= {m.decode() for q in queues for m in client.lrange(keys.queue(q), 0, -1)}
+    workers = {m.decode() for q in queues for m in client.smembers(keys.queue_workers(q))}
+    names = {k.decode() for k in client.scan_iter(match=f"{prefix}:*", count=1000)}  # the prefix's own keys
+    names |= {keys.job(i) for i in job_ids} | {keys.results(i) for i in job_ids}
+    names |= {keys.worker(w) for w in workers} | set(registries)
+    names |= {keys.queue(q) for q in queues} | {keys.queue_workers(q) for q in queues}
+    removed = client.delete(*names) if names else 0
+    client.srem(keys.all_queues(), *[keys.queue(q) for q in queues])
     if workers:
-        client.srem("rq:workers", *workers)
+        client.srem(keys.workers(), *workers)
     client.close()
     return int(removed)
 
