@@ -20,6 +20,7 @@ Measured cost per job (no user index, no unique window): enqueue 5 Redis command
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any
 from core import keys, monitoring, scripts
 from core.backoff import retry_delays
 from core.config import get_settings
-from core.rq_compat import decode_data, epoch_to_rq_time, format_time
+from core.rq_compat import decode_data, encode_data, epoch_to_rq_time, format_time, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +73,13 @@ class NewJob:
     retries: int = 0  # retries already used (a job handed back from the fallback spool)
     only_if_absent: bool = False  # write nothing if the id is in Redis at all (idempotent hand-back)
 
-    def fields(self, user: str | None, now: str) -> list[Any]:
+    def fields(self, queue: str, user: str | None, now: str) -> list[Any]:
+        """The job hash's fields (``data`` is passed separately: it may be binary)."""
         settings = get_settings()
         out: list[Any] = [
             "status", "scheduled" if self.run_at is not None else "queued",
             "created_at", now,
-            "origin", "",  # filled by enqueue (the full queue name)
+            "origin", queue,
             "timeout", self.timeout,
             "result_ttl", self.result_ttl or settings.result_ttl,
             "failure_ttl", self.failure_ttl or settings.failure_ttl,
@@ -93,16 +95,8 @@ class NewJob:
         return out + self.extra_fields
 
 
-def _encode_data(task_name: str, kwargs: dict[str, Any], compress: bool = True) -> bytes:
-    from core.rq_compat import encode_data
-
-    return encode_data(task_name, kwargs, compress)
-
-
 def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | None = None) -> list[str]:
     """Create ``jobs`` on one queue (one script call); returns the id each one resolved to."""
-    import json
-
     if not jobs:
         return []
     settings = get_settings()
@@ -111,9 +105,8 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
     entries = []
     blobs: list[bytes] = []  # each job's data, binary-safe in ARGV (it may be zlib'd)
     for job in jobs:
-        blobs.append(_encode_data(job.task_name, job.kwargs))
-        fields = job.fields(user, now)
-        fields[fields.index("origin") + 1] = queue
+        blobs.append(encode_data(job.task_name, job.kwargs))
+        fields = job.fields(queue, user, now)
         entries.append({
             "id": job.job_id, "key": keys.job(job.job_id), "results": keys.results(job.job_id),
             "fields": fields, "run_at": job.run_at, "front": job.priority == "high",
@@ -153,8 +146,6 @@ class ImportedOutcome:
 
 def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
     """Write ended fallback jobs into Redis (one script call); ids already there are left alone."""
-    import json
-
     settings = get_settings()
     entries = []
     for o in outcomes:
@@ -163,7 +154,7 @@ def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
         status = {"completed": "finished", "failed": "failed", "canceled": "canceled"}[o.status]
         fields: list[Any] = [
             "status", status, "created_at", epoch_to_rq_time(o.created_at),
-            "data", _encode_data(o.task_name, o.kwargs, compress=False).decode(),
+            "data", encode_data(o.task_name, o.kwargs, compress=False).decode(),
             "origin", full, "ended_at", epoch_to_rq_time(o.completed_at), "result_ttl", settings.result_ttl,
             "failure_ttl", settings.failure_ttl, "fk_task", o.task_name, "fk_max", o.max_retries,
             "fk_retries", o.retries, "fk_mode", "fallback",
@@ -230,8 +221,6 @@ class ClaimedJob:
 
 
 def _trace(raw: Any) -> dict[str, Any] | None:
-    import json
-
     if raw is None:
         return None
     try:
@@ -258,8 +247,6 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
 
     ``chain_wakeup``: the worker was just woken; if the batch comes back full, wake another one.
     """
-    from core.rq_compat import parse_time
-
     args: list[Any] = [limit, time.time() + lease_seconds, format_time(), worker_name, claim_prefix, keys.job_prefix(),
                        "1" if chain_wakeup else "0"]
     for queue in queues:
@@ -341,8 +328,6 @@ def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[
 def finish_many(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]],
                 worker_name: str = "") -> list[str | None]:
     """Record several attempts' ends in one script call (group commit); outcome or None per job."""
-    import json
-
     now = time.time()
     planned = [_finish_entry(job, attempt, now) for job, attempt in finished]
     request = {"now": epoch_to_rq_time(now), "entries": [entry for entry, _outcome, _error in planned]}
@@ -464,8 +449,6 @@ def delete(connection: Any, job_id: str, queue: str) -> tuple[bool, str]:
 
 def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bool) -> tuple[bool, str]:
     """An operator fails a job that has not started. Returns (done, new or current status)."""
-    import json
-
     fields = connection.hmget(keys.job(job_id), "fk_max")
     delays = retry_delays(_int(fields[0]))
     now = time.time()

@@ -28,7 +28,6 @@ HISTORY_SIZE = 100
 FAILURES_SIZE = 500
 MINUTE_TTL = 3 * 3600
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-COUNTED = ("completed", "failed", "retried", "abandoned", "canceled", "enqueued")
 
 
 def _key(*parts: str) -> str:
