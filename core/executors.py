@@ -129,6 +129,9 @@ class SimpleExecutor:
     def busy(self) -> int:
         return 0
 
+    def children_rss_kb(self) -> int:
+        return 0  # jobs run in this process
+
     def stop(self, wait: bool) -> None:
         pass
 
@@ -206,6 +209,9 @@ class ThreadedExecutor:
     def busy(self) -> int:
         with self._cond:
             return self._busy
+
+    def children_rss_kb(self) -> int:
+        return 0  # jobs run in this process's threads
 
     def stop(self, wait: bool) -> None:
         self._pool.shutdown(wait=wait)
@@ -345,6 +351,9 @@ class PreforkExecutor:
     def busy(self) -> int:
         return sum(1 for c in self._children.values() if c.job is not None)
 
+    def children_rss_kb(self) -> int:
+        return sum(rss_kb(pid) for pid in list(self._children))
+
     def stop(self, wait: bool) -> None:
         """Warm stop: let every job in hand finish, then close the pipes (children exit)."""
         self._stopping = True
@@ -393,6 +402,15 @@ def _die_with_parent(parent: int) -> None:
         logger.debug("PR_SET_PDEATHSIG is not available")
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def rss_kb(pid: int | str = "self") -> int:
+    """Resident memory of a process now (not its peak), from /proc; 0 where that is unreadable."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _rss_mb() -> float:

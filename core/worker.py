@@ -37,7 +37,7 @@ import redis
 from core import keys, lifecycle, monitoring, tracing
 from core.config import Settings, get_settings
 from core.connection import new_redis
-from core.executors import PreforkExecutor, SimpleExecutor, ThreadedExecutor
+from core.executors import PreforkExecutor, SimpleExecutor, ThreadedExecutor, rss_kb
 from core.lifecycle import ClaimedJob
 
 logger = logging.getLogger(__name__)
@@ -268,7 +268,8 @@ class Worker:
                     pipe.zadd(keys.started(queue), members, xx=True)
                 pipe.hset(keys.worker(self.name), mapping={
                     "last_heartbeat": lifecycle.epoch_to_rq_time(time.time()), "state": "busy" if jobs else "idle",
-                    "current_jobs": len(jobs), "processed": self.processed})
+                    "current_jobs": len(jobs), "current_job_ids": ",".join(j.job_id for j in jobs[:20]),
+                    "processed": self.processed, "rss_kb": rss_kb() + self.executor.children_rss_kb()})
                 pipe.expire(keys.worker(self.name), self.settings.worker_ttl)
                 pipe.execute()
             monitoring.buffer().flush(connection)
