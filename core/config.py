@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Default home of files we write (SQLite, spools): var/ of a checkout; installed with pip (no
@@ -80,6 +81,20 @@ def _env_choice(name: str, default: str, accepted: tuple[str, ...]) -> str:
     if value not in accepted:
         raise SettingsError(f"{name} must be one of {', '.join(accepted)}, got {value!r}")
     return value
+
+
+def _env_rate_limit(name: str) -> str:
+    """A rate such as ``100/m``, checked now so a typo stops the process at start-up."""
+    text = os.environ.get(name, "").strip()
+    if text:
+        from core.errors import JobsError
+        from core.limits import parse_rate
+
+        try:
+            parse_rate(text, name)
+        except JobsError as exc:
+            raise SettingsError(exc.message) from exc
+    return text
 
 
 def _env_rate(name: str, default: float) -> float:
@@ -154,6 +169,14 @@ class Settings:
     # JOBS_APP_TASK_MODULES: the product's own domain task modules (comma-separated)
     app_task_modules: tuple[str, ...] = ("email_automation.tasks", "ai_assistant.tasks", "crm.tasks")
     log_format: str = "text"  # JOBS_LOG_FORMAT: text | json (one JSON object per line)
+
+    # --- flow control (core/limits.py) --------------------------------------------------------
+    rate_limit_email: str = ""  # JOBS_RATE_LIMIT_EMAIL: queue-wide rate, e.g. "100/m" (empty: none)
+    rate_limit_ai: str = ""  # JOBS_RATE_LIMIT_AI
+    rate_limit_crm: str = ""  # JOBS_RATE_LIMIT_CRM
+    max_deferrals: int = 20  # JOBS_MAX_DEFERRALS: RetryAfter deferrals of one job before it fails
+    max_retry_after: float = 3600.0  # JOBS_MAX_RETRY_AFTER (s): a longer Retry-After is cut to this
+    stop_grace: float = 5.0  # JOBS_STOP_GRACE (s): a stopped job may end by itself this long before it is ended
 
     # --- fallback (Redis unreachable) ------------------------------------------------------
     fallback_enabled: bool = True  # JOBS_FALLBACK_ENABLED
@@ -266,6 +289,16 @@ class Settings:
             queue_short_name, self.timeout_email
         )
 
+    def queue_rate_limit(self, queue_short_name: str) -> Any:
+        """The queue-wide rate limit (:class:`core.limits.Rate`) or None."""
+        text = {"email": self.rate_limit_email, "ai": self.rate_limit_ai, "crm": self.rate_limit_crm}.get(
+            queue_short_name, "")
+        if not text:
+            return None
+        from core.limits import parse_rate
+
+        return parse_rate(text, f"JOBS_RATE_LIMIT_{queue_short_name.upper()}")
+
     def full_queue_name(self, short_name: str) -> str:
         return f"{self.queue_prefix}:{short_name}"
 
@@ -301,6 +334,12 @@ def load_settings() -> Settings:
         task_modules=_env_list("JOBS_TASK_MODULES"),
         app_task_modules=_env_list("JOBS_APP_TASK_MODULES") or Settings.app_task_modules,
         log_format=_env_choice("JOBS_LOG_FORMAT", Settings.log_format, ("text", "json")),
+        rate_limit_email=_env_rate_limit("JOBS_RATE_LIMIT_EMAIL"),
+        rate_limit_ai=_env_rate_limit("JOBS_RATE_LIMIT_AI"),
+        rate_limit_crm=_env_rate_limit("JOBS_RATE_LIMIT_CRM"),
+        max_deferrals=_env_int("JOBS_MAX_DEFERRALS", Settings.max_deferrals, 0),
+        max_retry_after=_env_float("JOBS_MAX_RETRY_AFTER", Settings.max_retry_after, 0.0),
+        stop_grace=_env_float("JOBS_STOP_GRACE", Settings.stop_grace, 0.0),
         fallback_enabled=_env_bool("JOBS_FALLBACK_ENABLED", Settings.fallback_enabled),
         fallback_workers=_env_int("JOBS_FALLBACK_WORKERS", Settings.fallback_workers, 1),
         fallback_max_pending=_env_int("JOBS_FALLBACK_MAX_PENDING", Settings.fallback_max_pending, 1),

@@ -66,3 +66,25 @@ class UnregisteredTaskError(RuntimeError):
 class PermanentJobError(Exception):
     """Raise inside a task when another attempt cannot help (no connected account, a deleted
     record): the job fails at once with this message, without using its retries."""
+
+
+class RetryAfter(Exception):  # noqa: N818 - named for the HTTP header it mirrors
+    """Raise inside a task to run it again after ``seconds`` without holding a worker slot.
+
+    The job goes back to ``delayed`` and is claimed again when the time comes. It is a deferral,
+    not a failure: it uses none of the job's retries, and at most ``JOBS_MAX_DEFERRALS`` of them
+    are allowed before the job fails (a peer that never stops asking would keep it forever).
+    :func:`core.http.request_with_backoff` raises it on 429/503 with a Retry-After header."""
+
+    def __init__(self, seconds: float, reason: str = "") -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+            raise ValueError(f"RetryAfter needs seconds >= 0, got {seconds!r}")
+        self.seconds = float(seconds)
+        self.reason = reason or f"asked to run again in {self.seconds:g}s"
+        super().__init__(self.reason)
+
+
+class JobStopped(BaseException):  # noqa: N818 - it is not an error of the task
+    """Raised inside a task that was stopped and did not end by itself within JOBS_STOP_GRACE.
+
+    A BaseException, so a task's ``except Exception`` does not swallow it."""

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from core import keys, lifecycle, monitoring, tracing
+from core import keys, lifecycle, monitoring, stopping, tracing
 from core.connection import new_redis
 from core.lifecycle import AttemptResult, ClaimedJob
 from core.runner import run_attempt
@@ -88,6 +88,16 @@ def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptRes
         delay = min(delay * 2, 2.0)
 
 
+def stop_in_thread(job: ClaimedJob, grace: float) -> None:
+    """Ask the job to stop (core.stopping.should_stop), and end it after ``grace`` seconds if it
+    has not: the simple and threaded workers share this."""
+    if not stopping.request(job.job_id):
+        return
+    timer = threading.Timer(grace, stopping.hard_stop, [job.job_id])
+    timer.daemon = True
+    timer.start()
+
+
 class SimpleExecutor:
     """Run each job inline, in the worker's main thread."""
 
@@ -131,6 +141,9 @@ class SimpleExecutor:
 
     def children_rss_kb(self) -> int:
         return 0  # jobs run in this process
+
+    def stop_job(self, job: ClaimedJob) -> None:
+        stop_in_thread(job, self.worker.settings.stop_grace)
 
     def stop(self, wait: bool) -> None:
         pass
@@ -212,6 +225,9 @@ class ThreadedExecutor:
 
     def children_rss_kb(self) -> int:
         return 0  # jobs run in this process's threads
+
+    def stop_job(self, job: ClaimedJob) -> None:
+        stop_in_thread(job, self.worker.settings.stop_grace)
 
     def stop(self, wait: bool) -> None:
         self._pool.shutdown(wait=wait)
@@ -353,6 +369,13 @@ class PreforkExecutor:
 
     def children_rss_kb(self) -> int:
         return sum(rss_kb(pid) for pid in list(self._children))
+
+    def stop_job(self, job: ClaimedJob) -> None:
+        """End the work-horse running ``job`` (the parent records the job as stopped)."""
+        for child in list(self._children.values()):
+            if child.job is not None and child.job.job_id == job.job_id:
+                child.job.stop_reason = job.stop_reason
+                _kill(child.pid)
 
     def stop(self, wait: bool) -> None:
         """Warm stop: let every job in hand finish, then close the pipes (children exit)."""

@@ -142,6 +142,8 @@ class FallbackExecutor:
         elif attempt.retryable and job.retry_count < job.max_retries:
             outcome = "retrying"
             delay = retry_delays(job.max_retries)[job.retry_count]
+            if attempt.defer is not None:  # RetryAfter: here it uses a retry (the spool keeps no deferral count)
+                delay = max(delay, min(attempt.defer, get_settings().max_retry_after))
             self.spool.end(job.id, self.owner, "retrying", None, attempt.error, job.retry_count + 1, time.time() + delay)
         else:
             outcome = "failed"

@@ -1,4 +1,8 @@
-"""Outbound HTTP for tasks: timeouts always, back-off on 429 and 5xx honouring Retry-After.
+"""Outbound HTTP for tasks: timeouts always, back-off on 429 and 5xx, Retry-After without a held slot.
+
+A 429 or 503 that carries ``Retry-After`` raises :class:`core.errors.RetryAfter`: inside a job
+the worker reschedules it after that delay and serves other jobs meanwhile (a deferral, not a
+failure). Other 429/5xx answers and connection errors are retried here with back-off.
 
 Domain clients (Gmail, the AI provider, CRM webhooks) call :func:`request_with_backoff` so every
 one of them treats a busy or flaky peer the same way.
@@ -14,6 +18,7 @@ from typing import Any
 import requests
 
 from core.config import get_settings
+from core.errors import RetryAfter
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,11 @@ def request_with_backoff(session: requests.Session, method: str, url: str, **kwa
                 raise UpstreamError(
                     f"{method} {url} answered {response.status_code} after {attempt} attempts", response.status_code
                 )
+            asked = response.headers.get("Retry-After")
+            if asked and response.status_code in (429, 503):
+                # the peer said when: wait without holding a worker slot (the job is rescheduled)
+                seconds = retry_after_seconds(response, delay)
+                raise RetryAfter(seconds, f"{method} {url} answered {response.status_code} with Retry-After: {asked}")
             delay = retry_after_seconds(response, delay)
             logger.warning("%s %s answered %d; retry %d in %.1fs", method, url, response.status_code, attempt, delay)
         time.sleep(min(delay, settings.http_backoff_cap))

@@ -46,6 +46,11 @@ class Job:
     started_at: float | None = None
     completed_at: float | None = None
     mode: str = "redis"
+    priority: str = "normal"
+    # why a delayed job waits ("rate limited: ai provider 60/min", "retry after 2s: ..."), or that a
+    # running job was asked to stop ("stopping: stopped by alice")
+    reason: str | None = None
+    deferrals: int = 0  # times it was rescheduled by RetryAfter (not failures)
 
     def wait(self, timeout: float) -> Job:
         """Block until this job has ended and return it (:func:`core.job_ops.wait_for`)."""
@@ -67,7 +72,8 @@ _STATUS = {
 
 # Fields a status read needs (HMGET, not HGETALL: a job hash also carries RQ fields we never show).
 READ_FIELDS = ("status", "data", "origin", "created_at", "started_at", "ended_at", "fk_task", "fk_max",
-               "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta", "fk_mode")
+               "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta", "fk_mode",
+               "fk_prio", "fk_reason", "fk_stop", "fk_deferrals")
 
 
 def map_status(rq_status: str | None, retry_count: int) -> JobStatus:
@@ -122,4 +128,15 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
         started_at=parse_time(raw["started_at"]),
         completed_at=parse_time(raw["ended_at"]) if status.is_final else None,
         mode=raw["fk_mode"].decode() if raw["fk_mode"] else "redis",  # "fallback": ran there, handed back
+        priority=raw["fk_prio"].decode() if raw["fk_prio"] else "normal",
+        reason=_reason(status, raw["fk_reason"], raw["fk_stop"]),
+        deferrals=int(raw["fk_deferrals"] or 0),
     )
+
+
+def _reason(status: JobStatus, waiting: bytes | None, stop: bytes | None) -> str | None:
+    if status == JobStatus.RUNNING and stop:
+        return f"stopping: {stop.decode(errors='replace')}"
+    if status in (JobStatus.DELAYED, JobStatus.RETRYING) and waiting:
+        return waiting.decode(errors="replace")
+    return None

@@ -98,6 +98,36 @@ def cancel_job(job_id: str, reason: str = "canceled") -> Job:
     return must_get(job_id)
 
 
+def stop_job(job_id: str, by: str = "an operator") -> Job:
+    """Stop a job: a running one is ended by its worker, a pending or delayed one is canceled.
+
+    Either way it ends ``canceled`` with "stopped by <by>" and is not retried. The worker sees the
+    request at its next heartbeat (JOBS_WORKER_HEARTBEAT_INTERVAL); a prefork or fork worker
+    ends the work-horse, a simple or threaded one sets :func:`core.progress.should_stop` and ends
+    the job JOBS_STOP_GRACE seconds later if it has not returned. Returns the job as it is now
+    (a running job is still ``running``, with ``reason`` "stopping: ...", until its worker acts).
+    """
+    validate_job_id(job_id)
+    reason = f"stopped by {by}"
+    if get_fallback().get(job_id) is not None:
+        raise InvalidJobStateError(f"job {job_id} runs in the in-process fallback (Redis was down); it cannot be "
+                                   f"stopped there, only canceled before it starts")
+    for _attempt in range(3):  # a pending job may be claimed between the two checks: look again
+        ok, status, _worker = lifecycle.stop_running(get_redis(), job_id, reason)
+        if ok:
+            return must_get(job_id)
+        if not status:
+            raise JobNotFoundError(f"Job {job_id} does not exist")
+        if status not in ("queued", "scheduled", "deferred"):
+            current = must_get(job_id)
+            raise InvalidJobStateError(f"job {job_id} is {current.status.value}; only running, pending or delayed "
+                                       f"jobs can be stopped")
+        canceled, _status = lifecycle.cancel(get_redis(), job_id, _full_queue_of(job_id), reason)
+        if canceled:
+            return must_get(job_id)
+    raise InvalidJobStateError(f"job {job_id} kept changing state; try again")
+
+
 def retry_job(job_id: str) -> Job:
     """Requeue a failed job for one more attempt."""
     validate_job_id(job_id)
@@ -136,11 +166,10 @@ def page_ids(queue_short: str, state: str, start: int, count: int) -> tuple[list
     key = _state_key(full, state)
     connection = get_redis()
     end = start + count - 1
+    if state == "pending":
+        return _page_pending(connection, full, start, count)
     with connection.pipeline(transaction=False) as pipe:
-        if state == "pending":
-            pipe.lrange(key, start, end)
-            pipe.llen(key)
-        elif state in ("delayed", "running"):
+        if state in ("delayed", "running"):
             pipe.zrange(key, start, end)
             pipe.zcard(key)
         else:
@@ -151,6 +180,27 @@ def page_ids(queue_short: str, state: str, start: int, count: int) -> tuple[list
     if state == "running":
         ids = [i.rsplit(":", 1)[0] for i in ids]
     return ids, int(total)
+
+
+def _page_pending(connection: Any, full: str, start: int, count: int) -> tuple[list[str], int]:
+    """Pending ids in the order workers take them: high, then normal, then low priority."""
+    lists = keys.queue_lists(full)
+    with connection.pipeline(transaction=False) as pipe:
+        for key in lists:
+            pipe.llen(key)
+        lengths = pipe.execute()
+    ids: list[str] = []
+    offset = start
+    for key, length in zip(lists, lengths):
+        if len(ids) >= count:
+            break
+        if offset >= length:
+            offset -= length
+            continue
+        want = count - len(ids)
+        ids += [i.decode() for i in connection.lrange(key, offset, offset + want - 1)]
+        offset = 0
+    return ids, int(sum(lengths))
 
 
 def page_jobs(queue_short: str, state: str, start: int = 0, count: int = 20) -> tuple[list[Job], int]:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core import limits as job_limits
 from core.config import get_settings
 from core.errors import InvalidPayloadError, JobsError, PayloadTooLargeError
 from core.rq_compat import JOB_ID_PATTERN
 from core.task_registry import TaskSpec
 
-PRIORITIES = ("high", "normal")
+PRIORITIES = ("high", "normal", "low")  # claimed in this order on every queue, by every worker class
 MAX_RETRIES_LIMIT = 25
 MAX_UNIQUE_FOR = 30 * 86_400
 _JOB_ID_RE = re.compile(rf"^{JOB_ID_PATTERN}$")
@@ -109,6 +110,11 @@ class EnqueueOptions:
     user_id: str | None = None
     unique_for: int | None = None
     unique_key: str | None = None
+    limits: job_limits.Limits = job_limits.Limits()  # the task's, with this call's overrides
+
+    def limits_field(self, queue_short: str, task_name: str, payload: dict[str, Any]) -> str | None:
+        """The job's ``fk_limits`` for this payload (a template key is filled from it)."""
+        return job_limits.job_limits(queue_short, task_name, self.limits, payload) if self.limits else None
 
 
 def check_options(
@@ -123,6 +129,10 @@ def check_options(
     timeout: Any = None,
     unique_for: Any = None,
     unique_key: Any = None,
+    rate_limit: Any = None,
+    rate_key: Any = None,
+    concurrency: Any = None,
+    concurrency_key: Any = None,
 ) -> EnqueueOptions:
     """Every option checked, defaults filled from the task, then the queue's settings."""
     settings = get_settings()
@@ -148,9 +158,10 @@ def check_options(
         if not isinstance(unique_key, str) or not 1 <= len(unique_key) <= 200:
             raise InvalidPayloadError(f"unique_key must be a string of 1-200 characters, got {str(unique_key)[:80]!r}")
     run_at = _requested_time(delay, at)
+    limits = job_limits.merge(spec.limits, job_limits.check_limits(rate_limit, rate_key, concurrency, concurrency_key))
     return EnqueueOptions(
         max_retries=max_retries, timeout=timeout,
         run_at=float(math.ceil(run_at)) if run_at is not None else None,
         priority=priority, job_id=job_id, user_id=validate_user_id(user_id),
-        unique_for=unique_for, unique_key=unique_key,
+        unique_for=unique_for, unique_key=unique_key, limits=limits,
     )

@@ -43,8 +43,23 @@ def results(job_id: str) -> str:
 
 
 def queue(full_name: str) -> str:
-    """LIST: ids of pending jobs, head first (high priority is pushed at the head)."""
+    """LIST: ids of pending jobs of normal priority, head first (RQ's queue, so ``rq info`` counts them)."""
     return f"{RQ}:queue:{full_name}"
+
+
+PRIORITIES = ("high", "normal", "low")  # the order every worker claims in, on each queue
+
+
+def queue_at(full_name: str, priority: str) -> str:
+    """LIST: pending ids of one priority; ``normal`` is RQ's own list, ``high``/``low`` are ours."""
+    if priority == "normal":
+        return queue(full_name)
+    return f"{_p()}:prio:{priority}:{full_name}"
+
+
+def queue_lists(full_name: str) -> list[str]:
+    """The pending lists of a queue in claim order: high, normal, low."""
+    return [queue_at(full_name, p) for p in PRIORITIES]
 
 
 def all_queues() -> str:
@@ -162,3 +177,46 @@ def alert(task: str) -> str:
     """STRING: set when a task's failure-rate alert went out; while it lives, no other alert for
     that task. Its expiry is renewed while the incident lasts, so it ends JOBS_ALERT_COOLDOWN after."""
     return f"{_p()}:alert:{task}"
+
+
+# --- flow control (core/limits.py, claim.lua, release_limits.lua) --------------------------------
+def limiter(name: str) -> str:
+    """A limiter's state, ``name`` = ``rate:<key>`` (STRING: GCRA theoretical arrival time, epoch s,
+    expiring when idle) or ``conc:<key>`` (ZSET: permits, member ``<job id>:<claim>``, score =
+    lease expiry, so a dead worker's permit runs out with its lease)."""
+    return f"{_p()}:limit:{name}"
+
+
+def limiter_prefix() -> str:
+    return f"{_p()}:limit:"
+
+
+def parked(name: str) -> str:
+    """LIST: ids of jobs waiting for limiter ``name`` to let them run, oldest first."""
+    return f"{_p()}:parked:{name}"
+
+
+def parked_prefix() -> str:
+    return f"{_p()}:parked:"
+
+
+def limiters_due() -> str:
+    """ZSET: limiters with parked jobs, score = when the next one may run (Redis time, epoch s)."""
+    return f"{_p()}:limits:due"
+
+
+def paused_queues() -> str:
+    """SET: full names of paused queues; claim.lua takes nothing from them. Survives restarts."""
+    return f"{_p()}:paused"
+
+
+def stop_requests(worker_name: str) -> str:
+    """LIST: ids of running jobs a worker was asked to stop; read by its heartbeat; expires in 1 h."""
+    return f"{_p()}:stop:{worker_name}"
+
+
+def lua_layout() -> dict[str, str]:
+    """Key prefixes for scripts that build keys from a job's own fields (its origin queue)."""
+    return {"job": job_prefix(), "normal": f"{RQ}:queue:", "high": f"{_p()}:prio:high:",
+            "low": f"{_p()}:prio:low:", "scheduled": f"{RQ}:scheduled:", "wake": f"{_p()}:wake:",
+            "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due()}

@@ -7,6 +7,8 @@ Transitions and who calls them::
        └► delayed ─┘ promote_due      └──abandon (lease expired / cold stop)──► pending | failed
     pending|delayed ──cancel──► canceled        failed ──requeue──► pending
     anything but running ──delete──► gone       ended ──(TTL)──► expired (registries swept)
+    pending ──claim over a limit──► parked (delayed, with its reason) ──release_limits──► pending
+    running ──finish(defer: RetryAfter)──► delayed (uncounted)   running ──stop──► canceled
 
 Each transition is one Lua script (``core/lua``) that changes the job hash, its registries and
 the queue's counters together, so stats, task metrics and registries cannot disagree, and a
@@ -26,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import keys, monitoring, scripts
+from core import keys, limits, monitoring, scripts
 from core.backoff import retry_delays
 from core.config import get_settings
 from core.rq_compat import decode_data, encode_data, epoch_to_rq_time, format_time, parse_time
@@ -38,6 +40,8 @@ LIVE_STATUSES = ("queued", "scheduled", "started", "deferred")
 
 # Outcomes of one attempt, as logged and counted ("<task>:<outcome>" in the queue counters).
 COMPLETED = "completed"
+DEFERRED = "deferred"  # the task asked to run later (RetryAfter): not a failure, not an attempt
+STOPPED = "canceled"  # someone stopped it while it ran (counter "canceled")
 FAILED = "failed"  # final: no attempts left, or not retryable
 RETRYING = "retrying"  # failed or abandoned; another attempt is scheduled (counter "retried")
 ABANDONED = "abandoned"  # its worker died; counted in addition to retrying/failed
@@ -72,6 +76,7 @@ class NewJob:
     extra_fields: list[Any] = field(default_factory=list)  # more hash fields (periodic templates' meta)
     retries: int = 0  # retries already used (a job handed back from the fallback spool)
     only_if_absent: bool = False  # write nothing if the id is in Redis at all (idempotent hand-back)
+    limits: str | None = None  # fk_limits: the job's rate/concurrency limits (core.limits.job_limits)
 
     def fields(self, queue: str, user: str | None, now: str) -> list[Any]:
         """The job hash's fields (``data`` is passed separately: it may be binary)."""
@@ -92,6 +97,8 @@ class NewJob:
             out += ["fk_prio", self.priority]
         if self.retries:
             out += ["fk_retries", self.retries]
+        if self.limits:
+            out += ["fk_limits", self.limits]
         return out + self.extra_fields
 
 
@@ -109,7 +116,7 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
         fields = job.fields(queue, user, now)
         entries.append({
             "id": job.job_id, "key": keys.job(job.job_id), "results": keys.results(job.job_id),
-            "fields": fields, "run_at": job.run_at, "front": job.priority == "high",
+            "fields": fields, "run_at": job.run_at, "prio": job.priority,
             "check": job.check_existing, "absent": job.only_if_absent, "unique": job.unique_key,
             "unique_ttl": job.unique_for,
             "user_key": keys.user_jobs(user) if user is not None else None,
@@ -119,7 +126,8 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
     replies = scripts.run(
         "enqueue", connection,
         [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
-         keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs()],
+         keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs(),
+         keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
         [json.dumps(request, separators=(",", ":")), *blobs],
     )
     return [r.decode() if isinstance(r, bytes) else r for r in replies]
@@ -202,6 +210,9 @@ class ClaimedJob:
     undecodable: str | None = None  # why the job's data could not be read (it will be refused)
     waited: bool = False  # a wait_for() caller registered before the claim: signal it at the end
     trace: dict[str, Any] | None = None  # the enqueue span's context (core.tracing), when tracing is on
+    held: list[str] = field(default_factory=list)  # concurrency limiters whose permit this claim holds
+    deferrals: int = 0  # RetryAfter deferrals so far
+    stop_reason: str | None = None  # set when someone stopped it while it ran ("stopped by <who>")
 
     @property
     def member(self) -> str:
@@ -241,22 +252,43 @@ def _text(raw: Any) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+_LAYOUT: dict[str, str] = {}
+
+
+def layout_json() -> str:
+    """Key prefixes for scripts that build keys from a job's origin (cached per process and prefix)."""
+    layout = keys.lua_layout()
+    key = layout["job"] + layout["wake"]
+    if key not in _LAYOUT:
+        _LAYOUT[key] = json.dumps(layout, separators=(",", ":"))
+    return _LAYOUT[key]
+
+
+def _queue_limit(queue: str) -> str:
+    return limits.queue_limit(short_name(queue), get_settings().queue_rate_limit(short_name(queue)))
+
+
+CLAIM_FIELDS = 18  # per job in claim.lua's reply
+
+
 def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str], limit: int,
           lease_seconds: float, chain_wakeup: bool = False) -> list[ClaimedJob]:
-    """Claim up to ``limit`` jobs from ``queues`` (full names, priority order), one script call.
+    """Claim up to ``limit`` jobs from ``queues`` (full names, in order; on each, high, normal
+    then low priority), one script call. Paused queues are skipped; jobs over a limit are parked.
 
     ``chain_wakeup``: the worker was just woken; if the batch comes back full, wake another one.
     """
-    args: list[Any] = [limit, time.time() + lease_seconds, format_time(), worker_name, claim_prefix, keys.job_prefix(),
-                       "1" if chain_wakeup else "0"]
+    args: list[Any] = [limit, time.time() + lease_seconds, format_time(), worker_name, claim_prefix,
+                       "1" if chain_wakeup else "0", lease_seconds, layout_json(), keys.paused_queues(),
+                       keys.job_prefix()]
     for queue in queues:
-        args += [keys.queue(queue), keys.started(queue), keys.wake(queue)]
+        args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), _queue_limit(queue)]
     flat = scripts.run("claim", connection, [], args)
     claimed = []
     settings = get_settings()
-    for i in range(0, len(flat), 16):
+    for i in range(0, len(flat), CLAIM_FIELDS):
         (job_id, claim_id, queue_index, data, timeout, task, max_retries, retries, manual, user,
-         result_ttl, failure_ttl, prio, created, waited, trace) = flat[i:i + 16]
+         result_ttl, failure_ttl, prio, created, waited, trace, job_limits, deferrals) = flat[i:i + CLAIM_FIELDS]
         queue = queues[int(queue_index)]
         undecodable = None
         try:
@@ -271,7 +303,8 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
             retries=_int(retries), manual_retries=_int(manual), user_id=_text(user),
             result_ttl=_int(result_ttl, settings.result_ttl), failure_ttl=_int(failure_ttl, settings.failure_ttl),
             priority=_text(prio) or "normal", created_at=parse_time(created), undecodable=undecodable,
-            waited=waited is not None, trace=_trace(trace),
+            waited=waited is not None, trace=_trace(trace), held=limits.held_permits(job_limits),
+            deferrals=_int(deferrals),
         ))
     return claimed
 
@@ -286,6 +319,7 @@ class AttemptResult:
     error: str | None = None  # the traceback or reason, when not ok
     retryable: bool = True  # False: another attempt would fail the same way (refused, non-JSON)
     duration: float = 0.0
+    defer: float | None = None  # RetryAfter: run again after this many seconds, not counted as an attempt
 
 
 def finish(connection: Any, job: ClaimedJob, attempt: AttemptResult, worker_name: str = "") -> str | None:
@@ -300,29 +334,49 @@ def finish(connection: Any, job: ClaimedJob, attempt: AttemptResult, worker_name
 def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[dict[str, Any], str, str | None]:
     """What finish.lua writes for one attempt: (entry, outcome, error text or None)."""
     queue = job.queue
-    if attempt.ok:
+    settings = get_settings()
+    reason = None
+    if job.stop_reason is not None:
+        mode, outcome, target, counter = "stop", STOPPED, keys.canceled(queue), "canceled"
+        score, ttl, value = now + job.failure_ttl, job.failure_ttl, job.stop_reason
+    elif attempt.ok:
         mode, outcome, target = "done", COMPLETED, keys.finished(queue)
         score, ttl, value, counter = now + job.result_ttl, job.result_ttl, attempt.result_json, "completed"
+    elif attempt.defer is not None and job.deferrals < settings.max_deferrals:
+        delay = min(max(attempt.defer, 0.0), settings.max_retry_after)
+        mode, outcome, target, counter = "defer", DEFERRED, keys.scheduled(queue), "deferred"
+        score, ttl, value = now + delay, 0, attempt.error or "deferred"
+        reason = f"retry after {delay:g}s: {_last_line(attempt.error) or 'the task asked to run later'}"[:500]
     else:
         value = (attempt.error or "failed")[-MAX_ERROR_CHARS:]
-        if attempt.retryable and job.retries < job.max_retries:
+        if attempt.defer is not None:
+            value = (f"{value}\n(deferred {job.deferrals} times by Retry-After, the most allowed: "
+                     f"JOBS_MAX_DEFERRALS={settings.max_deferrals})")
+        if attempt.retryable and attempt.defer is None and job.retries < job.max_retries:
             delay = retry_delays(job.max_retries)[job.retries]
             outcome, counter, ttl = RETRYING, "retried", 0
             if delay > 0:
                 mode, target, score = "retry", keys.scheduled(queue), now + delay
             else:
-                mode, target, score = "requeue", keys.queue(queue), 0
+                mode, target, score = "requeue", keys.queue_at(queue, job.priority), 0
         else:
             mode, outcome, target, counter = "fail", FAILED, keys.failed(queue), "failed"
             score, ttl = now + job.failure_ttl, job.failure_ttl
     entry = {
-        "job": keys.job(job.job_id), "wip": keys.started(queue), "target": target,
+        "job": keys.job(job.job_id), "wip": keys.started(queue), "target": target, "canceled": keys.canceled(queue),
         "counters": keys.queue_counters(job.queue_short), "wake": keys.wake(queue),
         "done": keys.done(job.job_id) if job.waited else None, "member": job.member, "id": job.job_id,
-        "mode": mode, "score": score, "ttl": ttl, "counter": f"{job.task_name}:{counter}", "value": value,
-        "retries": job.retries + (1 if outcome == RETRYING else 0), "front": job.priority == "high",
+        "task": job.task_name, "mode": mode, "score": score, "ttl": ttl, "fttl": job.failure_ttl,
+        "counter": f"{job.task_name}:{counter}", "value": value, "reason": reason,
+        "retries": job.retries + (1 if outcome == RETRYING else 0), "deferrals": job.deferrals + 1,
+        "held": job.held or None,
     }
-    return entry, outcome, None if attempt.ok else value
+    return entry, outcome, None if attempt.ok and mode != "stop" else value
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def finish_many(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]],
@@ -330,10 +384,16 @@ def finish_many(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]
     """Record several attempts' ends in one script call (group commit); outcome or None per job."""
     now = time.time()
     planned = [_finish_entry(job, attempt, now) for job, attempt in finished]
-    request = {"now": epoch_to_rq_time(now), "entries": [entry for entry, _outcome, _error in planned]}
+    request: dict[str, Any] = {"now": epoch_to_rq_time(now), "now_s": now,
+                               "entries": [entry for entry, _outcome, _error in planned]}
+    if any(job.held for job, _attempt in finished):
+        request["layout"] = json.loads(layout_json())
+        request["lease"] = get_settings().worker_lease
     written = scripts.run("finish", connection, [], [json.dumps(request, separators=(",", ":"))])
     outcomes: list[str | None] = []
     for (job, attempt), (_entry, outcome, error), ok in zip(finished, planned, written):
+        if ok in (b"stop", "stop") and outcome != STOPPED:  # stopped meanwhile: it ended canceled
+            outcome, error = STOPPED, f"stopped while it ran; the attempt ended: {_last_line(error)}"
         if not ok:
             logger.warning("job %s task=%s queue=%s outcome=%s dropped: its lease expired and the job was taken "
                            "back", job.job_id, job.task_name, job.queue_short, outcome)
@@ -376,8 +436,9 @@ def _abandon(connection: Any, queue: str, members: list[str], reason: str, count
     q = short_name(queue)
     flat = scripts.run(
         "abandon", connection,
-        [keys.started(queue), keys.queue(queue), keys.failed(queue), keys.queue_counters(q), keys.wake(queue)],
-        [now, epoch_to_rq_time(now), reason, "1" if count else "0", limit, keys.job_prefix(), *members],
+        [keys.started(queue), keys.failed(queue), keys.queue_counters(q), keys.wake(queue), keys.canceled(queue)],
+        [now, epoch_to_rq_time(now), reason, "1" if count else "0", limit, layout_json(), get_settings().worker_lease,
+         queue, *members],
     )
     out = [(_text(flat[i]), _text(flat[i + 1]), _text(flat[i + 2])) for i in range(0, len(flat), 3)]
     for job_id, task, outcome in out:
@@ -390,8 +451,30 @@ def _abandon(connection: Any, queue: str, members: list[str], reason: str, count
 
 def promote_due(connection: Any, queue: str, limit: int = 1000) -> int:
     """Move delayed jobs and retries that are due onto ``queue``; returns how many."""
-    return int(scripts.run("promote", connection, [keys.scheduled(queue), keys.queue(queue), keys.wake(queue)],
+    return int(scripts.run("promote", connection, [keys.scheduled(queue), *keys.queue_lists(queue), keys.wake(queue)],
                            [time.time(), limit, keys.job_prefix()]))
+
+
+def release_limits(connection: Any, limit: int = 100) -> tuple[int, float | None]:
+    """Release the next parked job of every limiter whose slot has come (one script call).
+
+    Returns (how many were released, seconds until the next limiter is due or None): the
+    worker runs this again then, so a parked job starts within milliseconds of its slot."""
+    released, wait = scripts.run("release_limits", connection, [],
+                                 [layout_json(), get_settings().worker_lease, limit])
+    seconds = float(wait)
+    return int(released), (seconds if seconds >= 0 else None)
+
+
+def extend_permits(connection: Any, jobs: list[ClaimedJob], lease_seconds: float) -> int:
+    """Keep the concurrency permits of running jobs alive with their leases (heartbeat)."""
+    pairs: list[str] = []
+    for job in jobs:
+        for name in job.held:
+            pairs += [keys.limiter(name), job.member]
+    if not pairs:
+        return 0
+    return int(scripts.run("extend_permits", connection, [], [lease_seconds, *pairs]))
 
 
 def expire_registries(connection: Any, queue: str) -> int:
@@ -414,7 +497,7 @@ def cancel(connection: Any, job_id: str, queue: str, reason: str = "canceled") -
     now = time.time()
     ok, status = scripts.run(
         "cancel", connection,
-        [keys.job(job_id), keys.queue(queue), keys.scheduled(queue), keys.canceled(queue),
+        [keys.job(job_id), *keys.queue_lists(queue), keys.scheduled(queue), keys.canceled(queue),
          keys.queue_counters(short_name(queue))],
         [job_id, epoch_to_rq_time(now), now + settings.failure_ttl, settings.failure_ttl, reason],
     )
@@ -428,7 +511,7 @@ def requeue_failed(connection: Any, job_id: str, queue: str) -> tuple[bool, str]
     ok, status = scripts.run(
         "requeue", connection,
         [keys.job(job_id), keys.failed(queue), keys.queue(queue), keys.queue_counters(short_name(queue)),
-         keys.wake(queue)],
+         keys.wake(queue), keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
         [job_id],
     )
     if ok:
@@ -441,7 +524,8 @@ def delete(connection: Any, job_id: str, queue: str) -> tuple[bool, str]:
     ok, status = scripts.run(
         "delete", connection,
         [keys.job(job_id), keys.results(job_id), keys.queue(queue), keys.scheduled(queue), keys.finished(queue),
-         keys.failed(queue), keys.canceled(queue), keys.queue_counters(short_name(queue))],
+         keys.failed(queue), keys.canceled(queue), keys.queue_counters(short_name(queue)),
+         keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
         [job_id],
     )
     return bool(ok), _text(status) or ""
@@ -455,9 +539,19 @@ def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bo
     ok, status = scripts.run(
         "fail", connection,
         [keys.job(job_id), keys.queue(queue), keys.scheduled(queue), keys.failed(queue),
-         keys.queue_counters(short_name(queue))],
+         keys.queue_counters(short_name(queue)), keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
         [job_id, error[-MAX_ERROR_CHARS:], "1" if retry else "0", now, epoch_to_rq_time(now), json.dumps(delays)],
     )
     if ok:
         logger.warning("job %s queue=%s outcome=%s by hand error=%r", job_id, short_name(queue), _text(status), error[:300])
     return bool(ok), _text(status) or ""
+
+
+def stop_running(connection: Any, job_id: str, reason: str) -> tuple[bool, str, str]:
+    """Mark a running job to stop and tell its worker. Returns (marked, status, worker name)."""
+    reply = scripts.run("stop", connection, [keys.job(job_id)], [job_id, reason, keys.stop_requests("")])
+    ok, status = reply[0], _text(reply[1]) or ""
+    worker = _text(reply[2]) if len(reply) > 2 else ""
+    if ok:
+        logger.info("job %s: stop requested (%s); its worker %s will end it", job_id, reason, worker)
+    return bool(ok), status, worker or ""

@@ -90,6 +90,11 @@ class MetricsBuffer:
             entry["error"] = lines[-1][:500] if lines else ""
         line = json.dumps(entry)
         with self._lock:
+            if outcome == "deferred":  # Retry-After: neither a success nor a failure, only history
+                self._last[task] = (finished, outcome)
+                self._history[task].append(line)
+                del self._history[task][:-HISTORY_SIZE]
+                return
             if outcome != "abandoned":
                 self._duration[task] += duration
                 self._buckets[(task, bucket_label(duration))] += 1

@@ -15,6 +15,10 @@ from typing import Any
 
 from rq.timeouts import BaseTimeoutException
 
+from core.stopping import should_stop
+
+__all__ = ["bind", "current_job_id", "report_progress", "should_stop", "unbind"]
+
 logger = logging.getLogger(__name__)
 
 _Binding = tuple[str, Callable[[Any], None]]

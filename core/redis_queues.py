@@ -21,10 +21,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from core import keys, lifecycle, task_registry, tracing
+from core import keys, lifecycle, queue_control, task_registry, tracing
 from core.config import QUEUE_NAMES, get_settings
 from core.connection import get_redis, mark_redis_down, redis_available
-from core.errors import InvalidJobStateError, QueueUnavailableError, UnknownQueueError, UnknownTaskError
+from core.errors import InvalidJobStateError, JobsError, QueueUnavailableError, UnknownQueueError, UnknownTaskError
 from core.fallback import get_fallback
 from core.job_model import Job, JobStatus
 from core.job_ops import (
@@ -36,6 +36,7 @@ from core.job_ops import (
     get_user_jobs,
     must_get,
     retry_job,
+    stop_job,
     wait_for,
 )
 from core.job_options import (
@@ -45,6 +46,7 @@ from core.job_options import (
     encode_payload,
     validate_job_id,
 )
+from core.limits import check_limits
 from core.task_object import Task
 from core.task_registry import TaskSpec
 
@@ -52,7 +54,7 @@ __all__ = [
     "RedisQueue", "Job", "JobStatus", "email_queue", "ai_queue", "crm_queue", "get_email_queue",
     "get_ai_queue", "get_crm_queue", "get_queue", "get_job", "get_user_jobs", "fetch_jobs", "cancel_job",
     "retry_job", "delete_job", "send_email_async", "process_ai_request_async", "upsert_crm_contact_async",
-    "validate_job_id", "InvalidJobIdError", "wait_for",
+    "validate_job_id", "InvalidJobIdError", "wait_for", "stop_job",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,18 +81,29 @@ class RedisQueue:
 
     # --- the task registry ------------------------------------------------------------------
     def register_task(self, name: str, func: Callable[..., Any], max_retries: int | None = None,
-                      fallback: bool = True) -> TaskSpec:
+                      fallback: bool = True, *, rate_limit: str | None = None, rate_key: str | None = None,
+                      concurrency: int | None = None, concurrency_key: str | None = None) -> TaskSpec:
         """Allow workers to run ``func`` for jobs naming ``name`` on this queue.
 
         ``fallback=False``: while Redis is down, enqueue raises :class:`QueueUnavailableError`
-        (HTTP 503) instead of running the task in a web process (heavy AI work, say)."""
-        return task_registry.register(self.short_name, name, func, max_retries, fallback)
+        (HTTP 503) instead of running the task in a web process (heavy AI work, say).
+        ``rate_limit="60/m"`` (per ``rate_key``, a string or a payload template such as
+        ``"{user_id}"``) and ``concurrency=N`` (per ``concurrency_key``) are enforced in Redis
+        across every worker and host; see :mod:`core.limits`."""
+        try:
+            limits = check_limits(rate_limit, rate_key, concurrency, concurrency_key)
+        except JobsError as exc:
+            raise ValueError(f"task {name!r}: {exc.message}") from exc
+        return task_registry.register(self.short_name, name, func, max_retries, fallback, limits)
 
-    def task(self, max_retries: int | None = None, name: str | None = None, fallback: bool = True) -> Callable:
+    def task(self, max_retries: int | None = None, name: str | None = None, fallback: bool = True, *,
+             rate_limit: str | None = None, rate_key: str | None = None, concurrency: int | None = None,
+             concurrency_key: str | None = None) -> Callable:
         """Decorator: register the function as a task under its own name (or ``name``)."""
 
         def decorate(func: Callable[..., Any]) -> Task:
-            self.register_task(name or func.__name__, func, max_retries, fallback)
+            self.register_task(name or func.__name__, func, max_retries, fallback, rate_limit=rate_limit,
+                               rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key)
             return Task(self, name or func.__name__, func)  # the function, plus .enqueue/.delay
 
         return decorate
@@ -128,6 +141,10 @@ class RedisQueue:
         timeout: int | None = None,
         unique_for: int | None = None,
         unique_key: str | None = None,
+        rate_limit: str | None = None,
+        rate_key: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> str:
         """Queue ``task_name(**payload)`` and return the job id.
 
@@ -135,15 +152,19 @@ class RedisQueue:
         once it has ended, the same id starts a new run (the old outcome is replaced).
         ``unique_for=seconds`` allows one such job (same task and payload, or same ``unique_key``)
         per window: a second enqueue inside it returns the first job's id.
+        ``priority``: ``high``, ``normal`` or ``low``. ``rate_limit``/``rate_key`` and
+        ``concurrency``/``concurrency_key`` override the task's limits for this run.
         """
         spec = self._spec(task_name)
         kwargs = encode_payload(payload, get_settings().max_payload_bytes)
         options = check_options(spec, max_retries=max_retries, delay=delay, at=at, priority=priority,
                                 job_id=job_id, user_id=user_id, timeout=timeout, unique_for=unique_for,
-                                unique_key=unique_key)
+                                unique_key=unique_key, rate_limit=rate_limit, rate_key=rate_key,
+                                concurrency=concurrency, concurrency_key=concurrency_key)
+        limit_fields = [options.limits_field(self.short_name, spec.name, kwargs)]  # a bad key template fails here
         if redis_available():
             try:
-                return self._enqueue_redis(spec, [kwargs], options)[0]
+                return self._enqueue_redis(spec, [kwargs], options, limit_fields)[0]
             except REDIS_DOWN as exc:
                 mark_redis_down()
                 logger.warning("enqueue of %s to Redis failed (%s); using the in-process fallback", task_name, exc)
@@ -158,6 +179,10 @@ class RedisQueue:
         priority: str = "normal",
         user_id: str | int | None = None,
         timeout: int | None = None,
+        rate_limit: str | None = None,
+        rate_key: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> list[str]:
         """Queue ``task_name`` once per payload in one script call; returns the ids.
 
@@ -167,16 +192,20 @@ class RedisQueue:
         spec = self._spec(task_name)
         limit = get_settings().max_payload_bytes
         encoded = [encode_payload(p, limit) for p in payloads]
-        options = check_options(spec, max_retries=max_retries, priority=priority, user_id=user_id, timeout=timeout)
+        options = check_options(spec, max_retries=max_retries, priority=priority, user_id=user_id, timeout=timeout,
+                                rate_limit=rate_limit, rate_key=rate_key, concurrency=concurrency,
+                                concurrency_key=concurrency_key)
+        limit_fields = [options.limits_field(self.short_name, spec.name, kwargs) for kwargs in encoded]
         if not redis_available():
             return [self._enqueue_fallback(spec, kwargs, options) for kwargs in encoded]
         try:
-            return self._enqueue_redis(spec, encoded, options)
+            return self._enqueue_redis(spec, encoded, options, limit_fields)
         except REDIS_DOWN as exc:
             mark_redis_down()
             raise QueueUnavailableError("Redis went away during a bulk enqueue; nothing was written, try again") from exc
 
-    def _enqueue_redis(self, spec: TaskSpec, payloads: list[dict[str, Any]], options: EnqueueOptions) -> list[str]:
+    def _enqueue_redis(self, spec: TaskSpec, payloads: list[dict[str, Any]], options: EnqueueOptions,
+                       limit_fields: list[str | None]) -> list[str]:
         unique = None
         if options.unique_for is not None:
             unique = keys.unique(self.short_name, spec.name, payloads[0], options.unique_key)
@@ -187,9 +216,9 @@ class RedisQueue:
                     job_id=options.job_id or uuid.uuid4().hex, task_name=spec.name, kwargs=kwargs,
                     max_retries=options.max_retries, timeout=options.timeout, run_at=options.run_at,
                     priority=options.priority, check_existing=options.job_id is not None,
-                    unique_key=unique, unique_for=options.unique_for, extra_fields=list(trace),
+                    unique_key=unique, unique_for=options.unique_for, extra_fields=list(trace), limits=job_limits,
                 )
-                for kwargs in payloads
+                for kwargs, job_limits in zip(payloads, limit_fields)
             ]
             ids = lifecycle.enqueue(get_redis(), self.short_name, jobs, options.user_id)
             if carrier:
@@ -224,7 +253,7 @@ class RedisQueue:
         """The job with this id (any queue, Redis or fallback), or None if unknown or expired."""
         return get_job(job_id)
 
-    def get_stats(self) -> dict[str, int]:
+    def get_stats(self) -> dict[str, Any]:
         """Counts for this queue, O(1) in the number of jobs (lengths, set sizes, one counter hash).
 
         ``pending/delayed/active/completed/failed/canceled_jobs`` are jobs in that state now
@@ -234,13 +263,18 @@ class RedisQueue:
         full = self.name
         connection = get_redis()
         with connection.pipeline(transaction=False) as pipe:
-            pipe.llen(keys.queue(full))
+            for key in keys.queue_lists(full):
+                pipe.llen(key)
             for key in (keys.scheduled(full), keys.started(full), keys.finished(full), keys.failed(full),
                         keys.canceled(full)):
                 pipe.zcard(key)
+            pipe.zcount(keys.scheduled(full), "+inf", "+inf")
             pipe.hgetall(keys.queue_counters(self.short_name))
             pipe.scard(keys.queue_workers(full))
-            pending, delayed, active, completed, failed, canceled, raw, workers = pipe.execute()
+            pipe.sismember(keys.paused_queues(), full)
+            (high, normal, low, delayed, active, completed, failed, canceled, limited, raw, workers,
+             paused) = pipe.execute()
+        pending = high + normal + low
         events: dict[str, int] = {}
         for field_name, value in raw.items():
             event = field_name.decode().rpartition(":")[2]
@@ -258,6 +292,9 @@ class RedisQueue:
             "abandoned_jobs": events.get("abandoned", 0),
             "workers": workers,
             "fallback_pending": get_fallback().pending_count(),
+            "paused": bool(paused),
+            "limited_jobs": limited,  # delayed jobs waiting for a rate or concurrency limit
+            "deferred_jobs": events.get("deferred", 0),  # lifetime RetryAfter deferrals
         }
 
     def get_failed_jobs(self, limit: int = 20) -> list[Job]:
@@ -287,6 +324,20 @@ class RedisQueue:
 
     def cancel_job(self, job_id: str) -> Job:
         return cancel_job(job_id)
+
+    def stop_job(self, job_id: str, by: str = "an operator") -> Job:
+        return stop_job(job_id, by)
+
+    def pause(self) -> bool:
+        """Workers take no new jobs from this queue until :meth:`resume` (running ones finish)."""
+        return queue_control.pause(self.short_name)
+
+    def resume(self) -> bool:
+        return queue_control.resume(self.short_name)
+
+    @property
+    def paused(self) -> bool:
+        return queue_control.is_paused(self.short_name)
 
     def wait_for(self, job_id: str, timeout: float) -> Job:
         """Block until the job has ended and return it; :class:`TimeoutError` if still going."""

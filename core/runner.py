@@ -19,8 +19,8 @@ from typing import Any
 
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty, UnixSignalDeathPenalty
 
-from core import progress, task_registry, tracing
-from core.errors import PermanentJobError
+from core import progress, stopping, task_registry, tracing
+from core.errors import JobStopped, PermanentJobError, RetryAfter
 from core.lifecycle import AttemptResult
 
 logger = logging.getLogger(__name__)
@@ -70,12 +70,17 @@ def run_attempt(job_id: str, queue: str, task_name: str, kwargs: dict[str, Any],
     token = progress.bind(job_id, progress_sink or (lambda _value: None))
     try:
         penalty = _penalty(timeout)
-        with tracing.job_span(trace, task_name, queue, job_id):
+        with tracing.job_span(trace, task_name, queue, job_id), stopping.guard(job_id):
             if penalty is None:
                 value = spec.func(**kwargs)
             else:
                 with penalty:
                     value = spec.func(**kwargs)
+    except RetryAfter as exc:
+        return AttemptResult(ok=False, error=exc.reason, defer=exc.seconds, duration=time.perf_counter() - started)
+    except JobStopped:
+        return AttemptResult(ok=False, retryable=False, error=f"JobStopped: task {task_name!r} was stopped and did "
+                             f"not end by itself; it was ended", duration=time.perf_counter() - started)
     except JobTimeoutException:
         return AttemptResult(ok=False, error=f"JobTimeoutException: task {task_name!r} exceeded its timeout of "
                                              f"{timeout}s", duration=time.perf_counter() - started)

@@ -14,13 +14,21 @@ from typing import Any
 from redis.commands.core import Script
 
 _DIR = Path(__file__).resolve().parent / "lua"
-NAMES = ("enqueue", "claim", "finish", "abandon", "cancel", "requeue", "promote", "delete", "fail", "periodic_claim", "import")
+NAMES = ("enqueue", "claim", "finish", "abandon", "cancel", "requeue", "promote", "delete", "fail", "periodic_claim",
+         "import", "release_limits", "stop", "extend_permits")
+USES = "-- uses: "
 _scripts: dict[str, Script] = {}
 _lock = threading.Lock()
 
 
 def source(name: str) -> str:
-    return (_DIR / f"{name}.lua").read_text()
+    """A script's text; a first line ``-- uses: <lib>`` puts ``core/lua/<lib>.lua`` in front of it
+    (shared local functions: Redis has no script libraries before 7.0's functions)."""
+    text = (_DIR / f"{name}.lua").read_text()
+    if text.startswith(USES):
+        library = text.splitlines()[0][len(USES):].strip()
+        text = (_DIR / f"{library}.lua").read_text() + "\n" + text
+    return text
 
 
 def get(name: str, client: Any) -> Script:

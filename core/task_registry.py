@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.config import get_settings
+from core.limits import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class TaskSpec:
     func: Callable[..., Any]
     max_retries: int | None  # None: the queue's default
     fallback: bool = True  # False: never run in a web process while Redis is down (enqueue answers 503)
+    limits: Limits = Limits()  # rate / concurrency limits declared on the task (core.limits)
 
 
 _tasks: dict[str, dict[str, TaskSpec]] = {}
@@ -39,7 +41,7 @@ _loaded_modules: set[str] = set()
 
 
 def register(queue: str, name: str, func: Callable[..., Any], max_retries: int | None = None,
-             fallback: bool = True) -> TaskSpec:
+             fallback: bool = True, limits: Limits | None = None) -> TaskSpec:
     """Register ``func`` as task ``name`` on ``queue``. Re-registering the same name replaces it."""
     if not callable(func):
         raise TypeError(f"task {name!r} must be callable, got {type(func).__name__}")
@@ -47,7 +49,8 @@ def register(queue: str, name: str, func: Callable[..., Any], max_retries: int |
         raise ValueError("a task name must be a non-empty string")
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         raise ValueError(f"max_retries for task {name!r} must be a whole number >= 0, got {max_retries!r}")
-    spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback)
+    spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback,
+                    limits=limits or Limits())
     with _lock:
         _tasks.setdefault(queue, {})[name] = spec
     return spec

@@ -154,7 +154,7 @@ class Worker:
         Going idle is also when this process's task timings are flushed, so a quiet system shows
         them at once; under load they are flushed with each heartbeat."""
         monitoring.buffer().flush(self.connection)
-        timeout = max(0.01, min(self.settings.worker_idle_wait, self._next_promote - time.monotonic()))
+        timeout = max(0.002, min(self.settings.worker_idle_wait, self._next_promote - time.monotonic()))
         try:
             self._woken = self._wait_connection.blpop([keys.wake(q) for q in self.queues], timeout=timeout) is not None
         except REDIS_ERRORS as exc:
@@ -168,9 +168,13 @@ class Worker:
     def _maintain(self) -> None:
         now = time.monotonic()
         if now >= self._next_promote:
-            self._next_promote = now + self.settings.worker_promote_interval
+            wait = self.settings.worker_promote_interval
             for queue in self.queues:
                 lifecycle.promote_due(self.connection, queue)
+            _released, due_in = lifecycle.release_limits(self.connection)
+            if due_in is not None:  # a parked job's slot comes sooner: be there on time
+                wait = min(wait, max(0.002, due_in))
+            self._next_promote = now + wait
         if now >= self._next_sweep:
             self._next_sweep = now + self.settings.worker_maintenance_interval
             self.sweep()
@@ -271,10 +275,27 @@ class Worker:
                     "current_jobs": len(jobs), "current_job_ids": ",".join(j.job_id for j in jobs[:20]),
                     "processed": self.processed, "rss_kb": rss_kb() + self.executor.children_rss_kb()})
                 pipe.expire(keys.worker(self.name), self.settings.worker_ttl)
-                pipe.execute()
+                pipe.lpop(keys.stop_requests(self.name), 100)
+                stops = pipe.execute()[-1]
+            if any(job.held for job in jobs):
+                lifecycle.extend_permits(connection, jobs, self.settings.worker_lease)
+            if stops:
+                self._stop_jobs(connection, [s.decode() for s in stops])
             monitoring.buffer().flush(connection)
         except REDIS_ERRORS as exc:
             logger.warning("heartbeat of worker %s failed (%s)", self.name, exc)
+
+    def _stop_jobs(self, connection: Any, job_ids: list[str]) -> None:
+        """Someone asked to stop these running jobs (core.job_ops.stop_job): end them here."""
+        by_id = {job.job_id: job for job in self.in_hand()}
+        for job_id in job_ids:
+            job = by_id.get(job_id)
+            if job is None:
+                continue  # it ended meanwhile (or runs elsewhere after a takeover): nothing to stop
+            reason = connection.hget(keys.job(job_id), "fk_stop")
+            job.stop_reason = reason.decode() if reason else "stopped"
+            logger.warning("worker %s: stopping job %s (%s)", self.name, job_id, job.stop_reason)
+            self.executor.stop_job(job)
 
     # --- stopping ---------------------------------------------------------------------------------------
     def _install_signals(self) -> None:

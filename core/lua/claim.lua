@@ -1,51 +1,93 @@
--- claim.lua: move up to N pending jobs from a worker's queues (in priority order) into each
--- queue's in-flight registry, in one atomic step: there is no instant, under SIGKILL or a Redis
--- restart with AOF, when a claimed job is in neither place.
+-- uses: limits_lib
+-- claim.lua: move up to N pending jobs from a worker's queues (in queue order, and on each queue
+-- high, normal, then low priority) into each queue's in-flight registry, in one atomic step:
+-- there is no instant, under SIGKILL or a Redis restart with AOF, when a claimed job is in
+-- neither place. Paused queues are skipped. A job over one of its limits (its own fk_limits, or
+-- the queue's) is parked instead (limits_lib): other jobs behind it are claimed in its place.
 --
--- Keys (built from ARGV by the caller from core/keys.py; one entry per queue, in order):
---   rq:queue:<q>   LIST  popped from the head
+-- Keys (built from ARGV by the caller from core/keys.py; one group per queue, in order):
+--   fikiri:prio:high:<q>, rq:queue:<q>, fikiri:prio:low:<q>  LISTs popped from the head
 --   rq:wip:<q>     ZSET  member "<id>:<claim>", score = lease expiry
---   fikiri:wake:<q> LIST with ARGV[7] = '1' (the worker just woke up), a token is left for the next
+--   fikiri:wake:<q> LIST with ARGV[6] = '1' (the worker just woke up), a token is left for the next
 --                        idle worker when the batch came back full: a burst wakes workers one by one
+--   fikiri:paused  SET   (ARGV[9]) queues no one claims from
 --   rq:job:<id>    HASH  status -> started, started_at, worker_name, fk_claim
+--   and the limiter keys of limits_lib, with a parked job's rq:scheduled:<q> entry
 --
 -- ARGV[1] N (max jobs), ARGV[2] lease expiry (epoch s), ARGV[3] started_at (RQ time format),
--- ARGV[4] worker name, ARGV[5] claim id prefix, ARGV[6] job key prefix, ARGV[7] chain wake-ups,
--- ARGV[8..] triples: queue list key, wip key, wake key.
--- Returns a flat list: per job, id, claim, queue index, then the fields below (false if unset).
+-- ARGV[4] worker name, ARGV[5] claim id prefix, ARGV[6] chain wake-ups, ARGV[7] lease (s),
+-- ARGV[8] layout JSON (decoded only when a limit applies), ARGV[9] paused set key, ARGV[10] job key prefix,
+-- ARGV[11..] groups of 7: full queue name, high list, normal list, low list, wip key, wake key,
+--            the queue's own rate limit (JSON, '' for none).
+-- Returns a flat list: per job, id, claim, queue index, then the 15 fields below (false if unset).
+local GROUP = 7
 local n = tonumber(ARGV[1])
+local lease = tonumber(ARGV[7])
+local L = nil
 local out = {}
 local count = 0
 local last_wake = nil
-for q = 8, #ARGV, 3 do
-  if n <= 0 then break end
-  local ids = redis.call('LPOP', ARGV[q], n)
-  if ids then
-    last_wake = ARGV[q + 2]
+local budget = 1000  -- ids popped at most per call: parking many limited jobs stays bounded
+local names = {}
+for q = 11, #ARGV, GROUP do names[#names + 1] = ARGV[q] end
+local paused = redis.call('SMISMEMBER', ARGV[9], unpack(names))
+local now = nil
+for qi = 1, #names do
+  if n <= 0 or budget <= 0 then break end
+  local q = 11 + (qi - 1) * GROUP
+  if paused[qi] == 0 then
+    local origin = ARGV[q]
+    local qlim = nil
+    if ARGV[q + 6] ~= '' then qlim = cjson.decode(ARGV[q + 6]) end
     local leases = {}
-    for _, id in ipairs(ids) do
-      local key = ARGV[6] .. id
-      local f = redis.call('HMGET', key, 'status', 'data', 'timeout', 'fk_task', 'fk_max', 'fk_retries',
-                           'fk_manual', 'fk_user', 'result_ttl', 'failure_ttl', 'fk_prio', 'created_at', 'fk_wait', 'fk_trace')
-      -- a hash that is gone (deleted, expired) or no longer queued is not claimable: drop the id
-      if f[2] and f[1] == 'queued' then
-        count = count + 1
-        local claim = ARGV[5] .. count
-        redis.call('HSET', key, 'status', 'started', 'started_at', ARGV[3], 'worker_name', ARGV[4],
-                   'fk_claim', claim)
-        leases[#leases + 1] = ARGV[2]
-        leases[#leases + 1] = id .. ':' .. claim
-        out[#out + 1] = id
-        out[#out + 1] = claim
-        out[#out + 1] = (q - 8) / 3
-        for j = 2, 14 do out[#out + 1] = f[j] end
+    for list = q + 1, q + 3 do
+      while n > 0 and budget > 0 do
+        local want = n
+        local ids = redis.call('LPOP', ARGV[list], want)
+        if not ids then break end
+        budget = budget - #ids
+        last_wake = ARGV[q + 5]
+        for _, id in ipairs(ids) do
+          local key = ARGV[10] .. id
+          local f = redis.call('HMGET', key, 'status', 'data', 'timeout', 'fk_task', 'fk_max', 'fk_retries',
+                               'fk_manual', 'fk_user', 'result_ttl', 'failure_ttl', 'fk_prio', 'created_at', 'fk_wait',
+                               'fk_trace', 'fk_limits', 'fk_deferrals', 'fk_released')
+          -- a hash that is gone (deleted, expired) or no longer queued is not claimable: drop the id
+          if f[2] and f[1] == 'queued' then
+            local claim = ARGV[5] .. (count + 1)
+            local blocked, at = nil, nil
+            if f[15] or qlim then
+              L = L or cjson.decode(ARGV[8])
+              now = now or redis_now()
+              local lims = {}
+              if f[15] then lims = cjson.decode(f[15]) end
+              if qlim then lims[#lims + 1] = qlim end
+              blocked, at = try_limits(L, lims, now, id .. ':' .. claim, lease)
+            end
+            if blocked then
+              park(L, key, id, origin, blocked, at, f[17] ~= false)
+            else
+              count = count + 1
+              n = n - 1
+              redis.call('HSET', key, 'status', 'started', 'started_at', ARGV[3], 'worker_name', ARGV[4],
+                         'fk_claim', claim)
+              if f[17] then redis.call('HDEL', key, 'fk_released') end
+              leases[#leases + 1] = ARGV[2]
+              leases[#leases + 1] = id .. ':' .. claim
+              out[#out + 1] = id
+              out[#out + 1] = claim
+              out[#out + 1] = qi - 1
+              for j = 2, 16 do out[#out + 1] = f[j] end
+            end
+          end
+        end
+        if #ids < want then break end  -- the list is empty now
       end
     end
-    if #leases > 0 then redis.call('ZADD', ARGV[q + 1], unpack(leases)) end
-    n = n - #ids
+    if #leases > 0 then redis.call('ZADD', ARGV[q + 4], unpack(leases)) end
   end
 end
-if ARGV[7] == '1' and n <= 0 and last_wake and redis.call('LLEN', last_wake) == 0 then
+if ARGV[6] == '1' and n <= 0 and last_wake and redis.call('LLEN', last_wake) == 0 then
   redis.call('LPUSH', last_wake, '1')
 end
 return out

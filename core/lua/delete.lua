@@ -3,6 +3,7 @@
 --   KEYS[1] rq:job:<id>   KEYS[2] rq:results:<id>   KEYS[3] rq:queue:<q>   KEYS[4] rq:scheduled:<q>
 --   KEYS[5] rq:finished:<q>   KEYS[6] rq:failed:<q>   KEYS[7] rq:canceled:<q>
 --   KEYS[8] fikiri:stats:<q>  HASH "<task>:deleted" + 1
+--   KEYS[9] fikiri:prio:high:<q>   KEYS[10] fikiri:prio:low:<q>   (LISTs, like KEYS[3])
 --
 -- ARGV[1] id. Returns {1, previous status} when deleted, {0, 'started'} for a running job,
 -- {0, ''} when there is no such job.
@@ -10,6 +11,8 @@ local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task')
 if not f[1] then return {0, ''} end
 if f[1] == 'started' then return {0, 'started'} end
 redis.call('LREM', KEYS[3], 0, ARGV[1])
+redis.call('LREM', KEYS[9], 0, ARGV[1])
+redis.call('LREM', KEYS[10], 0, ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])

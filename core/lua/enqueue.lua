@@ -1,18 +1,19 @@
 -- enqueue.lua: create one or more job runs on one queue in one atomic step.
 --
 -- Keys it owns (fixed, passed in KEYS):
---   KEYS[1] rq:queue:<q>        LIST  pending ids (high priority pushed at the head)
+--   KEYS[1] rq:queue:<q>        LIST  pending ids of normal priority (KEYS[9] high, KEYS[10] low)
 --   KEYS[2] rq:scheduled:<q>    ZSET  delayed ids, score = run time
 --   KEYS[3] fikiri:stats:<q>    HASH  lifetime counters, field "<task>:enqueued"
 --   KEYS[4] fikiri:wake:<q>     LIST  at most one wake-up token for idle workers
 --   KEYS[5] rq:finished:<q>, KEYS[6] rq:failed:<q>, KEYS[7] rq:canceled:<q>
 --                               ZSETs a replaced (ended) run is removed from
 --   KEYS[8] fikiri:users        SET   users that have an index
+--   KEYS[9] fikiri:prio:high:<q>, KEYS[10] fikiri:prio:low:<q>  LISTs  pending ids of that priority
 -- Keys built from ARGV (named in the job entries by the caller, from core/keys.py):
 --   rq:job:<id> HASH, rq:results:<id> STREAM, fikiri:user:<u>:jobs LIST, fikiri:unique:... STRING
 --
 -- ARGV[1] JSON {"counter": "<task>:enqueued", "jobs": [{"id", "key", "results", "fields": [k, v, ...],
---              "run_at": epoch|null, "front": bool, "check": bool, "absent": bool, "unique": key|null,
+--              "run_at": epoch|null, "prio": high|normal|low, "check": bool, "absent": bool, "unique": key|null,
 --              "unique_ttl": s, "user_key": key|null}], "user_size": n, "user_ttl": s, "user": id|null}
 -- ARGV[2..] each entry's job data (binary-safe: it may be zlib'd), in the order of "jobs"
 -- Returns the id each entry resolved to: its own, or the live job / unique holder it deferred to.
@@ -58,11 +59,10 @@ for i, job in ipairs(req.jobs) do
     redis.call('HSET', job.key, unpack(fields))
     if job.run_at ~= cjson.null and job.run_at ~= nil then
       redis.call('ZADD', KEYS[2], job.run_at, id)
-    elseif job.front then
-      redis.call('LPUSH', KEYS[1], id)
-      pushed = true
     else
-      redis.call('RPUSH', KEYS[1], id)
+      local list = KEYS[1]
+      if job.prio == 'high' then list = KEYS[9] elseif job.prio == 'low' then list = KEYS[10] end
+      redis.call('RPUSH', list, id)
       pushed = true
     end
     created = created + 1

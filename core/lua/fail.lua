@@ -5,14 +5,17 @@
 --   KEYS[3] rq:scheduled:<q>   ZSET  removed from; the retry is added back with its run time
 --   KEYS[4] rq:failed:<q>      ZSET  added when it ends failed (score = expiry)
 --   KEYS[5] fikiri:stats:<q>   HASH  "<task>:retried" or "<task>:failed" + 1
+--   KEYS[6] fikiri:prio:high:<q>, KEYS[7] fikiri:prio:low:<q>  LISTs, like KEYS[2], by the job's priority
 --
 -- ARGV[1] id, ARGV[2] error, ARGV[3] '1' to retry if attempts are left, ARGV[4] now (epoch s),
 -- ARGV[5] now (RQ time format), ARGV[6] retry run time for each retry number as a JSON list
 -- Returns {1, 'retrying' | 'failed'} or {0, current status or ''}.
-local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl')
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'fk_prio')
 local status = f[1]
 if status == 'queued' then
-  redis.call('LREM', KEYS[2], 1, ARGV[1])
+  local list = KEYS[2]
+  if f[6] == 'high' then list = KEYS[6] elseif f[6] == 'low' then list = KEYS[7] end
+  redis.call('LREM', list, 1, ARGV[1])
 elseif status == 'scheduled' then
   redis.call('ZREM', KEYS[3], ARGV[1])
 else

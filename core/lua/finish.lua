@@ -1,21 +1,26 @@
--- finish.lua: record the end of one or more attempts (success, final failure, or a retry) in one
--- step: a worker finishing several jobs at once commits them together (group commit).
+-- uses: limits_lib
+-- finish.lua: record the end of one or more attempts (success, final failure, a retry, a
+-- Retry-After deferral, or a stop) in one step: a worker finishing several jobs at once commits
+-- them together (group commit).
 -- Each job's lease is its fence: if its in-flight entry is gone (the sweep judged the worker dead
 -- and already took the job back), nothing is written for it and its slot in the reply is 0.
+-- A job someone asked to stop (fk_stop) that did not complete ends canceled, never retried.
 --
 -- Keys, named per entry by the caller (core/keys.py):
---   rq:job:<id>          HASH  status, ended_at, fk_result / fk_error, fk_retries
+--   rq:job:<id>          HASH  status, ended_at, fk_result / fk_error, fk_retries, fk_deferrals, fk_reason
 --   rq:wip:<q>           ZSET  in-flight entry removed
---   target: rq:finished:<q> | rq:failed:<q> (ZSET, score = expiry)
---         | rq:scheduled:<q> (ZSET, score = run time) | rq:queue:<q> (LIST, requeue)
+--   target: rq:finished:<q> | rq:failed:<q> | rq:canceled:<q> (ZSET, score = expiry)
+--         | rq:scheduled:<q> (ZSET, score = run time) | the job's priority list (LIST, requeue)
 --   fikiri:stats:<q>     HASH  "<task>:<event>" counters, one HINCRBY per distinct field
 --   fikiri:wake:<q>      LIST  token when a retry goes straight back to the queue
 --   fikiri:done:<id>     LIST  token for a wait_for() caller, when one was waiting
+--   with "held" permits: the limiter keys of limits_lib (permit returned, next parked job released)
 --
--- ARGV[1] JSON {"now": RQ time, "entries": [{"job", "wip", "target", "counters", "wake", "done",
---               "member", "id", "mode": done|fail|retry|requeue, "score", "ttl", "counter",
---               "value", "retries", "front"}]}
--- Returns a list with 1 (written) or 0 (lease lost) per entry.
+-- ARGV[1] JSON {"now": RQ time, "now_s": epoch s, "layout": {...} (when permits are held), "lease": s,
+--   "entries": [{"job", "wip", "target", "canceled", "counters", "wake", "done", "member", "id", "task",
+--   "mode": done|fail|retry|requeue|defer|stop, "score", "ttl", "fttl", "counter", "value", "reason",
+--   "retries", "deferrals", "held": [limiter names]}]}
+-- Returns, per entry, the mode written (a failure of a job being stopped becomes 'stop') or 0 (lease lost).
 local req = cjson.decode(ARGV[1])
 local out = {}
 local zadds = {}
@@ -27,34 +32,45 @@ for i, e in ipairs(req.entries) do
   if redis.call('ZREM', e.wip, e.member) == 0 then
     out[i] = 0
   else
-    out[i] = 1
-    local mode = e.mode
-    if mode == 'done' then
-      redis.call('HSET', e.job, 'status', 'finished', 'ended_at', req.now, 'fk_result', e.value)
+    local mode, target, score, counter, value = e.mode, e.target, e.score, e.counter, e.value
+    if mode ~= 'done' and mode ~= 'stop' then
+      local stop = redis.call('HGET', e.job, 'fk_stop')
+      if stop then mode, value = 'stop', stop end
+    end
+    out[i] = mode
+    if mode == 'stop' then
+      target, score, counter = e.canceled, req.now_s + e.fttl, e.task .. ':canceled'
+      redis.call('HSET', e.job, 'status', 'canceled', 'ended_at', req.now, 'fk_error', value)
+      redis.call('EXPIRE', e.job, e.fttl)
+    elseif mode == 'done' then
+      redis.call('HSET', e.job, 'status', 'finished', 'ended_at', req.now, 'fk_result', value)
       redis.call('EXPIRE', e.job, e.ttl)
     elseif mode == 'fail' then
-      redis.call('HSET', e.job, 'status', 'failed', 'ended_at', req.now, 'fk_error', e.value)
+      redis.call('HSET', e.job, 'status', 'failed', 'ended_at', req.now, 'fk_error', value)
       redis.call('EXPIRE', e.job, e.ttl)
     elseif mode == 'retry' then
-      redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', e.value, 'fk_retries', e.retries)
+      redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries)
+    elseif mode == 'defer' then
+      redis.call('HSET', e.job, 'status', 'scheduled', 'fk_reason', e.reason, 'fk_deferrals', e.deferrals)
     else
-      redis.call('HSET', e.job, 'status', 'queued', 'fk_error', e.value, 'fk_retries', e.retries)
-      if e.front then redis.call('LPUSH', e.target, e.id) else redis.call('RPUSH', e.target, e.id) end
+      redis.call('HSET', e.job, 'status', 'queued', 'fk_error', value, 'fk_retries', e.retries)
+      redis.call('RPUSH', target, e.id)
       wakes[e.wake] = true
     end
     if mode ~= 'requeue' then
-      if not zadds[e.target] then zadds[e.target] = {}; zorder[#zorder + 1] = e.target end
-      local z = zadds[e.target]
-      z[#z + 1] = e.score
+      if not zadds[target] then zadds[target] = {}; zorder[#zorder + 1] = target end
+      local z = zadds[target]
+      z[#z + 1] = score
       z[#z + 1] = e.id
     end
-    local ck = e.counters .. '\0' .. e.counter
-    if not counts[ck] then counts[ck] = {e.counters, e.counter, 0}; corder[#corder + 1] = ck end
+    local ck = e.counters .. '\0' .. counter
+    if not counts[ck] then counts[ck] = {e.counters, counter, 0}; corder[#corder + 1] = ck end
     counts[ck][3] = counts[ck][3] + 1
-    if e.done ~= cjson.null and e.done ~= nil and (mode == 'done' or mode == 'fail') then
+    if e.done ~= cjson.null and e.done ~= nil and (mode == 'done' or mode == 'fail' or mode == 'stop') then
       redis.call('LPUSH', e.done, mode)
       redis.call('EXPIRE', e.done, 60)
     end
+    if e.held ~= nil and e.held ~= cjson.null then return_permits(req.layout, e.held, e.member, req.lease) end
   end
 end
 for _, target in ipairs(zorder) do redis.call('ZADD', target, unpack(zadds[target])) end

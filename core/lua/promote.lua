@@ -1,9 +1,11 @@
 -- promote.lua: move delayed jobs and retries whose time has come onto their queue.
+-- (Jobs parked by a limiter sit in rq:scheduled with score +inf and are left to release_limits.)
 --
 --   KEYS[1] rq:scheduled:<q>   ZSET  due entries (score <= ARGV[1]) removed
---   KEYS[2] rq:queue:<q>       LIST  pushed (head for high priority)
---   KEYS[3] fikiri:wake:<q>    LIST  one wake-up token
---   rq:job:<id>                HASH  status -> queued (built from ARGV[3] .. id)
+--   KEYS[2] fikiri:prio:high:<q>, KEYS[3] rq:queue:<q>, KEYS[4] fikiri:prio:low:<q>
+--                              LISTs pushed at the tail of the job's priority
+--   KEYS[5] fikiri:wake:<q>    LIST  one wake-up token
+--   rq:job:<id>                HASH  status -> queued, fk_reason dropped (built from ARGV[3] .. id)
 --
 -- ARGV[1] now (epoch s), ARGV[2] limit, ARGV[3] job key prefix. Returns how many moved.
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -11,12 +13,19 @@ local moved = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[3] .. id
-  local f = redis.call('HMGET', key, 'status', 'fk_prio')
+  local f = redis.call('HMGET', key, 'status', 'fk_prio', 'fk_reason')
   if f[1] == 'scheduled' then
     redis.call('HSET', key, 'status', 'queued')
-    if f[2] == 'high' then redis.call('LPUSH', KEYS[2], id) else redis.call('RPUSH', KEYS[2], id) end
+    if f[3] then redis.call('HDEL', key, 'fk_reason') end  -- a Retry-After deferral's reason
+    if f[2] == 'high' then
+      redis.call('RPUSH', KEYS[2], id)
+    elseif f[2] == 'low' then
+      redis.call('RPUSH', KEYS[4], id)
+    else
+      redis.call('RPUSH', KEYS[3], id)
+    end
     moved = moved + 1
   end
 end
-if moved > 0 and redis.call('LLEN', KEYS[3]) == 0 then redis.call('LPUSH', KEYS[3], '1') end
+if moved > 0 and redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
 return moved

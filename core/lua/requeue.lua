@@ -5,16 +5,19 @@
 --   KEYS[3] rq:queue:<q>       LIST  pushed at the tail
 --   KEYS[4] fikiri:stats:<q>   HASH  "<task>:requeued" + 1
 --   KEYS[5] fikiri:wake:<q>    LIST  wake-up token
+--   KEYS[6] fikiri:prio:high:<q>, KEYS[7] fikiri:prio:low:<q>  LISTs, instead of KEYS[3] by the job's priority
 --
 -- ARGV[1] id. Returns {1, 'failed'} when requeued, {0, current status or ''} when not failed.
-local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task')
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_prio')
 if f[1] ~= 'failed' then return {0, f[1] or ''} end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'queued')
 redis.call('HDEL', KEYS[1], 'ended_at')
 redis.call('HINCRBY', KEYS[1], 'fk_manual', 1)
 redis.call('PERSIST', KEYS[1])
-redis.call('RPUSH', KEYS[3], ARGV[1])
+local list = KEYS[3]
+if f[3] == 'high' then list = KEYS[6] elseif f[3] == 'low' then list = KEYS[7] end
+redis.call('RPUSH', list, ARGV[1])
 redis.call('HINCRBY', KEYS[4], (f[2] or '?') .. ':requeued', 1)
 if redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
 return {1, 'failed'}

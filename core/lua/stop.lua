@@ -1,0 +1,18 @@
+-- stop.lua: ask the worker running a job to stop it. The job is marked (fk_stop, the reason: it
+-- then ends canceled whatever way its attempt ends, in finish.lua or abandon.lua, and is never
+-- retried) and its id is pushed on its worker's stop list, which the worker's heartbeat reads.
+--
+--   KEYS[1] rq:job:<id>   HASH  fk_stop
+--   fikiri:stop:<worker>  LIST  built from ARGV[3] .. the job's worker_name; expires in 1 h
+--
+-- ARGV[1] id, ARGV[2] reason ("stopped by <who>"), ARGV[3] stop-list key prefix.
+-- Returns {1, 'started', worker} when marked, {0, current status or ''} when the job is not running.
+local f = redis.call('HMGET', KEYS[1], 'status', 'worker_name')
+if f[1] ~= 'started' then return {0, f[1] or ''} end
+redis.call('HSET', KEYS[1], 'fk_stop', ARGV[2])
+if f[2] then
+  local list = ARGV[3] .. f[2]
+  redis.call('RPUSH', list, ARGV[1])
+  redis.call('EXPIRE', list, 3600)
+end
+return {1, 'started', f[2] or ''}
