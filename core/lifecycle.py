@@ -271,8 +271,14 @@ def _queue_limit(queue: str) -> str:
 CLAIM_FIELDS = 18  # per job in claim.lua's reply
 
 
+class ClaimBatch(list):
+    """The jobs of one claim, plus when a limiter it touched lets its next parked job run."""
+
+    due_in: float | None = None
+
+
 def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str], limit: int,
-          lease_seconds: float, chain_wakeup: bool = False) -> list[ClaimedJob]:
+          lease_seconds: float, chain_wakeup: bool = False) -> ClaimBatch:
     """Claim up to ``limit`` jobs from ``queues`` (full names, in order; on each, high, normal
     then low priority), one script call. Paused queues are skipped; jobs over a limit are parked.
 
@@ -283,8 +289,9 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
                        keys.job_prefix()]
     for queue in queues:
         args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), _queue_limit(queue)]
-    flat = scripts.run("claim", connection, [], args)
-    claimed = []
+    flat, due = scripts.run("claim", connection, [], args)
+    claimed = ClaimBatch()
+    claimed.due_in = float(due) if due else None
     settings = get_settings()
     for i in range(0, len(flat), CLAIM_FIELDS):
         (job_id, claim_id, queue_index, data, timeout, task, max_retries, retries, manual, user,

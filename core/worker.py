@@ -143,6 +143,8 @@ class Worker:
         jobs = lifecycle.claim(self.connection, self.name, f"{self._token}{self._seq:x}.", self.queues, limit,
                                self.settings.worker_lease, chain_wakeup=self._woken)
         self._woken = False
+        if jobs.due_in is not None:  # a parked job's slot: release it on time
+            self._next_promote = min(self._next_promote, time.monotonic() + max(0.002, jobs.due_in))
         with self._lock:
             for job in jobs:
                 self._in_flight[job.member] = job

@@ -262,5 +262,8 @@ def sync_all_users(lookback_days: int | None = None) -> dict[str, Any]:
     return {"queued": len(job_ids), "jobs": job_ids}
 
 
-email_queue.register_task("process_gmail_sync", process_gmail_sync, max_retries=3)
+# One running sync per user, across every worker and host: a permit per user, released when the
+# sync ends or its worker's lease runs out (core.limits). The database keeps one active row per user.
+email_queue.register_task("process_gmail_sync", process_gmail_sync, max_retries=3, concurrency=1,
+                          concurrency_key="gmail-sync:{user_id}")
 email_queue.register_task("sync_all_users", sync_all_users, max_retries=0)

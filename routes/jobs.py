@@ -25,6 +25,7 @@ from core.redis_queues import (
     get_user_jobs,
     process_ai_request_async,
     retry_job,
+    stop_job,
     validate_job_id,
 )
 from routes.common import current_identity, install_error_handlers, ok, require_admin, require_identity
@@ -101,6 +102,36 @@ def cancel(job_id: str):
     job = cancel_job(job_id)
     audit.record(actor(current_identity()), "cancel", job_id, "api")
     return ok(_view(job))
+
+
+@jobs_bp.post("/<job_id>/stop")
+@require_identity
+def stop(job_id: str):
+    """Stop a job (owner or admin): a running one is ended by its worker, a waiting one canceled."""
+    visible_job(job_id)
+    who = actor(current_identity())
+    job = stop_job(job_id, by=who)
+    audit.record(who, "stop", job_id, "api")
+    return ok(_view(job), 202 if job.status.value == "running" else 200)
+
+
+@jobs_bp.post("/queue/<queue_name>/pause")
+@require_admin
+def pause_queue(queue_name: str):
+    """Workers take no new jobs from the queue (running ones finish); survives restarts."""
+    queue = get_queue(queue_name)
+    changed = queue.pause()
+    audit.record(actor(current_identity()), "pause", f"queue:{queue.short_name}", "api")
+    return ok({"queue": queue.short_name, "paused": True, "changed": changed})
+
+
+@jobs_bp.post("/queue/<queue_name>/resume")
+@require_admin
+def resume_queue(queue_name: str):
+    queue = get_queue(queue_name)
+    changed = queue.resume()
+    audit.record(actor(current_identity()), "resume", f"queue:{queue.short_name}", "api")
+    return ok({"queue": queue.short_name, "paused": False, "changed": changed})
 
 
 @jobs_bp.post("/<job_id>/retry")
@@ -187,7 +218,9 @@ def health():
         age = fallback.oldest_age()
         data["fallback_oldest_age"] = round(age, 3) if age is not None else None
         if reachable:
-            data["workers"] = {q.short_name: q.get_stats()["workers"] for q in all_queues()}
+            stats = {q.short_name: q.get_stats() for q in all_queues()}
+            data["workers"] = {name: s["workers"] for name, s in stats.items()}
+            data["paused_queues"] = [name for name, s in stats.items() if s["paused"]]
     return ok(data)
 
 

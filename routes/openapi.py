@@ -101,10 +101,18 @@ def _document() -> dict[str, Any]:
                             "created_at": {"type": "number", "nullable": True},
                             "started_at": {"type": "number", "nullable": True},
                             "completed_at": {"type": "number", "nullable": True},
-                            "mode": {"type": "string", "enum": ["redis", "fallback"]}}},
+                            "mode": {"type": "string", "enum": ["redis", "fallback"]},
+                            "priority": {"type": "string", "enum": ["high", "normal", "low"]},
+                            "reason": {"type": "string", "nullable": True,
+                                       "description": "why a delayed job waits (a rate or concurrency limit, a "
+                                                      "Retry-After), or that a running job is being stopped"},
+                            "deferrals": {"type": "integer"}}},
                 "QueueStats": {"type": "object", "required": ["queue", "stats"], "properties": {
                     "queue": {"type": "string"},
-                    "stats": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+                    "stats": {"type": "object", "properties": {"paused": {"type": "boolean"}},
+                              "additionalProperties": {"type": "integer"}}}},
+                "QueueControl": {"type": "object", "required": ["queue", "paused", "changed"], "properties": {
+                    "queue": {"type": "string"}, "paused": {"type": "boolean"}, "changed": {"type": "boolean"}}},
             },
         },
         "paths": {
@@ -114,6 +122,21 @@ def _document() -> dict[str, Any]:
             "/api/jobs/{job_id}/cancel": {"post": {
                 "summary": "Cancel a pending or delayed job", "security": _AUTH, "parameters": [_JOB_ID],
                 "responses": {"200": _response("the job after the change", _JOB), **_errors(400, 401, 404, 409, 503)}}},
+            "/api/jobs/{job_id}/stop": {"post": {
+                "summary": "Stop a job (owner or admin): a running one is ended by its worker (202, still running "
+                           "until then), a pending or delayed one is canceled (200); it ends canceled, not retried",
+                "security": _AUTH, "parameters": [_JOB_ID],
+                "responses": {"200": _response("the job, canceled", _JOB), "202": _response("the job, stopping", _JOB),
+                              **_errors(400, 401, 404, 409, 503)}}},
+            "/api/jobs/queue/{queue_name}/pause": {"post": {
+                "summary": "Pause a queue (admin): workers take no new jobs from it; running ones finish",
+                "security": _AUTH, "parameters": [_queue_param()],
+                "responses": {"200": _response("the queue's state", {"$ref": "#/components/schemas/QueueControl"}),
+                              **_errors(401, 403, 404, 503)}}},
+            "/api/jobs/queue/{queue_name}/resume": {"post": {
+                "summary": "Resume a paused queue (admin)", "security": _AUTH, "parameters": [_queue_param()],
+                "responses": {"200": _response("the queue's state", {"$ref": "#/components/schemas/QueueControl"}),
+                              **_errors(401, 403, 404, 503)}}},
             "/api/jobs/{job_id}/retry": {"post": {
                 "summary": "Requeue a failed job (admin)", "security": _AUTH, "parameters": [_JOB_ID],
                 "responses": {"200": _response("the job after the change", _JOB),

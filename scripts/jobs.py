@@ -27,6 +27,7 @@ from core.redis_queues import (  # noqa: E402
     get_queue,
     get_user_jobs,
     retry_job,
+    stop_job,
 )
 
 EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_REDIS_DOWN = 1, 2, 3
@@ -94,7 +95,7 @@ def cli(ctx: click.Context, as_json: bool) -> None:
 @click.argument("task")
 @click.option("--payload", default="{}", help="JSON object of keyword arguments")
 @click.option("--delay", type=float, default=None, help="seconds to wait before running")
-@click.option("--priority", type=click.Choice(["normal", "high"]), default="normal")
+@click.option("--priority", type=click.Choice(["high", "normal", "low"]), default="normal")
 @click.option("--user", "user_id", default=None)
 @click.option("--max-retries", type=int, default=None)
 @click.pass_obj
@@ -140,7 +141,8 @@ def stats(out: Output, queue: str | None) -> None:
         queues = [get_queue(queue)] if queue else all_queues()
         data = [{"queue": q.short_name, **q.get_stats()} for q in queues]
         out.emit(data, lambda: _table(data, ["queue", "pending_jobs", "delayed_jobs", "active_jobs",
-                                             "completed_jobs", "failed_jobs", "canceled_jobs", "workers"]))
+                                             "completed_jobs", "failed_jobs", "canceled_jobs", "limited_jobs",
+                                             "workers", "paused"]))
 
     run(go)
 
@@ -207,6 +209,47 @@ def cancel(out: Output, job_id: str) -> None:
         out.emit(job.to_dict(), lambda: f"{job.job_id} {job.status.value}")
 
     run(go)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.pass_obj
+def stop(out: Output, job_id: str) -> None:
+    """Stop a job: a running one is ended by its worker, a pending or delayed one is canceled."""
+
+    def go() -> None:
+        who = audit.cli_actor()
+        job = stop_job(job_id, by=who)
+        audit.record(who, "stop", job_id, "cli")
+        state = "stopping (its worker ends it at its next heartbeat)" if job.status.value == "running" else job.status.value
+        out.emit(job.to_dict(), lambda: f"{job.job_id} {state}")
+
+    run(go)
+
+
+@cli.group("queue")
+def queue_group() -> None:
+    """Pause or resume a queue (workers take no new jobs from a paused queue; running ones finish)."""
+
+
+def _queue_action(verb: str) -> Callable:
+    @click.argument("queue")
+    @click.pass_obj
+    def command(out: Output, queue: str) -> None:
+        def go() -> None:
+            target = get_queue(queue)
+            changed = target.pause() if verb == "pause" else target.resume()
+            audit.record(audit.cli_actor(), verb, f"queue:{target.short_name}", "cli")
+            state = "paused" if verb == "pause" else "resumed"
+            out.emit({"queue": target.short_name, "paused": verb == "pause", "changed": changed},
+                     lambda: f"{target.short_name} {state}" + ("" if changed else " (it already was)"))
+        run(go)
+
+    return command
+
+
+queue_group.command("pause")(_queue_action("pause"))
+queue_group.command("resume")(_queue_action("resume"))
 
 
 @cli.command()

@@ -119,3 +119,5 @@ def file_mark(path: str, item: str, seconds: float = 0.0) -> str:
 def heavy_ai(text: str) -> str:
     """A task that must never run in a web process (fallback=False)."""
     return text
+
+from tests import flow_tasks  # noqa: E402,F401  the flow-control tests' tasks

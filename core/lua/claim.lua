@@ -19,7 +19,9 @@
 -- ARGV[8] layout JSON (decoded only when a limit applies), ARGV[9] paused set key, ARGV[10] job key prefix,
 -- ARGV[11..] groups of 7: full queue name, high list, normal list, low list, wip key, wake key,
 --            the queue's own rate limit (JSON, '' for none).
--- Returns a flat list: per job, id, claim, queue index, then the 15 fields below (false if unset).
+-- Returns {jobs, due}: jobs is a flat list, per job id, claim, queue index, then the 15 fields below
+-- (false if unset); due is the seconds until a limiter touched here lets its next parked job run
+-- (false if none), so the claiming worker runs release_limits right then.
 local GROUP = 7
 local n = tonumber(ARGV[1])
 local lease = tonumber(ARGV[7])
@@ -32,6 +34,7 @@ local names = {}
 for q = 11, #ARGV, GROUP do names[#names + 1] = ARGV[q] end
 local paused = redis.call('SMISMEMBER', ARGV[9], unpack(names))
 local now = nil
+local due = nil
 for qi = 1, #names do
   if n <= 0 or budget <= 0 then break end
   local q = 11 + (qi - 1) * GROUP
@@ -66,6 +69,7 @@ for qi = 1, #names do
             end
             if blocked then
               park(L, key, id, origin, blocked, at, f[17] ~= false)
+              if not due or at < due then due = at end
             else
               count = count + 1
               n = n - 1
@@ -90,4 +94,10 @@ end
 if ARGV[6] == '1' and n <= 0 and last_wake and redis.call('LLEN', last_wake) == 0 then
   redis.call('LPUSH', last_wake, '1')
 end
-return out
+if now and L then
+  -- a claim under a limit with a backlog moved that limiter's due time (limits_lib acquire)
+  local first = redis.call('ZRANGE', L.due, 0, 0, 'WITHSCORES')
+  if #first > 0 and (not due or tonumber(first[2]) < due) then due = tonumber(first[2]) end
+end
+if due then due = fmt(math.max(0, due - now)) else due = false end
+return {out, due}

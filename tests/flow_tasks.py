@@ -1,0 +1,67 @@
+"""Tasks for the flow-control tests (rate and concurrency limits, Retry-After, stop).
+
+Loaded with the other test tasks (tests.task_fixtures imports it). Each records what it did in
+Redis keys under ``test:`` that the test owns."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from core.connection import get_redis
+from core.http import request_with_backoff
+from core.progress import current_job_id, should_stop
+from core.redis_queues import ai_queue, email_queue
+
+
+@ai_queue.task(max_retries=0, rate_limit="120/m", rate_key="provider")
+def rate_mark(key: str) -> float:
+    """One call to 'the provider': the completion time goes to list ``key``."""
+    now = time.time()
+    get_redis().rpush(key, now)
+    return now
+
+
+@ai_queue.task(max_retries=0, rate_limit="4/s", rate_key="user:{user}")
+def per_user_mark(key: str, user: str) -> float:
+    now = time.time()
+    get_redis().rpush(f"{key}:{user}", now)
+    return now
+
+
+@email_queue.task(max_retries=3, concurrency=1, concurrency_key="sync:{user}")
+def exclusive(key: str, user: str, seconds: float) -> str:
+    """Count how many run at once for ``user`` (the most seen goes to ``key:max``)."""
+    client = get_redis()
+    running = client.incr(f"{key}:running")
+    client.rpush(f"{key}:max", running)
+    client.rpush(f"{key}:started", f"{current_job_id()} {time.time()}")
+    try:
+        time.sleep(seconds)
+    finally:
+        client.decr(f"{key}:running")
+    return "done"
+
+
+@email_queue.task(max_retries=0)
+def call_peer(url: str, key: str) -> int:
+    """GET the loopback peer through core.http (a 429 with Retry-After defers the job)."""
+    get_redis().rpush(f"{key}:attempts", time.time())
+    response = request_with_backoff(requests.Session(), "GET", url)
+    return response.status_code
+
+
+@email_queue.task(max_retries=3)
+def stoppable(key: str, cooperative: bool = True, seconds: float = 60.0) -> str:
+    """Run for up to ``seconds``; with ``cooperative`` return as soon as it is asked to stop."""
+    client = get_redis()
+    client.incr(f"{key}:runs")
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if cooperative and should_stop():
+            client.set(f"{key}:noticed", 1)
+            return "stopped early"
+        time.sleep(0.05)
+    client.set(f"{key}:ran_out", 1)
+    return "ran to the end"
