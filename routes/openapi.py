@@ -199,7 +199,7 @@ def _document() -> dict[str, Any]:
                 "responses": {"202": _response("queued", {"type": "object", "properties": {
                     "id": {"type": "string"}, "job_id": {"type": "string"}}}), **_errors(400, 401, 403, 404, 503)}}},
             "/api/jobs/scheduler/{periodic_id}": {"delete": {
-                "summary": "Unschedule a periodic job until the next registration (admin)", "security": _AUTH,
+                "summary": "Unschedule a periodic job (admin): a built-in until the next registration, a host one for good", "security": _AUTH,
                 "parameters": [_PERIODIC_ID],
                 "responses": {"200": _response("removed", {"type": "object"}), **_errors(400, 401, 403, 404, 503)}}},
             "/api/jobs/schedules": {
