@@ -53,8 +53,9 @@ __all__ = ["ID_PREFIX", "PeriodicJob", "JsonScheduler", "register_periodic", "un
 class ScheduledTaskJob(RQJob):
     """rq-scheduler's template of a periodic job: JSON whatever serializer it asks for.
 
-    It is never run by RQ: each due run is created through :func:`core.lifecycle.enqueue` under
-    the same id, so it is counted, claimed and finished like every other job."""
+    It is never run by RQ, and the scheduler does not read it back (definitions live in our own
+    hash): each due run is created through :func:`core.lifecycle.enqueue`, so it is counted,
+    claimed and finished like every other job. It is kept so RQ tooling sees the schedule."""
 
     def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
         super().__init__(id=id, connection=connection, serializer=JSONSerializer)
