@@ -218,6 +218,9 @@ class Settings:
     digest_cron: str = "0 8 * * *"  # JOBS_DIGEST_CRON (UTC)
     digest_to: str = "ops@localhost"  # JOBS_DIGEST_TO: who gets the daily digest
     scheduler_interval: float = 5.0  # JOBS_SCHEDULER_INTERVAL: seconds between scheduler polls
+    # A run found more than this late (the scheduler was down) is "missed": a schedule with
+    # missed="skip" drops it. Never less than two scheduler intervals, so a normal pass is not late.
+    scheduler_missed_grace: float = 60.0  # JOBS_SCHEDULER_MISSED_GRACE (s)
 
     # --- domain: Gmail, SMTP, AI, CRM ----------------------------------------------------------
     gmail_api_base_url: str = "https://gmail.googleapis.com"  # GMAIL_API_BASE_URL
@@ -299,6 +302,11 @@ class Settings:
 
         return parse_rate(text, f"JOBS_RATE_LIMIT_{queue_short_name.upper()}")
 
+    @property
+    def missed_grace(self) -> float:
+        """Seconds a periodic run may be late before it counts as missed (see scheduler_missed_grace)."""
+        return max(self.scheduler_missed_grace, 2 * self.scheduler_interval)
+
     def full_queue_name(self, short_name: str) -> str:
         return f"{self.queue_prefix}:{short_name}"
 
@@ -371,6 +379,7 @@ def load_settings() -> Settings:
         digest_cron=_env_str("JOBS_DIGEST_CRON", Settings.digest_cron),
         digest_to=_env_str("JOBS_DIGEST_TO", Settings.digest_to),
         scheduler_interval=_env_float("JOBS_SCHEDULER_INTERVAL", Settings.scheduler_interval, 0.1),
+        scheduler_missed_grace=_env_float("JOBS_SCHEDULER_MISSED_GRACE", Settings.scheduler_missed_grace, 0.0),
         gmail_api_base_url=_env_str("GMAIL_API_BASE_URL", Settings.gmail_api_base_url),
         gmail_token_url=_env_str("GMAIL_TOKEN_URL", Settings.gmail_token_url),
         gmail_client_id=_env_str("GMAIL_CLIENT_ID", ""),

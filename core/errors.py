@@ -30,6 +30,12 @@ class InvalidPayloadError(JobsError):
     code = "invalid_payload"
 
 
+class InvalidScheduleError(JobsError):
+    """A periodic schedule that cannot be used: bad name, cron, time zone, interval or policy."""
+
+    code = "invalid_schedule"
+
+
 class PayloadTooLargeError(JobsError):
     code = "payload_too_large"
     http_status = 413

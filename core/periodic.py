@@ -1,6 +1,6 @@
-"""Periodic jobs on rq-scheduler, defined in one place, JSON like every other job.
+"""Periodic jobs on rq-scheduler: the built-in schedules and the host app's own, side by side.
 
-rq-scheduler 0.14 needs three corrections, made here:
+rq-scheduler 0.14 needs corrections, made here:
 
 * it stores jobs with RQ's default (pickle) serializer and has no option for it: its
   ``job_class`` hook gets :class:`ScheduledTaskJob`, which is always JSON and runs only
@@ -9,11 +9,17 @@ rq-scheduler 0.14 needs three corrections, made here:
   can enqueue the same run (rq-scheduler issue 312): here each due run is *claimed* atomically
   (a Lua script moves the entry to its next run time only if it is still due), so exactly one
   scheduler enqueues it whatever happens to the lock;
+* its cron is UTC-only and reads its template job, which a run under the same id replaces and
+  which then expires: here every definition (``owner`` builtin or host, cron in any IANA zone,
+  overlap and missed-run policies) is kept in our own hash, ``fikiri:periodic:definitions``,
+  and the scheduler pass (:meth:`JsonScheduler.run_due`) reads that, with an injectable clock;
 * its jobs live outside RQ's registries, so :func:`list_periodic_jobs` and the stats read its
   sorted set directly.
 
-Registration is idempotent: a periodic job whose definition has not changed is left alone; a
-changed one (new interval) replaces the old entry.
+Registration is idempotent: a schedule whose definition has not changed keeps its next run; a
+changed one is rescheduled. :func:`register_periodic_jobs` manages the built-in entries only;
+:func:`register_periodic` and :func:`unregister_periodic` manage the host's, and neither ever
+touches the other's.
 """
 
 from __future__ import annotations
@@ -21,59 +27,42 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
-from rq_scheduler.utils import get_next_scheduled_time
 
-from core import keys, lifecycle, scripts
+from core import keys, lifecycle, scripts, task_registry
 from core.config import get_settings
 from core.connection import get_redis
-from core.errors import JobNotFoundError
+from core.cron import next_fire, parse_cron
+from core.errors import InvalidScheduleError, JobNotFoundError, JobsError
 from core.redis_queues import get_queue
+from core.schedule_spec import BUILTIN, HOST, ID_PREFIX, PeriodicJob, check_name, host_definition, schedule_id
 
 logger = logging.getLogger(__name__)
 
-ID_PREFIX = "periodic-"
-
+__all__ = ["ID_PREFIX", "PeriodicJob", "JsonScheduler", "register_periodic", "unregister_periodic",
+           "register_periodic_jobs", "list_periodic", "list_periodic_jobs"]
 
 
 class ScheduledTaskJob(RQJob):
     """rq-scheduler's template of a periodic job: JSON whatever serializer it asks for.
 
-    It is never run by RQ: each due run is created through :func:`core.lifecycle.enqueue` under
-    the same id, so it is counted, claimed and finished like every other job."""
+    It is never run by RQ, and the scheduler does not read it back (definitions live in our own
+    hash): each due run is created through :func:`core.lifecycle.enqueue`, so it is counted,
+    claimed and finished like every other job. It is kept so RQ tooling sees the schedule."""
 
     def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
         super().__init__(id=id, connection=connection, serializer=JSONSerializer)
 
 
-@dataclass(frozen=True)
-class PeriodicJob:
-    id: str
-    name: str
-    task: str
-    queue: str  # short name
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    interval: int | None = None  # seconds
-    cron: str | None = None  # UTC
-
-    @property
-    def trigger(self) -> str:
-        if self.interval:
-            return f"every {self.interval // 60} min" if self.interval % 60 == 0 else f"every {self.interval} s"
-        return f"cron {self.cron} UTC"
-
-    def signature(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-
 def periodic_definitions() -> list[PeriodicJob]:
-    """Every periodic job, from the settings."""
+    """The built-in periodic jobs, from the settings (their cron times are UTC)."""
     s = get_settings()
     return [
         PeriodicJob(f"{ID_PREFIX}email-sync", "Gmail sync for all users", "sync_all_users", "email",
@@ -107,85 +96,268 @@ def _last_run_key() -> str:
     return keys.periodic("last_run")
 
 
+def _definitions_key() -> str:
+    """HASH: periodic id -> its definition as JSON (built-in and host schedules alike)."""
+    return keys.periodic("definitions")
+
+
+def stored_definitions(connection: Any = None) -> dict[str, PeriodicJob]:
+    """Every definition in Redis by id; an unreadable one is logged and left out."""
+    out: dict[str, PeriodicJob] = {}
+    for raw_id, blob in (connection or get_redis()).hgetall(_definitions_key()).items():
+        try:
+            out[raw_id.decode()] = PeriodicJob.from_json(blob)
+        except (ValueError, TypeError) as exc:
+            logger.warning("periodic definition %r is unreadable (%s); ignored", raw_id, exc)
+    return out
+
+
 class JsonScheduler(Scheduler):
-    """rq-scheduler with JSON jobs, registered tasks only, and atomic claiming of due runs."""
+    """rq-scheduler with JSON jobs, registered tasks only, and atomic claiming of due runs.
+
+    ``clock`` (epoch seconds) is injectable so tests can step through days and DST changes
+    without waiting; :meth:`run_due` also takes ``now`` directly."""
 
     job_class = ScheduledTaskJob
 
-    def __init__(self, interval: float | None = None, connection: Any = None, name: str | None = None) -> None:
+    def __init__(self, interval: float | None = None, connection: Any = None, name: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         super().__init__(queue_name=get_queue("email").name, interval=interval or get_settings().scheduler_interval,
                          connection=connection or get_redis(), job_class=ScheduledTaskJob, name=name)
+        self.clock = clock
 
-    def enqueue_job(self, job: Any) -> None:
-        next_time = ""
-        if job.meta.get("interval"):
-            next_time = str(int(time.time()) + int(job.meta["interval"]))
-        elif job.meta.get("cron_string"):
-            next_time = str(int(get_next_scheduled_time(job.meta["cron_string"]).replace(tzinfo=UTC).timestamp()))
+    def enqueue_jobs(self) -> list[str]:  # type: ignore[override]
+        """rq-scheduler's per-pass entry point (scripts/periodic_scheduler.py calls it)."""
+        return self.run_due()
+
+    def run_due(self, now: float | None = None) -> list[str]:
+        """Enqueue every run due at ``now`` (default: the clock); returns the ids of the runs enqueued."""
+        now = self.clock() if now is None else now
+        due = self.connection.zrangebyscore(self.scheduled_jobs_key, "-inf", now, withscores=True)
+        if not due:
+            return []
+        ids = [member.decode() for member, _ in due]
+        blobs = self.connection.hmget(_definitions_key(), ids)
+        enqueued = []
+        for periodic_id, (_, score), blob in zip(ids, due, blobs):
+            try:
+                if blob is None:
+                    job_id = self._run_without_definition(periodic_id, now)
+                else:
+                    job_id = self._run_one(PeriodicJob.from_json(blob), float(score), now)
+            except (JobsError, ValueError, TypeError, KeyError) as exc:
+                # One broken entry must not stop the others; Redis errors still reach the caller.
+                logger.error("periodic job %s could not run: %s", periodic_id, exc)
+                continue
+            if job_id:
+                enqueued.append(job_id)
+        return enqueued
+
+    def _claim(self, periodic_id: str, now: float, next_time: float | str) -> bool:
+        """Move the entry to ``next_time`` if it is still due: only one scheduler wins a run."""
         claimed = scripts.run("periodic_claim", self.connection, [self.scheduled_jobs_key],
-                              [job.id, int(time.time()), next_time])
+                              [periodic_id, now, next_time])
         if not claimed:
-            logger.info("periodic run of %s already claimed by another scheduler", job.id)
-            return
-        if self.connection.sismember(_paused_key(), job.id):
-            logger.info("periodic job %s is paused; skipped this run", job.id)
-            return
-        status, ours = self.connection.hmget(keys.job(job.id), "status", "fk_task")
-        if ours is not None and status is not None and status.decode() in lifecycle.LIVE_STATUSES:
-            logger.warning("periodic job %s: the previous run has not finished; skipped this run", job.id)
-            return
-        queue_short = lifecycle.short_name(job.origin)
-        interval = int(job.meta.get("interval") or 0)
+            logger.info("periodic run of %s already claimed by another scheduler", periodic_id)
+        return bool(claimed)
+
+    def _run_one(self, definition: PeriodicJob, due: float, now: float) -> str | None:
+        """Claim, then apply pause, missed-run and overlap policies, then enqueue one run."""
+        next_time = definition.next_run(due, now)
+        if not self._claim(definition.id, now, next_time):
+            return None
+        if self.connection.sismember(_paused_key(), definition.id):
+            logger.info("periodic job %s is paused; skipped this run", definition.id)
+            return None
+        late = now - due
+        if definition.missed == "skip" and late > get_settings().missed_grace:
+            logger.warning("periodic job %s: the run due %s was missed by %.0f s (missed=skip); next at %s",
+                           definition.id, _iso(due), late, _iso(next_time))
+            return None
+        if definition.overlap == "skip" and _live_run(self.connection, definition.id):
+            logger.warning("periodic job %s: the previous run has not finished; skipped this run", definition.id)
+            return None
+        return self._enqueue_run(definition, due)
+
+    def _enqueue_run(self, definition: PeriodicJob, due: float) -> str:
+        """One run through the normal lifecycle. With overlap "skip" it takes the schedule's own
+        id, so the enqueue script itself refuses a second live run; with "queue" it is named after
+        its due time, so a run enqueued twice by mistake is still one run."""
+        job_id = definition.id if definition.overlap == "skip" else f"{definition.id}-{int(due)}"
+        settings = get_settings()
+        interval = definition.interval or 0
         run = lifecycle.NewJob(
-            job_id=job.id, task_name=job.func_name, kwargs=job.kwargs, max_retries=0,
-            timeout=int(job.timeout or get_settings().timeout_for(queue_short)), check_existing=True,
-            # the template's meta (interval, cron) must survive the run; keep it past the next run
-            extra_fields=["meta", json.dumps(job.meta), "description", job.description or ""],
-            result_ttl=max(2 * 86_400, 2 * interval), failure_ttl=max(get_settings().failure_ttl, 2 * interval),
+            job_id=job_id, task_name=definition.task, kwargs=definition.kwargs, max_retries=_max_retries(definition),
+            timeout=settings.timeout_for(definition.queue), check_existing=True,
+            extra_fields=["meta", json.dumps(_meta(definition)), "description", definition.name],
+            result_ttl=max(2 * 86_400, 2 * interval), failure_ttl=max(settings.failure_ttl, 2 * interval),
         )
-        lifecycle.enqueue(self.connection, queue_short, [run])
-        self.connection.hset(_last_run_key(), job.id, time.time())
-        logger.info("periodic job %s enqueued (%s)", job.id, job.func_name)
+        if task_registry.get(definition.queue, definition.task) is None:
+            logger.warning("periodic job %s: task %s is not registered in this scheduler (JOBS_TASK_MODULES?); "
+                           "enqueued anyway for a worker that has it", definition.id, definition.task)
+        lifecycle.enqueue(self.connection, definition.queue, [run])
+        self.connection.hset(_last_run_key(), definition.id, time.time())
+        logger.info("periodic job %s enqueued as %s (%s)", definition.id, job_id, definition.task)
+        return job_id
+
+    def _run_without_definition(self, entry_id: str, now: float) -> str | None:
+        """An entry with no definition of ours: a one-off rq-scheduler job (``enqueue_at``) or a
+        schedule written by an older version. Run it from its template, as before; drop it when
+        the template is gone too."""
+        job = _fetch(entry_id)
+        if job is None:
+            self.connection.zrem(self.scheduled_jobs_key, entry_id)
+            logger.warning("scheduled entry %s has neither a definition nor a job; removed", entry_id)
+            return None
+        interval = int(job.meta.get("interval") or 0)
+        next_time: float | str = ""  # a one-off: the claim removes the entry
+        if interval:
+            next_time = now + interval
+        elif job.meta.get("cron_string"):
+            next_time = next_fire(parse_cron(job.meta["cron_string"]), ZoneInfo("UTC"), now)
+        if not self._claim(entry_id, now, next_time):
+            return None
+        if _live_run(self.connection, entry_id):
+            return None
+        run = lifecycle.NewJob(
+            job_id=entry_id, task_name=job.func_name, kwargs=job.kwargs, max_retries=0,
+            timeout=int(job.timeout or get_settings().timeout_for(lifecycle.short_name(job.origin))),
+            check_existing=True, extra_fields=["meta", json.dumps(job.meta), "description", job.description or ""],
+        )
+        lifecycle.enqueue(self.connection, lifecycle.short_name(job.origin), [run])
+        return entry_id
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _meta(definition: PeriodicJob) -> dict[str, Any]:
+    return {"periodic": definition.id, "owner": definition.owner, "definition": definition.signature(),
+            "max_retries": _max_retries(definition)}
+
+
+def _max_retries(definition: PeriodicJob) -> int:
+    """Built-in runs are not retried (the next run is the retry, as before); a host run gets its
+    task's own max_retries, as if the host had enqueued it."""
+    if definition.owner == BUILTIN:
+        return 0
+    spec = task_registry.get(definition.queue, definition.task)
+    if spec is None or spec.max_retries is None:
+        return get_settings().default_max_retries
+    return spec.max_retries
+
+
+def _live_run(connection: Any, job_id: str) -> bool:
+    """Whether a run of ours holds ``job_id`` and is still pending, delayed or running. A hash
+    without ``fk_task`` is rq-scheduler's template, not a run."""
+    status, ours = connection.hmget(keys.job(job_id), "status", "fk_task")
+    return ours is not None and status is not None and status.decode() in lifecycle.LIVE_STATUSES
 
 
 def _scheduler() -> JsonScheduler:
     return JsonScheduler()
 
 
-def register_periodic_jobs() -> list[dict[str, Any]]:
-    """Create or update every periodic job; unchanged ones are left as they are."""
+def _store(scheduler: JsonScheduler, definition: PeriodicJob, now: float) -> bool:
+    """Save ``definition`` and schedule its first run, unless it is stored unchanged and
+    scheduled (then its next run stays). Returns whether anything changed."""
+    connection = scheduler.connection
+    stored = connection.hget(_definitions_key(), definition.id)
+    scheduled = connection.zscore(scheduler.scheduled_jobs_key, definition.id) is not None
+    if scheduled and stored is not None and stored.decode() == definition.signature():
+        return False
+    # The definition first: a concurrent built-in registration then sees the owner of the entry.
+    connection.hset(_definitions_key(), definition.id, definition.signature())
+    first = definition.first_run(now)
+    if not _live_run(connection, definition.id):
+        _write_template(scheduler, definition, first)
+    connection.zadd(scheduler.scheduled_jobs_key, {definition.id: first})
+    return True
+
+
+def _write_template(scheduler: JsonScheduler, definition: PeriodicJob, first: float) -> None:
+    """rq-scheduler's template job (JSON), so RQ tooling and ``redis-cli`` see the schedule.
+    Never written over a live run of the same id: that would erase the run's state."""
+    scheduler.schedule(datetime.fromtimestamp(first, UTC).replace(tzinfo=None), definition.task,
+                       kwargs=definition.kwargs, id=definition.id, queue_name=get_queue(definition.queue).name,
+                       description=definition.name, meta=_meta(definition),
+                       result_ttl=get_settings().result_ttl, timeout=get_settings().timeout_for(definition.queue))
+
+
+def register_periodic_jobs(now: float | None = None) -> list[dict[str, Any]]:
+    """Create or update every built-in periodic job (unchanged ones keep their next run), and
+    remove built-in entries no longer defined. Host schedules are never touched."""
     scheduler = _scheduler()
     connection = scheduler.connection
+    now = time.time() if now is None else now
     wanted = {d.id: d for d in periodic_definitions()}
     for definition in wanted.values():
-        existing = _fetch(definition.id)
-        scheduled = connection.zscore(scheduler.scheduled_jobs_key, definition.id) is not None
-        if existing is not None and scheduled and existing.meta.get("definition") == definition.signature():
-            continue
-        if existing is not None:
-            scheduler.cancel(existing)
-        _schedule(scheduler, definition)
-        logger.info("registered periodic job %s (%s)", definition.id, definition.trigger)
-    for job_id in connection.zrange(scheduler.scheduled_jobs_key, 0, -1):
-        job_id = job_id.decode()
-        if job_id.startswith(ID_PREFIX) and job_id not in wanted:
-            connection.zrem(scheduler.scheduled_jobs_key, job_id)
-            logger.info("removed periodic job %s: no longer defined", job_id)
-    connection.set(registered_marker_key(), int(time.time()))
+        if _store(scheduler, definition, now):
+            logger.info("registered periodic job %s (%s)", definition.id, definition.trigger)
+    stored = stored_definitions(connection)
+    for raw_id in connection.zrange(scheduler.scheduled_jobs_key, 0, -1):
+        entry_id = raw_id.decode()
+        owner = stored[entry_id].owner if entry_id in stored else BUILTIN  # no definition: an older built-in
+        if entry_id.startswith(ID_PREFIX) and entry_id not in wanted and owner == BUILTIN:
+            _delete_entry(connection, entry_id)
+            logger.info("removed periodic job %s: no longer defined", entry_id)
+    connection.set(registered_marker_key(), int(now))
     return list_periodic_jobs()
 
 
-def _schedule(scheduler: JsonScheduler, definition: PeriodicJob) -> None:
-    queue_name = get_queue(definition.queue).name
-    meta = {"definition": definition.signature(), "max_retries": 0, "periodic": definition.id}
-    common = {"kwargs": definition.kwargs, "id": definition.id, "queue_name": queue_name,
-              "description": definition.name, "meta": meta, "result_ttl": get_settings().result_ttl,
-              "timeout": get_settings().timeout_for(definition.queue)}
-    if definition.interval:
-        scheduler.schedule(datetime.now(UTC).replace(tzinfo=None), definition.task,
-                           interval=definition.interval, **common)
-    else:
-        scheduler.cron(definition.cron, definition.task, **common)
+def register_periodic(name: str, task: str, *, cron: str | None = None, interval: Any = None, every: Any = None,
+                      tz: str = "UTC", payload: dict[str, Any] | None = None, queue: str | None = None,
+                      overlap: str = "skip", missed: str = "run_once", now: float | None = None) -> dict[str, Any]:
+    """Register (or update) the host app's schedule ``name``: run ``task`` with ``payload`` at
+    each ``cron`` time in ``tz`` (an IANA zone), or every ``interval`` seconds (``every`` is the
+    same argument under a shorter name; an interval's first run is at once).
+
+    ``overlap``: ``"skip"`` (default) enqueues no new run while the previous one is pending or
+    running; ``"queue"`` enqueues every run. ``missed``: after the scheduler was down, ``"run_once"``
+    (default) enqueues one catch-up run for however many were missed, ``"skip"`` enqueues none
+    and waits for the next time. DST rules are in :mod:`core.cron`.
+
+    Idempotent, so a host can call it at every start: an unchanged schedule keeps its next run.
+    Stored as ``periodic-<name>`` beside the built-in schedules; a name a built-in uses is
+    refused. Bad input raises a :class:`~core.errors.JobsError` (HTTP 400). Returns the entry
+    as :func:`list_periodic` shows it."""
+    if interval is not None and every is not None:
+        raise InvalidScheduleError("give interval or every (the same thing), not both")
+    definition = host_definition(name, task, cron_expr=cron, interval=interval if every is None else every, tz=tz,
+                                 payload=payload, queue=queue, overlap=overlap, missed=missed)
+    if definition.id in {d.id for d in periodic_definitions()}:
+        raise InvalidScheduleError(f"schedule name {name!r} is taken by a built-in periodic job; choose another")
+    scheduler = _scheduler()
+    if _store(scheduler, definition, time.time() if now is None else now):
+        logger.info("registered host schedule %s (%s)", definition.id, definition.trigger)
+    return _entry(definition.id)
+
+
+def unregister_periodic(name: str) -> None:
+    """Remove the host schedule ``name`` for good (its definition too). A run already enqueued
+    finishes; built-in schedules cannot be removed here (see :func:`remove_periodic`)."""
+    periodic_id = schedule_id(name)
+    definition = stored_definitions().get(periodic_id)
+    if definition is None or definition.owner != HOST:
+        known = ", ".join(host_schedule_names()) or "none"
+        raise JobNotFoundError(f"no host schedule {check_name(name)!r}; host schedules: {known}")
+    _delete_entry(get_redis(), periodic_id)
+    logger.info("removed host schedule %s", periodic_id)
+
+
+def host_schedule_names() -> list[str]:
+    return sorted(d.name for d in stored_definitions().values() if d.owner == HOST)
+
+
+def _delete_entry(connection: Any, periodic_id: str) -> None:
+    """Unschedule ``periodic_id`` and forget its definition and bookkeeping."""
+    with connection.pipeline() as pipe:
+        pipe.zrem(Scheduler.scheduled_jobs_key, periodic_id)
+        pipe.hdel(_definitions_key(), periodic_id)
+        pipe.srem(_paused_key(), periodic_id)
+        pipe.hdel(_last_run_key(), periodic_id)
+        pipe.execute()
 
 
 def _fetch(job_id: str) -> ScheduledTaskJob | None:
@@ -195,23 +367,36 @@ def _fetch(job_id: str) -> ScheduledTaskJob | None:
         return None
 
 
+def _describe(definition: PeriodicJob, score: float | None, paused: bool, last: float | None) -> dict[str, Any]:
+    return {
+        "id": definition.id, "name": definition.name, "task": definition.task, "queue": definition.queue,
+        "trigger": definition.trigger, "kwargs": definition.kwargs, "owner": definition.owner,
+        "cron": definition.cron, "interval": definition.interval, "tz": definition.tz,
+        "overlap": definition.overlap, "missed": definition.missed,
+        "next_run": score, "registered": score is not None, "paused": paused, "last_run": last,
+    }
+
+
 def list_periodic_jobs() -> list[dict[str, Any]]:
-    """Every registered periodic job with its trigger, next run, pause state and last run."""
+    """Every periodic job, built-in (from the settings, registered or not) then the host's
+    (from Redis), with trigger, owner, policies, next run, pause state and last run."""
     connection = get_redis()
     definitions = {d.id: d for d in periodic_definitions()}
-    scheduled = dict(connection.zrange(Scheduler.scheduled_jobs_key, 0, -1, withscores=True))
+    definitions.update(sorted((i, d) for i, d in stored_definitions(connection).items() if d.owner == HOST))
+    scheduled = {k.decode(): float(v) for k, v in connection.zrange(Scheduler.scheduled_jobs_key, 0, -1,
+                                                                     withscores=True)}
     paused = {m.decode() for m in connection.smembers(_paused_key())}
     last = {k.decode(): float(v) for k, v in connection.hgetall(_last_run_key()).items()}
-    out = []
-    for job_id, definition in definitions.items():
-        score = scheduled.get(job_id.encode())
-        out.append({
-            "id": job_id, "name": definition.name, "task": definition.task, "queue": definition.queue,
-            "trigger": definition.trigger, "kwargs": definition.kwargs,
-            "next_run": float(score) if score is not None else None,
-            "registered": score is not None, "paused": job_id in paused, "last_run": last.get(job_id),
-        })
-    return out
+    return [_describe(d, scheduled.get(i), i in paused, last.get(i)) for i, d in definitions.items()]
+
+
+def list_periodic() -> list[dict[str, Any]]:
+    """Every definition with ``next_run`` (epoch seconds): the name DESIGN.md gives this list."""
+    return list_periodic_jobs()
+
+
+def _entry(periodic_id: str) -> dict[str, Any]:
+    return next(e for e in list_periodic_jobs() if e["id"] == periodic_id)
 
 
 def count_periodic_jobs() -> int:
@@ -219,10 +404,11 @@ def count_periodic_jobs() -> int:
 
 
 def _require(periodic_id: str) -> dict[str, Any]:
-    for entry in list_periodic_jobs():
+    entries = list_periodic_jobs()
+    for entry in entries:
         if entry["id"] == periodic_id and entry["registered"]:
             return entry
-    known = ", ".join(e["id"] for e in list_periodic_jobs() if e["registered"]) or "none"
+    known = ", ".join(e["id"] for e in entries if e["registered"]) or "none"
     raise JobNotFoundError(f"no periodic job {str(periodic_id)[:80]!r}; registered: {known}")
 
 
@@ -247,8 +433,12 @@ def run_periodic_now(periodic_id: str) -> str:
 
 
 def remove_periodic(periodic_id: str) -> None:
-    """Unschedule until the next registration (a scheduler restart re-registers definitions)."""
-    _require(periodic_id)
+    """Unschedule a periodic job. A built-in one comes back at the next registration (a
+    scheduler restart); a host one is removed for good, as :func:`unregister_periodic` does."""
+    entry = _require(periodic_id)
     connection = get_redis()
+    if entry["owner"] == HOST:
+        _delete_entry(connection, periodic_id)
+        return
     connection.zrem(Scheduler.scheduled_jobs_key, periodic_id)
     connection.srem(_paused_key(), periodic_id)

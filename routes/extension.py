@@ -14,7 +14,7 @@ It mounts the parts that are switched on (all by default), each under its own pr
 | part | setting to switch off | prefix setting | default |
 | --- | --- | --- | --- |
 | the jobs API | ``JOBS_MOUNT_API`` | ``JOBS_API_PREFIX`` | ``/api/jobs`` |
-| scheduler and monitor routes | ``JOBS_MOUNT_OPS`` | ``JOBS_OPS_PREFIX`` | the API's prefix |
+| scheduler, schedules and monitor routes | ``JOBS_MOUNT_OPS`` | ``JOBS_OPS_PREFIX`` | the API's prefix |
 | Prometheus metrics | ``JOBS_MOUNT_METRICS`` | ``JOBS_METRICS_PATH`` | ``/metrics`` |
 | the dashboard | ``JOBS_MOUNT_DASHBOARD`` | ``JOBS_DASHBOARD_PREFIX`` | ``/dashboard`` |
 
@@ -84,6 +84,7 @@ class FikiriJobs:
         from routes.dashboard import dashboard_bp, register_dashboard
         from routes.jobs import jobs_bp
         from routes.ops import ops_bp
+        from routes.schedules import schedules_bp
 
         self.mounted = {}
         if settings.mount_api:
@@ -91,6 +92,7 @@ class FikiriJobs:
             self.mounted["api"] = settings.api_prefix
         if settings.mount_ops:
             app.register_blueprint(ops_bp, url_prefix=settings.ops_prefix)
+            app.register_blueprint(schedules_bp, url_prefix=settings.ops_prefix)
             self.mounted["ops"] = settings.ops_prefix
         if settings.mount_metrics:
             app.register_blueprint(_metrics_blueprint(settings.metrics_path))

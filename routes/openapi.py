@@ -48,12 +48,33 @@ _PERIODIC = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"}, "task": {"type": "string"}, "queue": {"type": "string"},
     "trigger": {"type": "string"}, "next_run": {"type": "number", "nullable": True},
     "paused": {"type": "boolean"}, "last_run": {"type": "number", "nullable": True}}}
+_SCHEDULE_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"}
+_SCHEDULE = {"type": "object", "required": ["id", "name", "task", "queue", "owner", "trigger"], "properties": {
+    **_PERIODIC["properties"], "owner": {"type": "string", "enum": ["builtin", "host"]},
+    "kwargs": {"type": "object"}, "cron": {"type": "string", "nullable": True},
+    "interval": {"type": "integer", "nullable": True}, "tz": {"type": "string"},
+    "overlap": {"type": "string", "enum": ["skip", "queue"]},
+    "missed": {"type": "string", "enum": ["run_once", "skip"]}, "registered": {"type": "boolean"}}}
+_INTERVAL = {"type": "integer", "minimum": 1, "maximum": 366 * 86_400}
+_SCHEDULE_BODY = {"type": "object", "required": ["name", "task"], "additionalProperties": False, "properties": {
+    "name": {**_SCHEDULE_NAME, "description": "stored as periodic-<name>; a built-in's name is refused"},
+    "task": {"type": "string", "minLength": 1, "maxLength": 128, "description": "a registered task"},
+    "cron": {"type": "string", "maxLength": 200,
+             "description": "5 fields 'minute hour day-of-month month day-of-week' in tz; or give interval"},
+    "interval": {**_INTERVAL, "description": "seconds between runs; or give cron"},
+    "every": {**_INTERVAL, "description": "the same as interval"},
+    "tz": {"type": "string", "maxLength": 64, "default": "UTC", "description": "IANA zone of the cron times"},
+    "payload": {"type": "object", "description": "the task's keyword arguments"},
+    "queue": {"type": "string", "description": "only when the task is registered on several queues"},
+    "overlap": {"type": "string", "enum": ["skip", "queue"], "default": "skip"},
+    "missed": {"type": "string", "enum": ["run_once", "skip"], "default": "run_once"}}}
 # Required with the admin token (whose jobs run for the named user), ignored with a user token.
 _USER_ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_.@+:-]{1,128}$",
                    "description": "required with the admin token; a user token always acts for its own user"}
 
 
-_OPS_SUFFIXES = ("/scheduler", "/monitor")  # these paths belong to the ops blueprint (routes/ops.py)
+# these paths belong to the ops blueprints (routes/ops.py, routes/schedules.py)
+_OPS_SUFFIXES = ("/scheduler", "/monitor", "/schedules")
 
 
 def openapi_document(api_prefix: str | None = "/api/jobs", ops_prefix: str | None = "/api/jobs",
@@ -201,9 +222,29 @@ def _document() -> dict[str, Any]:
                 "responses": {"202": _response("queued", {"type": "object", "properties": {
                     "id": {"type": "string"}, "job_id": {"type": "string"}}}), **_errors(400, 401, 403, 404, 503)}}},
             "/api/jobs/scheduler/{periodic_id}": {"delete": {
-                "summary": "Unschedule a periodic job until the next registration (admin)", "security": _AUTH,
+                "summary": "Unschedule a periodic job (admin): a built-in until the next registration, a host one for good", "security": _AUTH,
                 "parameters": [_PERIODIC_ID],
                 "responses": {"200": _response("removed", {"type": "object"}), **_errors(400, 401, 403, 404, 503)}}},
+            "/api/jobs/schedules": {
+                "get": {"summary": "Every schedule, built-in and host, with owner and next run (admin)",
+                        "security": _AUTH,
+                        "responses": {"200": _response("the schedules", {"type": "object", "properties": {
+                            "schedules": {"type": "array", "items": _SCHEDULE}}}), **_errors(401, 403, 503)}},
+                "post": {"summary": "Register or update a host schedule (admin)", "security": _AUTH,
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": _SCHEDULE_BODY}}},
+                         "responses": {"201": _response("registered", _SCHEDULE),
+                                       "200": _response("updated (or unchanged)", _SCHEDULE),
+                                       **_errors(400, 401, 403, 413, 415, 503)}}},
+            "/api/jobs/schedules/{name}": {
+                "get": {"summary": "One host schedule (admin)", "security": _AUTH,
+                        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _SCHEDULE_NAME}],
+                        "responses": {"200": _response("the schedule", _SCHEDULE), **_errors(400, 401, 403, 404, 503)}},
+                "delete": {"summary": "Remove a host schedule for good (admin); built-ins are not removed here",
+                           "security": _AUTH,
+                           "parameters": [{"name": "name", "in": "path", "required": True, "schema": _SCHEDULE_NAME}],
+                           "responses": {"200": _response("removed", {"type": "object", "properties": {
+                               "name": {"type": "string"}, "removed": {"type": "boolean"}}}),
+                               **_errors(400, 401, 403, 404, 503)}}},
             "/api/jobs/monitor/stats": {"get": {
                 "summary": "Task metrics (admin)", "security": _AUTH,
                 "parameters": [{"name": "task", "in": "query", "required": False, "schema": {"type": "string"}}],

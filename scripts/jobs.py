@@ -29,6 +29,7 @@ from core.redis_queues import (  # noqa: E402
     retry_job,
     stop_job,
 )
+from core.schedule_spec import schedule_id  # noqa: E402
 
 EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_REDIS_DOWN = 1, 2, 3
 
@@ -309,6 +310,70 @@ scheduler.command("pause")(_periodic_action(periodic.pause_periodic, "paused"))
 scheduler.command("resume")(_periodic_action(periodic.resume_periodic, "resumed"))
 scheduler.command("remove")(_periodic_action(periodic.remove_periodic, "removed"))
 scheduler.command("run")(_periodic_action(periodic.run_periodic_now, "queued"))
+
+
+@cli.group()
+def schedules() -> None:
+    """Schedules the host app owns, beside the built-in ones: list, add, remove."""
+
+
+@schedules.command("list")
+@click.pass_obj
+def schedules_list(out: Output) -> None:
+    """Every schedule, built-in and host (OWNER says which)."""
+
+    def go() -> None:
+        rows = periodic.list_periodic()
+        out.emit(rows, lambda: _table([{**r, "next_run": _when(r["next_run"])} for r in rows],
+                                      ["name", "owner", "task", "queue", "trigger", "overlap", "missed", "next_run",
+                                       "paused"]))
+
+    run(go)
+
+
+@schedules.command("add")
+@click.argument("name")
+@click.argument("task")
+@click.option("--cron", default=None, help="'minute hour day-of-month month day-of-week', e.g. '0 8 * * *'")
+@click.option("--every", type=int, default=None, help="seconds between runs (instead of --cron)")
+@click.option("--tz", default="UTC", show_default=True, help="IANA time zone of the cron times")
+@click.option("--payload", default="{}", help="JSON object of the task's keyword arguments")
+@click.option("--queue", default=None, help="only when TASK is registered on several queues")
+@click.option("--overlap", type=click.Choice(["skip", "queue"]), default="skip", show_default=True,
+              help="skip: no new run while the previous one is pending or running")
+@click.option("--missed", type=click.Choice(["run_once", "skip"]), default="run_once", show_default=True,
+              help="after downtime: one catch-up run, or none")
+@click.pass_obj
+def schedules_add(out: Output, name: str, task: str, cron: str | None, every: int | None, tz: str, payload: str,
+                  queue: str | None, overlap: str, missed: str) -> None:
+    """Register (or update) host schedule NAME running TASK. Example:
+    schedules add digest send_daily_digest --cron '0 8 * * *' --tz Africa/Nairobi"""
+
+    def go() -> None:
+        try:
+            data = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise JobsError(f"--payload is not valid JSON ({exc}); send a JSON object") from exc
+        entry = periodic.register_periodic(name, task, cron=cron, every=every, tz=tz, payload=data, queue=queue,
+                                           overlap=overlap, missed=missed)
+        audit.record(audit.cli_actor(), "schedules.add", entry["id"], "cli", detail=f"{task} {entry['trigger']}")
+        out.emit(entry, lambda: f"{name}: {entry['task']} {entry['trigger']}, next run {_when(entry['next_run'])} UTC")
+
+    run(go)
+
+
+@schedules.command("remove")
+@click.argument("name")
+@click.pass_obj
+def schedules_remove(out: Output, name: str) -> None:
+    """Remove host schedule NAME for good (built-in schedules are not removed here)."""
+
+    def go() -> None:
+        periodic.unregister_periodic(name)
+        audit.record(audit.cli_actor(), "schedules.remove", schedule_id(name), "cli")
+        out.emit({"name": name, "removed": True}, lambda: f"{name} removed")
+
+    run(go)
 
 
 @cli.command("audit")

@@ -1,7 +1,8 @@
 """The periodic-job scheduler: ``python scripts/periodic_scheduler.py [--interval S] [--once]``.
 
-Registers the periodic jobs (idempotently), then every ``JOBS_SCHEDULER_INTERVAL`` seconds
-enqueues the runs that are due. Each run is claimed atomically, so two schedulers started by
+Registers the built-in periodic jobs (idempotently), then every ``JOBS_SCHEDULER_INTERVAL``
+seconds enqueues the runs that are due, the host app's schedules included: those are read from
+Redis at each pass, so one added through Python, the CLI or HTTP needs no restart here. Each run is claimed atomically, so two schedulers started by
 mistake never enqueue it twice. It survives Redis restarts: on a connection error it waits with
 back-off, then registers again and carries on. SIGTERM/SIGINT stop it after the current pass.
 """

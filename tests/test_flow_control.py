@@ -116,7 +116,7 @@ def test_a_sigkilled_holders_permit_frees_within_its_lease(start_worker):
     """The permit is a lease: after kill -9 of the worker holding it, the next job waiting for it
     starts within the lease (heartbeat 1 s + grace 2 s here) plus one release interval."""
     holder = start_worker("email", "--worker-class", "fork")
-    first = email_queue.enqueue_job("exclusive", {"key": "test:k", "user": "u9", "seconds": 60})
+    email_queue.enqueue_job("exclusive", {"key": "test:k", "user": "u9", "seconds": 60})
     wait_until(lambda: get_redis().llen("test:k:started") == 1, timeout=15)
     second = email_queue.enqueue_job("exclusive", {"key": "test:k", "user": "u9", "seconds": 0})
     start_worker("email", "--worker-class", "threaded", "--concurrency", "2")  # free slots, no permit
