@@ -10,3 +10,8 @@ from core.redis_queues import email_queue
 email_queue.register_task("noop", noop, max_retries=0)
 email_queue.register_task("noop_result", noop_result, max_retries=0)
 email_queue.register_task("sleep_100ms", sleep_io, max_retries=0)
+
+# the limiter's cost (bench.limiter): the same no-op under limits far above the rate reached
+email_queue.register_task("noop_rate_limited", noop, max_retries=0, rate_limit="1000000/s", rate_key="bench")
+email_queue.register_task("noop_concurrency_limited", noop, max_retries=0, concurrency=10_000,
+                          concurrency_key="bench")
