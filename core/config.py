@@ -177,6 +177,7 @@ class Settings:
     max_deferrals: int = 20  # JOBS_MAX_DEFERRALS: RetryAfter deferrals of one job before it fails
     max_retry_after: float = 3600.0  # JOBS_MAX_RETRY_AFTER (s): a longer Retry-After is cut to this
     stop_grace: float = 5.0  # JOBS_STOP_GRACE (s): a stopped job may end by itself this long before it is ended
+    events_maxlen: int = 50_000  # JOBS_EVENTS_MAXLEN: lifecycle events kept in the stream (about; 0: none written)
 
     # --- fallback (Redis unreachable) ------------------------------------------------------
     fallback_enabled: bool = True  # JOBS_FALLBACK_ENABLED
@@ -348,6 +349,7 @@ def load_settings() -> Settings:
         max_deferrals=_env_int("JOBS_MAX_DEFERRALS", Settings.max_deferrals, 0),
         max_retry_after=_env_float("JOBS_MAX_RETRY_AFTER", Settings.max_retry_after, 0.0),
         stop_grace=_env_float("JOBS_STOP_GRACE", Settings.stop_grace, 0.0),
+        events_maxlen=_env_int("JOBS_EVENTS_MAXLEN", Settings.events_maxlen, 0),
         fallback_enabled=_env_bool("JOBS_FALLBACK_ENABLED", Settings.fallback_enabled),
         fallback_workers=_env_int("JOBS_FALLBACK_WORKERS", Settings.fallback_workers, 1),
         fallback_max_pending=_env_int("JOBS_FALLBACK_MAX_PENDING", Settings.fallback_max_pending, 1),

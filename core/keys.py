@@ -220,3 +220,10 @@ def lua_layout() -> dict[str, str]:
     return {"job": job_prefix(), "normal": f"{RQ}:queue:", "high": f"{_p()}:prio:high:",
             "low": f"{_p()}:prio:low:", "scheduled": f"{RQ}:scheduled:", "wake": f"{_p()}:wake:",
             "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due()}
+
+
+# --- events (core/lua/events_lib.lua, core/events.py) -------------------------------------------
+def events() -> str:
+    """STREAM: every lifecycle transition of every job, trimmed to about JOBS_EVENTS_MAXLEN entries.
+    Fields: ``job``, ``event``, ``queue`` (short name), ``task``, and when known ``user``, ``detail``."""
+    return f"{_p()}:events"
