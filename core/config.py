@@ -288,6 +288,20 @@ class Settings:
     alert_to: tuple[str, ...] = ()  # JOBS_ALERT_TO: operators' addresses (empty: JOBS_DIGEST_TO)
     alert_webhook_url: str = ""  # JOBS_ALERT_WEBHOOK_URL: also POSTed every alert when set
 
+    # --- live events (core/events.py, routes/events.py) and webhooks (core/webhooks.py) ------------
+    # An SSE connection holds one gunicorn thread and one Redis connection for its whole life, so
+    # both are bounded: a lifetime (the client reconnects with Last-Event-ID) and a cap per process.
+    events_stream_max_seconds: float = 300.0  # JOBS_EVENTS_STREAM_MAX_SECONDS: one SSE connection's lifetime (s)
+    events_heartbeat: float = 15.0  # JOBS_EVENTS_HEARTBEAT (s): a comment line this often keeps proxies from closing
+    events_retry_ms: int = 3000  # JOBS_EVENTS_RETRY_MS: the SSE "retry:" hint, the client's reconnection delay
+    events_max_streams: int = 2  # JOBS_EVENTS_MAX_STREAMS: live SSE connections per web process (keep < --threads)
+    webhook_queue: str = "crm"  # JOBS_WEBHOOK_QUEUE: the queue delivery jobs run on
+    webhook_timeout: float = 10.0  # JOBS_WEBHOOK_TIMEOUT (s): one delivery attempt (connect + answer)
+    webhook_max_retries: int = 5  # JOBS_WEBHOOK_MAX_RETRIES: retries of a delivery after a 5xx/429/timeout
+    webhook_attempts_kept: int = 50  # JOBS_WEBHOOK_ATTEMPTS_KEPT: attempts recorded per webhook (newest)
+    webhook_max: int = 100  # JOBS_WEBHOOK_MAX: registered webhooks at most
+    webhook_claim_idle: float = 60.0  # JOBS_WEBHOOK_CLAIM_IDLE (s): a dead dispatcher's events are taken over after this
+
     def timeout_for(self, queue_short_name: str) -> int:
         return {"email": self.timeout_email, "ai": self.timeout_ai, "crm": self.timeout_crm}.get(
             queue_short_name, self.timeout_email
@@ -432,6 +446,16 @@ def load_settings() -> Settings:
         alert_cooldown=_env_int("JOBS_ALERT_COOLDOWN", Settings.alert_cooldown, 1),
         alert_to=_env_list("JOBS_ALERT_TO"),
         alert_webhook_url=_env_str("JOBS_ALERT_WEBHOOK_URL", ""),
+        events_stream_max_seconds=_env_float("JOBS_EVENTS_STREAM_MAX_SECONDS", Settings.events_stream_max_seconds, 0.1),
+        events_heartbeat=_env_float("JOBS_EVENTS_HEARTBEAT", Settings.events_heartbeat, 0.1),
+        events_retry_ms=_env_int("JOBS_EVENTS_RETRY_MS", Settings.events_retry_ms, 0),
+        events_max_streams=_env_int("JOBS_EVENTS_MAX_STREAMS", Settings.events_max_streams, 0),
+        webhook_queue=_env_choice("JOBS_WEBHOOK_QUEUE", Settings.webhook_queue, QUEUE_NAMES),
+        webhook_timeout=_env_float("JOBS_WEBHOOK_TIMEOUT", Settings.webhook_timeout, 0.1),
+        webhook_max_retries=_env_int("JOBS_WEBHOOK_MAX_RETRIES", Settings.webhook_max_retries, 0),
+        webhook_attempts_kept=_env_int("JOBS_WEBHOOK_ATTEMPTS_KEPT", Settings.webhook_attempts_kept, 1),
+        webhook_max=_env_int("JOBS_WEBHOOK_MAX", Settings.webhook_max, 1),
+        webhook_claim_idle=_env_float("JOBS_WEBHOOK_CLAIM_IDLE", Settings.webhook_claim_idle, 0.1),
     )
 
 

@@ -227,3 +227,21 @@ def events() -> str:
     """STREAM: every lifecycle transition of every job, trimmed to about JOBS_EVENTS_MAXLEN entries.
     Fields: ``job``, ``event``, ``queue`` (short name), ``task``, and when known ``user``, ``detail``."""
     return f"{_p()}:events"
+
+
+# --- webhooks (core/webhooks.py) ----------------------------------------------------------------
+def webhooks() -> str:
+    """HASH: registered webhooks, field = webhook id, value = JSON (url, secret, filters);
+    at most JOBS_WEBHOOK_MAX fields."""
+    return f"{_p()}:webhooks"
+
+
+def webhook_attempts(webhook_id: str) -> str:
+    """LIST: a webhook's newest delivery attempts (JSON), trimmed to JOBS_WEBHOOK_ATTEMPTS_KEPT;
+    deleted with the webhook."""
+    return f"{_p()}:webhook:{webhook_id}:attempts"
+
+
+def webhook_group() -> str:
+    """Not a key: the consumer group on :func:`events` the webhook dispatchers read through."""
+    return f"{_p()}:webhooks"
