@@ -82,13 +82,19 @@ class FikiriJobs:
         app.extensions[EXTENSION_KEY] = self
 
         from routes.dashboard import dashboard_bp, register_dashboard
+        from routes.events import events_bp
         from routes.jobs import jobs_bp
         from routes.ops import ops_bp
         from routes.schedules import schedules_bp
+        from routes.webhooks import webhooks_bp
 
         self.mounted = {}
         if settings.mount_api:
             app.register_blueprint(jobs_bp, url_prefix=settings.api_prefix)
+            # live events and webhooks share the API's prefix; /events and /webhooks win over
+            # /<job_id> because Werkzeug matches static segments first (see routes/events.py)
+            app.register_blueprint(events_bp, url_prefix=settings.api_prefix)
+            app.register_blueprint(webhooks_bp, url_prefix=settings.api_prefix)
             self.mounted["api"] = settings.api_prefix
         if settings.mount_ops:
             app.register_blueprint(ops_bp, url_prefix=settings.ops_prefix)

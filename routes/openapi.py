@@ -82,6 +82,7 @@ def openapi_document(api_prefix: str | None = "/api/jobs", ops_prefix: str | Non
     """The document for the API mounted at ``api_prefix``, the ops routes at ``ops_prefix`` and
     Prometheus metrics at ``metrics_path`` (None: that part is not mounted, so it is left out)."""
     document = _document()
+    document["paths"].update(_live_paths())
     paths = {}
     for path, operations in document["paths"].items():
         suffix = path.removeprefix("/api/jobs")
@@ -282,4 +283,89 @@ def _document() -> dict[str, Any]:
                 "responses": {"200": {"description": "OpenAPI 3 document",
                                       "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         },
+    }
+
+
+# --- live events (routes/events.py) and webhooks (routes/webhooks.py) ----------------------------
+_EVENT_NAMES = ["enqueued", "delayed", "pending", "started", "parked", "released", "progress", "completed",
+                "failed", "retrying", "deferred", "canceled", "stopping", "abandoned", "requeued", "deleted"]
+_LAST_EVENT_ID = [
+    {"name": "Last-Event-ID", "in": "header", "required": False,
+     "description": "resume after this event (the 'id:' of the last message received)",
+     "schema": {"type": "string", "pattern": "^[0-9]{1,20}(-[0-9]{1,20})?$"}},
+    {"name": "last_event_id", "in": "query", "required": False,
+     "description": "the same, for a first connection (the header wins)",
+     "schema": {"type": "string", "pattern": "^[0-9]{1,20}(-[0-9]{1,20})?$"}}]
+_SSE = {"description": "text/event-stream: a 'retry:' hint, then one message per event ('id:' = stream entry "
+                       "id, 'data:' = the event as JSON: id, job_id, event, status, queue, task_name, user_id, at, "
+                       "detail...), comment lines as heartbeats; the server ends it after "
+                       "JOBS_EVENTS_STREAM_MAX_SECONDS",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+_BUSY = {"description": "this process serves JOBS_EVENTS_MAX_STREAMS streams already (Retry-After), or Redis is "
+                        "unreachable",
+         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_NAMES = {"type": "array", "nullable": True, "minItems": 1, "maxItems": 100,
+          "items": {"type": "string", "pattern": "^[A-Za-z0-9_.:@+-]{1,128}$"}}
+_WEBHOOK = {"type": "object", "required": ["id", "url", "secret", "created_at"], "properties": {
+    "id": {"type": "string"}, "url": {"type": "string"},
+    "secret": {"type": "string", "description": "the secret on registration; '...' and its last 4 characters after"},
+    "tasks": {**_NAMES}, "users": {**_NAMES},
+    "events": {"type": "array", "nullable": True, "items": {"type": "string", "enum": _EVENT_NAMES}},
+    "created_at": {"type": "number"}}}
+_WEBHOOK_BODY = {"type": "object", "required": ["url"], "additionalProperties": False, "properties": {
+    "url": {"type": "string", "maxLength": 2048, "description": "absolute http:// or https:// URL"},
+    "secret": {"type": "string", "nullable": True, "minLength": 16, "maxLength": 256,
+               "description": "HMAC-SHA256 key; omitted or null: one is generated and returned once"},
+    "tasks": {**_NAMES, "description": "only these tasks' events (null: every task)"},
+    "users": {**_NAMES, "description": "only these users' jobs (null: everyone's)"},
+    "events": {"type": "array", "nullable": True, "minItems": 1, "maxItems": 100,
+               "items": {"type": "string", "enum": _EVENT_NAMES}, "description": "null: every event"}}}
+_WEBHOOK_ID = {"name": "webhook_id", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
+
+
+def _live_paths() -> dict[str, Any]:
+    return {
+        "/api/jobs/{job_id}/events": {"get": {
+            "summary": "A job's events as server-sent events (owner or admin), its current run replayed first",
+            "security": _AUTH, "parameters": [_JOB_ID, *_LAST_EVENT_ID],
+            "responses": {"200": _SSE, **_errors(400, 401, 404), "503": _BUSY}}},
+        "/api/jobs/events": {"get": {
+            "summary": "Every job's events from now on, as server-sent events (admin)", "security": _AUTH,
+            "parameters": [
+                *_LAST_EVENT_ID,
+                {"name": "queue", "in": "query", "required": False, "schema": {"type": "string", "enum": list(QUEUE_NAMES)}},
+                {"name": "task", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"}},
+                {"name": "user", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.@+:-]{1,128}$"}}],
+            "responses": {"200": _SSE, **_errors(400, 401, 403), "503": _BUSY}}},
+        "/api/jobs/webhooks": {
+            "get": {"summary": "Registered webhooks, secrets hidden (admin)", "security": _AUTH,
+                    "responses": {"200": _response("the webhooks", {"type": "object", "properties": {
+                        "webhooks": {"type": "array", "items": _WEBHOOK}}}), **_errors(401, 403, 503)}},
+            "post": {"summary": "Register a webhook (admin); the answer holds its secret, shown only here",
+                     "security": _AUTH,
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _WEBHOOK_BODY}}},
+                     "responses": {"201": _response("registered", _WEBHOOK),
+                                   **_errors(400, 401, 403, 409, 413, 415, 503)}}},
+        "/api/jobs/webhooks/{webhook_id}": {
+            "get": {"summary": "One webhook, secret hidden (admin)", "security": _AUTH, "parameters": [_WEBHOOK_ID],
+                    "responses": {"200": _response("the webhook", _WEBHOOK), **_errors(400, 401, 403, 404, 503)}},
+            "delete": {"summary": "Remove a webhook and its attempts (admin)", "security": _AUTH,
+                       "parameters": [_WEBHOOK_ID],
+                       "responses": {"200": _response("removed", {"type": "object", "properties": {
+                           "id": {"type": "string"}, "removed": {"type": "boolean"}}}),
+                           **_errors(400, 401, 403, 404, 503)}}},
+        "/api/jobs/webhooks/{webhook_id}/attempts": {"get": {
+            "summary": "A webhook's delivery attempts, newest first (admin)", "security": _AUTH,
+            "parameters": [_WEBHOOK_ID, {"name": "limit", "in": "query", "required": False,
+                                         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}],
+            "responses": {"200": _response("the attempts", {"type": "object", "properties": {
+                "id": {"type": "string"}, "attempts": {"type": "array", "items": {"type": "object", "properties": {
+                    "at": {"type": "number"}, "event": {"type": "string"}, "event_id": {"type": "string"},
+                    "job_id": {"type": "string", "nullable": True},
+                    "status": {"type": "integer", "nullable": True}, "error": {"type": "string", "nullable": True},
+                    "duration_ms": {"type": "number"}, "outcome": {"type": "string"}}}}}}),
+                **_errors(400, 401, 403, 404, 503)}}},
     }
