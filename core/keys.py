@@ -219,7 +219,7 @@ def lua_layout() -> dict[str, str]:
     """Key prefixes for scripts that build keys from a job's own fields (its origin queue)."""
     return {"job": job_prefix(), "normal": f"{RQ}:queue:", "high": f"{_p()}:prio:high:",
             "low": f"{_p()}:prio:low:", "scheduled": f"{RQ}:scheduled:", "wake": f"{_p()}:wake:",
-            "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due()}
+            "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due(), "events": events()}
 
 
 # --- events (core/lua/events_lib.lua, core/events.py) -------------------------------------------
