@@ -220,3 +220,9 @@ def lua_layout() -> dict[str, str]:
     return {"job": job_prefix(), "normal": f"{RQ}:queue:", "high": f"{_p()}:prio:high:",
             "low": f"{_p()}:prio:low:", "scheduled": f"{RQ}:scheduled:", "wake": f"{_p()}:wake:",
             "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due()}
+
+
+def metrics_hour(hour: int) -> str:
+    """HASH: ``completed`` / ``failed`` executions in the hour starting at ``hour`` (epoch s), for
+    the dashboard's 24 h throughput chart (the per-minute hashes live only 3 h); expires in 25 h."""
+    return metrics("hour", str(hour))
