@@ -47,7 +47,8 @@ class WorkerInfo:
     last_heartbeat: float | None
     heartbeat_age: float | None
     current_job_ids: list[str]
-    processed: int
+    claimed: int
+    jobs_done: int
     rss_kb: int | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,6 +67,10 @@ def _short_queue(full_name: str) -> str:
 
 def _worker_info(name: str, data: dict[str, str], now: float) -> WorkerInfo:
     beat = parse_time(data.get("last_heartbeat")) or parse_time(data.get("birth"))
+    # The heartbeat's "processed" counts jobs claimed (the worker's --max-jobs budget), so the jobs
+    # in hand are in it too; both fields come from the same heartbeat write.
+    claimed = _int_or_none(data.get("processed")) or 0
+    in_hand = _int_or_none(data.get("current_jobs")) or 0
     return WorkerInfo(
         name=name,
         hostname=data.get("hostname", ""),
@@ -77,7 +82,8 @@ def _worker_info(name: str, data: dict[str, str], now: float) -> WorkerInfo:
         last_heartbeat=beat,
         heartbeat_age=max(0.0, now - beat) if beat else None,
         current_job_ids=[j for j in data.get("current_job_ids", "").split(",") if j],
-        processed=_int_or_none(data.get("processed")) or 0,
+        claimed=claimed,
+        jobs_done=max(0, claimed - in_hand),
         rss_kb=_int_or_none(data.get("rss_kb")),
     )
 

@@ -175,4 +175,4 @@ def test_workers_page_lists_a_live_worker(client, start_worker):
         assert finished(job_id).status.value == "completed"
     idle = wait_until(lambda: (w := dashboard_queries.list_workers()) and w[0].state == "idle" and w[0],
                       timeout=10, message="the heartbeat to report the worker idle")
-    assert idle.processed == 3 and idle.current_job_ids == []
+    assert idle.jobs_done == idle.claimed == 3 and idle.current_job_ids == []
