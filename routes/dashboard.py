@@ -250,12 +250,19 @@ def _attempts(job_id: str) -> list[dict[str, Any]]:
 
 
 # --- pages ------------------------------------------------------------------------------------------
-def _overview_data() -> dict[str, Any]:
+def _chart_range() -> str:
+    """The throughput chart's range from ``?range=`` (``1h`` or ``24h``; 1 h when absent)."""
+    return choice_arg("range", "1h", queries.THROUGHPUT_RANGES)
+
+
+def _overview_data(chart_range: str) -> dict[str, Any]:
+    """What the overview shows; the page and its 3-second refresh (``api/overview``) share it, so
+    a column added to the queue table (see ``_queue_table.html``) refreshes without more code."""
     up = redis_available()
     data: dict[str, Any] = {"redis": up, "fallback_pending": get_fallback().pending_count()}
     if _identity().is_admin and up:
         data["queues"] = [{"queue": q.short_name, **q.get_stats()} for q in all_queues()]
-        data["rate"] = monitoring.processing_rate(15)
+        data["throughput"] = queries.throughput(chart_range)
     else:
         data["jobs"] = [job_view(j, False) for j in get_user_jobs(_identity().user_id or "", 20)] if up else []
     return data
@@ -263,12 +270,12 @@ def _overview_data() -> dict[str, Any]:
 
 @dashboard_bp.get("/")
 def overview():
-    return render_template("dashboard/overview.html", data=_overview_data())
+    return render_template("dashboard/overview.html", data=_overview_data(_chart_range()))
 
 
 @dashboard_bp.get("/api/overview")
 def overview_json():
-    return jsonify({"success": True, "data": _overview_data()})
+    return jsonify({"success": True, "data": _overview_data(_chart_range())})
 
 
 @dashboard_bp.get("/workers")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 
 from core import dashboard_queries
 from core.auth import issue_user_token
@@ -45,14 +46,15 @@ def test_admin_pages_render(client):
     login(client)
     for path in ("/dashboard/", "/dashboard/queue/email?state=pending", "/dashboard/failures",
                  "/dashboard/scheduler", "/dashboard/metrics", f"/dashboard/job/{failed}", "/dashboard/workers",
-                 "/dashboard/search"):
+                 "/dashboard/search", "/dashboard/?range=24h"):
         response = client.get(path)
         assert response.status_code == 200, path
     overview = client.get("/dashboard/").get_data(as_text=True)
     assert 'data-queue="email"' in overview and "Redis reachable" in overview
     assert "periodic-email-sync" in client.get("/dashboard/scheduler").get_data(as_text=True)
     data = client.get("/dashboard/api/overview").get_json()["data"]
-    assert data["queues"][0]["pending_jobs"] == 1 and len(data["rate"]) == 15
+    assert data["queues"][0]["pending_jobs"] == 1
+    assert data["throughput"]["range"] == "1h" and len(data["throughput"]["points"]) == 60
     assert client.get("/dashboard/queue/email?state=bogus").status_code == 400
     assert client.get("/dashboard/queue/email?page=x").status_code == 400
 
@@ -143,6 +145,7 @@ def test_bad_search_input_gets_a_clear_message(client):
         assert response.status_code == status, (query, response.status_code)
         assert message in page_text(response), query
         assert "<script>alert" not in response.get_data(as_text=True)
+    assert client.get("/dashboard/?range=7d").status_code == 400
 
     login(client, issue_user_token("alice"))
     refused = client.get("/dashboard/search?by=user&q=bob")
@@ -153,7 +156,7 @@ def test_bad_search_input_gets_a_clear_message(client):
     assert mine[:18] in own and other[:18] not in own and "1 of your job(s)" in own
 
 
-def test_workers_page_lists_a_live_worker(client, start_worker):
+def test_workers_page_lists_a_live_worker_and_the_chart_counts_its_jobs(client, start_worker):
     worker = start_worker("email", "ai")
     running = email_queue.enqueue_job("sleep_then_count", {"seconds": 6, "key": "test:workers"})
     done = [email_queue.enqueue_job("add", {"a": i, "b": 1}) for i in range(2)]
@@ -173,6 +176,12 @@ def test_workers_page_lists_a_live_worker(client, start_worker):
 
     for job_id in done + [running]:
         assert finished(job_id).status.value == "completed"
+    wait_until(lambda: sum(p["completed"] for p in dashboard_queries.throughput("1h")["points"]) == 3,
+               timeout=10, message="the worker's metrics flush")
+    for chart_range, buckets in (("1h", 60), ("24h", 24)):
+        series = client.get(f"/dashboard/api/overview?range={chart_range}").get_json()["data"]["throughput"]
+        assert len(series["points"]) == buckets and series["points"][-1]["t"] <= time.time()
+        assert sum(p["completed"] for p in series["points"]) == 3
     idle = wait_until(lambda: (w := dashboard_queries.list_workers()) and w[0].state == "idle" and w[0],
                       timeout=10, message="the heartbeat to report the worker idle")
     assert idle.jobs_done == idle.claimed == 3 and idle.current_job_ids == []
