@@ -4,8 +4,9 @@ Kept apart from :mod:`core.job_ops` (which also changes jobs) so the dashboard c
 without touching the lifecycle code. Every read here is bounded, never ``KEYS``/``SCAN``:
 
 * workers: one ``SMEMBERS`` of ``rq:workers`` and one pipelined ``HGETALL`` per live worker;
-* task search: the newest :data:`TASK_SCAN_PER_STATE` ids of each state of each queue, one
-  ``HGET fk_task`` each (pipelined), then a full read of at most ``limit`` matches;
+* task search: the newest :data:`TASK_SCAN_PER_STATE` ids of each state (and pending priority
+  list) of each queue, one ``HMGET`` each (pipelined), then a full read of at most ``limit``
+  matches;
 * throughput: 60 per-minute hashes (1 h) or 24 per-hour hashes (24 h), pipelined.
 """
 
@@ -26,7 +27,7 @@ from core.rq_compat import parse_time
 
 logger = logging.getLogger(__name__)
 
-TASK_SCAN_PER_STATE = 500  # newest ids read per state and queue by a task search (3 x 6 x 500 = 9,000)
+TASK_SCAN_PER_STATE = 500  # newest ids read per state and queue by a task search (3 x 8 lists x 500 = 12,000)
 STATES = ("pending", "delayed", "running", "completed", "failed", "canceled")
 # range name -> (bucket width in seconds, number of buckets)
 THROUGHPUT_RANGES: dict[str, tuple[int, int]] = {"1h": (60, 60), "24h": (3600, 24)}
@@ -123,9 +124,11 @@ class TaskSearch:
 
 
 def _queue_state_reads(pipe: Any, full: str, per_state: int) -> None:
-    """Queue the newest ``per_state`` ids of each state of one queue, and each state's size."""
-    pipe.lrange(keys.queue(full), -per_state, -1)  # normal priority is pushed at the tail: newest last
-    pipe.llen(keys.queue(full))
+    """Queue the newest ``per_state`` ids of each state of one queue, and each state's size
+    (pending counts once per priority list: high, normal, low)."""
+    for key in keys.queue_lists(full):
+        pipe.lrange(key, -per_state, -1)  # pushed at the tail: the newest last
+        pipe.llen(key)
     for key in (keys.scheduled(full), keys.started(full)):
         pipe.zrange(key, 0, per_state - 1)
         pipe.zcard(key)
@@ -156,7 +159,9 @@ def find_jobs_by_task(task: str, limit: int = 50, per_state: int = TASK_SCAN_PER
 
     Bounded on purpose (no index by task exists, and SCAN over every job would cost in proportion
     to Redis's size): only the newest ``per_state`` ids of each of the 6 states of each queue are
-    looked at, 9,000 ``HGET``s in one pipeline at the default bound. ``complete`` tells the page
+    looked at (pending: each priority list), at most 12,000 ``HMGET``s of two fields in one
+    pipeline at the default bound. Jobs parked by a rate or concurrency limit wait in per-limiter
+    lists, not per queue, and are not searched here. ``complete`` tells the page
     when older jobs exist that were not searched."""
     ids, complete = recent_job_ids(per_state)
     if not ids:

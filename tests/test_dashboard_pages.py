@@ -7,6 +7,10 @@ from __future__ import annotations
 import html
 import re
 import time
+from urllib.parse import quote
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core import dashboard_queries
 from core.auth import issue_user_token
@@ -117,6 +121,10 @@ def test_search_by_job_id_user_and_task(client):
     assert later[:18] not in by_task and crm[:18] not in by_task and "2 job(s) of task add among all jobs" in by_task
     delayed = page_text(client.get("/dashboard/search?by=task&q=record_run"))
     assert later[:18] in delayed and "1 job(s)" in delayed
+    urgent = email_queue.enqueue_job("with_progress", {"steps": 1}, priority="high")
+    slow = email_queue.enqueue_job("with_progress", {"steps": 2}, priority="low")
+    by_priority = page_text(client.get("/dashboard/search?by=task&q=with_progress"))
+    assert urgent[:18] in by_priority and slow[:18] in by_priority  # every pending priority list
 
 
 def test_task_search_is_bounded_and_says_so(client):
@@ -154,6 +162,23 @@ def test_bad_search_input_gets_a_clear_message(client):
     mine = email_queue.enqueue_job("add", {"a": 1, "b": 1}, user_id="alice")
     own = page_text(client.get("/dashboard/search?by=task&q=add"))
     assert mine[:18] in own and other[:18] not in own and "1 of your job(s)" in own
+
+
+ODD = st.one_of(st.sampled_from(["", " ", "²", "%00", "\u202e", "a/b", "../x", "x" * 129, "x" * 5000, "id", "user",
+                                  "task", "add", "alice", "7"]), st.text(max_size=40))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(by=ODD, q=ODD, chart_range=ODD, admin=st.booleans())
+def test_fuzzed_search_workers_and_chart_input_finds_no_server_error(client, by, q, chart_range, admin):
+    token = ADMIN_TOKEN if admin else issue_user_token("alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    for path in (f"/dashboard/search?by={quote(by, safe='')}&q={quote(q, safe='')}",
+                 f"/dashboard/?range={quote(chart_range, safe='')}", f"/dashboard/api/overview?range={quote(chart_range)}",
+                 "/dashboard/workers", "/dashboard/api/workers"):
+        response = client.get(path, headers=headers)
+        assert response.status_code < 500, (path, response.status_code, response.get_data(as_text=True)[:300])
+        assert "Traceback" not in response.get_data(as_text=True)
 
 
 def test_workers_page_lists_a_live_worker_and_the_chart_counts_its_jobs(client, start_worker):
