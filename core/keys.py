@@ -227,3 +227,9 @@ def events() -> str:
     """STREAM: every lifecycle transition of every job, trimmed to about JOBS_EVENTS_MAXLEN entries.
     Fields: ``job``, ``event``, ``queue`` (short name), ``task``, and when known ``user``, ``detail``."""
     return f"{_p()}:events"
+
+
+def metrics_hour(hour: int) -> str:
+    """HASH: ``completed`` / ``failed`` executions in the hour starting at ``hour`` (epoch s), for
+    the dashboard's 24 h throughput chart (the per-minute hashes live only 3 h); expires in 25 h."""
+    return metrics("hour", str(hour))
