@@ -49,6 +49,7 @@ from core.redis_queues import (
     get_queue,
     get_user_jobs,
     retry_job,
+    stop_job,
     validate_job_id,
 )
 from core.task_registry import all_tasks
@@ -428,6 +429,28 @@ def job_cancel(job_id: str):
     _visible(job_id)
     _act(lambda: cancel_job(job_id), f"job {job_id} canceled", "cancel", job_id)
     return _back(url_for("dashboard.job_page", job_id=job_id))
+
+
+@dashboard_bp.post("/job/<job_id>/stop")
+def job_stop(job_id: str):
+    """Stop a running job (owner or admin): its worker ends it; it ends canceled, not retried."""
+    _visible(job_id)
+    _act(lambda: stop_job(job_id, by=_actor()), f"job {job_id}: stop requested; its worker ends it at its next "
+         f"heartbeat", "stop", job_id)
+    return _back(url_for("dashboard.job_page", job_id=job_id))
+
+
+@dashboard_bp.post("/queue/<queue_name>/<action>")
+def queue_control(queue_name: str, action: str):
+    """Pause or resume a queue (admin)."""
+    _admin_only()
+    if action not in ("pause", "resume"):
+        abort(404, description=f"unknown queue action {action[:40]!r}; accepted: pause, resume")
+    queue = get_queue(queue_name)
+    verb = queue.pause if action == "pause" else queue.resume
+    _act(verb, f"queue {queue.short_name} {'paused' if action == 'pause' else 'resumed'}", action,
+         f"queue:{queue.short_name}")
+    return _back(url_for("dashboard.overview"))
 
 
 @dashboard_bp.post("/job/<job_id>/delete")
