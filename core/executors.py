@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from core import keys, lifecycle, monitoring, stopping, tracing
+from core.config import get_settings
 from core.connection import new_redis
 from core.lifecycle import AttemptResult, ClaimedJob
 from core.runner import run_attempt
@@ -49,9 +50,21 @@ GROUP_COMMIT_WINDOW = 0.002  # s: results of short jobs run back to back are com
 HARD_KILL_GRACE = 10.0  # s past a job's timeout before the parent kills a child that ignores SIGALRM
 
 
-def progress_sink(connection: Any, job_id: str) -> Any:
+def progress_sink(connection: Any, job: ClaimedJob) -> Any:
+    """Progress goes to the job hash and, as a "progress" event, to the events stream (one round trip)."""
+    maxlen = get_settings().events_maxlen
+
     def sink(value: Any) -> None:
-        connection.hset(keys.job(job_id), "fk_progress", json.dumps(value))
+        text = json.dumps(value)
+        with connection.pipeline(transaction=False) as pipe:
+            pipe.hset(keys.job(job.job_id), "fk_progress", text)
+            if maxlen:
+                event = {"job": job.job_id, "event": "progress", "queue": job.queue_short, "task": job.task_name,
+                         "detail": text[:1000]}
+                if job.user_id:
+                    event["user"] = job.user_id
+                pipe.xadd(keys.events(), event, maxlen=maxlen, approximate=True)
+            pipe.execute()
 
     return sink
 
@@ -59,7 +72,7 @@ def progress_sink(connection: Any, job_id: str) -> Any:
 def attempt(connection: Any, job: ClaimedJob) -> AttemptResult:
     """Run one claimed job (the path every executor shares); never raises."""
     return run_attempt(job.job_id, job.queue_short, job.task_name, job.kwargs, job.timeout,
-                       progress_sink(connection, job.job_id), job.undecodable, job.trace)
+                       progress_sink(connection, job), job.undecodable, job.trace)
 
 
 def execute(connection: Any, job: ClaimedJob, worker_name: str) -> str | None:

@@ -219,7 +219,7 @@ def lua_layout() -> dict[str, str]:
     """Key prefixes for scripts that build keys from a job's own fields (its origin queue)."""
     return {"job": job_prefix(), "normal": f"{RQ}:queue:", "high": f"{_p()}:prio:high:",
             "low": f"{_p()}:prio:low:", "scheduled": f"{RQ}:scheduled:", "wake": f"{_p()}:wake:",
-            "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due()}
+            "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due(), "events": events()}
 
 
 # --- events (core/lua/events_lib.lua, core/events.py) -------------------------------------------
@@ -227,6 +227,12 @@ def events() -> str:
     """STREAM: every lifecycle transition of every job, trimmed to about JOBS_EVENTS_MAXLEN entries.
     Fields: ``job``, ``event``, ``queue`` (short name), ``task``, and when known ``user``, ``detail``."""
     return f"{_p()}:events"
+
+
+def metrics_hour(hour: int) -> str:
+    """HASH: ``completed`` / ``failed`` executions in the hour starting at ``hour`` (epoch s), for
+    the dashboard's 24 h throughput chart (the per-minute hashes live only 3 h); expires in 25 h."""
+    return metrics("hour", str(hour))
 
 
 # --- webhooks (core/webhooks.py) ----------------------------------------------------------------

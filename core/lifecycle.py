@@ -122,7 +122,9 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
             "user_key": keys.user_jobs(user) if user is not None else None,
         })
     request = {"counter": f"{jobs[0].task_name}:enqueued", "jobs": entries, "user": user,
-               "user_size": settings.user_index_size, "user_ttl": settings.user_index_ttl}
+               "user_size": settings.user_index_size, "user_ttl": settings.user_index_ttl,
+               "task": jobs[0].task_name, "queue": queue_short, "events": keys.events(),
+               "maxlen": settings.events_maxlen}
     replies = scripts.run(
         "enqueue", connection,
         [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
@@ -179,11 +181,12 @@ def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
         entries.append({
             "key": keys.job(o.job_id), "registry": registry, "counters": keys.queue_counters(o.queue),
             "fields": fields, "id": o.job_id, "ttl": ttl, "expiry": time.time() + ttl, "task": o.task_name,
-            "event": o.status, "retries": o.retries,
+            "event": o.status, "retries": o.retries, "queue": o.queue,
             "user_key": keys.user_jobs(o.user_id) if o.user_id else None, "user": o.user_id,
         })
     request = {"users": keys.users_with_jobs(), "user_size": settings.user_index_size,
-               "user_ttl": settings.user_index_ttl, "entries": entries}
+               "user_ttl": settings.user_index_ttl, "entries": entries, "events": keys.events(),
+               "maxlen": settings.events_maxlen}
     return int(scripts.run("import", connection, [], [json.dumps(request, separators=(",", ":"))]))
 
 
@@ -256,12 +259,19 @@ _LAYOUT: dict[str, str] = {}
 
 
 def layout_json() -> str:
-    """Key prefixes for scripts that build keys from a job's origin (cached per process and prefix)."""
-    layout = keys.lua_layout()
-    key = layout["job"] + layout["wake"]
+    """Key prefixes for scripts that build keys from a job's origin, and the events stream's
+    bound (cached per process, prefix and bound)."""
+    layout: dict[str, Any] = keys.lua_layout()
+    maxlen = get_settings().events_maxlen
+    key = f"{layout['job']}{layout['wake']}{maxlen}"
     if key not in _LAYOUT:
-        _LAYOUT[key] = json.dumps(layout, separators=(",", ":"))
+        _LAYOUT[key] = json.dumps({**layout, "maxlen": maxlen}, separators=(",", ":"))
     return _LAYOUT[key]
+
+
+def _events() -> list[Any]:
+    """The events stream and its bound, as the scripts take them (events_lib.lua)."""
+    return [keys.events(), get_settings().events_maxlen]
 
 
 def _queue_limit(queue: str) -> str:
@@ -286,7 +296,7 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
     """
     args: list[Any] = [limit, time.time() + lease_seconds, format_time(), worker_name, claim_prefix,
                        "1" if chain_wakeup else "0", lease_seconds, layout_json(), keys.paused_queues(),
-                       keys.job_prefix()]
+                       keys.job_prefix(), *_events()]
     for queue in queues:
         args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), _queue_limit(queue)]
     flat, due = scripts.run("claim", connection, [], args)
@@ -373,7 +383,7 @@ def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[
         "job": keys.job(job.job_id), "wip": keys.started(queue), "target": target, "canceled": keys.canceled(queue),
         "counters": keys.queue_counters(job.queue_short), "wake": keys.wake(queue),
         "done": keys.done(job.job_id) if job.waited else None, "member": job.member, "id": job.job_id,
-        "task": job.task_name, "mode": mode, "score": score, "ttl": ttl, "fttl": job.failure_ttl,
+        "task": job.task_name, "q": job.queue_short, "user": job.user_id, "mode": mode, "score": score, "ttl": ttl, "fttl": job.failure_ttl,
         "counter": f"{job.task_name}:{counter}", "value": value, "reason": reason,
         "retries": job.retries + (1 if outcome == RETRYING else 0), "deferrals": job.deferrals + 1,
         "held": job.held or None,
@@ -391,7 +401,8 @@ def finish_many(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]
     """Record several attempts' ends in one script call (group commit); outcome or None per job."""
     now = time.time()
     planned = [_finish_entry(job, attempt, now) for job, attempt in finished]
-    request: dict[str, Any] = {"now": epoch_to_rq_time(now), "now_s": now,
+    events, maxlen = _events()
+    request: dict[str, Any] = {"now": epoch_to_rq_time(now), "now_s": now, "events": events, "maxlen": maxlen,
                                "entries": [entry for entry, _outcome, _error in planned]}
     if any(job.held for job, _attempt in finished):
         request["layout"] = json.loads(layout_json())
@@ -459,7 +470,7 @@ def _abandon(connection: Any, queue: str, members: list[str], reason: str, count
 def promote_due(connection: Any, queue: str, limit: int = 1000) -> int:
     """Move delayed jobs and retries that are due onto ``queue``; returns how many."""
     return int(scripts.run("promote", connection, [keys.scheduled(queue), *keys.queue_lists(queue), keys.wake(queue)],
-                           [time.time(), limit, keys.job_prefix()]))
+                           [time.time(), limit, keys.job_prefix(), *_events(), short_name(queue)]))
 
 
 def release_limits(connection: Any, limit: int = 100) -> tuple[int, float | None]:
@@ -506,7 +517,8 @@ def cancel(connection: Any, job_id: str, queue: str, reason: str = "canceled") -
         "cancel", connection,
         [keys.job(job_id), *keys.queue_lists(queue), keys.scheduled(queue), keys.canceled(queue),
          keys.queue_counters(short_name(queue))],
-        [job_id, epoch_to_rq_time(now), now + settings.failure_ttl, settings.failure_ttl, reason],
+        [job_id, epoch_to_rq_time(now), now + settings.failure_ttl, settings.failure_ttl, reason, *_events(),
+         short_name(queue)],
     )
     if ok:
         logger.info("job %s queue=%s outcome=canceled reason=%r", job_id, short_name(queue), reason)
@@ -519,7 +531,7 @@ def requeue_failed(connection: Any, job_id: str, queue: str) -> tuple[bool, str]
         "requeue", connection,
         [keys.job(job_id), keys.failed(queue), keys.queue(queue), keys.queue_counters(short_name(queue)),
          keys.wake(queue), keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
-        [job_id],
+        [job_id, *_events(), short_name(queue)],
     )
     if ok:
         logger.info("job %s queue=%s requeued by an operator", job_id, short_name(queue))
@@ -533,7 +545,7 @@ def delete(connection: Any, job_id: str, queue: str) -> tuple[bool, str]:
         [keys.job(job_id), keys.results(job_id), keys.queue(queue), keys.scheduled(queue), keys.finished(queue),
          keys.failed(queue), keys.canceled(queue), keys.queue_counters(short_name(queue)),
          keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
-        [job_id],
+        [job_id, *_events(), short_name(queue)],
     )
     return bool(ok), _text(status) or ""
 
@@ -547,7 +559,8 @@ def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bo
         "fail", connection,
         [keys.job(job_id), keys.queue(queue), keys.scheduled(queue), keys.failed(queue),
          keys.queue_counters(short_name(queue)), keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
-        [job_id, error[-MAX_ERROR_CHARS:], "1" if retry else "0", now, epoch_to_rq_time(now), json.dumps(delays)],
+        [job_id, error[-MAX_ERROR_CHARS:], "1" if retry else "0", now, epoch_to_rq_time(now), json.dumps(delays),
+         *_events(), short_name(queue)],
     )
     if ok:
         logger.warning("job %s queue=%s outcome=%s by hand error=%r", job_id, short_name(queue), _text(status), error[:300])
@@ -556,7 +569,7 @@ def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bo
 
 def stop_running(connection: Any, job_id: str, reason: str) -> tuple[bool, str, str]:
     """Mark a running job to stop and tell its worker. Returns (marked, status, worker name)."""
-    reply = scripts.run("stop", connection, [keys.job(job_id)], [job_id, reason, keys.stop_requests("")])
+    reply = scripts.run("stop", connection, [keys.job(job_id)], [job_id, reason, keys.stop_requests(""), *_events()])
     ok, status = reply[0], _text(reply[1]) or ""
     worker = _text(reply[2]) if len(reply) > 2 else ""
     if ok:

@@ -22,12 +22,12 @@ _lock = threading.Lock()
 
 
 def source(name: str) -> str:
-    """A script's text; a first line ``-- uses: <lib>`` puts ``core/lua/<lib>.lua`` in front of it
+    """A script's text; a first line ``-- uses: <lib>, <lib>`` puts ``core/lua/<lib>.lua`` in front of it
     (shared local functions: Redis has no script libraries before 7.0's functions)."""
     text = (_DIR / f"{name}.lua").read_text()
     if text.startswith(USES):
-        library = text.splitlines()[0][len(USES):].strip()
-        text = (_DIR / f"{library}.lua").read_text() + "\n" + text
+        libraries = [lib.strip() for lib in text.splitlines()[0][len(USES):].split(",")]
+        text = "\n".join([*((_DIR / f"{lib}.lua").read_text() for lib in libraries), text])
     return text
 
 

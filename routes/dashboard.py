@@ -34,10 +34,11 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 
 from core import audit, job_ops, monitoring, periodic
+from core import dashboard_queries as queries
 from core.auth import Identity, resolve_identity
 from core.config import get_settings
 from core.connection import redis_available
-from core.errors import JobsError
+from core.errors import JobNotFoundError, JobsError
 from core.fallback import get_fallback
 from core.job_model import Job
 from core.redis_queues import (
@@ -48,10 +49,12 @@ from core.redis_queues import (
     get_queue,
     get_user_jobs,
     retry_job,
+    stop_job,
     validate_job_id,
 )
+from core.task_registry import all_tasks
 from routes import dashboard_sessions as sessions
-from routes.params import choice_arg, int_arg, name_value
+from routes.params import ParamError, choice_arg, int_arg, name_value, parse_choice, user_id_value
 from routes.views import attempt_view, job_view, user_error
 
 logger = logging.getLogger(__name__)
@@ -63,6 +66,16 @@ PAGE_SIZE = 50
 PAGE_MAX = 1_000_000
 AUDIT_PAGE_SIZE = 100
 STATES = ("pending", "delayed", "running", "completed", "failed", "canceled")
+SEARCH_KINDS = ("id", "user", "task")
+SEARCH_MAX_CHARS = 128  # the longest job id, user id or task name there can be
+SEARCH_LIMIT = 100  # jobs shown; a user's index holds the newest JOBS_USER_INDEX_SIZE (100) anyway
+
+
+class SearchForbiddenError(JobsError):
+    """A user token searching for someone else's jobs."""
+
+    code = "forbidden"
+    http_status = 403
 
 
 # --- auth, sessions and CSRF ---------------------------------------------------------------------
@@ -238,12 +251,19 @@ def _attempts(job_id: str) -> list[dict[str, Any]]:
 
 
 # --- pages ------------------------------------------------------------------------------------------
-def _overview_data() -> dict[str, Any]:
+def _chart_range() -> str:
+    """The throughput chart's range from ``?range=`` (``1h`` or ``24h``; 1 h when absent)."""
+    return choice_arg("range", "1h", queries.THROUGHPUT_RANGES)
+
+
+def _overview_data(chart_range: str) -> dict[str, Any]:
+    """What the overview shows; the page and its 3-second refresh (``api/overview``) share it, so
+    a column added to the queue table (see ``_queue_table.html``) refreshes without more code."""
     up = redis_available()
     data: dict[str, Any] = {"redis": up, "fallback_pending": get_fallback().pending_count()}
     if _identity().is_admin and up:
         data["queues"] = [{"queue": q.short_name, **q.get_stats()} for q in all_queues()]
-        data["rate"] = monitoring.processing_rate(15)
+        data["throughput"] = queries.throughput(chart_range)
     else:
         data["jobs"] = [job_view(j, False) for j in get_user_jobs(_identity().user_id or "", 20)] if up else []
     return data
@@ -251,12 +271,26 @@ def _overview_data() -> dict[str, Any]:
 
 @dashboard_bp.get("/")
 def overview():
-    return render_template("dashboard/overview.html", data=_overview_data())
+    return render_template("dashboard/overview.html", data=_overview_data(_chart_range()))
 
 
 @dashboard_bp.get("/api/overview")
 def overview_json():
-    return jsonify({"success": True, "data": _overview_data()})
+    return jsonify({"success": True, "data": _overview_data(_chart_range())})
+
+
+@dashboard_bp.get("/workers")
+def workers_page():
+    _admin_only()
+    settings = get_settings()
+    return render_template("dashboard/workers.html", workers=queries.list_workers(),
+                           stale_after=settings.worker_heartbeat_interval + settings.worker_heartbeat_grace)
+
+
+@dashboard_bp.get("/api/workers")
+def workers_json():
+    _admin_only()
+    return jsonify({"success": True, "data": [w.to_dict() for w in queries.list_workers()]})
 
 
 @dashboard_bp.get("/queue/<queue_name>")
@@ -305,6 +339,67 @@ def metrics_page():
                            failures=monitoring.get_recent_failures(20, 24))
 
 
+# --- search: by job id (straight to the job), by user (their index), by task (bounded scan) ------
+def _search_id(text: str) -> Any:
+    job_id = validate_job_id(text)
+    job = get_job(job_id)
+    if job is None or not _identity().can_see(job.user_id):
+        raise JobNotFoundError(f"no job with id {job_id!r}: it never existed, or it ended and has expired")
+    return redirect(url_for("dashboard.job_page", job_id=job_id))
+
+
+def _search_user(text: str) -> tuple[list[Job], str]:
+    user = user_id_value(text, "user")
+    identity = _identity()
+    if not identity.is_admin and user != identity.user_id:
+        raise SearchForbiddenError(f"a user token can search only its own jobs (user {identity.user_id}); "
+                                   "log in with the admin token to search another user's")
+    jobs = get_user_jobs(user, SEARCH_LIMIT)
+    kept = get_settings().user_index_size
+    return jobs, f"{len(jobs)} job(s) of user {user}, newest first (each user's index keeps the newest {kept})"
+
+
+def _search_task(text: str) -> tuple[list[Job], str]:
+    task = name_value("task", text)
+    identity = _identity()
+    if identity.is_admin:
+        found = queries.find_jobs_by_task(task, SEARCH_LIMIT)
+        scope = "all jobs" if found.complete else f"the newest {found.per_state} of each state of each queue"
+        jobs, note = found.jobs, f"{len(found.jobs)} job(s) of task {task} among {scope} ({found.scanned} looked at)"
+    else:
+        jobs = [j for j in get_user_jobs(identity.user_id or "", SEARCH_LIMIT) if j.task_name == task]
+        note = f"{len(jobs)} of your job(s) of task {task}"
+    registered = sorted({name for names in all_tasks().values() for name in names})
+    if not jobs and task not in registered:
+        note += f"; no task {task!r} is registered (registered: {', '.join(registered)})"
+    return jobs, note + (f", the newest {SEARCH_LIMIT} shown" if len(jobs) >= SEARCH_LIMIT else "")
+
+
+def _search_page(by: str, text: str, status: int = 200, **found: Any) -> Any:
+    return render_template("dashboard/search.html", by=by, q=text[:SEARCH_MAX_CHARS], kinds=SEARCH_KINDS,
+                           **found), status
+
+
+@dashboard_bp.get("/search")
+def search_page():
+    """Find jobs by id, user or task. Bad input answers this page with the reason (400/403/404)."""
+    raw_by, text = request.args.get("by", "id"), (request.args.get("q") or "").strip()
+    by = raw_by if raw_by in SEARCH_KINDS else "id"
+    if not text:
+        return _search_page(by, "")
+    try:
+        parse_choice("search kind", raw_by, SEARCH_KINDS)
+        if len(text) > SEARCH_MAX_CHARS:
+            raise ParamError(f"the search text is {len(text)} characters long; at most {SEARCH_MAX_CHARS} are "
+                             f"accepted (job ids, user ids and task names are no longer)")
+        if by == "id":
+            return _search_id(text)
+        jobs, note = (_search_user if by == "user" else _search_task)(text)
+    except JobsError as exc:
+        return _search_page(by, text, exc.http_status, error=exc.message)
+    return _search_page(by, text, jobs=[_for_viewer(j) for j in jobs], note=note)
+
+
 # --- actions ------------------------------------------------------------------------------------------
 def _back(default: str) -> Any:
     target = request.form.get("next", "")
@@ -334,6 +429,28 @@ def job_cancel(job_id: str):
     _visible(job_id)
     _act(lambda: cancel_job(job_id), f"job {job_id} canceled", "cancel", job_id)
     return _back(url_for("dashboard.job_page", job_id=job_id))
+
+
+@dashboard_bp.post("/job/<job_id>/stop")
+def job_stop(job_id: str):
+    """Stop a running job (owner or admin): its worker ends it; it ends canceled, not retried."""
+    _visible(job_id)
+    _act(lambda: stop_job(job_id, by=_actor()), f"job {job_id}: stop requested; its worker ends it at its next "
+         f"heartbeat", "stop", job_id)
+    return _back(url_for("dashboard.job_page", job_id=job_id))
+
+
+@dashboard_bp.post("/queue/<queue_name>/<action>")
+def queue_control(queue_name: str, action: str):
+    """Pause or resume a queue (admin)."""
+    _admin_only()
+    if action not in ("pause", "resume"):
+        abort(404, description=f"unknown queue action {action[:40]!r}; accepted: pause, resume")
+    queue = get_queue(queue_name)
+    verb = queue.pause if action == "pause" else queue.resume
+    _act(verb, f"queue {queue.short_name} {'paused' if action == 'pause' else 'resumed'}", action,
+         f"queue:{queue.short_name}")
+    return _back(url_for("dashboard.overview"))
 
 
 @dashboard_bp.post("/job/<job_id>/delete")

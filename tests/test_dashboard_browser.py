@@ -1,16 +1,23 @@
 """The dashboard end to end in headless Chromium (Playwright driving Debian's /usr/bin/chromium),
 served by a real WSGI server on loopback, with real jobs run by a real worker process.
-Screenshots land in tests/artifacts/ for a person to look at."""
+Screenshots land in tests/artifacts/ for a person to look at; with FIKIRI_UPDATE_SCREENSHOTS=1
+the README's screenshots in docs/ are rewritten from the same run."""
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
+from core import dashboard_queries, keys, monitoring
+from core.connection import get_redis
 from core.periodic import register_periodic_jobs
 from core.redis_queues import crm_queue, email_queue, get_job
 from tests.conftest import ADMIN_TOKEN
@@ -18,6 +25,7 @@ from tests.servers import ROOT, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts"
+DOCS = ROOT / "docs"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -47,6 +55,13 @@ def browser():
         chromium.close()
 
 
+def screenshot(page, name: str, doc_name: str | None = None) -> None:
+    """Into tests/artifacts/ always; into docs/ as ``doc_name`` when FIKIRI_UPDATE_SCREENSHOTS=1."""
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    if doc_name and os.environ.get("FIKIRI_UPDATE_SCREENSHOTS") == "1":
+        page.screenshot(path=str(DOCS / doc_name), full_page=True)
+
+
 def test_operator_journey(live_dashboard, browser, start_worker):
     register_periodic_jobs()
     done = [email_queue.enqueue_job("add", {"a": i, "b": 1}) for i in range(3)]
@@ -68,13 +83,13 @@ def test_operator_journey(live_dashboard, browser, start_worker):
     assert email_row.locator('[data-key="failed_jobs"]').inner_text() == "1"
     assert email_row.locator('[data-key="active_jobs"]').inner_text() == "1"
     assert page.locator('tr[data-queue="crm"] [data-key="pending_jobs"]').inner_text() == "1"
-    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+    screenshot(page, "overview.png")
 
     page.click("text=Failures")
     page.click(f"a[href='/dashboard/job/{failed}']")
     assert page.locator("#job-status").inner_text() == "failed"
     assert "planned failure 1 of 1" in page.locator("pre.traceback").inner_text()
-    page.screenshot(path=str(ARTIFACTS / "failed-job.png"), full_page=True)
+    screenshot(page, "failed-job.png")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#retry")
     wait_until(lambda: get_job(failed).status.value == "completed", timeout=30)
@@ -87,7 +102,7 @@ def test_operator_journey(live_dashboard, browser, start_worker):
     page.once("dialog", lambda dialog: dialog.accept())
     row.locator("button[name=pause]").click()
     assert page.locator('tr[data-id="periodic-daily-digest"] .badge').inner_text() == "paused"
-    page.screenshot(path=str(ARTIFACTS / "scheduler.png"), full_page=True)
+    screenshot(page, "scheduler.png")
     page.locator('tr[data-id="periodic-daily-digest"] button[name=resume]').click()
     assert page.locator('tr[data-id="periodic-daily-digest"] .badge').inner_text() == "active"
 
@@ -150,3 +165,114 @@ def test_login_csrf_from_another_site_does_not_replace_the_session(live_dashboar
     assert page.locator(".who").inner_text() == "user victim"
     assert next(c for c in context.cookies() if c["name"] == "fikiri_session")["value"] == cookie["value"]
     context.close()
+
+
+def seed_throughput_history() -> dict[str, tuple[int, int, int]]:
+    """Counts for the buckets before the current one (the worker fills the current one for real),
+    as the worker's metrics flush writes them, so the chart has a known history to hover over.
+    Returns, per range, one seeded bucket: (its start, completed, failed); ``live``: the first
+    bucket left to the worker."""
+    now = time.time()
+    minute, hour = int(now // 60) * 60, int(now // 3600) * 3600
+    with get_redis().pipeline(transaction=False) as pipe:
+        for i in range(1, 60):
+            pipe.hset(monitoring.minute_key(minute - 60 * i),
+                      mapping={"completed": 12 + round(9 * math.sin(i / 6)), "failed": 2 if i % 11 == 0 else 0})
+        for i in range(1, 24):
+            pipe.hset(keys.metrics_hour(hour - 3600 * i),
+                      mapping={"completed": 600 + round(350 * math.sin(i / 4)), "failed": 25 if i % 5 == 0 else 3})
+        pipe.execute()
+    return {"1h": (minute - 60 * 11, 12 + round(9 * math.sin(11 / 6)), 2),
+            "24h": (hour - 3600 * 5, 600 + round(350 * math.sin(5 / 4)), 25), "live": (minute, 0, 0)}
+
+
+def live_counts(live: tuple[int, int, int]) -> tuple[int, int]:
+    """(completed, failed) the worker recorded from the first unseeded minute on."""
+    points = [p for p in dashboard_queries.throughput("1h")["points"] if p["t"] >= live[0]]
+    return sum(p["completed"] for p in points), sum(p["failed"] for p in points)
+
+
+def log_in(page, base: str, token: str = ADMIN_TOKEN) -> None:
+    page.goto(f"{base}/dashboard/")
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("header .who")
+
+
+def hover_bucket(page, start: int) -> str:
+    page.hover(f'#throughput-chart .hit[data-t="{start}"]')
+    page.wait_for_selector("#chart-tooltip:not([hidden])")
+    return page.locator("#chart-tooltip").inner_text()
+
+
+def test_chart_workers_and_search(live_dashboard, browser, start_worker):
+    seeded = seed_throughput_history()
+    worker = start_worker("email")
+    alice = [email_queue.enqueue_job("add", {"a": i, "b": 1}, user_id="alice") for i in range(3)]
+    bob = email_queue.enqueue_job("add", {"a": 9, "b": 9}, user_id="bob")
+    failed = email_queue.enqueue_job("always_fail", {"message": "bad input"}, user_id="alice")
+    wait_until(lambda: live_counts(seeded["live"]) == (4, 1), timeout=30, message="the worker's metrics flush")
+    # Only now the long job: a pre-forked child that takes it straight after the short ones would
+    # hold their timings until it ends (it flushes between jobs at most once a second).
+    running = email_queue.enqueue_job("sleep_then_count", {"seconds": 30, "key": "test:ui-busy"})
+    wait_until(lambda: get_job(running).status.value == "running", timeout=30)
+
+    page = browser.new_page(viewport={"width": 1280, "height": 680})
+    log_in(page, live_dashboard)
+
+    # the chart: a count axis and a time axis, a tooltip on hover, a 1 h / 24 h toggle
+    chart = page.locator("#throughput-chart")
+    assert chart.get_attribute("data-range") == "1h" and page.locator("#throughput-chart .hit").count() == 60
+    assert page.locator("#throughput-chart .axis-y text").count() >= 3  # ticks and the unit
+    assert re.fullmatch(r"\d\d:\d0", page.locator("#throughput-chart .axis-x text").first.text_content())
+    assert "jobs / min" in chart.inner_html() and "time (UTC)" in chart.inner_html()
+    start, completed, failures = seeded["1h"]
+    assert page.locator("#chart-tooltip").is_hidden()
+    tip = hover_bucket(page, start)
+    assert tip.splitlines() == [f"{time.strftime('%H:%M', time.gmtime(start))}–"
+                                f"{time.strftime('%H:%M', time.gmtime(start + 60))} UTC",
+                                f"{completed} completed", f"{failures} failed"]
+    minutes = {int(get_job(j).completed_at // 60) * 60 for j in [*alice, bob]}  # after the seeded ones
+    assert sum(int(hover_bucket(page, minute).splitlines()[1].split()[0]) for minute in minutes) == 4
+    screenshot(page, "chart-1h.png")
+    page.mouse.move(5, 5)
+    assert page.locator("#chart-tooltip").is_hidden()
+
+    page.click('.range-toggle [data-range="24h"]')
+    page.wait_for_selector('#throughput-chart[data-range="24h"]')
+    assert page.locator("#throughput-chart .hit").count() == 24 and "range=24h" in page.url
+    assert page.locator('.range-toggle [data-range="24h"]').get_attribute("aria-pressed") == "true"
+    assert "jobs / hour" in chart.inner_html()
+    start, completed, failures = seeded["24h"]
+    assert hover_bucket(page, start).splitlines()[1:] == [f"{completed} completed", f"{failures} failed"]
+    screenshot(page, "chart-24h.png", "dashboard.png")
+    page.click('.range-toggle [data-range="1h"]')
+    page.wait_for_selector('#throughput-chart[data-range="1h"]')
+    assert page.locator("#throughput-chart .hit").count() == 60
+
+    # the workers page, from the nav: the live worker process with its current job
+    page.click("header nav >> text=Workers")
+    row = page.locator(f'#workers tr[data-pid="{worker.pid}"]')
+    assert row.locator('[data-key="state"]').inner_text() == "busy"
+    assert row.locator(f'a[href="/dashboard/job/{running}"]').count() == 1
+    assert re.fullmatch(r"\d+ s ago", row.locator('[data-key="heartbeat_age"]').inner_text())
+    assert re.fullmatch(r"\d+\.\d MB", row.locator('[data-key="rss"]').inner_text())
+    assert row.locator('[data-key="jobs_done"]').inner_text() == "5"  # the one in hand is not done
+    screenshot(page, "workers.png", "dashboard-workers.png")
+
+    # search from the header: by user, then bad input
+    page.select_option("#nav-search select[name=by]", "user")
+    page.fill("#nav-search input[name=q]", "alice")
+    page.press("#nav-search input[name=q]", "Enter")
+    results = page.locator("#search-results tbody tr")
+    assert results.count() == 4 and "4 job(s) of user alice" in page.locator("#search-note").inner_text()
+    shown = page.locator("#search-results").inner_text()
+    assert all(job_id[:18] in shown for job_id in [*alice, failed]) and bob[:18] not in shown
+    screenshot(page, "search.png", "dashboard-search.png")
+    page.select_option("#search-form select[name=by]", "id")
+    page.fill("#search-form input[name=q]", "not a job id!")
+    page.click("#search-form button[type=submit]")
+    assert "malformed job id 'not a job id!'" in page.locator("#search-error").inner_text()
+    page.fill("#search-form input[name=q]", alice[0])
+    page.click("#search-form button[type=submit]")
+    assert page.url.endswith(f"/dashboard/job/{alice[0]}") and page.locator("#job-status").inner_text() == "completed"

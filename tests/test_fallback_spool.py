@@ -90,10 +90,12 @@ def _spooler(redis_url: str, spool: Path, marks_path: Path, count: int, seconds:
 
 
 def wait_spooled(proc: subprocess.Popen) -> None:
+    seen = []
     for line in proc.stdout:
         if line.strip() == "spooled":
             return
-    raise AssertionError(f"the spooling process exited with {proc.wait()}")
+        seen.append(line)
+    raise AssertionError(f"the spooling process exited with {proc.wait()}; it printed:\n{''.join(seen)[-3000:]}")
 
 
 def test_sigkill_with_100_spooled_jobs_then_redis_and_a_worker_run_each_once(jobs_env, start_worker, tmp_path):

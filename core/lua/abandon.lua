@@ -1,4 +1,4 @@
--- uses: limits_lib
+-- uses: events_lib, limits_lib
 -- abandon.lua: take back jobs whose worker is gone (lease expired) or is stopping at once.
 -- Each one is an attempt that did not finish: with ARGV[4] = '1' it counts (retry_count + 1,
 -- "<task>:abandoned" + 1, against max_retries); a cold shutdown passes '0' (the operator
@@ -13,6 +13,8 @@
 --   KEYS[5] rq:canceled:<q>   ZSET  a stopped job
 --   rq:job:<id>               HASH  built from the layout
 --   the job's priority list (LIST, requeued at the head) and the limiter keys of limits_lib
+--   fikiri:events             STREAM "abandoned" (counted), then "retrying" | "failed" | "requeued" | "canceled"
+--                             (key and maxlen from the layout: L.events, L.maxlen)
 --
 -- ARGV[1] now (epoch s), ARGV[2] now (RQ time format), ARGV[3] reason, ARGV[4] count the attempt,
 -- ARGV[5] limit, ARGV[6] layout JSON, ARGV[7] lease (s), ARGV[8] queue full name,
@@ -33,7 +35,8 @@ for _, member in ipairs(members) do
     local id = string.match(member, '^(.*):[^:]*$') or member
     local key = L.job .. id
     local f = redis.call('HMGET', key, 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'status', 'fk_prio',
-                         'fk_stop', 'fk_limits')
+                         'fk_stop', 'fk_limits', 'fk_user')
+    local q = short_queue(ARGV[8])
     if f[5] == 'started' then
       local task = f[1] or '?'
       local retries = tonumber(f[3] or '0')
@@ -43,6 +46,7 @@ for _, member in ipairs(members) do
       if counted then
         redis.call('HINCRBY', KEYS[3], task .. ':abandoned', 1)
         retries = retries + 1
+        emit(L.events, L.maxlen, id, 'abandoned', q, task, f[9], ARGV[3])
       end
       if f[7] then
         redis.call('HSET', key, 'status', 'canceled', 'fk_error', f[7], 'ended_at', ARGV[2])
@@ -50,6 +54,7 @@ for _, member in ipairs(members) do
         redis.call('ZADD', KEYS[5], tonumber(ARGV[1]) + ttl, id)
         redis.call('HINCRBY', KEYS[3], task .. ':canceled', 1)
         out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = 'canceled'
+        emit(L.events, L.maxlen, id, 'canceled', q, task, f[9], f[7])
       elseif not counted or retries <= max then
         redis.call('HSET', key, 'status', 'queued', 'fk_retries', retries, 'fk_error', ARGV[3])
         redis.call('LPUSH', prio_list(L, f[6], ARGV[8]), id)
@@ -57,12 +62,14 @@ for _, member in ipairs(members) do
         requeued = true
         out[#out + 1] = id; out[#out + 1] = task
         out[#out + 1] = counted and 'retrying' or 'requeued'
+        emit(L.events, L.maxlen, id, counted and 'retrying' or 'requeued', q, task, f[9], ARGV[3])
       else
         redis.call('HSET', key, 'status', 'failed', 'fk_retries', retries - 1, 'fk_error', ARGV[3], 'ended_at', ARGV[2])
         redis.call('EXPIRE', key, ttl)
         redis.call('ZADD', KEYS[2], tonumber(ARGV[1]) + ttl, id)
         redis.call('HINCRBY', KEYS[3], task .. ':failed', 1)
         out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = 'failed'
+        emit(L.events, L.maxlen, id, 'failed', q, task, f[9], ARGV[3])
       end
       if f[8] then
         local held = {}

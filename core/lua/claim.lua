@@ -1,4 +1,4 @@
--- uses: limits_lib
+-- uses: events_lib, limits_lib
 -- claim.lua: move up to N pending jobs from a worker's queues (in queue order, and on each queue
 -- high, normal, then low priority) into each queue's in-flight registry, in one atomic step:
 -- there is no instant, under SIGKILL or a Redis restart with AOF, when a claimed job is in
@@ -13,11 +13,13 @@
 --   fikiri:paused  SET   (ARGV[9]) queues no one claims from
 --   rq:job:<id>    HASH  status -> started, started_at, worker_name, fk_claim
 --   and the limiter keys of limits_lib, with a parked job's rq:scheduled:<q> entry
+--   fikiri:events  STREAM "started" per job claimed, "parked" (detail: the reason) per job parked
 --
 -- ARGV[1] N (max jobs), ARGV[2] lease expiry (epoch s), ARGV[3] started_at (RQ time format),
 -- ARGV[4] worker name, ARGV[5] claim id prefix, ARGV[6] chain wake-ups, ARGV[7] lease (s),
 -- ARGV[8] layout JSON (decoded only when a limit applies), ARGV[9] paused set key, ARGV[10] job key prefix,
--- ARGV[11..] groups of 7: full queue name, high list, normal list, low list, wip key, wake key,
+-- ARGV[11] events stream key, ARGV[12] its maxlen,
+-- ARGV[13..] groups of 7: full queue name, high list, normal list, low list, wip key, wake key,
 --            the queue's own rate limit (JSON, '' for none).
 -- Returns {jobs, due}: jobs is a flat list, per job id, claim, queue index, then the 15 fields below
 -- (false if unset); due is the seconds until a limiter touched here lets its next parked job run
@@ -31,13 +33,13 @@ local count = 0
 local last_wake = nil
 local budget = 1000  -- ids popped at most per call: parking many limited jobs stays bounded
 local names = {}
-for q = 11, #ARGV, GROUP do names[#names + 1] = ARGV[q] end
+for q = 13, #ARGV, GROUP do names[#names + 1] = ARGV[q] end
 local paused = redis.call('SMISMEMBER', ARGV[9], unpack(names))
 local now = nil
 local due = nil
 for qi = 1, #names do
   if n <= 0 or budget <= 0 then break end
-  local q = 11 + (qi - 1) * GROUP
+  local q = 13 + (qi - 1) * GROUP
   if paused[qi] == 0 then
     local origin = ARGV[q]
     local qlim = nil
@@ -69,6 +71,7 @@ for qi = 1, #names do
             end
             if blocked then
               park(L, key, id, origin, blocked, at, f[17] ~= false)
+              emit(ARGV[11], ARGV[12], id, 'parked', short_queue(origin), f[4], f[8], blocked.l)
               if not due or at < due then due = at end
             else
               count = count + 1
@@ -76,6 +79,7 @@ for qi = 1, #names do
               redis.call('HSET', key, 'status', 'started', 'started_at', ARGV[3], 'worker_name', ARGV[4],
                          'fk_claim', claim)
               if f[17] then redis.call('HDEL', key, 'fk_released') end
+              emit(ARGV[11], ARGV[12], id, 'started', short_queue(origin), f[4], f[8], nil)
               leases[#leases + 1] = ARGV[2]
               leases[#leases + 1] = id .. ':' .. claim
               out[#out + 1] = id

@@ -1,3 +1,4 @@
+-- uses: events_lib
 -- delete.lua: delete a job that is not running, from wherever it is.
 --
 --   KEYS[1] rq:job:<id>   KEYS[2] rq:results:<id>   KEYS[3] rq:queue:<q>   KEYS[4] rq:scheduled:<q>
@@ -5,9 +6,10 @@
 --   KEYS[8] fikiri:stats:<q>  HASH "<task>:deleted" + 1
 --   KEYS[9] fikiri:prio:high:<q>   KEYS[10] fikiri:prio:low:<q>   (LISTs, like KEYS[3])
 --
+-- fikiri:events STREAM "deleted" (ARGV[2] key, ARGV[3] maxlen, ARGV[4] queue short name)
 -- ARGV[1] id. Returns {1, previous status} when deleted, {0, 'started'} for a running job,
 -- {0, ''} when there is no such job.
-local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task')
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_user')
 if not f[1] then return {0, ''} end
 if f[1] == 'started' then return {0, 'started'} end
 redis.call('LREM', KEYS[3], 0, ARGV[1])
@@ -19,4 +21,5 @@ redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('ZREM', KEYS[7], ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HINCRBY', KEYS[8], (f[2] or '?') .. ':deleted', 1)
+emit(ARGV[2], ARGV[3], ARGV[1], 'deleted', ARGV[4], f[2], f[3], nil)
 return {1, f[1]}

@@ -1,3 +1,4 @@
+-- uses: events_lib
 -- enqueue.lua: create one or more job runs on one queue in one atomic step.
 --
 -- Keys it owns (fixed, passed in KEYS):
@@ -12,7 +13,9 @@
 -- Keys built from ARGV (named in the job entries by the caller, from core/keys.py):
 --   rq:job:<id> HASH, rq:results:<id> STREAM, fikiri:user:<u>:jobs LIST, fikiri:unique:... STRING
 --
--- ARGV[1] JSON {"counter": "<task>:enqueued", "jobs": [{"id", "key", "results", "fields": [k, v, ...],
+-- fikiri:events STREAM (events_lib): "enqueued" or "delayed" per job created
+--
+-- ARGV[1] JSON {"counter": "<task>:enqueued", "task", "queue" (short), "events", "maxlen", "jobs": [{"id", "key", "results", "fields": [k, v, ...],
 --              "run_at": epoch|null, "prio": high|normal|low, "check": bool, "absent": bool, "unique": key|null,
 --              "unique_ttl": s, "user_key": key|null}], "user_size": n, "user_ttl": s, "user": id|null}
 -- ARGV[2..] each entry's job data (binary-safe: it may be zlib'd), in the order of "jobs"
@@ -67,6 +70,8 @@ for i, job in ipairs(req.jobs) do
     end
     created = created + 1
     user_ids[#user_ids + 1] = id
+    local delayed = job.run_at ~= cjson.null and job.run_at ~= nil
+    emit(req.events, req.maxlen, id, delayed and 'delayed' or 'enqueued', req.queue, req.task, req.user, nil)
     out[i] = id
   end
 end

@@ -1,4 +1,4 @@
--- uses: limits_lib
+-- uses: events_lib, limits_lib
 -- extend_permits.lua: a worker's heartbeat keeps the concurrency permits of its running jobs
 -- alive (their leases are extended beside them), in Redis time like every limiter.
 --

@@ -1,3 +1,4 @@
+-- uses: events_lib
 -- fail.lua: an operator fails a job that has not started (fail_job), with or without a retry.
 --
 --   KEYS[1] rq:job:<id>        HASH  status, fk_error, fk_retries, ended_at
@@ -9,8 +10,9 @@
 --
 -- ARGV[1] id, ARGV[2] error, ARGV[3] '1' to retry if attempts are left, ARGV[4] now (epoch s),
 -- ARGV[5] now (RQ time format), ARGV[6] retry run time for each retry number as a JSON list
+-- ARGV[7] events stream key, ARGV[8] its maxlen, ARGV[9] queue short name ("retrying" or "failed")
 -- Returns {1, 'retrying' | 'failed'} or {0, current status or ''}.
-local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'fk_prio')
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'fk_prio', 'fk_user')
 local status = f[1]
 if status == 'queued' then
   local list = KEYS[2]
@@ -29,6 +31,7 @@ if ARGV[3] == '1' and retries < max then
   redis.call('HSET', KEYS[1], 'status', 'scheduled', 'fk_error', ARGV[2], 'fk_retries', retries + 1)
   redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + delays[retries + 1], ARGV[1])
   redis.call('HINCRBY', KEYS[5], task .. ':retried', 1)
+  emit(ARGV[7], ARGV[8], ARGV[1], 'retrying', ARGV[9], task, f[7], last_line(ARGV[2]))
   return {1, 'retrying'}
 end
 local ttl = tonumber(f[5] or '604800')
@@ -36,4 +39,5 @@ redis.call('HSET', KEYS[1], 'status', 'failed', 'fk_error', ARGV[2], 'ended_at',
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[4], tonumber(ARGV[4]) + ttl, ARGV[1])
 redis.call('HINCRBY', KEYS[5], task .. ':failed', 1)
+emit(ARGV[7], ARGV[8], ARGV[1], 'failed', ARGV[9], task, f[7], last_line(ARGV[2]))
 return {1, 'failed'}

@@ -1,4 +1,4 @@
--- uses: limits_lib
+-- uses: events_lib, limits_lib
 -- finish.lua: record the end of one or more attempts (success, final failure, a retry, a
 -- Retry-After deferral, or a stop) in one step: a worker finishing several jobs at once commits
 -- them together (group commit).
@@ -15,12 +15,16 @@
 --   fikiri:wake:<q>      LIST  token when a retry goes straight back to the queue
 --   fikiri:done:<id>     LIST  token for a wait_for() caller, when one was waiting
 --   with "held" permits: the limiter keys of limits_lib (permit returned, next parked job released)
+--   fikiri:events        STREAM completed | failed | retrying | deferred | canceled (events_lib)
 --
 -- ARGV[1] JSON {"now": RQ time, "now_s": epoch s, "layout": {...} (when permits are held), "lease": s,
+--   "events": stream key, "maxlen": n,
 --   "entries": [{"job", "wip", "target", "canceled", "counters", "wake", "done", "member", "id", "task",
 --   "mode": done|fail|retry|requeue|defer|stop, "score", "ttl", "fttl", "counter", "value", "reason",
 --   "retries", "deferrals", "held": [limiter names]}]}
 -- Returns, per entry, the mode written (a failure of a job being stopped becomes 'stop') or 0 (lease lost).
+local EVENTS = {done = 'completed', fail = 'failed', retry = 'retrying', requeue = 'retrying', defer = 'deferred',
+                stop = 'canceled'}
 local req = cjson.decode(ARGV[1])
 local out = {}
 local zadds = {}
@@ -71,6 +75,10 @@ for i, e in ipairs(req.entries) do
       redis.call('EXPIRE', e.done, 60)
     end
     if e.held ~= nil and e.held ~= cjson.null then return_permits(req.layout, e.held, e.member, req.lease) end
+    local event = EVENTS[mode]
+    local detail = nil
+    if mode == 'defer' then detail = e.reason elseif mode ~= 'done' then detail = last_line(value) end
+    emit(req.events, req.maxlen, e.id, event, e.q, e.task, e.user, detail)
   end
 end
 for _, target in ipairs(zorder) do redis.call('ZADD', target, unpack(zadds[target])) end

@@ -1,3 +1,4 @@
+-- uses: events_lib
 -- import.lua: write the outcomes of jobs that ran in the fallback into Redis (the hand-back), so
 -- their status stays readable with the normal TTLs. A job id already in Redis is left alone, so
 -- a hand-back repeated after a crash changes nothing.
@@ -8,8 +9,10 @@
 --   fikiri:stats:<q>           HASH  "<task>:enqueued" and "<task>:<completed|failed|canceled|retried>"
 --   fikiri:user:<u>:jobs       LIST  the user's index (trimmed, expiring), fikiri:users SET
 --
--- ARGV[1] JSON {"users": key, "user_size": n, "user_ttl": s, "entries": [{"key", "registry", "counters",
---               "fields": [k, v, ...], "id", "ttl", "expiry", "event", "task", "retries", "user_key", "user"}]}
+--   fikiri:events              STREAM the outcome ("completed" | "failed" | "canceled", detail "ran in the fallback")
+--
+-- ARGV[1] JSON {"events": key, "maxlen": n, "users": key, "user_size": n, "user_ttl": s, "entries": [{"key", "registry", "counters",
+--               "fields": [k, v, ...], "id", "ttl", "expiry", "event", "task", "retries", "user_key", "user", "queue"}]}
 -- Returns how many were written.
 local req = cjson.decode(ARGV[1])
 local written = 0
@@ -28,6 +31,7 @@ for _, e in ipairs(req.entries) do
       redis.call('SADD', req.users, e.user)
     end
     written = written + 1
+    emit(req.events, req.maxlen, e.id, e.event, e.queue, e.task, e.user, 'ran in the fallback')
   end
 end
 return written

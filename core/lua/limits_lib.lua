@@ -11,6 +11,8 @@
 --   rq:scheduled:<origin>   ZSET   a parked job is listed here with score +inf (shown as delayed)
 --   rq:queue:<origin> / fikiri:prio:high|low:<origin>  LIST  a released job goes to the head
 --   fikiri:wake:<origin>    LIST   one wake-up token
+--   fikiri:events           STREAM "released" when a parked job goes back to its queue (events_lib,
+--                           which must come first in "-- uses:"; key and maxlen in L.events, L.maxlen)
 -- A limit entry: {n = name, c = count, p = period s (rate), b = burst (rate), l = label}.
 
 local function redis_now()
@@ -82,8 +84,9 @@ local function release_one(L, name, now, fallback)
       return false
     end
     local key = L.job .. id
-    local f = redis.call('HMGET', key, 'status', 'fk_wait_on', 'origin', 'fk_prio')
+    local f = redis.call('HMGET', key, 'status', 'fk_wait_on', 'origin', 'fk_prio', 'fk_task', 'fk_user')
     if f[1] == 'scheduled' and f[2] == name and f[3] then
+      emit(L.events, L.maxlen, id, 'released', short_queue(f[3]), f[5], f[6], nil)
       redis.call('HSET', key, 'status', 'queued', 'fk_released', '1')
       redis.call('HDEL', key, 'fk_wait_on', 'fk_reason')
       redis.call('ZREM', L.scheduled .. f[3], id)

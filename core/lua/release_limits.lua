@@ -1,4 +1,4 @@
--- uses: limits_lib
+-- uses: events_lib, limits_lib
 -- release_limits.lua: release the next parked job of every limiter whose time has come.
 -- Workers run it with the promote step; the reply tells them when to run it next, so a parked
 -- job starts within milliseconds of its slot (no polling, no spinning).

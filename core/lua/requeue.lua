@@ -1,3 +1,4 @@
+-- uses: events_lib
 -- requeue.lua: run a failed job once more (an operator's retry), keeping its id and history.
 --
 --   KEYS[1] rq:job:<id>        HASH  status -> queued, fk_manual + 1, no expiry while pending
@@ -7,8 +8,10 @@
 --   KEYS[5] fikiri:wake:<q>    LIST  wake-up token
 --   KEYS[6] fikiri:prio:high:<q>, KEYS[7] fikiri:prio:low:<q>  LISTs, instead of KEYS[3] by the job's priority
 --
+--   fikiri:events              STREAM "requeued" (ARGV[2] key, ARGV[3] maxlen, ARGV[4] queue short name)
+--
 -- ARGV[1] id. Returns {1, 'failed'} when requeued, {0, current status or ''} when not failed.
-local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_prio')
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_prio', 'fk_user')
 if f[1] ~= 'failed' then return {0, f[1] or ''} end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'queued')
@@ -19,5 +22,6 @@ local list = KEYS[3]
 if f[3] == 'high' then list = KEYS[6] elseif f[3] == 'low' then list = KEYS[7] end
 redis.call('RPUSH', list, ARGV[1])
 redis.call('HINCRBY', KEYS[4], (f[2] or '?') .. ':requeued', 1)
+emit(ARGV[2], ARGV[3], ARGV[1], 'requeued', ARGV[4], f[2], f[4], nil)
 if redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
 return {1, 'failed'}

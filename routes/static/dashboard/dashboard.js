@@ -1,4 +1,11 @@
-// Fikiri Jobs dashboard: confirm destructive actions, redraw the rate chart, refresh counts.
+// Fikiri Jobs dashboard: confirm destructive actions, refresh the overview's counts.
+//
+// window.FikiriDashboard is the seam for whatever else feeds the overview:
+//   applyOverview(data)  writes a /dashboard/api/overview payload into the page (an SSE stream can
+//                        call it with each event instead of waiting for the 3-second poll);
+//   listeners            functions called with each payload (the throughput chart is one);
+//   params               query parameters of the poll (the chart puts its range here);
+//   refresh()            polls now.
 (function () {
   "use strict";
 
@@ -7,41 +14,38 @@
     if (message && !window.confirm(message)) { event.preventDefault(); }
   });
 
-  function drawChart(svg, points) {
-    if (!svg || !points) { return; }
-    var width = 600, height = 140, pad = 6;
-    var max = Math.max(1, Math.max.apply(null, points.map(function (p) { return p.completed + p.failed; })));
-    var slot = (width - 2 * pad) / points.length, bar = Math.max(2, slot * 0.7);
-    var parts = [];
-    points.forEach(function (p, i) {
-      var x = pad + i * slot + (slot - bar) / 2;
-      var okH = (height - 2 * pad) * p.completed / max, badH = (height - 2 * pad) * p.failed / max;
-      parts.push('<rect x="' + x + '" y="' + (height - pad - okH) + '" width="' + bar + '" height="' + okH + '" fill="#32a852"><title>' + p.completed + ' completed</title></rect>');
-      parts.push('<rect x="' + x + '" y="' + (height - pad - okH - badH) + '" width="' + bar + '" height="' + badH + '" fill="#e5484d"><title>' + p.failed + ' failed</title></rect>');
-    });
-    svg.innerHTML = parts.join("");
+  function cellText(value) {
+    // Same rule as _queue_table.html: booleans read yes/no.
+    if (value === true) { return "yes"; }
+    if (value === false) { return "no"; }
+    return value === undefined || value === null ? "" : String(value);
   }
 
-  var chart = document.getElementById("rate-chart");
-  var initial = document.getElementById("rate-data");
-  if (chart && initial) { drawChart(chart, JSON.parse(initial.textContent)); }
+  var api = { listeners: [], params: {} };
 
-  function refresh() {
-    fetch("api/overview", { credentials: "same-origin" }).then(function (response) {
+  api.applyOverview = function (data) {
+    (data.queues || []).forEach(function (q) {
+      var row = document.querySelector('tr[data-queue="' + q.queue + '"]');
+      if (!row) { return; }
+      row.querySelectorAll("[data-key]").forEach(function (cell) {
+        var key = cell.getAttribute("data-key");
+        if (key in q) { cell.textContent = cellText(q[key]); }
+      });
+    });
+    var fallback = document.getElementById("fallback");
+    if (fallback) { fallback.textContent = data.fallback_pending + " job(s) in the in-process fallback"; }
+    api.listeners.forEach(function (listener) { listener(data); });
+  };
+
+  api.refresh = function () {
+    var query = new URLSearchParams(api.params).toString();
+    return fetch("api/overview" + (query ? "?" + query : ""), { credentials: "same-origin" }).then(function (response) {
       return response.ok ? response.json() : null;
     }).then(function (body) {
-      if (!body || !body.success) { return; }
-      var data = body.data;
-      (data.queues || []).forEach(function (q) {
-        var row = document.querySelector('tr[data-queue="' + q.queue + '"]');
-        if (!row) { return; }
-        row.querySelectorAll("[data-key]").forEach(function (cell) { cell.textContent = q[cell.getAttribute("data-key")]; });
-      });
-      var fallback = document.getElementById("fallback");
-      if (fallback) { fallback.textContent = data.fallback_pending + " job(s) in the in-process fallback"; }
-      if (chart && data.rate) { drawChart(chart, data.rate); }
-    }).catch(function () { /* next tick tries again */ });
-  }
+      if (body && body.success) { api.applyOverview(body.data); }
+    }).catch(function () { /* the next tick tries again */ });
+  };
 
-  if (document.getElementById("queue-stats")) { window.setInterval(refresh, 3000); }
+  window.FikiriDashboard = api;
+  if (document.getElementById("queue-stats")) { window.setInterval(api.refresh, 3000); }
 })();
