@@ -172,10 +172,10 @@ def test_the_python_listener_sees_a_real_run(jobs_env, start_worker):
         got.append(event)
         if event["status"] in ("completed", "failed", "canceled"):
             break
-    names = [e["event"] for e in got]
-    assert names[0] == "enqueued" and names[1] == "started" and names[-1] == "completed", names
-    assert [e["progress"] for e in got if e["event"] == "progress"] in ([], [{"done": 1, "total": 2},
-                                                                            {"done": 2, "total": 2}])
+    assert [e["event"] for e in got] == ["enqueued", "started", "progress", "progress", "completed"]
+    assert [e["progress"] for e in got if e["event"] == "progress"] == [{"done": 1, "total": 2},
+                                                                        {"done": 2, "total": 2}]
+    assert [e["status"] for e in got] == ["pending", "running", "running", "running", "completed"]
 
 
 def test_the_admin_stream_filters_and_resumes(api_server, start_worker):
