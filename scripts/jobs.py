@@ -504,5 +504,84 @@ def ai_bulk(out: Output, user_id: str | None, limit: int) -> None:
     run(go)
 
 
+
+# --- webhooks (core/webhooks.py) ---------------------------------------------------------------
+@cli.group()
+def webhooks() -> None:
+    """Outbound webhooks: job events POSTed, signed, to your URLs."""
+
+
+def _names_option(values: tuple[str, ...]) -> list[str] | None:
+    """Repeated or comma-separated values; none given means anything."""
+    names = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    return names or None
+
+
+@webhooks.command("add")
+@click.argument("url")
+@click.option("--secret", default=None, help="HMAC-SHA256 key, 16-256 characters (default: one is generated)")
+@click.option("--task", "tasks", multiple=True, help="only this task's events (repeatable or comma-separated)")
+@click.option("--user", "users", multiple=True, help="only this user's jobs (repeatable or comma-separated)")
+@click.option("--event", "events", multiple=True, help="only this event, e.g. completed (repeatable or comma-separated)")
+@click.pass_obj
+def webhooks_add(out: Output, url: str, secret: str | None, tasks: tuple[str, ...], users: tuple[str, ...],
+                 events: tuple[str, ...]) -> None:
+    """Register URL; prints its id and secret (the secret is shown only now)."""
+    from core import webhooks as hooks
+
+    def go() -> None:
+        hook = hooks.register_webhook(url, secret, _names_option(tasks), _names_option(users), _names_option(events))
+        audit.record(audit.cli_actor(), "webhooks.add", hook["id"], "cli", detail=hook["url"])
+        out.emit(hook, lambda: f"webhook {hook['id']} -> {hook['url']}\nsecret: {hook['secret']}")
+
+    run(go)
+
+
+@webhooks.command("list")
+@click.pass_obj
+def webhooks_list(out: Output) -> None:
+    """Registered webhooks (secrets hidden)."""
+    from core import webhooks as hooks
+
+    def go() -> None:
+        rows = hooks.list_webhooks()
+        shown = [{**r, **{k: ",".join(r[k]) if r[k] else "*" for k in ("tasks", "users", "events")},
+                  "created": _when(r["created_at"])} for r in rows]
+        out.emit(rows, lambda: _table(shown, ["id", "url", "tasks", "users", "events", "created"]))
+
+    run(go)
+
+
+@webhooks.command("remove")
+@click.argument("webhook_id")
+@click.pass_obj
+def webhooks_remove(out: Output, webhook_id: str) -> None:
+    """Remove a webhook and its recorded attempts."""
+    from core import webhooks as hooks
+
+    def go() -> None:
+        hooks.remove_webhook(webhook_id)
+        audit.record(audit.cli_actor(), "webhooks.remove", webhook_id, "cli")
+        out.emit({"id": webhook_id, "removed": True}, lambda: f"removed webhook {webhook_id}")
+
+    run(go)
+
+
+@webhooks.command("attempts")
+@click.argument("webhook_id")
+@click.option("--limit", type=click.IntRange(1, 500), default=20)
+@click.pass_obj
+def webhooks_attempts(out: Output, webhook_id: str, limit: int) -> None:
+    """A webhook's delivery attempts, newest first."""
+    from core import webhooks as hooks
+
+    def go() -> None:
+        rows = hooks.webhook_attempts(webhook_id, limit)
+        shown = [{**r, "at": _when(r["at"]), "error": (r.get("error") or "")[:60]} for r in rows]
+        out.emit(rows, lambda: _table(shown, ["at", "event", "event_id", "status", "outcome", "duration_ms", "error"]))
+
+    run(go)
+
+
 if __name__ == "__main__":
     cli()
