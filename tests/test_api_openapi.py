@@ -60,7 +60,7 @@ def test_fuzz_the_api_finds_no_server_errors(case, api_server):
         assert "gunicorn" in headers.get("server", ""), headers
         return
     if response.status_code == 200 and case.formatted_path.endswith("/events"):
-        assert headers.get("content-type", "").startswith("text/event-stream"), headers
+        assert "text/event-stream" in headers.get("content-type", ""), headers
     else:
         assert "application/json" in headers.get("content-type", ""), (response.request.method, headers)
     # Unknown query parameters are ignored, as most APIs do (negative_data_rejection), and a trigger
