@@ -319,3 +319,24 @@ def test_http_attempts_route_over_gunicorn(api_server):
     hook_id = made.json()["data"]["id"]
     got = requests.get(api_server.url(f"/api/jobs/webhooks/{hook_id}/attempts?limit=0"), headers=ADMIN, timeout=5)
     assert got.status_code == 400
+
+
+def test_the_readme_verification_snippet_accepts_our_signature_and_refuses_tampering():
+    """The receiver code in README "Live events and webhooks", run as written."""
+    import re
+    import time
+
+    from core.webhooks import sign
+
+    readme = (ROOT / "README.md").read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "def verify(" in block)
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)  # noqa: S102 - our own README
+    verify = namespace["verify"]
+    body = b'{"event":"completed","job_id":"abc"}'
+    header = sign("k" * 32, body, int(time.time()))
+    assert verify("k" * 32, body, header)
+    assert not verify("k" * 32, body + b" ", header)
+    assert not verify("x" * 32, body, header)
+    assert not verify("k" * 32, body, sign("k" * 32, body, int(time.time()) - 3600))
+    assert not verify("k" * 32, body, "garbage")
