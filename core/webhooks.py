@@ -499,4 +499,7 @@ def start_dispatcher(consumer: str | None = None, block_ms: int = DISPATCH_BLOCK
     return dispatcher
 
 
-delivery_queue()  # registered at import, so workers (which import this module at start) run it
+# Registered at import (core.task_registry lists this module), so workers run deliveries; this
+# registers directly instead of through delivery_queue(), which would import every task module.
+get_queue(get_settings().webhook_queue).register_task(
+    DELIVERY_TASK, deliver_webhook, max_retries=get_settings().webhook_max_retries, fallback=False)
