@@ -143,6 +143,18 @@ def retry(job_id: str):
     return ok(_view(job))
 
 
+@jobs_bp.get("/batch/<batch_id>")
+@require_identity
+def batch_progress(batch_id: str):
+    """A batch's progress (owner or admin): total, completed, failed, canceled, pending, done."""
+    from core.workflows import get_batch
+
+    progress = get_batch(batch_id)
+    if not current_identity().can_see(progress["user_id"]):
+        raise JobNotFoundError(f"batch {batch_id} does not exist (or ended more than JOBS_RESULT_TTL ago)")
+    return ok(progress)
+
+
 @jobs_bp.get("/queue/<queue_name>/stats")
 @require_admin
 def queue_stats(queue_name: str):

@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib
+-- uses: events_lib, limits_lib, hooks_lib
 -- abandon.lua: take back jobs whose worker is gone (lease expired) or is stopping at once.
 -- Each one is an attempt that did not finish: with ARGV[4] = '1' it counts (retry_count + 1,
 -- "<task>:abandoned" + 1, against max_retries); a cold shutdown passes '0' (the operator
@@ -15,6 +15,7 @@
 --   the job's priority list (LIST, requeued at the head) and the limiter keys of limits_lib
 --   fikiri:events             STREAM "abandoned" (counted), then "retrying" | "failed" | "requeued" | "canceled"
 --                             (key and maxlen from the layout: L.events, L.maxlen)
+--   a final end of a job with hooks: the keys of hooks_lib (callbacks, dependents, batch)
 --
 -- ARGV[1] now (epoch s), ARGV[2] now (RQ time format), ARGV[3] reason, ARGV[4] count the attempt,
 -- ARGV[5] limit, ARGV[6] layout JSON, ARGV[7] lease (s), ARGV[8] queue full name,
@@ -35,7 +36,7 @@ for _, member in ipairs(members) do
     local id = string.match(member, '^(.*):[^:]*$') or member
     local key = L.job .. id
     local f = redis.call('HMGET', key, 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'status', 'fk_prio',
-                         'fk_stop', 'fk_limits', 'fk_user')
+                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks')
     local q = short_queue(ARGV[8])
     if f[5] == 'started' then
       local task = f[1] or '?'
@@ -55,6 +56,7 @@ for _, member in ipairs(members) do
         redis.call('HINCRBY', KEYS[3], task .. ':canceled', 1)
         out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = 'canceled'
         emit(L.events, L.maxlen, id, 'canceled', q, task, f[9], f[7])
+        if f[10] then job_ended(L, id, 'canceled', f[7], ARGV[2], tonumber(ARGV[1])) end
       elseif not counted or retries <= max then
         redis.call('HSET', key, 'status', 'queued', 'fk_retries', retries, 'fk_error', ARGV[3])
         redis.call('LPUSH', prio_list(L, f[6], ARGV[8]), id)
@@ -70,6 +72,7 @@ for _, member in ipairs(members) do
         redis.call('HINCRBY', KEYS[3], task .. ':failed', 1)
         out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = 'failed'
         emit(L.events, L.maxlen, id, 'failed', q, task, f[9], ARGV[3])
+        if f[10] then job_ended(L, id, 'failed', ARGV[3], ARGV[2], tonumber(ARGV[1])) end
       end
       if f[8] then
         local held = {}
