@@ -256,3 +256,8 @@ def batch(batch_id: str) -> str:
 
 def batch_prefix() -> str:
     return f"{_p()}:batch:"
+
+
+def batch_jobs(batch_id: str) -> str:
+    """LIST: a batch's member ids in enqueue order; expires with the batch hash."""
+    return f"{batch(batch_id)}:jobs"

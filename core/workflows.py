@@ -197,6 +197,12 @@ def enqueue_batch(queue: str, task: str, payloads: list[dict[str, Any]], on_comp
     return batch_id
 
 
+def batch_job_ids(batch_id: str, start: int = 0, count: int = 100) -> list[str]:
+    """Member ids of a batch in enqueue order (a bounded range read)."""
+    validate_job_id(batch_id)
+    return [i.decode() for i in get_redis().lrange(keys.batch_jobs(batch_id), start, start + count - 1)]
+
+
 def get_batch(batch_id: str) -> dict[str, Any]:
     """A batch's progress: total, completed, failed, canceled, pending, done, callback_job_id."""
     validate_job_id(batch_id)

@@ -127,7 +127,8 @@ def _document() -> dict[str, Any]:
                             "reason": {"type": "string", "nullable": True,
                                        "description": "why a delayed job waits (a rate or concurrency limit, a "
                                                       "Retry-After), or that a running job is being stopped"},
-                            "deferrals": {"type": "integer"}}},
+                            "deferrals": {"type": "integer"},
+                            "batch_id": {"type": "string", "nullable": True}}},
                 "QueueStats": {"type": "object", "required": ["queue", "stats"], "properties": {
                     "queue": {"type": "string"},
                     "stats": {"type": "object", "properties": {"paused": {"type": "boolean"}},

@@ -18,7 +18,8 @@
 -- +inf in rq:scheduled, fk_wait_on "deps") until its dependencies end; each unended dependency gets
 -- it in fikiri:dependents:<dep> and fk_hooks; a dependency already failed, canceled or gone cancels it
 -- (hooks_lib) unless "policy" is "run"; with "pass", a completed dependency's result is put in its
--- payload under that name. req.batch {"key", "fields"}: the batch hash, created with its members.
+-- payload under that name. req.batch {"key", "fields"}: the batch hash, created with its members,
+-- whose ids go to the list <key>:jobs.
 --
 -- ARGV[1] JSON {"counter": "<task>:enqueued", "task", "queue" (short), "events", "maxlen", "jobs": [{"id", "key", "results", "fields": [k, v, ...],
 --              "run_at": epoch|null, "prio": high|normal|low, "check": bool, "absent": bool, "unique": key|null,
@@ -115,6 +116,7 @@ for i, job in ipairs(req.jobs) do
     end
     created = created + 1
     user_ids[#user_ids + 1] = id
+    if req.batch ~= nil and req.batch ~= cjson.null then redis.call('RPUSH', req.batch.key .. ':jobs', id) end
     local delayed = left > 0 or (job.run_at ~= cjson.null and job.run_at ~= nil)
     if not bad then
       emit(req.events, req.maxlen, id, delayed and 'delayed' or 'enqueued', req.queue, req.task, req.user, nil)

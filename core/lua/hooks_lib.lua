@@ -9,7 +9,8 @@
 --   dependents   fikiri:dependents:<id> SET: jobs waiting for this one (status scheduled, score
 --                +inf, fk_wait_on "deps", fk_deps_left); released when all their dependencies
 --                completed, canceled with the reason when one did not (unless fk_dep_policy "run")
---   batch        fk_batch: the member's batch hash fikiri:batch:<b> counts completed / failed /
+--   batch        fk_batch: the member's batch hash fikiri:batch:<b> (and its member list <b>:jobs,
+--                expiring with it) counts completed / failed /
 --                canceled; the member that completes the count creates the batch's callback job
 -- Hooks run once: fk_hooks is deleted when they have run (a failed job retried by hand later does
 -- not run them again).
@@ -78,6 +79,7 @@ local function batch_member_ended(L, batch, outcome, now_rq)
   end
   redis.call('HSET', bkey, 'callback_id', callback, 'ended_at', now_rq)
   redis.call('EXPIRE', bkey, tonumber(b[7] or '86400'))
+  redis.call('EXPIRE', bkey .. ':jobs', tonumber(b[7] or '86400'))
 end
 
 -- Job `id` ended (`outcome` completed | failed | canceled; `value` its result JSON or error text).
