@@ -24,7 +24,7 @@ README = ROOT / "README.md"
 
 
 @pytest.fixture(autouse=True)
-def _registry_restored() -> Iterator[None]:
+def _registry_restored(jobs_env) -> Iterator[None]:
     """The blocks register tasks in this process: take them away again for the tests after."""
     saved = {queue: dict(tasks) for queue, tasks in task_registry._tasks.items()}
     yield
