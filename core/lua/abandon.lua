@@ -49,14 +49,18 @@ for _, member in ipairs(members) do
         retries = retries + 1
         emit(L.events, L.maxlen, id, 'abandoned', q, task, f[9], ARGV[3])
       end
-      if f[7] then
-        redis.call('HSET', key, 'status', 'canceled', 'fk_error', f[7], 'ended_at', ARGV[2])
+      -- the attempt ends the job: canceled (someone stopped it) or failed (no attempts left)
+      local function end_job(outcome, status, registry, error)
+        redis.call('HSET', key, 'status', status, 'fk_error', error, 'ended_at', ARGV[2])
         redis.call('EXPIRE', key, ttl)
-        redis.call('ZADD', KEYS[5], tonumber(ARGV[1]) + ttl, id)
-        redis.call('HINCRBY', KEYS[3], task .. ':canceled', 1)
-        out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = 'canceled'
-        emit(L.events, L.maxlen, id, 'canceled', q, task, f[9], f[7])
-        if f[10] then job_ended(L, id, 'canceled', f[7], ARGV[2], tonumber(ARGV[1])) end
+        redis.call('ZADD', registry, tonumber(ARGV[1]) + ttl, id)
+        redis.call('HINCRBY', KEYS[3], task .. ':' .. outcome, 1)
+        out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = outcome
+        emit(L.events, L.maxlen, id, outcome, q, task, f[9], error)
+        if f[10] then job_ended(L, id, outcome, error, ARGV[2], tonumber(ARGV[1])) end
+      end
+      if f[7] then
+        end_job('canceled', 'canceled', KEYS[5], f[7])
       elseif not counted or retries <= max then
         redis.call('HSET', key, 'status', 'queued', 'fk_retries', retries, 'fk_error', ARGV[3])
         redis.call('LPUSH', prio_list(L, f[6], ARGV[8]), id)
@@ -66,13 +70,8 @@ for _, member in ipairs(members) do
         out[#out + 1] = counted and 'retrying' or 'requeued'
         emit(L.events, L.maxlen, id, counted and 'retrying' or 'requeued', q, task, f[9], ARGV[3])
       else
-        redis.call('HSET', key, 'status', 'failed', 'fk_retries', retries - 1, 'fk_error', ARGV[3], 'ended_at', ARGV[2])
-        redis.call('EXPIRE', key, ttl)
-        redis.call('ZADD', KEYS[2], tonumber(ARGV[1]) + ttl, id)
-        redis.call('HINCRBY', KEYS[3], task .. ':failed', 1)
-        out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = 'failed'
-        emit(L.events, L.maxlen, id, 'failed', q, task, f[9], ARGV[3])
-        if f[10] then job_ended(L, id, 'failed', ARGV[3], ARGV[2], tonumber(ARGV[1])) end
+        redis.call('HSET', key, 'fk_retries', retries - 1)
+        end_job('failed', 'failed', KEYS[2], ARGV[3])
       end
       if f[8] then
         local held = {}
