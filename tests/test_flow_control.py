@@ -334,3 +334,20 @@ def test_the_gmail_sync_task_holds_one_permit_per_user(domain_env):
     job_id = GmailSyncJobManager().queue_sync_job("u-42")
     limits = get_redis().hget(keys.job(job_id), "fk_limits").decode()
     assert '"n":"conc:gmail-sync:u-42","c":1' in limits
+
+
+def test_a_prefetched_job_stopped_before_it_started_never_runs(start_worker):
+    """The simple worker claims JOBS_WORKER_PREFETCH jobs at once; one stopped while it waits
+    behind a slow one is not started at all."""
+    start_worker("email", "--worker-class", "simple", "--prefetch", "2")
+    email_queue.pause()
+    slow = email_queue.enqueue_job("stoppable", {"key": "test:pf1", "cooperative": False, "seconds": 2})
+    waiting = email_queue.enqueue_job("stoppable", {"key": "test:pf2", "seconds": 2})
+    email_queue.resume()
+    wait_until(lambda: get_redis().get("test:pf1:runs") == b"1", timeout=10)
+    assert get_job(waiting).status == JobStatus.RUNNING  # claimed with the first, not started
+    stop_job(waiting, by="ops")
+    assert finished(slow, timeout=10).status == JobStatus.COMPLETED
+    job = finished(waiting, timeout=10)
+    assert job.status == JobStatus.CANCELED and job.error == "stopped by ops"
+    assert get_redis().get("test:pf2:runs") is None
