@@ -2,9 +2,10 @@
 
     .venv/bin/python -m bench.limiter [--quick]
 
-Three variants of the same no-op task run interleaved (A/B/C, each repetition on a fresh
+Four variants of the same no-op task run interleaved (A/B/C/D, each repetition on a fresh
 redis-server, N jobs enqueued first, then two simple workers with prefetch 10 in burst mode):
-no limit, ``rate_limit="1000000/s"`` and ``concurrency=10000``. Reported: jobs/s first start to
+no limit; no limit with the events stream off (``JOBS_EVENTS_MAXLEN=0``: the stream's price);
+``rate_limit="1000000/s"``; ``concurrency=10000``. Reported: jobs/s first start to
 last end (median, min-max) and Redis commands per job (INFO commandstats, script calls count as
 one each plus every command they run), so the ratio is the limiter's own price.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -21,16 +23,23 @@ import time
 from bench.run import ROOT, _completion_rate, env_for, point_at
 from tests.servers import RedisServer
 
-TASKS = {"no limit": "noop", "rate 1000000/s": "noop_rate_limited", "concurrency 10000": "noop_concurrency_limited"}
+# name: (task, JOBS_EVENTS_MAXLEN); the first is the base every ratio is taken against
+VARIANTS = {
+    "no limit": ("noop", "50000"),
+    "no limit, events off": ("noop", "0"),
+    "rate 1000000/s": ("noop_rate_limited", "50000"),
+    "concurrency 10000": ("noop_concurrency_limited", "50000"),
+}
 
 
 def _commands(client) -> int:
     return sum(v["calls"] for k, v in client.info("commandstats").items() if k != "cmdstat_info")
 
 
-def run_once(task: str, n: int) -> dict[str, float]:
+def run_once(task: str, n: int, events_maxlen: str) -> dict[str, float]:
     server = RedisServer().start()
     try:
+        os.environ["JOBS_EVENTS_MAXLEN"] = events_maxlen  # this process and (env_for) the workers
         point_at(server)
         from core.redis_queues import email_queue
 
@@ -51,10 +60,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     n, reps = (1000, 1) if args.quick else (5000, 5)
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in TASKS}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     for _ in range(reps):
-        for name, task in TASKS.items():
-            runs[name].append(run_once(task, n))
+        for name, (task, events_maxlen) in VARIANTS.items():
+            runs[name].append(run_once(task, n, events_maxlen))
     base = statistics.median(r["jobs_per_s"] for r in runs["no limit"])
     summary = {}
     for name, rows in runs.items():

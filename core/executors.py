@@ -70,7 +70,10 @@ def progress_sink(connection: Any, job: ClaimedJob) -> Any:
 
 
 def attempt(connection: Any, job: ClaimedJob) -> AttemptResult:
-    """Run one claimed job (the path every executor shares); never raises."""
+    """Run one claimed job (the path every executor shares); never raises. A job stopped while it
+    waited in the worker (prefetched, or queued for a pool thread) is not started at all."""
+    if job.stop_reason is not None:
+        return AttemptResult(ok=False, retryable=False, error=job.stop_reason)
     return run_attempt(job.job_id, job.queue_short, job.task_name, job.kwargs, job.timeout,
                        progress_sink(connection, job), job.undecodable, job.trace)
 

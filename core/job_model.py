@@ -51,6 +51,7 @@ class Job:
     # running job was asked to stop ("stopping: stopped by alice")
     reason: str | None = None
     deferrals: int = 0  # times it was rescheduled by RetryAfter (not failures)
+    batch_id: str | None = None  # the batch it is a member of (core.workflows.enqueue_batch)
 
     def wait(self, timeout: float) -> Job:
         """Block until this job has ended and return it (:func:`core.job_ops.wait_for`)."""
@@ -73,7 +74,7 @@ _STATUS = {
 # Fields a status read needs (HMGET, not HGETALL: a job hash also carries RQ fields we never show).
 READ_FIELDS = ("status", "data", "origin", "created_at", "started_at", "ended_at", "fk_task", "fk_max",
                "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta", "fk_mode",
-               "fk_prio", "fk_reason", "fk_stop", "fk_deferrals")
+               "fk_prio", "fk_reason", "fk_stop", "fk_deferrals", "fk_batch")
 
 
 def map_status(rq_status: str | None, retry_count: int) -> JobStatus:
@@ -131,6 +132,7 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
         priority=raw["fk_prio"].decode() if raw["fk_prio"] else "normal",
         reason=_reason(status, raw["fk_reason"], raw["fk_stop"]),
         deferrals=int(raw["fk_deferrals"] or 0),
+        batch_id=raw["fk_batch"].decode() if raw["fk_batch"] else None,
     )
 
 

@@ -219,7 +219,9 @@ def lua_layout() -> dict[str, str]:
     """Key prefixes for scripts that build keys from a job's own fields (its origin queue)."""
     return {"job": job_prefix(), "normal": f"{RQ}:queue:", "high": f"{_p()}:prio:high:",
             "low": f"{_p()}:prio:low:", "scheduled": f"{RQ}:scheduled:", "wake": f"{_p()}:wake:",
-            "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due(), "events": events()}
+            "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due(), "events": events(),
+            "canceled": f"{RQ}:canceled:", "stats": f"{_p()}:stats:", "dependents": dependents_prefix(),
+            "batch": batch_prefix()}
 
 
 # --- events (core/lua/events_lib.lua, core/events.py) -------------------------------------------
@@ -233,6 +235,32 @@ def metrics_hour(hour: int) -> str:
     """HASH: ``completed`` / ``failed`` executions in the hour starting at ``hour`` (epoch s), for
     the dashboard's 24 h throughput chart (the per-minute hashes live only 3 h); expires in 25 h."""
     return metrics("hour", str(hour))
+
+
+# --- workflows (core/workflows.py, core/lua/hooks_lib.lua) -------------------------------------
+def dependents(job_id: str) -> str:
+    """SET: ids of jobs waiting for ``job_id`` to end (``depends_on``); deleted when it ends."""
+    return f"{dependents_prefix()}{job_id}"
+
+
+def dependents_prefix() -> str:
+    return f"{_p()}:dependents:"
+
+
+def batch(batch_id: str) -> str:
+    """HASH: a batch: total, completed, failed, canceled, task, queue, user, created_at, on_complete
+    (the callback job to create, JSON), callback_id and ended_at once every member ended; expires
+    ``JOBS_RESULT_TTL`` after that."""
+    return f"{batch_prefix()}{batch_id}"
+
+
+def batch_prefix() -> str:
+    return f"{_p()}:batch:"
+
+
+def batch_jobs(batch_id: str) -> str:
+    """LIST: a batch's member ids in enqueue order; expires with the batch hash."""
+    return f"{batch(batch_id)}:jobs"
 
 
 # --- webhooks (core/webhooks.py) ----------------------------------------------------------------

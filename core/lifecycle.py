@@ -77,6 +77,9 @@ class NewJob:
     retries: int = 0  # retries already used (a job handed back from the fallback spool)
     only_if_absent: bool = False  # write nothing if the id is in Redis at all (idempotent hand-back)
     limits: str | None = None  # fk_limits: the job's rate/concurrency limits (core.limits.job_limits)
+    depends_on: list[str] | None = None  # ids it waits for (core/workflows.py)
+    dependency_policy: str = "cancel"  # a dependency failed or was canceled: cancel this job, or "run" it
+    pass_result: str | None = None  # a completed dependency's result goes into the payload under this name
 
     def fields(self, queue: str, user: str | None, now: str) -> list[Any]:
         """The job hash's fields (``data`` is passed separately: it may be binary)."""
@@ -99,11 +102,18 @@ class NewJob:
             out += ["fk_retries", self.retries]
         if self.limits:
             out += ["fk_limits", self.limits]
+        if self.depends_on:
+            out += ["fk_dep_policy", self.dependency_policy]
+            if self.pass_result:
+                out += ["fk_pass", self.pass_result]
         return out + self.extra_fields
 
 
-def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | None = None) -> list[str]:
-    """Create ``jobs`` on one queue (one script call); returns the id each one resolved to."""
+def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | None = None,
+            batch: dict[str, Any] | None = None) -> list[str]:
+    """Create ``jobs`` on one queue (one script call); returns the id each one resolved to.
+
+    ``batch``: ``{"key", "fields"}`` of a batch hash to create with its members (core/workflows.py)."""
     if not jobs:
         return []
     settings = get_settings()
@@ -112,7 +122,8 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
     entries = []
     blobs: list[bytes] = []  # each job's data, binary-safe in ARGV (it may be zlib'd)
     for job in jobs:
-        blobs.append(encode_data(job.task_name, job.kwargs))
+        # a result passed in by a dependency is spliced into the JSON by the script: never compressed
+        blobs.append(encode_data(job.task_name, job.kwargs, compress=job.pass_result is None))
         fields = job.fields(queue, user, now)
         entries.append({
             "id": job.job_id, "key": keys.job(job.job_id), "results": keys.results(job.job_id),
@@ -120,11 +131,16 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
             "check": job.check_existing, "absent": job.only_if_absent, "unique": job.unique_key,
             "unique_ttl": job.unique_for,
             "user_key": keys.user_jobs(user) if user is not None else None,
+            "deps": job.depends_on or None, "policy": job.dependency_policy, "pass": job.pass_result,
         })
     request = {"counter": f"{jobs[0].task_name}:enqueued", "jobs": entries, "user": user,
                "user_size": settings.user_index_size, "user_ttl": settings.user_index_ttl,
                "task": jobs[0].task_name, "queue": queue_short, "events": keys.events(),
                "maxlen": settings.events_maxlen}
+    if batch is not None or any(job.depends_on for job in jobs):
+        now_s = time.time()
+        request.update({"layout": json.loads(layout_json()), "batch": batch, "now": epoch_to_rq_time(now_s),
+                        "now_s": now_s, "failure_ttl": settings.failure_ttl})
     replies = scripts.run(
         "enqueue", connection,
         [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
@@ -403,10 +419,8 @@ def finish_many(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]
     planned = [_finish_entry(job, attempt, now) for job, attempt in finished]
     events, maxlen = _events()
     request: dict[str, Any] = {"now": epoch_to_rq_time(now), "now_s": now, "events": events, "maxlen": maxlen,
+                               "layout_json": layout_json(), "lease": get_settings().worker_lease,
                                "entries": [entry for entry, _outcome, _error in planned]}
-    if any(job.held for job, _attempt in finished):
-        request["layout"] = json.loads(layout_json())
-        request["lease"] = get_settings().worker_lease
     written = scripts.run("finish", connection, [], [json.dumps(request, separators=(",", ":"))])
     outcomes: list[str | None] = []
     for (job, attempt), (_entry, outcome, error), ok in zip(finished, planned, written):
@@ -518,7 +532,7 @@ def cancel(connection: Any, job_id: str, queue: str, reason: str = "canceled") -
         [keys.job(job_id), *keys.queue_lists(queue), keys.scheduled(queue), keys.canceled(queue),
          keys.queue_counters(short_name(queue))],
         [job_id, epoch_to_rq_time(now), now + settings.failure_ttl, settings.failure_ttl, reason, *_events(),
-         short_name(queue)],
+         short_name(queue), layout_json()],
     )
     if ok:
         logger.info("job %s queue=%s outcome=canceled reason=%r", job_id, short_name(queue), reason)
@@ -545,7 +559,7 @@ def delete(connection: Any, job_id: str, queue: str) -> tuple[bool, str]:
         [keys.job(job_id), keys.results(job_id), keys.queue(queue), keys.scheduled(queue), keys.finished(queue),
          keys.failed(queue), keys.canceled(queue), keys.queue_counters(short_name(queue)),
          keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
-        [job_id, *_events(), short_name(queue)],
+        [job_id, *_events(), short_name(queue), layout_json(), epoch_to_rq_time(time.time()), time.time()],
     )
     return bool(ok), _text(status) or ""
 
@@ -560,7 +574,7 @@ def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bo
         [keys.job(job_id), keys.queue(queue), keys.scheduled(queue), keys.failed(queue),
          keys.queue_counters(short_name(queue)), keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
         [job_id, error[-MAX_ERROR_CHARS:], "1" if retry else "0", now, epoch_to_rq_time(now), json.dumps(delays),
-         *_events(), short_name(queue)],
+         *_events(), short_name(queue), layout_json()],
     )
     if ok:
         logger.warning("job %s queue=%s outcome=%s by hand error=%r", job_id, short_name(queue), _text(status), error[:300])

@@ -24,7 +24,14 @@ from typing import Any
 from core import keys, lifecycle, queue_control, task_registry, tracing
 from core.config import QUEUE_NAMES, get_settings
 from core.connection import get_redis, mark_redis_down, redis_available
-from core.errors import InvalidJobStateError, JobsError, QueueUnavailableError, UnknownQueueError, UnknownTaskError
+from core.errors import (
+    InvalidJobStateError,
+    InvalidPayloadError,
+    JobsError,
+    QueueUnavailableError,
+    UnknownQueueError,
+    UnknownTaskError,
+)
 from core.fallback import get_fallback
 from core.job_model import Job, JobStatus
 from core.job_ops import (
@@ -49,6 +56,7 @@ from core.job_options import (
 from core.limits import check_limits
 from core.task_object import Task
 from core.task_registry import TaskSpec
+from core.workflows import Hooks, check_hooks
 
 __all__ = [
     "RedisQueue", "Job", "JobStatus", "email_queue", "ai_queue", "crm_queue", "get_email_queue",
@@ -145,6 +153,10 @@ class RedisQueue:
         rate_key: str | None = None,
         concurrency: int | None = None,
         concurrency_key: str | None = None,
+        depends_on: str | list[str] | None = None,
+        on_dependency_failure: str = "cancel",
+        on_success: str | None = None,
+        on_failure: str | None = None,
     ) -> str:
         """Queue ``task_name(**payload)`` and return the job id.
 
@@ -154,19 +166,31 @@ class RedisQueue:
         per window: a second enqueue inside it returns the first job's id.
         ``priority``: ``high``, ``normal`` or ``low``. ``rate_limit``/``rate_key`` and
         ``concurrency``/``concurrency_key`` override the task's limits for this run.
+        ``depends_on``, ``on_dependency_failure``, ``on_success`` and ``on_failure``: see
+        :mod:`core.workflows` (they need Redis: with Redis down they answer 503).
         """
+        hooks = check_hooks(self.short_name, depends_on, on_dependency_failure, on_success, on_failure)
+        return self._enqueue_one(task_name, payload, hooks, None, max_retries=max_retries, delay=delay, at=at,
+                                 priority=priority, job_id=job_id, user_id=user_id, timeout=timeout,
+                                 unique_for=unique_for, unique_key=unique_key, rate_limit=rate_limit,
+                                 rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key)
+
+    def _enqueue_one(self, task_name: str, payload: dict[str, Any] | None, hooks: Hooks, pass_result: str | None,
+                     **option_values: Any) -> str:
         spec = self._spec(task_name)
         kwargs = encode_payload(payload, get_settings().max_payload_bytes)
-        options = check_options(spec, max_retries=max_retries, delay=delay, at=at, priority=priority,
-                                job_id=job_id, user_id=user_id, timeout=timeout, unique_for=unique_for,
-                                unique_key=unique_key, rate_limit=rate_limit, rate_key=rate_key,
-                                concurrency=concurrency, concurrency_key=concurrency_key)
+        options = check_options(spec, **option_values)
+        if hooks.depends_on and options.run_at is not None:
+            raise InvalidPayloadError("give either depends_on or delay/at: a job with dependencies runs when they end")
         limit_fields = [options.limits_field(self.short_name, spec.name, kwargs)]  # a bad key template fails here
         if redis_available():
             try:
-                return self._enqueue_redis(spec, [kwargs], options, limit_fields)[0]
+                return self._enqueue_redis(spec, [kwargs], options, limit_fields, hooks, pass_result)[0]
             except REDIS_DOWN as exc:
                 mark_redis_down()
+                if hooks:
+                    raise QueueUnavailableError("Redis went away; a job with depends_on or callbacks needs it, "
+                                                "nothing was written, try again") from exc
                 logger.warning("enqueue of %s to Redis failed (%s); using the in-process fallback", task_name, exc)
         return self._enqueue_fallback(spec, kwargs, options)
 
@@ -189,6 +213,14 @@ class RedisQueue:
         Every payload is validated first, so a bad one rejects the whole batch before anything is
         written. With Redis down the jobs go to the fallback one by one.
         """
+        return self._enqueue_many(task_name, payloads, None, max_retries=max_retries, priority=priority,
+                                  user_id=user_id, timeout=timeout, rate_limit=rate_limit, rate_key=rate_key,
+                                  concurrency=concurrency, concurrency_key=concurrency_key)
+
+    def _enqueue_many(self, task_name: str, payloads: list[dict[str, Any]], batch: dict[str, Any] | None,
+                      max_retries: int | None = None, priority: str = "normal", user_id: str | int | None = None,
+                      timeout: int | None = None, rate_limit: str | None = None, rate_key: str | None = None,
+                      concurrency: int | None = None, concurrency_key: str | None = None) -> list[str]:
         spec = self._spec(task_name)
         limit = get_settings().max_payload_bytes
         encoded = [encode_payload(p, limit) for p in payloads]
@@ -197,30 +229,41 @@ class RedisQueue:
                                 concurrency_key=concurrency_key)
         limit_fields = [options.limits_field(self.short_name, spec.name, kwargs) for kwargs in encoded]
         if not redis_available():
+            if batch is not None:
+                raise QueueUnavailableError("a batch needs Redis, which is unreachable now; try again in a moment")
             return [self._enqueue_fallback(spec, kwargs, options) for kwargs in encoded]
         try:
-            return self._enqueue_redis(spec, encoded, options, limit_fields)
+            return self._enqueue_redis(spec, encoded, options, limit_fields, batch=batch)
         except REDIS_DOWN as exc:
             mark_redis_down()
             raise QueueUnavailableError("Redis went away during a bulk enqueue; nothing was written, try again") from exc
 
     def _enqueue_redis(self, spec: TaskSpec, payloads: list[dict[str, Any]], options: EnqueueOptions,
-                       limit_fields: list[str | None]) -> list[str]:
+                       limit_fields: list[str | None], hooks: Hooks | None = None, pass_result: str | None = None,
+                       batch: dict[str, Any] | None = None) -> list[str]:
         unique = None
         if options.unique_for is not None:
             unique = keys.unique(self.short_name, spec.name, payloads[0], options.unique_key)
         with tracing.enqueue_span(spec.name, self.short_name) as carrier:
             trace = ["fk_trace", json.dumps(carrier)] if carrier else []  # empty unless [otel] is on
-            jobs = [
-                lifecycle.NewJob(
-                    job_id=options.job_id or uuid.uuid4().hex, task_name=spec.name, kwargs=kwargs,
+            jobs = []
+            for kwargs, job_limits in zip(payloads, limit_fields):
+                job_id = options.job_id or uuid.uuid4().hex
+                extra = list(trace)
+                if hooks:
+                    extra += hooks.fields(job_id, options.user_id)
+                if batch is not None:
+                    extra += ["fk_batch", batch["id"], "fk_hooks", "1"]
+                jobs.append(lifecycle.NewJob(
+                    job_id=job_id, task_name=spec.name, kwargs=kwargs,
                     max_retries=options.max_retries, timeout=options.timeout, run_at=options.run_at,
                     priority=options.priority, check_existing=options.job_id is not None,
-                    unique_key=unique, unique_for=options.unique_for, extra_fields=list(trace), limits=job_limits,
-                )
-                for kwargs, job_limits in zip(payloads, limit_fields)
-            ]
-            ids = lifecycle.enqueue(get_redis(), self.short_name, jobs, options.user_id)
+                    unique_key=unique, unique_for=options.unique_for, extra_fields=extra, limits=job_limits,
+                    depends_on=hooks.depends_on if hooks else None, dependency_policy=hooks.policy if hooks else "cancel",
+                    pass_result=pass_result,
+                ))
+            ids = lifecycle.enqueue(get_redis(), self.short_name, jobs, options.user_id,
+                                    {"key": batch["key"], "fields": batch["fields"]} if batch is not None else None)
             if carrier:
                 tracing.set_job_id(ids[0])
         return ids

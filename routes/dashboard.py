@@ -306,6 +306,21 @@ def queue_page(queue_name: str):
                            pages=pages, total=total, stats=queue.get_stats())
 
 
+@dashboard_bp.get("/batch/<batch_id>")
+def batch_page(batch_id: str):
+    """A batch: its progress and its members (owner or admin), PAGE_SIZE members a page."""
+    from core import workflows
+
+    progress = workflows.get_batch(batch_id)
+    identity = _identity()
+    if not identity.can_see(progress["user_id"]):
+        raise JobNotFoundError(f"batch {batch_id} does not exist (or ended more than JOBS_RESULT_TTL ago)")
+    page = int_arg("page", 0, 0, PAGE_MAX)
+    jobs = [_for_viewer(j) for j in fetch_jobs(workflows.batch_job_ids(batch_id, page * PAGE_SIZE, PAGE_SIZE))]
+    pages = max(1, (progress["total"] + PAGE_SIZE - 1) // PAGE_SIZE)
+    return render_template("dashboard/batch.html", batch=progress, jobs=jobs, page=page, pages=pages)
+
+
 @dashboard_bp.get("/job/<job_id>")
 def job_page(job_id: str):
     job = _visible(job_id)

@@ -119,19 +119,20 @@ def stop(job_id: str):
 @require_admin
 def pause_queue(queue_name: str):
     """Workers take no new jobs from the queue (running ones finish); survives restarts."""
-    queue = get_queue(queue_name)
-    changed = queue.pause()
-    audit.record(actor(current_identity()), "pause", f"queue:{queue.short_name}", "api")
-    return ok({"queue": queue.short_name, "paused": True, "changed": changed})
+    return _queue_control(queue_name, pause=True)
 
 
 @jobs_bp.post("/queue/<queue_name>/resume")
 @require_admin
 def resume_queue(queue_name: str):
+    return _queue_control(queue_name, pause=False)
+
+
+def _queue_control(queue_name: str, pause: bool) -> Any:
     queue = get_queue(queue_name)
-    changed = queue.resume()
-    audit.record(actor(current_identity()), "resume", f"queue:{queue.short_name}", "api")
-    return ok({"queue": queue.short_name, "paused": False, "changed": changed})
+    changed = queue.pause() if pause else queue.resume()
+    audit.record(actor(current_identity()), "pause" if pause else "resume", f"queue:{queue.short_name}", "api")
+    return ok({"queue": queue.short_name, "paused": pause, "changed": changed})
 
 
 @jobs_bp.post("/<job_id>/retry")
@@ -141,6 +142,18 @@ def retry(job_id: str):
     job = retry_job(job_id)
     audit.record(actor(current_identity()), "retry", job_id, "api")
     return ok(_view(job))
+
+
+@jobs_bp.get("/batch/<batch_id>")
+@require_identity
+def batch_progress(batch_id: str):
+    """A batch's progress (owner or admin): total, completed, failed, canceled, pending, done."""
+    from core.workflows import get_batch
+
+    progress = get_batch(batch_id)
+    if not current_identity().can_see(progress["user_id"]):
+        raise JobNotFoundError(f"batch {batch_id} does not exist (or ended more than JOBS_RESULT_TTL ago)")
+    return ok(progress)
 
 
 @jobs_bp.get("/queue/<queue_name>/stats")

@@ -128,7 +128,8 @@ def _document() -> dict[str, Any]:
                             "reason": {"type": "string", "nullable": True,
                                        "description": "why a delayed job waits (a rate or concurrency limit, a "
                                                       "Retry-After), or that a running job is being stopped"},
-                            "deferrals": {"type": "integer"}}},
+                            "deferrals": {"type": "integer"},
+                            "batch_id": {"type": "string", "nullable": True}}},
                 "QueueStats": {"type": "object", "required": ["queue", "stats"], "properties": {
                     "queue": {"type": "string"},
                     "stats": {"type": "object", "properties": {"paused": {"type": "boolean"}},
@@ -150,6 +151,20 @@ def _document() -> dict[str, Any]:
                 "security": _AUTH, "parameters": [_JOB_ID],
                 "responses": {"200": _response("the job, canceled", _JOB), "202": _response("the job, stopping", _JOB),
                               **_errors(400, 401, 404, 409, 503)}}},
+            "/api/jobs/batch/{batch_id}": {"get": {
+                "summary": "A batch's progress (owner or admin)", "security": _AUTH,
+                "parameters": [{"name": "batch_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}}],
+                "responses": {"200": _response("the batch", {"type": "object", "required": [
+                    "batch_id", "total", "completed", "failed", "canceled", "pending", "done"], "properties": {
+                    "batch_id": {"type": "string"}, "task": {"type": "string"}, "queue": {"type": "string"},
+                    "user_id": {"type": "string", "nullable": True}, "total": {"type": "integer"},
+                    "completed": {"type": "integer"}, "failed": {"type": "integer"},
+                    "canceled": {"type": "integer"}, "pending": {"type": "integer"}, "done": {"type": "boolean"},
+                    "callback_job_id": {"type": "string", "nullable": True},
+                    "created_at": {"type": "string", "nullable": True},
+                    "ended_at": {"type": "string", "nullable": True}}}),
+                    **_errors(400, 401, 404, 503)}}},
             "/api/jobs/queue/{queue_name}/pause": {"post": {
                 "summary": "Pause a queue (admin): workers take no new jobs from it; running ones finish",
                 "security": _AUTH, "parameters": [_queue_param()],

@@ -141,7 +141,8 @@ def stats(out: Output, queue: str | None) -> None:
     def go() -> None:
         queues = [get_queue(queue)] if queue else all_queues()
         data = [{"queue": q.short_name, **q.get_stats()} for q in queues]
-        out.emit(data, lambda: _table(data, ["queue", "pending_jobs", "delayed_jobs", "active_jobs",
+        shown = [{**row, "paused": "yes" if row["paused"] else "no"} for row in data]
+        out.emit(data, lambda: _table(shown, ["queue", "pending_jobs", "delayed_jobs", "active_jobs",
                                              "completed_jobs", "failed_jobs", "canceled_jobs", "limited_jobs",
                                              "workers", "paused"]))
 

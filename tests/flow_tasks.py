@@ -65,3 +65,39 @@ def stoppable(key: str, cooperative: bool = True, seconds: float = 60.0) -> str:
         time.sleep(0.05)
     client.set(f"{key}:ran_out", 1)
     return "ran to the end"
+
+
+# --- workflows (tests/test_workflows.py) ---------------------------------------------------------
+@email_queue.task(max_retries=0)
+def step_add(key: str, n: int, previous: int | None = None) -> int:
+    """previous + n: a chain step; records the order steps ran in."""
+    get_redis().rpush(key, f"{n}:{previous}")
+    return (previous or 0) + n
+
+
+@email_queue.task(max_retries=0)
+def record_callback(parent_id: str, result: object = None, outcome: str | None = None, error: str | None = None) -> str:
+    import json
+
+    get_redis().rpush("test:callbacks", json.dumps({"parent_id": parent_id, "result": result, "outcome": outcome,
+                                                     "error": error}))
+    return parent_id
+
+
+@email_queue.task(max_retries=5)
+def batch_member(key: str, item: int, fail: bool = False, seconds: float = 0.0) -> int:
+    if seconds:
+        time.sleep(seconds)
+    get_redis().sadd(key, item)
+    if fail:
+        raise ValueError(f"member {item} fails on purpose")
+    return item
+
+
+@email_queue.task(max_retries=0)
+def batch_done(batch_id: str, succeeded: int, failed: int, canceled: int) -> str:
+    import json
+
+    get_redis().rpush("test:batch_done", json.dumps({"batch_id": batch_id, "succeeded": succeeded,
+                                                      "failed": failed, "canceled": canceled}))
+    return batch_id

@@ -71,3 +71,24 @@ def test_stop_a_running_job_from_its_page(client, start_worker):
     wait_until(lambda: get_redis().get("test:dash2:runs") == b"1", timeout=10)
     refused = bob.post(f"/dashboard/job/{other}/stop", data={"csrf_token": csrf(bob)})
     assert refused.status_code == 404 and get_job(other).status == JobStatus.RUNNING
+
+
+def test_batch_page_shows_progress_and_members_to_its_owner(client, start_worker):
+    from core.workflows import enqueue_batch
+
+    start_worker("email", "--worker-class", "simple")
+    batch_id = enqueue_batch("email", "add", [{"a": i, "b": 1} for i in range(3)], user_id="alice")
+    wait_until(lambda: get_redis().hget(f"fikiri:batch:{batch_id}", "ended_at"), timeout=15)
+    login(client, issue_user_token("alice"))
+    page = html.unescape(client.get(f"/dashboard/batch/{batch_id}").get_data(as_text=True))
+    assert "3: <span id=\"batch-completed\">3</span> completed, 0 failed, 0 canceled, 0 still to run" in page
+    assert 'id="batch-state">done<' in page and page.count("/dashboard/job/") >= 3
+    from core.workflows import batch_job_ids
+
+    member = batch_job_ids(batch_id)[0]
+    assert f'id="job-batch" href="/dashboard/batch/{batch_id}"' in client.get(f"/dashboard/job/{member}").get_data(as_text=True)
+    loner = email_queue.enqueue_job("add", {"a": 0, "b": 0}, user_id="alice")  # not in a batch: no link
+    assert 'id="job-batch"' not in client.get(f"/dashboard/job/{loner}").get_data(as_text=True)
+    bob = client.application.test_client()
+    login(bob, issue_user_token("bob"))
+    assert bob.get(f"/dashboard/batch/{batch_id}").status_code == 404

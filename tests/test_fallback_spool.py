@@ -7,6 +7,7 @@ is not there to count them."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -140,8 +141,9 @@ def test_redis_returns_while_two_processes_drain_the_spool(jobs_env, start_worke
 
         wait_until(lambda: get_fallback().pending_count() == 0, timeout=30, message="the spool to empty")
     finally:
-        for web in webs:
-            os.killpg(web.pid, signal.SIGKILL)
+        for web in webs:  # every one, also when another already exited
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(web.pid, signal.SIGKILL)
             web.wait(10)
 
 

@@ -263,3 +263,91 @@ def test_a_stopped_job_whose_worker_died_ends_canceled_not_retried(start_worker)
     job = finished(job_id, timeout=60)
     assert job.status == JobStatus.CANCELED and job.error == "stopped by tester"
     assert get_redis().get("test:d:runs") == b"1"
+
+
+# --- HTTP, CLI, queue-wide limits, the Gmail sync permit ------------------------------------------------
+def test_pause_resume_and_stop_over_http_and_the_admin_health(client, start_worker):
+    from core.auth import issue_user_token
+    from tests.conftest import ADMIN_TOKEN
+
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    alice = {"Authorization": f"Bearer {issue_user_token('alice')}"}
+    bob = {"Authorization": f"Bearer {issue_user_token('bob')}"}
+    assert client.post("/api/jobs/queue/email/pause", headers=alice).status_code == 403
+    paused = client.post("/api/jobs/queue/email/pause", headers=admin)
+    assert paused.status_code == 200 and paused.get_json()["data"] == {"queue": "email", "paused": True, "changed": True}
+    assert client.get("/api/jobs/health", headers=admin).get_json()["data"]["paused_queues"] == ["email"]
+    assert client.get("/api/jobs/queue/email/stats", headers=admin).get_json()["data"]["stats"]["paused"] is True
+    unknown = client.post("/api/jobs/queue/nope/pause", headers=admin)
+    assert unknown.status_code == 404 and "unknown queue 'nope'; accepted: email" in unknown.get_json()["error"]["message"]
+    waiting = email_queue.enqueue_job("add", {"a": 1, "b": 2}, user_id="alice")
+    assert client.post(f"/api/jobs/{waiting}/stop", headers=bob).status_code == 404
+    stopped = client.post(f"/api/jobs/{waiting}/stop", headers=alice)
+    assert stopped.status_code == 200 and stopped.get_json()["data"]["status"] == "canceled"
+    assert stopped.get_json()["data"]["error"] == "stopped by user:alice"
+    assert client.post(f"/api/jobs/{waiting}/stop", headers=alice).status_code == 409
+    assert client.post("/api/jobs/queue/email/resume", headers=admin).get_json()["data"]["paused"] is False
+
+    start_worker("email", "--worker-class", "threaded", "--concurrency", "2", env={"JOBS_STOP_GRACE": "1"})
+    running = email_queue.enqueue_job("stoppable", {"key": "test:h", "seconds": 30}, user_id="alice")
+    wait_until(lambda: get_redis().get("test:h:runs") == b"1", timeout=10)
+    answer = client.post(f"/api/jobs/{running}/stop", headers=alice)
+    assert answer.status_code == 202 and answer.get_json()["data"]["reason"] == "stopping: stopped by user:alice"
+    assert finished(running, timeout=10).status == JobStatus.CANCELED
+
+
+def test_cli_pause_resume_and_stop(jobs_env):
+    import subprocess
+    import sys
+
+    from tests.servers import ROOT, worker_env
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "scripts.jobs", *args], cwd=ROOT, env=worker_env(jobs_env.url),
+                              capture_output=True, text=True)
+
+    assert cli("queue", "pause", "crm").stdout.strip() == "crm paused"
+    assert cli("queue", "pause", "crm").stdout.strip() == "crm paused (it already was)"
+    assert "yes" in cli("stats", "crm").stdout
+    assert cli("queue", "resume", "crm").stdout.strip() == "crm resumed"
+    bad = cli("queue", "pause", "sms")
+    assert bad.returncode == 2 and "unknown queue 'sms'; accepted: email" in bad.stderr
+    job_id = email_queue.enqueue_job("add", {"a": 1, "b": 1}, delay=60)
+    assert cli("stop", job_id).stdout.strip() == f"{job_id} canceled"
+    assert get_job(job_id).error.startswith("stopped by ")
+
+
+def test_a_queue_wide_rate_limit_from_the_environment(start_worker):
+    start_worker("crm", "--worker-class", "threaded", "--concurrency", "4", env={"JOBS_RATE_LIMIT_CRM": "4/s"})
+    from core.redis_queues import crm_queue
+
+    ids = crm_queue.enqueue_many("crm_echo", [{"text": str(i)} for i in range(6)])
+    jobs = [finished(i, timeout=15) for i in ids]
+    starts = sorted(j.started_at for j in jobs)
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= 0.25 - 0.02, gaps
+
+
+def test_the_gmail_sync_task_holds_one_permit_per_user(domain_env):
+    from email_automation.gmail_sync_jobs import GmailSyncJobManager
+
+    job_id = GmailSyncJobManager().queue_sync_job("u-42")
+    limits = get_redis().hget(keys.job(job_id), "fk_limits").decode()
+    assert '"n":"conc:gmail-sync:u-42","c":1' in limits
+
+
+def test_a_prefetched_job_stopped_before_it_started_never_runs(start_worker):
+    """The simple worker claims JOBS_WORKER_PREFETCH jobs at once; one stopped while it waits
+    behind a slow one is not started at all."""
+    start_worker("email", "--worker-class", "simple", "--prefetch", "2")
+    email_queue.pause()
+    slow = email_queue.enqueue_job("stoppable", {"key": "test:pf1", "cooperative": False, "seconds": 2})
+    waiting = email_queue.enqueue_job("stoppable", {"key": "test:pf2", "seconds": 2})
+    email_queue.resume()
+    wait_until(lambda: get_redis().get("test:pf1:runs") == b"1", timeout=10)
+    assert get_job(waiting).status == JobStatus.RUNNING  # claimed with the first, not started
+    stop_job(waiting, by="ops")
+    assert finished(slow, timeout=10).status == JobStatus.COMPLETED
+    job = finished(waiting, timeout=10)
+    assert job.status == JobStatus.CANCELED and job.error == "stopped by ops"
+    assert get_redis().get("test:pf2:runs") is None

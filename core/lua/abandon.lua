@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib
+-- uses: events_lib, limits_lib, hooks_lib
 -- abandon.lua: take back jobs whose worker is gone (lease expired) or is stopping at once.
 -- Each one is an attempt that did not finish: with ARGV[4] = '1' it counts (retry_count + 1,
 -- "<task>:abandoned" + 1, against max_retries); a cold shutdown passes '0' (the operator
@@ -15,6 +15,7 @@
 --   the job's priority list (LIST, requeued at the head) and the limiter keys of limits_lib
 --   fikiri:events             STREAM "abandoned" (counted), then "retrying" | "failed" | "requeued" | "canceled"
 --                             (key and maxlen from the layout: L.events, L.maxlen)
+--   a final end of a job with hooks: the keys of hooks_lib (callbacks, dependents, batch)
 --
 -- ARGV[1] now (epoch s), ARGV[2] now (RQ time format), ARGV[3] reason, ARGV[4] count the attempt,
 -- ARGV[5] limit, ARGV[6] layout JSON, ARGV[7] lease (s), ARGV[8] queue full name,
@@ -35,7 +36,7 @@ for _, member in ipairs(members) do
     local id = string.match(member, '^(.*):[^:]*$') or member
     local key = L.job .. id
     local f = redis.call('HMGET', key, 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'status', 'fk_prio',
-                         'fk_stop', 'fk_limits', 'fk_user')
+                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks')
     local q = short_queue(ARGV[8])
     if f[5] == 'started' then
       local task = f[1] or '?'
@@ -48,13 +49,18 @@ for _, member in ipairs(members) do
         retries = retries + 1
         emit(L.events, L.maxlen, id, 'abandoned', q, task, f[9], ARGV[3])
       end
-      if f[7] then
-        redis.call('HSET', key, 'status', 'canceled', 'fk_error', f[7], 'ended_at', ARGV[2])
+      -- the attempt ends the job: canceled (someone stopped it) or failed (no attempts left)
+      local function end_job(outcome, status, registry, error)
+        redis.call('HSET', key, 'status', status, 'fk_error', error, 'ended_at', ARGV[2])
         redis.call('EXPIRE', key, ttl)
-        redis.call('ZADD', KEYS[5], tonumber(ARGV[1]) + ttl, id)
-        redis.call('HINCRBY', KEYS[3], task .. ':canceled', 1)
-        out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = 'canceled'
-        emit(L.events, L.maxlen, id, 'canceled', q, task, f[9], f[7])
+        redis.call('ZADD', registry, tonumber(ARGV[1]) + ttl, id)
+        redis.call('HINCRBY', KEYS[3], task .. ':' .. outcome, 1)
+        out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = outcome
+        emit(L.events, L.maxlen, id, outcome, q, task, f[9], error)
+        if f[10] then job_ended(L, id, outcome, error, ARGV[2], tonumber(ARGV[1])) end
+      end
+      if f[7] then
+        end_job('canceled', 'canceled', KEYS[5], f[7])
       elseif not counted or retries <= max then
         redis.call('HSET', key, 'status', 'queued', 'fk_retries', retries, 'fk_error', ARGV[3])
         redis.call('LPUSH', prio_list(L, f[6], ARGV[8]), id)
@@ -64,12 +70,8 @@ for _, member in ipairs(members) do
         out[#out + 1] = counted and 'retrying' or 'requeued'
         emit(L.events, L.maxlen, id, counted and 'retrying' or 'requeued', q, task, f[9], ARGV[3])
       else
-        redis.call('HSET', key, 'status', 'failed', 'fk_retries', retries - 1, 'fk_error', ARGV[3], 'ended_at', ARGV[2])
-        redis.call('EXPIRE', key, ttl)
-        redis.call('ZADD', KEYS[2], tonumber(ARGV[1]) + ttl, id)
-        redis.call('HINCRBY', KEYS[3], task .. ':failed', 1)
-        out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = 'failed'
-        emit(L.events, L.maxlen, id, 'failed', q, task, f[9], ARGV[3])
+        redis.call('HSET', key, 'fk_retries', retries - 1)
+        end_job('failed', 'failed', KEYS[2], ARGV[3])
       end
       if f[8] then
         local held = {}

@@ -1,4 +1,4 @@
--- uses: events_lib
+-- uses: events_lib, limits_lib, hooks_lib
 -- cancel.lua: cancel a job that has not started, atomically with respect to claim.lua: either
 -- the job is still in its queue list / schedule and is removed from it here (the cancel wins and
 -- the job never runs), or it was claimed first and the current status is returned (a conflict).
@@ -10,10 +10,12 @@
 --   KEYS[7] fikiri:stats:<q>   HASH  "<task>:canceled" + 1
 --
 --   fikiri:events              STREAM "canceled" (ARGV[6] key, ARGV[7] maxlen, ARGV[8] queue short name)
+--   a job with hooks: the keys of hooks_lib (its on_failure callback, dependents canceled, batch count);
+--   ARGV[9] the layout JSON
 --
 -- ARGV[1] id, ARGV[2] now (RQ time format), ARGV[3] expiry (epoch s), ARGV[4] ttl (s), ARGV[5] reason
 -- Returns {1, previous status} when canceled, {0, current status or ''} when not.
-local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_prio', 'fk_user')
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_prio', 'fk_user', 'fk_hooks')
 local status = f[1]
 if status == 'queued' then
   local list = KEYS[3]
@@ -29,4 +31,5 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
 redis.call('HINCRBY', KEYS[7], (f[2] or '?') .. ':canceled', 1)
 emit(ARGV[6], ARGV[7], ARGV[1], 'canceled', ARGV[8], f[2], f[4], ARGV[5])
+if f[5] then job_ended(cjson.decode(ARGV[9]), ARGV[1], 'canceled', ARGV[5], ARGV[2], tonumber(ARGV[3]) - tonumber(ARGV[4])) end
 return {1, status}

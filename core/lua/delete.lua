@@ -1,4 +1,4 @@
--- uses: events_lib
+-- uses: events_lib, limits_lib, hooks_lib
 -- delete.lua: delete a job that is not running, from wherever it is.
 --
 --   KEYS[1] rq:job:<id>   KEYS[2] rq:results:<id>   KEYS[3] rq:queue:<q>   KEYS[4] rq:scheduled:<q>
@@ -7,11 +7,16 @@
 --   KEYS[9] fikiri:prio:high:<q>   KEYS[10] fikiri:prio:low:<q>   (LISTs, like KEYS[3])
 --
 -- fikiri:events STREAM "deleted" (ARGV[2] key, ARGV[3] maxlen, ARGV[4] queue short name)
+-- a job that had not ended and has hooks ends "canceled" first (hooks_lib: dependents canceled,
+-- on_failure, batch count); ARGV[5] the layout JSON, ARGV[6] now (RQ time), ARGV[7] now (epoch s)
 -- ARGV[1] id. Returns {1, previous status} when deleted, {0, 'started'} for a running job,
 -- {0, ''} when there is no such job.
-local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_user')
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_user', 'fk_hooks')
 if not f[1] then return {0, ''} end
 if f[1] == 'started' then return {0, 'started'} end
+if f[4] and (f[1] == 'queued' or f[1] == 'scheduled' or f[1] == 'deferred') then
+  job_ended(cjson.decode(ARGV[5]), ARGV[1], 'canceled', 'deleted', ARGV[6], tonumber(ARGV[7]))
+end
 redis.call('LREM', KEYS[3], 0, ARGV[1])
 redis.call('LREM', KEYS[9], 0, ARGV[1])
 redis.call('LREM', KEYS[10], 0, ARGV[1])

@@ -1,4 +1,4 @@
--- uses: events_lib
+-- uses: events_lib, limits_lib, hooks_lib
 -- enqueue.lua: create one or more job runs on one queue in one atomic step.
 --
 -- Keys it owns (fixed, passed in KEYS):
@@ -14,13 +14,25 @@
 --   rq:job:<id> HASH, rq:results:<id> STREAM, fikiri:user:<u>:jobs LIST, fikiri:unique:... STRING
 --
 -- fikiri:events STREAM (events_lib): "enqueued" or "delayed" per job created
+-- Workflows (core/workflows.py), with req.layout: a job with "deps" waits (status scheduled, score
+-- +inf in rq:scheduled, fk_wait_on "deps") until its dependencies end; each unended dependency gets
+-- it in fikiri:dependents:<dep> and fk_hooks; a dependency already failed, canceled or gone cancels it
+-- (hooks_lib) unless "policy" is "run"; with "pass", a completed dependency's result is put in its
+-- payload under that name. req.batch {"key", "fields"}: the batch hash, created with its members,
+-- whose ids go to the list <key>:jobs.
 --
 -- ARGV[1] JSON {"counter": "<task>:enqueued", "task", "queue" (short), "events", "maxlen", "jobs": [{"id", "key", "results", "fields": [k, v, ...],
 --              "run_at": epoch|null, "prio": high|normal|low, "check": bool, "absent": bool, "unique": key|null,
---              "unique_ttl": s, "user_key": key|null}], "user_size": n, "user_ttl": s, "user": id|null}
+--              "unique_ttl": s, "user_key": key|null, "deps": [ids]|null, "policy": cancel|run, "pass": name|null}],
+--              "user_size": n, "user_ttl": s, "user": id|null, "layout": {...}|null, "batch": {...}|null,
+--              "now": RQ time, "now_s": epoch s}
 -- ARGV[2..] each entry's job data (binary-safe: it may be zlib'd), in the order of "jobs"
 -- Returns the id each entry resolved to: its own, or the live job / unique holder it deferred to.
 local req = cjson.decode(ARGV[1])
+local L = req.layout
+if req.batch ~= nil and req.batch ~= cjson.null and redis.call('EXISTS', req.batch.key) == 0 then
+  redis.call('HSET', req.batch.key, unpack(req.batch.fields))
+end
 local out = {}
 local created = 0
 local pushed = false
@@ -56,11 +68,45 @@ for i, job in ipairs(req.jobs) do
     end
   end
   if not skip then
+    local data = ARGV[i + 1]
+    local left, bad = 0, nil
+    local deps = job.deps
+    if deps ~= nil and deps ~= cjson.null then
+      for _, dep in ipairs(deps) do
+        local dkey = L.job .. dep
+        local d = redis.call('HMGET', dkey, 'status', 'fk_result', 'fk_error')
+        if d[1] == 'finished' then
+          if job.pass ~= nil and job.pass ~= cjson.null then data = with_kwarg(data, job.pass, d[2] or 'null') end
+        elseif d[1] == 'failed' or d[1] == 'canceled' or not d[1] then
+          if job.policy ~= 'run' and not bad then
+            bad = 'dependency ' .. dep .. ' ' .. (d[1] or 'does not exist (it expired or never was)')
+            local why = last_line(d[3] or nil)
+            if why then bad = bad .. ': ' .. why end
+          end
+        else
+          redis.call('SADD', L.dependents .. dep, id)
+          redis.call('HSET', dkey, 'fk_hooks', '1')
+          left = left + 1
+        end
+      end
+    end
     local fields = job.fields
     fields[#fields + 1] = 'data'
-    fields[#fields + 1] = ARGV[i + 1]
+    fields[#fields + 1] = data
     redis.call('HSET', job.key, unpack(fields))
-    if job.run_at ~= cjson.null and job.run_at ~= nil then
+    if bad then
+      local ttl = tonumber(req.failure_ttl)
+      redis.call('HSET', job.key, 'status', 'canceled', 'ended_at', req.now, 'fk_error', string.sub(bad, 1, 500))
+      redis.call('EXPIRE', job.key, ttl)
+      redis.call('ZADD', KEYS[7], req.now_s + ttl, id)
+      redis.call('HINCRBY', KEYS[3], req.task .. ':canceled', 1)
+      emit(req.events, req.maxlen, id, 'canceled', req.queue, req.task, req.user, bad)
+      job_ended(L, id, 'canceled', bad, req.now, req.now_s)
+    elseif left > 0 then
+      redis.call('HSET', job.key, 'status', 'scheduled', 'fk_wait_on', 'deps', 'fk_deps_left', left,
+                 'fk_reason', 'waiting for ' .. left .. ' job(s) to end: ' .. string.sub(table.concat(deps, ', '), 1, 300))
+      redis.call('ZADD', KEYS[2], '+inf', id)
+    elseif job.run_at ~= cjson.null and job.run_at ~= nil then
       redis.call('ZADD', KEYS[2], job.run_at, id)
     else
       local list = KEYS[1]
@@ -70,8 +116,11 @@ for i, job in ipairs(req.jobs) do
     end
     created = created + 1
     user_ids[#user_ids + 1] = id
-    local delayed = job.run_at ~= cjson.null and job.run_at ~= nil
-    emit(req.events, req.maxlen, id, delayed and 'delayed' or 'enqueued', req.queue, req.task, req.user, nil)
+    if req.batch ~= nil and req.batch ~= cjson.null then redis.call('RPUSH', req.batch.key .. ':jobs', id) end
+    local delayed = left > 0 or (job.run_at ~= cjson.null and job.run_at ~= nil)
+    if not bad then
+      emit(req.events, req.maxlen, id, delayed and 'delayed' or 'enqueued', req.queue, req.task, req.user, nil)
+    end
     out[i] = id
   end
 end

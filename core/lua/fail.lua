@@ -1,4 +1,4 @@
--- uses: events_lib
+-- uses: events_lib, limits_lib, hooks_lib
 -- fail.lua: an operator fails a job that has not started (fail_job), with or without a retry.
 --
 --   KEYS[1] rq:job:<id>        HASH  status, fk_error, fk_retries, ended_at
@@ -10,9 +10,11 @@
 --
 -- ARGV[1] id, ARGV[2] error, ARGV[3] '1' to retry if attempts are left, ARGV[4] now (epoch s),
 -- ARGV[5] now (RQ time format), ARGV[6] retry run time for each retry number as a JSON list
--- ARGV[7] events stream key, ARGV[8] its maxlen, ARGV[9] queue short name ("retrying" or "failed")
+-- ARGV[7] events stream key, ARGV[8] its maxlen, ARGV[9] queue short name ("retrying" or "failed"),
+-- ARGV[10] the layout JSON (a final failure of a job with hooks: hooks_lib)
 -- Returns {1, 'retrying' | 'failed'} or {0, current status or ''}.
-local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'fk_prio', 'fk_user')
+local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'fk_prio', 'fk_user',
+                      'fk_hooks')
 local status = f[1]
 if status == 'queued' then
   local list = KEYS[2]
@@ -40,4 +42,5 @@ redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[4], tonumber(ARGV[4]) + ttl, ARGV[1])
 redis.call('HINCRBY', KEYS[5], task .. ':failed', 1)
 emit(ARGV[7], ARGV[8], ARGV[1], 'failed', ARGV[9], task, f[7], last_line(ARGV[2]))
+if f[8] then job_ended(cjson.decode(ARGV[10]), ARGV[1], 'failed', ARGV[2], ARGV[5], tonumber(ARGV[4])) end
 return {1, 'failed'}

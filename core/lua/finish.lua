@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib
+-- uses: events_lib, limits_lib, hooks_lib
 -- finish.lua: record the end of one or more attempts (success, final failure, a retry, a
 -- Retry-After deferral, or a stop) in one step: a worker finishing several jobs at once commits
 -- them together (group commit).
@@ -16,16 +16,19 @@
 --   fikiri:done:<id>     LIST  token for a wait_for() caller, when one was waiting
 --   with "held" permits: the limiter keys of limits_lib (permit returned, next parked job released)
 --   fikiri:events        STREAM completed | failed | retrying | deferred | canceled (events_lib)
+--   a final end of a job with hooks: the keys of hooks_lib (callbacks, dependents, batch)
 --
 -- ARGV[1] JSON {"now": RQ time, "now_s": epoch s, "layout": {...} (when permits are held), "lease": s,
---   "events": stream key, "maxlen": n,
+--   "events": stream key, "maxlen": n, "layout_json": the layout (decoded when permits or hooks need it),
 --   "entries": [{"job", "wip", "target", "canceled", "counters", "wake", "done", "member", "id", "task",
 --   "mode": done|fail|retry|requeue|defer|stop, "score", "ttl", "fttl", "counter", "value", "reason",
 --   "retries", "deferrals", "held": [limiter names]}]}
 -- Returns, per entry, the mode written (a failure of a job being stopped becomes 'stop') or 0 (lease lost).
 local EVENTS = {done = 'completed', fail = 'failed', retry = 'retrying', requeue = 'retrying', defer = 'deferred',
                 stop = 'canceled'}
+local FINAL = {done = 'completed', fail = 'failed', stop = 'canceled'}
 local req = cjson.decode(ARGV[1])
+local L = nil
 local out = {}
 local zadds = {}
 local zorder = {}
@@ -74,7 +77,14 @@ for i, e in ipairs(req.entries) do
       redis.call('LPUSH', e.done, mode)
       redis.call('EXPIRE', e.done, 60)
     end
-    if e.held ~= nil and e.held ~= cjson.null then return_permits(req.layout, e.held, e.member, req.lease) end
+    if e.held ~= nil and e.held ~= cjson.null then
+      L = L or cjson.decode(req.layout_json)
+      return_permits(L, e.held, e.member, req.lease)
+    end
+    if FINAL[mode] and redis.call('HGET', e.job, 'fk_hooks') then  -- callbacks, dependents, batch (hooks_lib)
+      L = L or cjson.decode(req.layout_json)
+      job_ended(L, e.id, FINAL[mode], value, req.now, req.now_s)
+    end
     local event = EVENTS[mode]
     local detail = nil
     if mode == 'defer' then detail = e.reason elseif mode ~= 'done' then detail = last_line(value) end
