@@ -81,6 +81,7 @@ class Worker:
         self._next_promote = 0.0
         self._next_sweep = 0.0
         self._woken = False
+        self._dispatcher: Any = None
 
     # --- bookkeeping the executors call ------------------------------------------------------------
     def job_done(self, job: ClaimedJob) -> None:
@@ -101,6 +102,9 @@ class Worker:
         self._register()
         beat = threading.Thread(target=self._heartbeat_loop, name="fikiri-heartbeat", daemon=True)
         beat.start()
+        from core.webhooks import start_dispatcher  # here, not at the top: after JOBS_TASK_MODULES is checked
+
+        self._dispatcher = start_dispatcher(self.name)  # lifecycle events -> webhook delivery jobs
         logger.info("worker %s (%s) serving %s", self.name, self.executor.kind, ", ".join(self.queues))
         try:
             while not self._stop.is_set():
@@ -331,6 +335,8 @@ class Worker:
         os._exit(1)
 
     def _shutdown(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
         self.executor.stop(wait=True)
         try:
             monitoring.buffer().flush(self.connection)
