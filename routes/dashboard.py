@@ -306,6 +306,22 @@ def queue_page(queue_name: str):
                            pages=pages, total=total, stats=queue.get_stats())
 
 
+@dashboard_bp.get("/api/events")
+def events_stream():
+    """Live events for the dashboard's pages (its session, not a bearer token: EventSource cannot
+    send one). The admin gets every job's events, a user only their own; ``?job=`` narrows to one
+    job the caller may see. Same stream, limits and Last-Event-ID resume as ``/api/jobs/events``."""
+    from core.events import EventFilter
+    from routes.events import event_stream_response
+
+    identity = _identity()
+    job_id = request.args.get("job")
+    if job_id:
+        _visible(job_id)
+    return event_stream_response(EventFilter(job_id=job_id or None,
+                                             user_id=None if identity.is_admin else identity.user_id))
+
+
 @dashboard_bp.get("/batch/<batch_id>")
 def batch_page(batch_id: str):
     """A batch: its progress and its members (owner or admin), PAGE_SIZE members a page."""

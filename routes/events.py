@@ -105,7 +105,8 @@ def _last_event_id() -> str | None:
     return parse_event_id(raw.strip(), allow_special=False)
 
 
-def _stream(wanted: EventFilter) -> Any:
+def event_stream_response(wanted: EventFilter) -> Any:
+    """An SSE response of the events ``wanted`` (the API's routes and the dashboard's share it)."""
     last_id = _last_event_id()
     settings = get_settings()
     if not slots.try_acquire(settings.events_max_streams):
@@ -132,7 +133,7 @@ def all_events():
     queue = request.args.get("queue")
     task = str_arg("task")
     user = request.args.get("user")
-    return _stream(EventFilter(
+    return event_stream_response(EventFilter(
         queue=parse_choice("queue", queue, QUEUE_NAMES) if queue else None,
         task=name_value("task", task) if task else None,
         user_id=user_id_value(user, "user") if user else None))
@@ -144,4 +145,4 @@ def job_events(job_id: str):
     """One job's events (owner or admin), its current run replayed first."""
     visible_job(job_id)
     identity = current_identity()
-    return _stream(EventFilter(job_id=job_id, user_id=None if identity.is_admin else identity.user_id))
+    return event_stream_response(EventFilter(job_id=job_id, user_id=None if identity.is_admin else identity.user_id))

@@ -276,3 +276,50 @@ def test_chart_workers_and_search(live_dashboard, browser, start_worker):
     page.fill("#search-form input[name=q]", alice[0])
     page.click("#search-form button[type=submit]")
     assert page.url.endswith(f"/dashboard/job/{alice[0]}") and page.locator("#job-status").inner_text() == "completed"
+
+
+def test_live_updates_flow_control_and_a_batch(live_dashboard, browser, start_worker):
+    """The overview's counts and a job's status follow the events stream (no reload, the poll
+    slowed to 15 s once the stream is up); a paused queue, jobs waiting for a rate limit with their
+    reason, Stop on a running job, and a batch's page."""
+    from core.workflows import enqueue_batch
+
+    start_worker("email", "--worker-class", "threaded", "--concurrency", "2", env={"JOBS_STOP_GRACE": "1"})
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    log_in(page, live_dashboard)
+    page.wait_for_selector('body[data-live="yes"]')
+    completed = page.locator('tr[data-queue="email"] [data-key="completed_jobs"]')
+    before = int(completed.inner_text())
+    email_queue.enqueue_many("add", [{"a": i, "b": 1} for i in range(4)])
+    page.wait_for_function(f"document.querySelector('tr[data-queue=\"email\"] [data-key=\"completed_jobs\"]')"
+                           f".textContent === '{before + 4}'", timeout=5000)  # well before a 15 s poll
+
+    # pause from the overview; jobs queue up, then wait for a rate limit once resumed
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#pause-email")
+    assert page.locator('tr[data-queue="email"] [data-key="paused"]').inner_text() == "yes"
+    ids = email_queue.enqueue_many("add", [{"a": i, "b": 2} for i in range(4)], rate_limit="1/m", rate_key="crm-api")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#resume-email")
+    wait_until(lambda: sum(1 for i in ids if get_job(i).reason) == 3, timeout=10)
+    page.goto(f"{live_dashboard}/dashboard/queue/email?state=delayed")
+    assert page.locator("td.reason").count() == 3
+    assert page.locator("td.reason").first.inner_text() == "rate limited: email crm-api 1/min"
+    screenshot(page, "limited.png", "dashboard-limited.png")
+
+    # a running job's page follows it live; Stop ends it
+    running = email_queue.enqueue_job("stoppable", {"key": "test:live", "cooperative": False, "seconds": 30})
+    wait_until(lambda: get_job(running).status.value == "running", timeout=10)
+    page.goto(f"{live_dashboard}/dashboard/job/{running}")
+    page.wait_for_selector('body[data-live="yes"]')
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#stop")
+    page.wait_for_function("document.getElementById('job-status').textContent === 'canceled'", timeout=10000)
+    assert "stopped by admin" in page.locator("pre.traceback").inner_text()
+
+    batch_id = enqueue_batch("email", "add", [{"a": i, "b": 3} for i in range(5)], on_complete="batch_done")
+    wait_until(lambda: get_redis().hget(keys.batch(batch_id), "ended_at"), timeout=20)
+    page.goto(f"{live_dashboard}/dashboard/batch/{batch_id}")
+    assert page.locator("#batch-state").inner_text() == "done"
+    assert page.locator("#batch-completed").inner_text() == "5" and page.locator("table.jobs tbody tr").count() == 5
+    screenshot(page, "batch.png", "dashboard-batch.png")

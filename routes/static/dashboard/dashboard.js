@@ -1,4 +1,4 @@
-// Fikiri Jobs dashboard: confirm destructive actions, refresh the overview's counts.
+// Fikiri Jobs dashboard: confirm destructive actions, keep counts and job states live.
 //
 // window.FikiriDashboard is the seam for whatever else feeds the overview:
 //   applyOverview(data)  writes a /dashboard/api/overview payload into the page (an SSE stream can
@@ -47,5 +47,47 @@
   };
 
   window.FikiriDashboard = api;
-  if (document.getElementById("queue-stats")) { window.setInterval(api.refresh, 3000); }
+
+  // Live updates from the lifecycle events stream (/dashboard/api/events, server-sent events):
+  // the overview refreshes its counts when something happened (at most every 300 ms), a job's
+  // page follows the job's status. The poll stays as the fallback, slower while the stream is up.
+  var eventsUrl = document.body.getAttribute("data-events");
+  var statusBadge = document.getElementById("job-status");
+  var overview = document.getElementById("queue-stats");
+  var pollEvery = 3000, poller = null, pending = null;
+
+  function poll(ms) {
+    if (!overview) { return; }
+    if (poller) { window.clearInterval(poller); }
+    poller = window.setInterval(api.refresh, ms);
+  }
+
+  function refreshSoon() {
+    if (pending) { return; }
+    pending = window.setTimeout(function () { pending = null; api.refresh(); }, 300);
+  }
+
+  function showJobEvent(event) {
+    statusBadge.textContent = event.status;
+    statusBadge.className = "badge " + event.status;
+    var reason = document.getElementById("job-reason");
+    if (reason && (event.reason || event.status !== "delayed")) { reason.textContent = event.reason || "-"; }
+    if (event.status === "completed" || event.status === "failed" || event.status === "canceled") {
+      window.setTimeout(function () { window.location.reload(); }, 200);  // result, error, actions
+    }
+  }
+
+  if (eventsUrl && window.EventSource && (overview || statusBadge)) {
+    var jobId = statusBadge ? statusBadge.getAttribute("data-job-id") : null;
+    var source = new window.EventSource(eventsUrl + (jobId ? "?job=" + encodeURIComponent(jobId) : ""));
+    source.onopen = function () { poll(15000); document.body.setAttribute("data-live", "yes"); };
+    source.onerror = function () { poll(pollEvery); document.body.setAttribute("data-live", "no"); };
+    source.onmessage = function (message) {
+      var event = JSON.parse(message.data);
+      if (statusBadge && event.job_id === jobId) { showJobEvent(event); }
+      if (overview) { refreshSoon(); }
+    };
+    api.events = source;
+  }
+  poll(pollEvery);
 })();
