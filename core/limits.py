@@ -141,12 +141,13 @@ def check_limits(rate_limit: Any = None, rate_key: Any = None, concurrency: Any 
 
 
 def merge(declared: Limits, override: Limits) -> Limits:
-    """A call's options override the task's declaration field by field."""
+    """A call's options override the task's declaration field by field (a call that changes only
+    the rate keeps the task's key: "30/m on the provider's budget")."""
     return Limits(
         rate=override.rate or declared.rate,
-        rate_key=override.rate_key or (declared.rate_key if override.rate is None else None),
+        rate_key=override.rate_key or declared.rate_key,
         concurrency=override.concurrency or declared.concurrency,
-        concurrency_key=override.concurrency_key or (declared.concurrency_key if override.concurrency is None else None),
+        concurrency_key=override.concurrency_key or declared.concurrency_key,
     )
 
 

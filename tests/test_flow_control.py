@@ -351,3 +351,16 @@ def test_a_prefetched_job_stopped_before_it_started_never_runs(start_worker):
     job = finished(waiting, timeout=10)
     assert job.status == JobStatus.CANCELED and job.error == "stopped by ops"
     assert get_redis().get("test:pf2:runs") is None
+
+
+def test_a_calls_rate_overrides_the_tasks_and_keeps_its_key(jobs_env):
+    import json
+
+    from core.redis_queues import ai_queue
+
+    job_id = ai_queue.enqueue_job("rate_mark", {"key": "test:o"}, rate_limit="30/m")
+    limits = json.loads(get_redis().hget(keys.job(job_id), "fk_limits"))
+    assert limits == [{"n": "rate:provider", "c": 30, "p": 60.0, "b": 1, "l": "rate limited: ai provider 30/min"}]
+    other = ai_queue.enqueue_job("rate_mark", {"key": "test:o"}, rate_limit="2/s", rate_key="alt")
+    assert json.loads(get_redis().hget(keys.job(other), "fk_limits"))[0]["n"] == "rate:alt"
+    assert get_redis().hget(keys.job(ai_queue.enqueue_job("ai_echo", {"text": "x"})), "fk_limits") is None
