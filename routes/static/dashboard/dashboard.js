@@ -67,13 +67,29 @@
     pending = window.setTimeout(function () { pending = null; api.refresh(); }, 300);
   }
 
+  function reloadMain() {
+    // The job ended: its result, error and actions come from the server. The page's <main> is
+    // swapped in place (no navigation, so nothing races a reload the reader starts).
+    fetch(window.location.href, { credentials: "same-origin" }).then(function (response) {
+      return response.ok ? response.text() : null;
+    }).then(function (html) {
+      if (!html) { return; }
+      var fresh = new window.DOMParser().parseFromString(html, "text/html").querySelector("main");
+      var main = document.querySelector("main");
+      if (fresh && main) {
+        main.innerHTML = fresh.innerHTML;
+        statusBadge = document.getElementById("job-status");
+      }
+    }).catch(function () { /* the reader can reload */ });
+  }
+
   function showJobEvent(event) {
     statusBadge.textContent = event.status;
     statusBadge.className = "badge " + event.status;
     var reason = document.getElementById("job-reason");
     if (reason && (event.reason || event.status !== "delayed")) { reason.textContent = event.reason || "-"; }
     if (event.status === "completed" || event.status === "failed" || event.status === "canceled") {
-      window.setTimeout(function () { window.location.reload(); }, 200);  // result, error, actions
+      reloadMain();
     }
   }
 
