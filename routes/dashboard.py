@@ -37,7 +37,7 @@ from core import audit, job_ops, monitoring, periodic
 from core import dashboard_queries as queries
 from core.auth import Identity, resolve_identity
 from core.config import get_settings
-from core.connection import redis_available
+from core.connection import get_redis, redis_available
 from core.errors import JobNotFoundError, JobsError
 from core.fallback import get_fallback
 from core.job_model import Job
@@ -58,6 +58,7 @@ from routes.params import ParamError, choice_arg, int_arg, name_value, parse_cho
 from routes.views import attempt_view, job_view, user_error
 
 logger = logging.getLogger(__name__)
+DASHBOARD_STREAM_HEARTBEAT = 3.0  # s: see events_stream
 
 dashboard_bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                          static_folder="static/dashboard", static_url_path="/static")
@@ -152,7 +153,19 @@ def _admin_only() -> None:
 
 @dashboard_bp.app_context_processor
 def _template_globals() -> dict[str, Any]:
-    return {"csrf_token": _csrf_token, "identity": lambda: g.get("dash_identity"), "states": STATES}
+    return {"csrf_token": _csrf_token, "identity": lambda: g.get("dash_identity"), "states": STATES,
+            "events_after": _events_after}
+
+
+def _events_after() -> str:
+    """The events stream's newest id as the page is rendered: the page's live updates start after
+    it, so they never replay what the page already shows (a job's ended run, say)."""
+    from core.events import last_entry_id
+
+    try:
+        return last_entry_id(get_redis())
+    except redis.RedisError:
+        return ""
 
 
 def _cross_site() -> bool:
@@ -318,8 +331,11 @@ def events_stream():
     job_id = request.args.get("job")
     if job_id:
         _visible(job_id)
+    # a short heartbeat: a page left behind (the reader clicked on) is noticed, and its stream slot
+    # handed back, within DASHBOARD_STREAM_HEARTBEAT seconds
     return event_stream_response(EventFilter(job_id=job_id or None,
-                                             user_id=None if identity.is_admin else identity.user_id))
+                                             user_id=None if identity.is_admin else identity.user_id),
+                                 heartbeat=DASHBOARD_STREAM_HEARTBEAT)
 
 
 @dashboard_bp.get("/batch/<batch_id>")

@@ -105,8 +105,9 @@ def _last_event_id() -> str | None:
     return parse_event_id(raw.strip(), allow_special=False)
 
 
-def event_stream_response(wanted: EventFilter) -> Any:
-    """An SSE response of the events ``wanted`` (the API's routes and the dashboard's share it)."""
+def event_stream_response(wanted: EventFilter, heartbeat: float | None = None) -> Any:
+    """An SSE response of the events ``wanted`` (the API's routes and the dashboard's share it);
+    ``heartbeat``: seconds between keep-alive comments (default JOBS_EVENTS_HEARTBEAT)."""
     last_id = _last_event_id()
     settings = get_settings()
     if not slots.try_acquire(settings.events_max_streams):
@@ -116,7 +117,7 @@ def event_stream_response(wanted: EventFilter) -> Any:
         response.headers["Retry-After"] = str(max(1, math.ceil(settings.events_retry_ms / 1000)))
         return response, status
     try:
-        body = sse_stream(wanted, last_id)
+        body = sse_stream(wanted, last_id, heartbeat=heartbeat)
     except BaseException:
         slots.release()
         raise

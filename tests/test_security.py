@@ -56,8 +56,9 @@ def test_another_users_token_sees_nothing_of_alice(client):
     bob = {"Authorization": f"Bearer {issue_user_token('bob')}"}
     for method, rule in routes(client.application):
         if rule in PUBLIC or "trigger" in rule or rule in ("/dashboard/", "/dashboard/api/overview",
-                                                           "/dashboard/logout", "/dashboard/search"):
-            continue  # these act for, or show, the caller (bob) only
+                                                           "/dashboard/logout", "/dashboard/search",
+                                                           "/dashboard/api/events"):
+            continue  # these act for, or show, the caller (bob) only (alice's job's stream: below)
         path = concrete(rule, job_id)
         response = client.open(path, method=method, headers=bob)
         if path.startswith("/dashboard"):
@@ -68,3 +69,4 @@ def test_another_users_token_sees_nothing_of_alice(client):
         assert response.status_code in (403, 404), (method, path, response.status_code)
         body = response.get_json()
         assert body["success"] is False and "data" not in body  # nothing of alice's job comes back
+    assert client.get(f"/dashboard/api/events?job={job_id}", headers=bob).status_code == 404

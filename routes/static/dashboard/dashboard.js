@@ -95,7 +95,11 @@
 
   if (eventsUrl && window.EventSource && (overview || statusBadge)) {
     var jobId = statusBadge ? statusBadge.getAttribute("data-job-id") : null;
-    var source = new window.EventSource(eventsUrl + (jobId ? "?job=" + encodeURIComponent(jobId) : ""));
+    var query = new URLSearchParams();
+    if (jobId) { query.set("job", jobId); }
+    var after = document.body.getAttribute("data-events-after");
+    if (after) { query.set("last_event_id", after); }  // only what happens after the page was rendered
+    var source = new window.EventSource(eventsUrl + "?" + query.toString());
     source.onopen = function () { poll(15000); document.body.setAttribute("data-live", "yes"); };
     source.onerror = function () { poll(pollEvery); document.body.setAttribute("data-live", "no"); };
     source.onmessage = function (message) {
