@@ -340,6 +340,7 @@ class Worker:
         if self._dispatcher is not None:
             self._dispatcher.stop()
         self.executor.stop(wait=True)
+        self._stop.set()  # a burst or max-jobs end too: the heartbeat thread ends with the worker
         try:
             monitoring.buffer().flush(self.connection)
         except REDIS_ERRORS:

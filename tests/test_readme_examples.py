@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -84,3 +85,13 @@ def test_workflow_examples_run_as_written(jobs_env):
     threads = get_job(namespace["threads_id"])
     assert sync.status == JobStatus.FAILED
     assert threads.status == JobStatus.CANCELED and threads.error.startswith(f"dependency {sync.job_id} failed")
+
+
+def test_a_burst_worker_in_a_thread_leaves_no_heartbeat_running(jobs_env):
+    """Run in a thread (as above), a worker that ends its burst stops its heartbeat too."""
+    before = {t.name for t in threading.enumerate() if t.name == "fikiri-heartbeat"}
+    assert not before
+    email_queue.enqueue_job("add", {"a": 1, "b": 1})
+    run_worker()
+    time.sleep(3)  # more than a heartbeat interval (1 s in the tests)
+    assert not [t for t in threading.enumerate() if t.name == "fikiri-heartbeat" and t.is_alive()]
