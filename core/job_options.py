@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core import keys
 from core import limits as job_limits
 from core.config import get_settings
 from core.errors import InvalidPayloadError, JobsError, PayloadTooLargeError
 from core.rq_compat import JOB_ID_PATTERN
 from core.task_registry import TaskSpec
 
-PRIORITIES = ("high", "normal", "low")  # claimed in this order on every queue, by every worker class
+PRIORITIES = keys.PRIORITIES  # claimed in this order on every queue, by every worker class
 MAX_RETRIES_LIMIT = 25
 MAX_UNIQUE_FOR = 30 * 86_400
 _JOB_ID_RE = re.compile(rf"^{JOB_ID_PATTERN}$")

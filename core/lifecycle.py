@@ -293,8 +293,18 @@ def _events() -> list[Any]:
     return [keys.events(), get_settings().events_maxlen]
 
 
+_QUEUE_LIMITS: dict[tuple[str, str], str] = {}
+
+
 def _queue_limit(queue: str) -> str:
-    return limits.queue_limit(short_name(queue), get_settings().queue_rate_limit(short_name(queue)))
+    """The queue-wide rate limit as claim.lua takes it; parsed once per setting's text (every claim
+    call passes it)."""
+    settings = get_settings()
+    short = short_name(queue)
+    key = (short, getattr(settings, f"rate_limit_{short}", ""))
+    if key not in _QUEUE_LIMITS:
+        _QUEUE_LIMITS[key] = limits.queue_limit(short, settings.queue_rate_limit(short))
+    return _QUEUE_LIMITS[key]
 
 
 CLAIM_FIELDS = 18  # per job in claim.lua's reply
