@@ -147,6 +147,37 @@ def test_redis_returns_while_two_processes_drain_the_spool(jobs_env, start_worke
             web.wait(10)
 
 
+def _open_spool(path: str, barrier, answers) -> None:
+    from core.spool import Spool
+
+    barrier.wait()
+    try:
+        Spool(path)._db()
+        answers.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        answers.put(repr(exc))
+
+
+def test_processes_opening_a_new_spool_at_once_all_get_it(tmp_path):
+    """The race behind a CI failure: web processes that fall back together each open the new
+    spool file; without the init lock, 3 openers failed in ~30% of rounds ("database is locked")."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    failures = []
+    for round_ in range(40):
+        path = str(tmp_path / f"spool-{round_}.db")
+        barrier, answers = fork.Barrier(3), fork.Queue()
+        openers = [fork.Process(target=_open_spool, args=(path, barrier, answers)) for _ in range(3)]
+        for opener in openers:
+            opener.start()
+        got = [answers.get(timeout=30) for _ in openers]
+        for opener in openers:
+            opener.join(10)
+        failures += [f"round {round_}: {answer}" for answer in got if answer != "ok"]
+    assert failures == []
+
+
 def test_spool_full_and_fallback_false_answer_503_with_the_reason(api_env, monkeypatch, tmp_path):
     monkeypatch.setenv("REDIS_URL", dead_redis_url())
     monkeypatch.setenv("JOBS_FALLBACK_MAX_PENDING", "3")
