@@ -12,6 +12,9 @@ returns its id at once. Then:
   own runner (:func:`core.runner.run_attempt`): the same retries and back-off, timeouts,
   progress, JSON results and log line. Delayed and backing-off jobs wait in the spool, not in a
   thread each.
+* **Limits hold.** A spooled job keeps its rate and concurrency limits (:mod:`core.spool_limits`)
+  and priority: the claim applies them per host while Redis is away, and the hand-back gives
+  them to Redis with the job.
 * **Hand-back.** When Redis answers again, any process with the spool (web processes, and every
   worker at start and each maintenance) moves waiting jobs to Redis with their ids, delays and
   retry counts, and writes finished outcomes to Redis with the normal TTLs; a job running in the
@@ -38,12 +41,11 @@ from core.backoff import retry_delays
 from core.config import get_settings
 from core.connection import get_redis, redis_available
 from core.job_model import Job
-from core.spool import FINAL, Spool, SpooledJob
+from core.spool import FINAL, Spool, SpooledJob, priority_name, priority_rank
 from core.task_registry import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-PRIORITY = {"high": 0, "normal": 1}
 WARN_EVERY = 60.0  # s between "still in fallback mode" warnings
 
 
@@ -64,11 +66,12 @@ class FallbackExecutor:
 
     # --- submitting -----------------------------------------------------------------------
     def submit(self, job: Job, spec: TaskSpec, delay: float = 0.0, timeout: int | None = None,
-               priority: str = "normal") -> str:
-        """Spool ``job`` (committed to disk before this returns) and make sure runners are going."""
+               priority: str = "normal", limits: str | None = None) -> str:
+        """Spool ``job`` (committed to disk before this returns) and make sure runners are going.
+        ``limits``: its ``fk_limits``, held here too and handed back with it."""
         settings = get_settings()
-        job_id = self.spool.add(job, time.time() + delay, PRIORITY.get(priority, 1), timeout,
-                                settings.fallback_max_pending)
+        job_id = self.spool.add(job, time.time() + delay, priority_rank(priority), timeout,
+                                settings.fallback_max_pending, limits)
         self._warn(job)
         self.start()
         self._wake.set()
@@ -116,7 +119,7 @@ class FallbackExecutor:
                         self._wake.wait(1.0)
                         self._wake.clear()
                         continue
-                job, abandoned = self.spool.claim(self.owner, self.lease)
+                job, abandoned = self.spool.claim(self.owner, self.lease, lifecycle.queue_limit_entry)
                 if job is None:
                     self._wake.wait(0.2)
                     self._wake.clear()
@@ -240,9 +243,9 @@ class FallbackExecutor:
 def _new_job(row: SpooledJob) -> lifecycle.NewJob:
     return lifecycle.NewJob(
         job_id=row.id, task_name=row.task, kwargs=row.payload, max_retries=row.max_retries,
-        timeout=row.timeout or get_settings().timeout_for(row.queue), priority="high" if row.priority == 0 else "normal",
+        timeout=row.timeout or get_settings().timeout_for(row.queue), priority=priority_name(row.priority),
         run_at=row.run_at if row.run_at > time.time() else None, retries=row.retry_count, only_if_absent=True,
-        extra_fields=["fk_error", row.error] if row.error else [],
+        extra_fields=["fk_error", row.error] if row.error else [], limits=row.limits,
     )
 
 

@@ -296,9 +296,9 @@ def _events() -> list[Any]:
 _QUEUE_LIMITS: dict[tuple[str, str], str] = {}
 
 
-def _queue_limit(queue: str) -> str:
-    """The queue-wide rate limit as claim.lua takes it; parsed once per setting's text (every claim
-    call passes it)."""
+def queue_limit_entry(queue: str) -> str:
+    """The queue-wide rate limit (full or short queue name) as claim.lua and the fallback's claim
+    take it; parsed once per setting's text (every claim call passes it)."""
     settings = get_settings()
     short = short_name(queue)
     key = (short, getattr(settings, f"rate_limit_{short}", ""))
@@ -327,7 +327,7 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
                        "1" if chain_wakeup else "0", lease_seconds, layout_json(), keys.paused_queues(),
                        keys.job_prefix(), *_events()]
     for queue in queues:
-        args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), _queue_limit(queue)]
+        args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), queue_limit_entry(queue)]
     flat, due = scripts.run("claim", connection, [], args)
     claimed = ClaimBatch()
     claimed.due_in = float(due) if due else None

@@ -192,7 +192,7 @@ class RedisQueue:
                     raise QueueUnavailableError("Redis went away; a job with depends_on or callbacks needs it, "
                                                 "nothing was written, try again") from exc
                 logger.warning("enqueue of %s to Redis failed (%s); using the in-process fallback", task_name, exc)
-        return self._enqueue_fallback(spec, kwargs, options)
+        return self._enqueue_fallback(spec, kwargs, options, limit_fields[0])
 
     def enqueue_many(
         self,
@@ -231,7 +231,8 @@ class RedisQueue:
         if not redis_available():
             if batch is not None:
                 raise QueueUnavailableError("a batch needs Redis, which is unreachable now; try again in a moment")
-            return [self._enqueue_fallback(spec, kwargs, options) for kwargs in encoded]
+            return [self._enqueue_fallback(spec, kwargs, options, job_limits)
+                    for kwargs, job_limits in zip(encoded, limit_fields)]
         try:
             return self._enqueue_redis(spec, encoded, options, limit_fields, batch=batch)
         except REDIS_DOWN as exc:
@@ -268,7 +269,8 @@ class RedisQueue:
                 tracing.set_job_id(ids[0])
         return ids
 
-    def _enqueue_fallback(self, spec: TaskSpec, kwargs: dict[str, Any], options: EnqueueOptions) -> str:
+    def _enqueue_fallback(self, spec: TaskSpec, kwargs: dict[str, Any], options: EnqueueOptions,
+                          job_limits: str | None) -> str:
         if not get_settings().fallback_enabled:
             raise QueueUnavailableError("Redis is unreachable and the fallback is off (JOBS_FALLBACK_ENABLED=0)")
         if not spec.fallback:
@@ -289,7 +291,8 @@ class RedisQueue:
             created_at=time.time(),
             mode="fallback",
         )
-        return fallback.submit(job, spec, delay, timeout=options.timeout, priority=options.priority)
+        return fallback.submit(job, spec, delay, timeout=options.timeout, priority=options.priority,
+                               limits=job_limits)
 
     # --- reading ------------------------------------------------------------------------------
     def get_job_status(self, job_id: str) -> Job | None:

@@ -21,13 +21,16 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import spool_limits
 from core.config import get_settings
 from core.errors import QueueUnavailableError
 from core.job_model import Job, JobStatus
+from core.keys import PRIORITIES
 
 logger = logging.getLogger(__name__)
 
@@ -55,21 +58,35 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress TEXT,
     owner TEXT,
     lease_until REAL,
-    size INTEGER NOT NULL DEFAULT 0
+    size INTEGER NOT NULL DEFAULT 0,
+    limits TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
 CREATE INDEX IF NOT EXISTS jobs_done ON jobs (completed_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS limiters (name TEXT PRIMARY KEY, tat REAL NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('unfinished', 0);
 """
 # The limit check reads a counter kept in the same transactions as the rows (a count(*) over the
 # unfinished rows cost 0.15 ms per enqueue at a few thousand rows); recount() corrects any drift.
 _COUNT = "UPDATE meta SET value = value + ? WHERE key = 'unfinished'"
+# Due jobs one claim looks at, in order, for one its limits let start: more than any backlog of
+# jobs held by one limiter that a fallback sees in practice, few enough to read in ~1 ms.
+CLAIM_SCAN = 500
 
 
 class SpoolFullError(QueueUnavailableError):
     """The spool holds its limit of unfinished jobs, or the disk is full (HTTP 503)."""
+
+
+def priority_rank(name: str) -> int:
+    """A priority's rank in the spool's ``priority`` column (claimed in ascending order)."""
+    return PRIORITIES.index(name) if name in PRIORITIES else PRIORITIES.index("normal")
+
+
+def priority_name(rank: int) -> str:
+    return PRIORITIES[rank] if 0 <= rank < len(PRIORITIES) else "normal"
 
 
 @dataclass
@@ -95,6 +112,7 @@ class SpooledJob:
     progress: str | None
     owner: str | None
     lease_until: float | None
+    limits: str | None = None  # fk_limits JSON (core.limits.job_limits), enforced by core.spool_limits
 
     def to_job(self) -> Job:
         status = {"pending": JobStatus.PENDING, "delayed": JobStatus.DELAYED, "retrying": JobStatus.RETRYING,
@@ -107,11 +125,12 @@ class SpooledJob:
             max_retries=self.max_retries, progress=json.loads(self.progress) if self.progress else None,
             user_id=self.user_id, created_at=self.created_at, started_at=self.started_at,
             completed_at=self.completed_at if status.is_final else None, mode="fallback",
+            priority=priority_name(self.priority),
         )
 
 
 _COLUMNS = ("id, queue, task, payload, status, run_at, priority, max_retries, retry_count, timeout, user_id, "
-            "created_at, started_at, completed_at, result, error, progress, owner, lease_until")
+            "created_at, started_at, completed_at, result, error, progress, owner, lease_until, limits")
 
 
 def _row(values: tuple) -> SpooledJob:
@@ -164,6 +183,9 @@ class Spool:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+                if "limits" not in columns:  # a spool file written before jobs kept their limits here
+                    db.execute("ALTER TABLE jobs ADD COLUMN limits TEXT")
             finally:
                 fcntl.flock(guard, fcntl.LOCK_UN)
 
@@ -191,8 +213,10 @@ class Spool:
             raise
 
     # --- writing -------------------------------------------------------------------------------
-    def add(self, job: Job, run_at: float, priority: int, timeout: int | None, limit: int) -> str:
-        """Spool a new run; a live job with the same id makes it a no-op (returns the id)."""
+    def add(self, job: Job, run_at: float, priority: int, timeout: int | None, limit: int,
+            limits: str | None = None) -> str:
+        """Spool a new run; a live job with the same id makes it a no-op (returns the id).
+        ``limits``: the job's ``fk_limits`` (:mod:`core.spool_limits`)."""
         payload = json.dumps(job.payload, separators=(",", ":"))
 
         def work(db: sqlite3.Connection) -> str:
@@ -208,38 +232,56 @@ class Spool:
             db.execute(_COUNT, (1,))
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
-                f"NULL, NULL, NULL)",
+                f"NULL, NULL, NULL, ?)",
                 (job.job_id, job.queue, job.task_name, payload, "delayed" if run_at > time.time() else "pending",
-                 run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time()),
+                 run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits),
             )
             return job.job_id
 
         return self._write(work)
 
-    def claim(self, owner: str, lease: float) -> tuple[SpooledJob | None, bool]:
-        """Take the next due job (or one whose holder's lease ran out). Returns (job, abandoned)."""
+    def claim(self, owner: str, lease: float,
+              queue_limit: Callable[[str], str] = lambda _queue: "") -> tuple[SpooledJob | None, bool]:
+        """Take the next due job (or one whose holder's lease ran out) that its limits let start.
+        Returns (job, abandoned). ``queue_limit(queue)``: that queue's rate limit entry, or ''.
+
+        A job held back by a limit stays waiting and the next one is looked at, so other tasks are
+        not held up behind it; a limiter found blocking is not asked again in the same claim."""
         now = time.time()
 
         def work(db: sqlite3.Connection) -> tuple[SpooledJob | None, bool]:
-            found = db.execute(
+            blocked: set[str] = set()
+            for found in db.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE (status IN {WAITING} AND run_at <= ?) "
-                f"OR (status = 'running' AND lease_until < ?) ORDER BY priority, run_at LIMIT 1",
-                (now, now),
-            ).fetchone()
-            if found is None:
-                return None, False
-            job = _row(found)
-            # a job whose holder died mid-attempt: that attempt counts. A row being handed back is
-            # never run here: its hand-back may already have reached Redis.
-            abandoned = job.status == "running"
-            if abandoned:
-                job.retry_count += 1
-            db.execute("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?, "
-                       "retry_count = ? WHERE id = ?", (owner, now + lease, now, job.retry_count, job.id))
-            job.status, job.owner, job.started_at = "running", owner, now
-            return job, abandoned
+                f"OR (status = 'running' AND lease_until < ?) ORDER BY priority, run_at LIMIT ?",
+                (now, now, CLAIM_SCAN),
+            ).fetchall():
+                job = _row(found)
+                limits = spool_limits.entries(job.limits, queue_limit(job.queue))
+                if limits:
+                    if any(entry["n"] in blocked for entry in limits):
+                        continue
+                    stopper = spool_limits.take(db, limits, now)
+                    if stopper is not None:
+                        blocked.add(stopper["n"])
+                        continue
+                return self._start(db, job, owner, now, lease)
+            return None, False
 
         return self._write(work)
+
+    @staticmethod
+    def _start(db: sqlite3.Connection, job: SpooledJob, owner: str, now: float,
+               lease: float) -> tuple[SpooledJob, bool]:
+        # a job whose holder died mid-attempt: that attempt counts. A row being handed back is
+        # never run here: its hand-back may already have reached Redis.
+        abandoned = job.status == "running"
+        if abandoned:
+            job.retry_count += 1
+        db.execute("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?, "
+                   "retry_count = ? WHERE id = ?", (owner, now + lease, now, job.retry_count, job.id))
+        job.status, job.owner, job.started_at = "running", owner, now
+        return job, abandoned
 
     def renew(self, owner: str, lease: float) -> None:
         self._write(lambda db: db.execute(
@@ -342,9 +384,14 @@ class Spool:
         return self._write(work)
 
     def recount(self) -> None:
-        """Set the unfinished counter from the rows (runs now and then; corrects any drift)."""
-        self._write(lambda db: db.execute(
-            f"UPDATE meta SET value = (SELECT count(*) FROM jobs WHERE status IN {LIVE}) WHERE key = 'unfinished'"))
+        """Set the unfinished counter from the rows (runs now and then; corrects any drift), and
+        drop rate limiters that no longer hold anything back."""
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(f"UPDATE meta SET value = (SELECT count(*) FROM jobs WHERE status IN {LIVE}) "
+                       f"WHERE key = 'unfinished'")
+            spool_limits.forget_idle(db, time.time())
+
+        self._write(work)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file without blocking writers (PASSIVE)."""

@@ -101,3 +101,25 @@ def batch_done(batch_id: str, succeeded: int, failed: int, canceled: int) -> str
     get_redis().rpush("test:batch_done", json.dumps({"batch_id": batch_id, "succeeded": succeeded,
                                                       "failed": failed, "canceled": canceled}))
     return batch_id
+
+
+# --- limits in the fallback (tests/test_fallback_limits.py): Redis is down, so a file records ------
+def _note(path: str, line: str) -> None:
+    with open(path, "a") as out:  # one short write per line: whole lines, even from threads
+        out.write(f"{line}\n")
+
+
+@email_queue.task(max_retries=0, concurrency=1, concurrency_key="sync:{user}")
+def exclusive_noted(path: str, user: str, seconds: float) -> str:
+    """Write '<user> start|end <time>' lines to ``path`` around a sleep."""
+    _note(path, f"{user} start {time.time()}")
+    time.sleep(seconds)
+    _note(path, f"{user} end {time.time()}")
+    return user
+
+
+@ai_queue.task(max_retries=0, rate_limit="120/m", rate_key="provider-noted")
+def rate_noted(path: str) -> float:
+    now = time.time()
+    _note(path, f"rate {now}")
+    return now

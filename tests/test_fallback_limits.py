@@ -1,0 +1,95 @@
+"""Limits hold while Redis is down: the fallback's runner threads claim spooled jobs under their
+rate and concurrency limits (kept in the spool file), other jobs are claimed past a held one, and
+the hand-back gives Redis each job's limits and priority. Redis is stopped for real; the tasks
+write to a file, since Redis is not there to record anything."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from core.config import get_settings
+from core.connection import get_redis, redis_available
+from core.fallback import get_fallback
+from core.job_model import Job, JobStatus
+from core.keys import job as job_key
+from core.redis_queues import ai_queue, email_queue, get_job
+from core.spool import Spool
+from tests.servers import wait_until
+
+
+def _lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _all_final(ids: list[str], timeout: float = 30) -> list[Job]:
+    return wait_until(lambda: all((j := get_job(i)) and j.status.is_final for i in ids) and [get_job(i) for i in ids],
+                      timeout=timeout, interval=0.1, message="every fallback job to end")
+
+
+def _down(jobs_env) -> None:
+    jobs_env.stop()
+    wait_until(lambda: not redis_available(), timeout=5, message="health check to notice the outage")
+
+
+def test_concurrency_limit_holds_in_the_fallback_and_other_keys_run_meanwhile(jobs_env, tmp_path):
+    _down(jobs_env)
+    assert get_settings().fallback_workers >= 3
+    notes = tmp_path / "notes.txt"
+    ids = [email_queue.enqueue_job("exclusive_noted", {"path": str(notes), "user": user, "seconds": 0.3})
+           for _ in range(4) for user in ("ann", "bob")]
+    jobs = _all_final(ids)
+    assert {j.status for j in jobs} == {JobStatus.COMPLETED} and {j.mode for j in jobs} == {"fallback"}
+    running: dict[str, int] = {"ann": 0, "bob": 0}
+    most = dict(running)
+    both_at_once = False
+    for user, edge, _at in sorted(_lines(notes), key=lambda line: (float(line[2]), line[1] == "start")):
+        running[user] += 1 if edge == "start" else -1
+        most[user] = max(most[user], running[user])
+        both_at_once |= running["ann"] == 1 and running["bob"] == 1
+    assert most == {"ann": 1, "bob": 1}  # never two syncs of one user at once (4 threads were free)
+    assert both_at_once  # ann's limit did not hold bob's jobs back
+
+
+def test_rate_limit_spaces_fallback_jobs_and_other_tasks_pass_them(jobs_env, tmp_path):
+    _down(jobs_env)
+    notes = tmp_path / "notes.txt"
+    limited = [ai_queue.enqueue_job("rate_noted", {"path": str(notes)}) for _ in range(5)]
+    other = email_queue.enqueue_job("add", {"a": 2, "b": 3})
+    jobs = _all_final(limited + [other])
+    assert {j.status for j in jobs} == {JobStatus.COMPLETED}
+    starts = sorted(float(at) for _name, at in _lines(notes))
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(starts) == 5 and min(gaps) >= 0.45, gaps  # 120/min: one every 0.5 s (4 threads were free)
+    assert get_job(other).completed_at < starts[-1]  # not queued behind the limited jobs
+
+
+def test_hand_back_gives_redis_the_jobs_limits_and_priority(jobs_env, tmp_path):
+    _down(jobs_env)
+    notes = str(tmp_path / "notes.txt")
+    held = email_queue.enqueue_job("exclusive_noted", {"path": notes, "user": "cy", "seconds": 0}, delay=60)
+    low = email_queue.enqueue_job("add", {"a": 1, "b": 1}, delay=60, priority="low")
+    assert get_job(held).mode == "fallback" and get_job(low).priority == "low"
+    jobs_env.start()
+    wait_until(lambda: get_fallback().pending_count() == 0, timeout=20,
+               message="the runner threads to hand the spooled jobs to Redis")
+    assert get_job(held).mode == "redis" and get_job(held).status == JobStatus.DELAYED
+    limits = get_redis().hget(job_key(held), "fk_limits")
+    assert limits is not None and b'"n":"conc:sync:cy"' in limits, limits
+    assert get_job(low).priority == "low"
+
+
+def test_a_spool_file_from_before_limits_is_upgraded_and_its_jobs_still_run(jobs_env, tmp_path):
+    path = tmp_path / "old-spool.db"
+    old = Job(job_id="from-old-file", queue="email", task_name="add", status=JobStatus.PENDING,
+              payload={"a": 1, "b": 1}, max_retries=0, created_at=time.time())
+    Spool(path).add(old, time.time(), 1, None, 10)
+    with sqlite3.connect(path) as raw:  # as the previous release wrote it: no limits column
+        raw.execute("ALTER TABLE jobs DROP COLUMN limits")
+    spool = Spool(path)
+    job, abandoned = spool.claim("test-owner", 30)
+    assert job is not None and job.id == "from-old-file" and job.limits is None and not abandoned
+    Spool(path).add(Job(job_id="new-one", queue="email", task_name="add", status=JobStatus.PENDING,
+                        payload={}, max_retries=0, created_at=time.time()), time.time(), 1, None, 10, '[{"n":"x"}]')
+    assert Spool(path).get("new-one").limits == '[{"n":"x"}]'
