@@ -251,13 +251,13 @@ class Spool:
 
         def work(db: sqlite3.Connection) -> tuple[SpooledJob | None, bool]:
             blocked: set[str] = set()
-            for found in db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE (status IN {WAITING} AND run_at <= ?) "
+            # read lazily, and only what the limits need: the first row that may start ends the scan
+            for job_id, queue, raw_limits in db.execute(
+                f"SELECT id, queue, limits FROM jobs WHERE (status IN {WAITING} AND run_at <= ?) "
                 f"OR (status = 'running' AND lease_until < ?) ORDER BY priority, run_at LIMIT ?",
                 (now, now, CLAIM_SCAN),
-            ).fetchall():
-                job = _row(found)
-                limits = spool_limits.entries(job.limits, queue_limit(job.queue))
+            ):
+                limits = spool_limits.entries(raw_limits, queue_limit(queue))
                 if limits:
                     if any(entry["n"] in blocked for entry in limits):
                         continue
@@ -265,6 +265,7 @@ class Spool:
                     if stopper is not None:
                         blocked.add(stopper["n"])
                         continue
+                job = _row(db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone())
                 return self._start(db, job, owner, now, lease)
             return None, False
 
