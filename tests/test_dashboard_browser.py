@@ -62,6 +62,15 @@ def screenshot(page, name: str, doc_name: str | None = None) -> None:
         page.screenshot(path=str(DOCS / doc_name), full_page=True)
 
 
+def submit_confirmed(page, button) -> None:
+    """Click a form's button that asks to confirm (data-confirm), accept, and wait for the form's
+    round trip: the next step then acts on the page the form came back to, never on one still
+    navigating (a reload issued mid-navigation failed in CI: "Not attached to an active page")."""
+    page.once("dialog", lambda dialog: dialog.accept())
+    with page.expect_navigation(wait_until="load"):
+        (page.locator(button) if isinstance(button, str) else button).click()
+
+
 def test_operator_journey(live_dashboard, browser, start_worker):
     register_periodic_jobs()
     done = [email_queue.enqueue_job("add", {"a": i, "b": 1}) for i in range(3)]
@@ -90,22 +99,19 @@ def test_operator_journey(live_dashboard, browser, start_worker):
     assert page.locator("#job-status").inner_text() == "failed"
     assert "planned failure 1 of 1" in page.locator("pre.traceback").inner_text()
     screenshot(page, "failed-job.png")
-    page.once("dialog", lambda dialog: dialog.accept())
-    with page.expect_navigation(wait_until="load"):  # the form posts, then comes back to this page
-        page.click("#retry")
+    submit_confirmed(page, "#retry")
     wait_until(lambda: get_job(failed).status.value == "completed", timeout=30)
-    # the page follows the job live (its <main> is swapped in when the job ends); a reload here
-    # raced that page's own navigation in CI ("Not attached to an active page")
+    # the page follows the job live: its <main> is swapped in when the job ends
     page.wait_for_function("document.getElementById('job-status').textContent === 'completed'", timeout=10000)
     assert '"attempts": 2' in page.locator("#result").inner_text()
 
     page.click("text=Scheduler")
     row = page.locator('tr[data-id="periodic-daily-digest"]')
-    page.once("dialog", lambda dialog: dialog.accept())
-    row.locator("button[name=pause]").click()
+    submit_confirmed(page, row.locator("button[name=pause]"))
     assert page.locator('tr[data-id="periodic-daily-digest"] .badge').inner_text() == "paused"
     screenshot(page, "scheduler.png")
-    page.locator('tr[data-id="periodic-daily-digest"] button[name=resume]').click()
+    with page.expect_navigation(wait_until="load"):
+        page.locator('tr[data-id="periodic-daily-digest"] button[name=resume]').click()
     assert page.locator('tr[data-id="periodic-daily-digest"] .badge').inner_text() == "active"
 
     stranger = browser.new_page()
@@ -297,12 +303,10 @@ def test_live_updates_flow_control_and_a_batch(live_dashboard, browser, start_wo
                            f".textContent === '{before + 4}'", timeout=5000)  # well before a 15 s poll
 
     # pause from the overview; jobs queue up, then wait for a rate limit once resumed
-    page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#pause-email")
+    submit_confirmed(page, "#pause-email")
     assert page.locator('tr[data-queue="email"] [data-key="paused"]').inner_text() == "yes"
     ids = email_queue.enqueue_many("add", [{"a": i, "b": 2} for i in range(4)], rate_limit="1/m", rate_key="crm-api")
-    page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#resume-email")
+    submit_confirmed(page, "#resume-email")
     wait_until(lambda: sum(1 for i in ids if get_job(i).reason) == 3, timeout=10)
     page.goto(f"{live_dashboard}/dashboard/queue/email?state=delayed")
     assert page.locator("td.reason").count() == 3
@@ -314,8 +318,7 @@ def test_live_updates_flow_control_and_a_batch(live_dashboard, browser, start_wo
     wait_until(lambda: get_job(running).status.value == "running", timeout=10)
     page.goto(f"{live_dashboard}/dashboard/job/{running}")
     page.wait_for_selector('body[data-live="yes"]')
-    page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#stop")
+    submit_confirmed(page, "#stop")
     page.wait_for_function("document.getElementById('job-status').textContent === 'canceled'", timeout=10000)
     assert "stopped by admin" in page.locator("pre.traceback").inner_text()
 
