@@ -10,7 +10,9 @@ returns, so a process crash (SIGKILL, OOM, a deploy) cannot lose it; a power cut
 crash can lose the last commits not yet checkpointed to disk (``JOBS_FALLBACK_SYNC=full`` fsyncs
 every commit instead, at about 2-5 ms per enqueue on this machine's disk).
 
-Every SQL statement of the spool is in this module; :mod:`core.fallback` runs and hands back.
+Tables: ``jobs`` (one row per run, with its limits), ``meta`` (the unfinished count) and
+``limiters`` (rate limiters' state). Every SQL statement of the spool is in this module and in
+:mod:`core.spool_limits` (the limits in a claim); :mod:`core.fallback` runs and hands back.
 """
 
 from __future__ import annotations
