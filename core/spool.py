@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT,
     lease_until REAL,
     size INTEGER NOT NULL DEFAULT 0,
-    limits TEXT
+    limits TEXT,
+    reason TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
@@ -76,6 +77,8 @@ _COUNT = "UPDATE meta SET value = value + ? WHERE key = 'unfinished'"
 # Due jobs one claim looks at, in order, for one its limits let start: more than any backlog of
 # jobs held by one limiter that a fallback sees in practice, few enough to read in ~1 ms.
 CLAIM_SCAN = 500
+# Columns later releases added to ``jobs`` (all TEXT): a spool file that lacks one gains it on open.
+ADDED_COLUMNS = ("limits", "reason")
 
 
 class SpoolFullError(QueueUnavailableError):
@@ -115,11 +118,15 @@ class SpooledJob:
     owner: str | None
     lease_until: float | None
     limits: str | None = None  # fk_limits JSON (core.limits.job_limits), enforced by core.spool_limits
+    reason: str | None = None  # why a due job waits: the label of the limit holding it
 
     def to_job(self) -> Job:
         status = {"pending": JobStatus.PENDING, "delayed": JobStatus.DELAYED, "retrying": JobStatus.RETRYING,
                   "running": JobStatus.RUNNING, "handing": JobStatus.PENDING, "completed": JobStatus.COMPLETED,
                   "failed": JobStatus.FAILED, "canceled": JobStatus.CANCELED}[self.status]
+        held = self.reason if self.status in WAITING else None
+        if held:  # as in Redis: a job a limit holds back shows as delayed, with the reason
+            status = JobStatus.DELAYED
         return Job(
             job_id=self.id, queue=self.queue, task_name=self.task, status=status, payload=self.payload,
             result=json.loads(self.result) if self.result is not None and status == JobStatus.COMPLETED else None,
@@ -127,12 +134,12 @@ class SpooledJob:
             max_retries=self.max_retries, progress=json.loads(self.progress) if self.progress else None,
             user_id=self.user_id, created_at=self.created_at, started_at=self.started_at,
             completed_at=self.completed_at if status.is_final else None, mode="fallback",
-            priority=priority_name(self.priority),
+            priority=priority_name(self.priority), reason=held,
         )
 
 
 _COLUMNS = ("id, queue, task, payload, status, run_at, priority, max_retries, retry_count, timeout, user_id, "
-            "created_at, started_at, completed_at, result, error, progress, owner, lease_until, limits")
+            "created_at, started_at, completed_at, result, error, progress, owner, lease_until, limits, reason")
 
 
 def _row(values: tuple) -> SpooledJob:
@@ -186,8 +193,9 @@ class Spool:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
                 columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-                if "limits" not in columns:  # a spool file written before jobs kept their limits here
-                    db.execute("ALTER TABLE jobs ADD COLUMN limits TEXT")
+                for column in ADDED_COLUMNS:  # a spool file written by an earlier release
+                    if column not in columns:
+                        db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
             finally:
                 fcntl.flock(guard, fcntl.LOCK_UN)
 
@@ -234,7 +242,7 @@ class Spool:
             db.execute(_COUNT, (1,))
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
-                f"NULL, NULL, NULL, ?)",
+                f"NULL, NULL, NULL, ?, NULL)",
                 (job.job_id, job.queue, job.task_name, payload, "delayed" if run_at > time.time() else "pending",
                  run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits),
             )
@@ -252,7 +260,7 @@ class Spool:
         now = time.time()
 
         def work(db: sqlite3.Connection) -> tuple[SpooledJob | None, bool]:
-            blocked: set[str] = set()
+            blocked: dict[str, str] = {}  # limiter name -> the label shown on the jobs it holds
             # read lazily, and only what the limits need: the first row that may start ends the scan
             for job_id, queue, raw_limits in db.execute(
                 f"SELECT id, queue, limits FROM jobs WHERE (status IN {WAITING} AND run_at <= ?) "
@@ -261,11 +269,12 @@ class Spool:
             ):
                 limits = spool_limits.entries(raw_limits, queue_limit(queue))
                 if limits:
-                    if any(entry["n"] in blocked for entry in limits):
-                        continue
-                    stopper = spool_limits.take(db, limits, now)
-                    if stopper is not None:
-                        blocked.add(stopper["n"])
+                    held = next((blocked[e["n"]] for e in limits if e["n"] in blocked), None)
+                    if held is None and (stopper := spool_limits.take(db, limits, now)) is not None:
+                        held = blocked[stopper["n"]] = str(stopper.get("l") or stopper["n"])
+                    if held is not None:
+                        db.execute("UPDATE jobs SET reason = ? WHERE id = ? AND reason IS NOT ?",
+                                   (held, job_id, held))
                         continue
                 job = _row(db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone())
                 return self._start(db, job, owner, now, lease)
@@ -282,8 +291,8 @@ class Spool:
         if abandoned:
             job.retry_count += 1
         db.execute("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?, "
-                   "retry_count = ? WHERE id = ?", (owner, now + lease, now, job.retry_count, job.id))
-        job.status, job.owner, job.started_at = "running", owner, now
+                   "retry_count = ?, reason = NULL WHERE id = ?", (owner, now + lease, now, job.retry_count, job.id))
+        job.status, job.owner, job.started_at, job.reason = "running", owner, now, None
         return job, abandoned
 
     def renew(self, owner: str, lease: float) -> None:

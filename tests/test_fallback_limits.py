@@ -1,6 +1,6 @@
 """Limits hold while Redis is down: the fallback's runner threads claim spooled jobs under their
-rate and concurrency limits (kept in the spool file), other jobs are claimed past a held one, and
-the hand-back gives Redis each job's limits and priority. Redis is stopped for real; the tasks
+rate and concurrency limits (kept in the spool file), a held job shows as delayed with the reason,
+other jobs are claimed past it, and the hand-back gives Redis each job's limits and priority. Redis is stopped for real; the tasks
 write to a file, since Redis is not there to record anything."""
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ def test_concurrency_limit_holds_in_the_fallback_and_other_keys_run_meanwhile(jo
     notes = tmp_path / "notes.txt"
     ids = [email_queue.enqueue_job("exclusive_noted", {"path": str(notes), "user": user, "seconds": 0.3})
            for _ in range(4) for user in ("ann", "bob")]
+    held = wait_until(lambda: next((j for i in ids if (j := get_job(i)).reason), None), timeout=5,
+                      message="a job held by the limit to show why")
+    assert held.status == JobStatus.DELAYED and held.mode == "fallback"
+    assert held.reason == f"concurrency limited: sync:{held.payload['user']} (at most 1 running)"
     jobs = _all_final(ids)
     assert {j.status for j in jobs} == {JobStatus.COMPLETED} and {j.mode for j in jobs} == {"fallback"}
     running: dict[str, int] = {"ann": 0, "bob": 0}
@@ -57,8 +61,11 @@ def test_rate_limit_spaces_fallback_jobs_and_other_tasks_pass_them(jobs_env, tmp
     notes = tmp_path / "notes.txt"
     limited = [ai_queue.enqueue_job("rate_noted", {"path": str(notes)}) for _ in range(5)]
     other = email_queue.enqueue_job("add", {"a": 2, "b": 3})
+    held = wait_until(lambda: next((j for i in limited if (j := get_job(i)).reason), None), timeout=5,
+                      message="a job held by the limit to show why")
+    assert held.reason == "rate limited: ai provider-noted 120/min" and held.status == JobStatus.DELAYED
     jobs = _all_final(limited + [other])
-    assert {j.status for j in jobs} == {JobStatus.COMPLETED}
+    assert {j.status for j in jobs} == {JobStatus.COMPLETED} and not any(j.reason for j in jobs)
     starts = sorted(float(at) for _name, at in _lines(notes))
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert len(starts) == 5 and min(gaps) >= 0.45, gaps  # 120/min: one every 0.5 s (4 threads were free)
@@ -85,11 +92,13 @@ def test_a_spool_file_from_before_limits_is_upgraded_and_its_jobs_still_run(jobs
     old = Job(job_id="from-old-file", queue="email", task_name="add", status=JobStatus.PENDING,
               payload={"a": 1, "b": 1}, max_retries=0, created_at=time.time())
     Spool(path).add(old, time.time(), 1, None, 10)
-    with sqlite3.connect(path) as raw:  # as the previous release wrote it: no limits column
+    with sqlite3.connect(path) as raw:  # as the previous release wrote it: no limits or reason column
         raw.execute("ALTER TABLE jobs DROP COLUMN limits")
+        raw.execute("ALTER TABLE jobs DROP COLUMN reason")
     spool = Spool(path)
     job, abandoned = spool.claim("test-owner", 30)
     assert job is not None and job.id == "from-old-file" and job.limits is None and not abandoned
+    assert job.reason is None and spool.get("from-old-file").to_job().status == JobStatus.RUNNING
     Spool(path).add(Job(job_id="new-one", queue="email", task_name="add", status=JobStatus.PENDING,
                         payload={}, max_retries=0, created_at=time.time()), time.time(), 1, None, 10, '[{"n":"x"}]')
     assert Spool(path).get("new-one").limits == '[{"n":"x"}]'
