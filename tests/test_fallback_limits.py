@@ -5,7 +5,12 @@ write to a file, since Redis is not there to record anything."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +21,7 @@ from core.job_model import Job, JobStatus
 from core.keys import job as job_key
 from core.redis_queues import ai_queue, email_queue, get_job
 from core.spool import Spool
-from tests.servers import wait_until
+from tests.servers import ROOT, wait_until, worker_env
 
 
 def _lines(path: Path) -> list[list[str]]:
@@ -70,6 +75,35 @@ def test_rate_limit_spaces_fallback_jobs_and_other_tasks_pass_them(jobs_env, tmp
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert len(starts) == 5 and min(gaps) >= 0.45, gaps  # 120/min: one every 0.5 s (4 threads were free)
     assert get_job(other).completed_at < starts[-1]  # not queued behind the limited jobs
+
+
+def test_a_killed_holders_permit_ends_with_its_lease_and_the_next_job_runs(jobs_env, tmp_path):
+    _down(jobs_env)
+    notes, lease = tmp_path / "notes.txt", get_settings().fallback_lease
+    code = ("import time\nfrom core.redis_queues import email_queue\n"
+            f"email_queue.enqueue_job('exclusive_noted', {{'path': {str(notes)!r}, 'user': 'dee', 'seconds': 600}}, "
+            "job_id='long-sync', max_retries=0)\ntime.sleep(600)\n")
+    env = worker_env(jobs_env.url, {"JOBS_FALLBACK_SPOOL": get_settings().fallback_spool, "JOBS_FALLBACK_WORKERS": "1"})
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True)
+    try:
+        wait_until(lambda: any(line[:2] == ["dee", "start"] for line in _lines(notes)), timeout=30,
+                   message="the other process to start the long sync")
+        os.killpg(holder.pid, signal.SIGKILL)
+        killed_at = time.time()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+    following = email_queue.enqueue_job("exclusive_noted", {"path": str(notes), "user": "dee", "seconds": 0})
+    waiting = wait_until(lambda: (j := get_job(following)).reason and j, timeout=5, message="the next sync to wait")
+    assert waiting.reason == "concurrency limited: sync:dee (at most 1 running)"
+    done = wait_until(lambda: (j := get_job(following)).status.is_final and j, timeout=lease + 10,
+                      message="the permit to end with the dead holder's lease")
+    assert done.status == JobStatus.COMPLETED
+    assert done.started_at >= killed_at + lease / 3  # it waited for the lease (renewed every lease/3)
+    long = get_job("long-sync")
+    assert long.status == JobStatus.FAILED and "the process running it in the fallback died" in long.error
+    assert [line[1] for line in _lines(notes)] == ["start", "start", "end"]  # the long one never ran again
 
 
 def test_hand_back_gives_redis_the_jobs_limits_and_priority(jobs_env, tmp_path):
