@@ -9,9 +9,10 @@ returns its id at once. Then:
 * **Exactly one runner.** A fixed pool of threads per process (``JOBS_FALLBACK_WORKERS``) claims
   due jobs in a transaction with a lease, renewed while the job runs; a dead holder's jobs are
   taken over when the lease runs out (the lost attempt counts). Jobs run through the workers'
-  own runner (:func:`core.runner.run_attempt`): the same retries and back-off, timeouts,
-  progress, JSON results and log line. Delayed and backing-off jobs wait in the spool, not in a
-  thread each.
+  own runner (:func:`core.runner.run_attempt`), and the workers' rule decides what the attempt's
+  end means (:func:`core.lifecycle.attempt_outcome`): the same retries and back-off, Retry-After
+  deferrals, timeouts, progress, JSON results and log line. Delayed and backing-off jobs wait in
+  the spool, not in a thread each.
 * **Limits hold.** A spooled job keeps its rate and concurrency limits (:mod:`core.spool_limits`)
   and priority: the claim applies them per host while Redis is away, and the hand-back gives
   them to Redis with the job.
@@ -37,7 +38,6 @@ import uuid
 from typing import Any
 
 from core import lifecycle
-from core.backoff import retry_delays
 from core.config import get_settings
 from core.connection import get_redis, redis_available
 from core.job_model import Job
@@ -139,18 +139,21 @@ class FallbackExecutor:
             return
         attempt = run_attempt(job.id, job.queue, job.task, job.payload, job.timeout,
                               lambda value: self.spool.set_progress(job.id, value))
-        if attempt.ok:
+        decided = lifecycle.attempt_outcome(attempt, job.retry_count, job.max_retries, job.deferrals)
+        if decided.kind == "done":
             outcome = "completed"
             self.spool.end(job.id, self.owner, "completed", attempt.result_json, None)
-        elif attempt.retryable and job.retry_count < job.max_retries:
+        elif decided.kind == "defer":  # Retry-After: uses no retry, as with a worker
+            outcome = "deferred"
+            self.spool.end(job.id, self.owner, "delayed", None, decided.error, run_at=time.time() + decided.delay,
+                           deferrals=job.deferrals + 1, reason=decided.reason)
+        elif decided.kind == "retry":
             outcome = "retrying"
-            delay = retry_delays(job.max_retries)[job.retry_count]
-            if attempt.defer is not None:  # RetryAfter: here it uses a retry (the spool keeps no deferral count)
-                delay = max(delay, min(attempt.defer, get_settings().max_retry_after))
-            self.spool.end(job.id, self.owner, "retrying", None, attempt.error, job.retry_count + 1, time.time() + delay)
+            self.spool.end(job.id, self.owner, "retrying", None, decided.error, job.retry_count + 1,
+                           time.time() + decided.delay)
         else:
             outcome = "failed"
-            self.spool.end(job.id, self.owner, "failed", None, attempt.error)
+            self.spool.end(job.id, self.owner, "failed", None, decided.error)
         last = (attempt.error or "").strip().splitlines()[-1:]
         logger.log(logging.INFO if attempt.ok else logging.WARNING,
                    "job %s task=%s queue=%s duration=%.3fs outcome=%s attempt=%d mode=fallback%s", job.id, job.task,
@@ -245,7 +248,9 @@ def _new_job(row: SpooledJob) -> lifecycle.NewJob:
         job_id=row.id, task_name=row.task, kwargs=row.payload, max_retries=row.max_retries,
         timeout=row.timeout or get_settings().timeout_for(row.queue), priority=priority_name(row.priority),
         run_at=row.run_at if row.run_at > time.time() else None, retries=row.retry_count, only_if_absent=True,
-        extra_fields=["fk_error", row.error] if row.error else [], limits=row.limits,
+        extra_fields=(["fk_error", row.error] if row.error else []) +
+                     (["fk_deferrals", row.deferrals] if row.deferrals else []),
+        limits=row.limits,
     )
 
 

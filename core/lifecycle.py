@@ -377,37 +377,62 @@ def finish(connection: Any, job: ClaimedJob, attempt: AttemptResult, worker_name
     return finish_many(connection, [(job, attempt)], worker_name)[0]
 
 
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What an attempt's end means for its job."""
+
+    kind: str  # "done" | "defer" | "retry" | "fail" (finish also has "stop": the job was stopped)
+    delay: float = 0.0  # defer, retry: seconds until the job may run again
+    error: str | None = None  # what the job records: the traceback, or the deferral's cause
+    reason: str | None = None  # defer: what the job shows while it waits
+
+
+def attempt_outcome(attempt: AttemptResult, retries: int, max_retries: int, deferrals: int) -> AttemptOutcome:
+    """The one rule for an attempt's end, used by the workers (finish) and the fallback alike.
+
+    A success is done. A Retry-After is a deferral, using no retry, up to ``JOBS_MAX_DEFERRALS``
+    (then the job fails, saying so). A retryable error retries with back-off while retries are
+    left. Anything else fails."""
+    if attempt.ok:
+        return AttemptOutcome("done")
+    settings = get_settings()
+    if attempt.defer is not None and deferrals < settings.max_deferrals:
+        delay = min(max(attempt.defer, 0.0), settings.max_retry_after)
+        reason = f"retry after {delay:g}s: {_last_line(attempt.error) or 'the task asked to run later'}"[:500]
+        return AttemptOutcome("defer", delay, attempt.error or "deferred", reason)
+    error = (attempt.error or "failed")[-MAX_ERROR_CHARS:]
+    if attempt.defer is not None:
+        return AttemptOutcome("fail", 0.0, f"{error}\n(deferred {deferrals} times by Retry-After, the most allowed: "
+                                           f"JOBS_MAX_DEFERRALS={settings.max_deferrals})")
+    if attempt.retryable and retries < max_retries:
+        return AttemptOutcome("retry", retry_delays(max_retries)[retries], error)
+    return AttemptOutcome("fail", 0.0, error)
+
+
 def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[dict[str, Any], str, str | None]:
     """What finish.lua writes for one attempt: (entry, outcome, error text or None)."""
     queue = job.queue
-    settings = get_settings()
-    reason = None
-    if job.stop_reason is not None:
+    decided = AttemptOutcome("stop") if job.stop_reason is not None else attempt_outcome(
+        attempt, job.retries, job.max_retries, job.deferrals)
+    value, reason = decided.error, decided.reason
+    if decided.kind == "stop":
         mode, outcome, target, counter = "stop", STOPPED, keys.canceled(queue), "canceled"
         score, ttl, value = now + job.failure_ttl, job.failure_ttl, job.stop_reason
-    elif attempt.ok:
+    elif decided.kind == "done":
         mode, outcome, target = "done", COMPLETED, keys.finished(queue)
         score, ttl, value, counter = now + job.result_ttl, job.result_ttl, attempt.result_json, "completed"
-    elif attempt.defer is not None and job.deferrals < settings.max_deferrals:
-        delay = min(max(attempt.defer, 0.0), settings.max_retry_after)
+    elif decided.kind == "defer":
         mode, outcome, target, counter = "defer", DEFERRED, keys.scheduled(queue), "deferred"
-        score, ttl, value = now + delay, 0, attempt.error or "deferred"
-        reason = f"retry after {delay:g}s: {_last_line(attempt.error) or 'the task asked to run later'}"[:500]
-    else:
-        value = (attempt.error or "failed")[-MAX_ERROR_CHARS:]
-        if attempt.defer is not None:
-            value = (f"{value}\n(deferred {job.deferrals} times by Retry-After, the most allowed: "
-                     f"JOBS_MAX_DEFERRALS={settings.max_deferrals})")
-        if attempt.retryable and attempt.defer is None and job.retries < job.max_retries:
-            delay = retry_delays(job.max_retries)[job.retries]
-            outcome, counter, ttl = RETRYING, "retried", 0
-            if delay > 0:
-                mode, target, score = "retry", keys.scheduled(queue), now + delay
-            else:
-                mode, target, score = "requeue", keys.queue_at(queue, job.priority), 0
+        score, ttl = now + decided.delay, 0
+    elif decided.kind == "retry":
+        outcome, counter, ttl = RETRYING, "retried", 0
+        if decided.delay > 0:
+            mode, target, score = "retry", keys.scheduled(queue), now + decided.delay
         else:
-            mode, outcome, target, counter = "fail", FAILED, keys.failed(queue), "failed"
-            score, ttl = now + job.failure_ttl, job.failure_ttl
+            mode, target, score = "requeue", keys.queue_at(queue, job.priority), 0
+    else:
+        mode, outcome, target, counter = "fail", FAILED, keys.failed(queue), "failed"
+        score, ttl = now + job.failure_ttl, job.failure_ttl
     entry = {
         "job": keys.job(job.job_id), "wip": keys.started(queue), "target": target, "canceled": keys.canceled(queue),
         "counters": keys.queue_counters(job.queue_short), "wake": keys.wake(queue),

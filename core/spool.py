@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until REAL,
     size INTEGER NOT NULL DEFAULT 0,
     limits TEXT,
-    reason TEXT
+    reason TEXT,
+    deferrals INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
@@ -77,8 +78,8 @@ _COUNT = "UPDATE meta SET value = value + ? WHERE key = 'unfinished'"
 # Due jobs one claim looks at, in order, for one its limits let start: more than any backlog of
 # jobs held by one limiter that a fallback sees in practice, few enough to read in ~1 ms.
 CLAIM_SCAN = 500
-# Columns later releases added to ``jobs`` (all TEXT): a spool file that lacks one gains it on open.
-ADDED_COLUMNS = ("limits", "reason")
+# Columns later releases added to ``jobs``: a spool file that lacks one gains it on open.
+ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class SpoolFullError(QueueUnavailableError):
@@ -118,7 +119,8 @@ class SpooledJob:
     owner: str | None
     lease_until: float | None
     limits: str | None = None  # fk_limits JSON (core.limits.job_limits), enforced by core.spool_limits
-    reason: str | None = None  # why a due job waits: the label of the limit holding it
+    reason: str | None = None  # why a job waits: the limit holding it, or its Retry-After
+    deferrals: int = 0  # Retry-After deferrals so far (they use no retry)
 
     def to_job(self) -> Job:
         status = {"pending": JobStatus.PENDING, "delayed": JobStatus.DELAYED, "retrying": JobStatus.RETRYING,
@@ -134,12 +136,13 @@ class SpooledJob:
             max_retries=self.max_retries, progress=json.loads(self.progress) if self.progress else None,
             user_id=self.user_id, created_at=self.created_at, started_at=self.started_at,
             completed_at=self.completed_at if status.is_final else None, mode="fallback",
-            priority=priority_name(self.priority), reason=held,
+            priority=priority_name(self.priority), reason=held, deferrals=self.deferrals,
         )
 
 
 _COLUMNS = ("id, queue, task, payload, status, run_at, priority, max_retries, retry_count, timeout, user_id, "
-            "created_at, started_at, completed_at, result, error, progress, owner, lease_until, limits, reason")
+            "created_at, started_at, completed_at, result, error, progress, owner, lease_until, limits, reason, "
+            "deferrals")
 
 
 def _row(values: tuple) -> SpooledJob:
@@ -193,9 +196,9 @@ class Spool:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
                 columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-                for column in ADDED_COLUMNS:  # a spool file written by an earlier release
+                for column, kind in ADDED_COLUMNS.items():  # a spool file written by an earlier release
                     if column not in columns:
-                        db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+                        db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
             finally:
                 fcntl.flock(guard, fcntl.LOCK_UN)
 
@@ -242,7 +245,7 @@ class Spool:
             db.execute(_COUNT, (1,))
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
-                f"NULL, NULL, NULL, ?, NULL)",
+                f"NULL, NULL, NULL, ?, NULL, 0)",
                 (job.job_id, job.queue, job.task_name, payload, "delayed" if run_at > time.time() else "pending",
                  run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits),
             )
@@ -301,14 +304,19 @@ class Spool:
             (time.time() + lease, owner)))
 
     def end(self, job_id: str, owner: str, status: str, result: str | None, error: str | None,
-            retry_count: int | None = None, run_at: float | None = None) -> bool:
-        """Record an attempt's end, only while ``owner`` still holds the job. True if written."""
+            retry_count: int | None = None, run_at: float | None = None, deferrals: int | None = None,
+            reason: str | None = None) -> bool:
+        """Record an attempt's end, only while ``owner`` still holds the job. True if written.
+
+        ``status`` ``retrying`` (a retry) or ``delayed`` (a Retry-After deferral) waits until
+        ``run_at``; ``completed``, ``failed`` and ``canceled`` are final."""
         now = time.time()
         size = len(result or "") + len(error or "")
-        if status == "retrying":
-            sql = ("UPDATE jobs SET status = 'retrying', error = ?, retry_count = ?, run_at = ?, owner = NULL, "
-                   "lease_until = NULL WHERE id = ? AND owner = ? AND status = 'running'")
-            args: tuple = (error, retry_count, run_at, job_id, owner)
+        if status in WAITING:
+            sql = ("UPDATE jobs SET status = ?, error = ?, retry_count = coalesce(?, retry_count), run_at = ?, "
+                   "deferrals = coalesce(?, deferrals), reason = ?, owner = NULL, lease_until = NULL "
+                   "WHERE id = ? AND owner = ? AND status = 'running'")
+            args: tuple = (status, error, retry_count, run_at, deferrals, reason, job_id, owner)
         else:
             sql = ("UPDATE jobs SET status = ?, result = ?, error = ?, completed_at = ?, size = ?, owner = NULL, "
                    "lease_until = NULL WHERE id = ? AND owner = ? AND status = 'running'")

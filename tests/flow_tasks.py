@@ -123,3 +123,16 @@ def rate_noted(path: str) -> float:
     now = time.time()
     _note(path, f"rate {now}")
     return now
+
+
+@email_queue.task(max_retries=0)
+def defer_noted(path: str, seconds: float, times: int) -> int:
+    """Note each run in ``path``; the first ``times`` runs ask to run again in ``seconds``."""
+    from core.errors import RetryAfter
+
+    _note(path, f"run {time.time()}")
+    with open(path) as notes:
+        runs = len(notes.readlines())
+    if runs <= times:
+        raise RetryAfter(seconds, f"the peer said 429, run {runs}")
+    return runs

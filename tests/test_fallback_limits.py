@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.config import get_settings
+from core.config import get_settings, reload_settings
 from core.connection import get_redis, redis_available
 from core.fallback import get_fallback
 from core.job_model import Job, JobStatus
@@ -126,13 +126,39 @@ def test_a_spool_file_from_before_limits_is_upgraded_and_its_jobs_still_run(jobs
     old = Job(job_id="from-old-file", queue="email", task_name="add", status=JobStatus.PENDING,
               payload={"a": 1, "b": 1}, max_retries=0, created_at=time.time())
     Spool(path).add(old, time.time(), 1, None, 10)
-    with sqlite3.connect(path) as raw:  # as the previous release wrote it: no limits or reason column
-        raw.execute("ALTER TABLE jobs DROP COLUMN limits")
-        raw.execute("ALTER TABLE jobs DROP COLUMN reason")
+    with sqlite3.connect(path) as raw:  # as the previous release wrote it: without the columns added since
+        for column in ("limits", "reason", "deferrals"):
+            raw.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
     spool = Spool(path)
     job, abandoned = spool.claim("test-owner", 30)
     assert job is not None and job.id == "from-old-file" and job.limits is None and not abandoned
-    assert job.reason is None and spool.get("from-old-file").to_job().status == JobStatus.RUNNING
+    assert job.reason is None and job.deferrals == 0
+    assert spool.get("from-old-file").to_job().status == JobStatus.RUNNING
     Spool(path).add(Job(job_id="new-one", queue="email", task_name="add", status=JobStatus.PENDING,
                         payload={}, max_retries=0, created_at=time.time()), time.time(), 1, None, 10, '[{"n":"x"}]')
     assert Spool(path).get("new-one").limits == '[{"n":"x"}]'
+
+
+def test_retry_after_in_the_fallback_is_a_deferral_not_a_retry(jobs_env, tmp_path):
+    _down(jobs_env)
+    notes = tmp_path / "notes.txt"
+    job_id = email_queue.enqueue_job("defer_noted", {"path": str(notes), "seconds": 0.5, "times": 1}, max_retries=0)
+    waiting = wait_until(lambda: (j := get_job(job_id)).reason and j, timeout=5, message="the deferral to show")
+    assert waiting.status == JobStatus.DELAYED and waiting.deferrals == 1 and waiting.retry_count == 0
+    assert waiting.reason == "retry after 0.5s: the peer said 429, run 1"
+    done = wait_until(lambda: (j := get_job(job_id)).status.is_final and j, timeout=10)
+    assert done.status == JobStatus.COMPLETED and done.result == 2 and done.retry_count == 0 and done.deferrals == 1
+    first, second = (float(at) for _run, at in _lines(notes))
+    assert second - first >= 0.5
+
+
+def test_fallback_deferrals_are_bounded_and_the_job_fails_saying_so(jobs_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("JOBS_MAX_DEFERRALS", "2")
+    reload_settings()
+    _down(jobs_env)
+    notes = tmp_path / "notes.txt"
+    job_id = email_queue.enqueue_job("defer_noted", {"path": str(notes), "seconds": 0.1, "times": 10}, max_retries=3)
+    done = wait_until(lambda: (j := get_job(job_id)).status.is_final and j, timeout=15)
+    assert done.status == JobStatus.FAILED and done.deferrals == 2 and done.retry_count == 0
+    assert "(deferred 2 times by Retry-After, the most allowed: JOBS_MAX_DEFERRALS=2)" in done.error
+    assert len(_lines(notes)) == 3  # a Retry-After past the bound fails at once: it uses no retry
