@@ -106,12 +106,14 @@ def test_a_killed_holders_permit_ends_with_its_lease_and_the_next_job_runs(jobs_
     assert [line[1] for line in _lines(notes)] == ["start", "start", "end"]  # the long one never ran again
 
 
-def test_hand_back_gives_redis_the_jobs_limits_and_priority(jobs_env, tmp_path):
+def test_hand_back_gives_redis_the_jobs_limits_priority_and_deferrals(jobs_env, tmp_path):
     _down(jobs_env)
     notes = str(tmp_path / "notes.txt")
     held = email_queue.enqueue_job("exclusive_noted", {"path": notes, "user": "cy", "seconds": 0}, delay=60)
     low = email_queue.enqueue_job("add", {"a": 1, "b": 1}, delay=60, priority="low")
+    deferred = email_queue.enqueue_job("defer_noted", {"path": notes, "seconds": 60, "times": 1})
     assert get_job(held).mode == "fallback" and get_job(low).priority == "low"
+    wait_until(lambda: get_job(deferred).deferrals == 1, timeout=5, message="the fallback to run and defer it")
     jobs_env.start()
     wait_until(lambda: get_fallback().pending_count() == 0, timeout=20,
                message="the runner threads to hand the spooled jobs to Redis")
@@ -119,6 +121,8 @@ def test_hand_back_gives_redis_the_jobs_limits_and_priority(jobs_env, tmp_path):
     limits = get_redis().hget(job_key(held), "fk_limits")
     assert limits is not None and b'"n":"conc:sync:cy"' in limits, limits
     assert get_job(low).priority == "low"
+    handed = get_job(deferred)
+    assert handed.mode == "redis" and handed.status == JobStatus.DELAYED and handed.deferrals == 1
 
 
 def test_a_spool_file_from_before_limits_is_upgraded_and_its_jobs_still_run(jobs_env, tmp_path):
