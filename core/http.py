@@ -62,15 +62,16 @@ def request_with_backoff(session: requests.Session, method: str, url: str, **kwa
         else:
             if response.status_code not in RETRY_STATUSES:
                 return response
+            asked = response.headers.get("Retry-After")
+            if asked and response.status_code in (429, 503):
+                # the peer said when: wait without holding a worker slot (the job is rescheduled);
+                # also on the last attempt, which has nothing to do with the peer's answer
+                seconds = retry_after_seconds(response, delay)
+                raise RetryAfter(seconds, f"{method} {url} answered {response.status_code} with Retry-After: {asked}")
             if attempt == settings.http_max_attempts:
                 raise UpstreamError(
                     f"{method} {url} answered {response.status_code} after {attempt} attempts", response.status_code
                 )
-            asked = response.headers.get("Retry-After")
-            if asked and response.status_code in (429, 503):
-                # the peer said when: wait without holding a worker slot (the job is rescheduled)
-                seconds = retry_after_seconds(response, delay)
-                raise RetryAfter(seconds, f"{method} {url} answered {response.status_code} with Retry-After: {asked}")
             delay = retry_after_seconds(response, delay)
             logger.warning("%s %s answered %d; retry %d in %.1fs", method, url, response.status_code, attempt, delay)
         time.sleep(min(delay, settings.http_backoff_cap))

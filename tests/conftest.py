@@ -88,6 +88,19 @@ SECRET_KEY = "test-secret-key-for-user-tokens"
 
 
 @pytest.fixture
+def setting(monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """Factory: ``setting("JOBS_MAX_DEFERRALS", "2")`` sets it for this process's settings; every
+    variable is restored and the settings reloaded after the test, so none leaks into the next."""
+    def set_one(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        reload_settings()
+
+    yield set_one
+    monkeypatch.undo()
+    reload_settings()
+
+
+@pytest.fixture
 def api_env(jobs_env: RedisServer, monkeypatch: pytest.MonkeyPatch) -> RedisServer:
     """jobs_env plus an admin token and a secret key, as a production API would have."""
     monkeypatch.setenv("JOBS_ADMIN_TOKEN", ADMIN_TOKEN)

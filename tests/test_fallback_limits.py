@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.config import get_settings, reload_settings
+from core.config import get_settings
 from core.connection import get_redis, redis_available
 from core.fallback import get_fallback
 from core.job_model import Job, JobStatus
@@ -156,9 +156,8 @@ def test_retry_after_in_the_fallback_is_a_deferral_not_a_retry(jobs_env, tmp_pat
     assert second - first >= 0.5
 
 
-def test_fallback_deferrals_are_bounded_and_the_job_fails_saying_so(jobs_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("JOBS_MAX_DEFERRALS", "2")
-    reload_settings()
+def test_fallback_deferrals_are_bounded_and_the_job_fails_saying_so(jobs_env, tmp_path, setting):
+    setting("JOBS_MAX_DEFERRALS", "2")
     _down(jobs_env)
     notes = tmp_path / "notes.txt"
     job_id = email_queue.enqueue_job("defer_noted", {"path": str(notes), "seconds": 0.1, "times": 10}, max_retries=3)

@@ -180,6 +180,31 @@ def test_retry_after_reruns_after_the_delay_and_the_worker_serves_others_meanwhi
     assert email_queue.get_stats()["deferred_jobs"] == 1
 
 
+def test_a_429_with_retry_after_defers_also_when_it_is_the_last_http_attempt(jobs_env, busy_peer, setting):
+    """One attempt allowed (JOBS_HTTP_MAX_ATTEMPTS=1): the peer's 429 with Retry-After still asks
+    the job to run later, instead of failing it as an exhausted upstream."""
+    import requests
+
+    from core.errors import RetryAfter
+    from core.http import request_with_backoff
+
+    setting("JOBS_HTTP_MAX_ATTEMPTS", "1")
+    with pytest.raises(RetryAfter) as asked:
+        request_with_backoff(requests.Session(), "GET", busy_peer)
+    assert asked.value.seconds == 2.0 and "answered 429 with Retry-After: 2" in asked.value.reason
+    assert request_with_backoff(requests.Session(), "GET", busy_peer).status_code == 200  # the peer's next answer
+
+
+def test_deferrals_are_bounded_and_the_job_fails_saying_so(start_worker, tmp_path):
+    start_worker("email", "--worker-class", "simple", env={"JOBS_MAX_DEFERRALS": "2"})
+    notes = tmp_path / "notes.txt"
+    job_id = email_queue.enqueue_job("defer_noted", {"path": str(notes), "seconds": 0.1, "times": 10}, max_retries=3)
+    job = finished(job_id, timeout=15)
+    assert job.status == JobStatus.FAILED and job.deferrals == 2 and job.retry_count == 0
+    assert "(deferred 2 times by Retry-After, the most allowed: JOBS_MAX_DEFERRALS=2)" in job.error
+    assert len(notes.read_text().splitlines()) == 3  # past the bound it fails at once: it uses no retry
+
+
 # --- pause and resume ----------------------------------------------------------------------------------
 def test_pause_mid_batch_then_resume_and_the_pause_survives_a_worker_restart(start_worker):
     worker = start_worker("email", "--worker-class", "threaded", "--concurrency", "2")
