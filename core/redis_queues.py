@@ -175,24 +175,34 @@ class RedisQueue:
                                  unique_for=unique_for, unique_key=unique_key, rate_limit=rate_limit,
                                  rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key)
 
-    def _enqueue_one(self, task_name: str, payload: dict[str, Any] | None, hooks: Hooks, pass_result: str | None,
-                     **option_values: Any) -> str:
+    def check_enqueue(self, task_name: str, payload: dict[str, Any] | None,
+                      **option_values: Any) -> tuple[TaskSpec, dict[str, Any], EnqueueOptions, str | None]:
+        """Everything an enqueue checks, writing nothing: (task, payload, options, its limits).
+        Raises the :class:`~core.errors.JobsError` the enqueue would."""
         spec = self._spec(task_name)
         kwargs = encode_payload(payload, get_settings().max_payload_bytes)
         options = check_options(spec, **option_values)
+        return spec, kwargs, options, options.limits_field(self.short_name, spec.name, kwargs)  # a bad key fails here
+
+    def _enqueue_one(self, task_name: str, payload: dict[str, Any] | None, hooks: Hooks, pass_result: str | None,
+                     allow_fallback: bool = True, **option_values: Any) -> str:
+        spec, kwargs, options, job_limits = self.check_enqueue(task_name, payload, **option_values)
         if hooks.depends_on and options.run_at is not None:
             raise InvalidPayloadError("give either depends_on or delay/at: a job with dependencies runs when they end")
-        limit_fields = [options.limits_field(self.short_name, spec.name, kwargs)]  # a bad key template fails here
+        needs_redis = bool(hooks) or not allow_fallback
         if redis_available():
             try:
-                return self._enqueue_redis(spec, [kwargs], options, limit_fields, hooks, pass_result)[0]
+                return self._enqueue_redis(spec, [kwargs], options, [job_limits], hooks, pass_result)[0]
             except REDIS_DOWN as exc:
                 mark_redis_down()
-                if hooks:
-                    raise QueueUnavailableError("Redis went away; a job with depends_on or callbacks needs it, "
-                                                "nothing was written, try again") from exc
+                if needs_redis:
+                    raise QueueUnavailableError("Redis went away; a job with depends_on or callbacks, or a chain's "
+                                                "step, needs it; this one was not written, try again") from exc
                 logger.warning("enqueue of %s to Redis failed (%s); using the in-process fallback", task_name, exc)
-        return self._enqueue_fallback(spec, kwargs, options, limit_fields[0])
+        elif needs_redis:
+            raise QueueUnavailableError("Redis is unreachable now, and this job needs it (depends_on, callbacks or a "
+                                        "chain); nothing was written, try again in a moment")
+        return self._enqueue_fallback(spec, kwargs, options, job_limits)
 
     def enqueue_many(
         self,

@@ -35,7 +35,7 @@ from typing import Any
 from core import keys, lifecycle
 from core.config import QUEUE_NAMES, get_settings
 from core.connection import get_redis, redis_available
-from core.errors import InvalidPayloadError, JobNotFoundError, QueueUnavailableError, UnknownTaskError
+from core.errors import InvalidPayloadError, JobNotFoundError, JobsError, QueueUnavailableError, UnknownTaskError
 from core.job_options import validate_job_id, validate_user_id
 from core.rq_compat import format_time
 
@@ -146,23 +146,55 @@ class Step:
 def chain(steps: list[Step], user_id: str | int | None = None) -> list[str]:
     """Run ``steps`` in order: each starts when the previous one completed, with its result as the
     payload key ``previous``. A step that fails (after its retries) or is canceled cancels the rest,
-    each with the reason. Returns the job ids, first step first."""
+    each with the reason. Returns the job ids, first step first.
+
+    Every step is checked (queue, task, payload, options) before any is written, so a bad step k
+    leaves no steps 1..k-1 running on their own; the error names the step. Like the other
+    workflow options a chain needs Redis: with Redis down it answers 503 and spools nothing."""
     if not isinstance(steps, list | tuple) or not steps or not all(isinstance(s, Step) for s in steps):
         raise InvalidPayloadError("chain takes a non-empty list of core.workflows.Step")
-    for index, step in enumerate(steps[1:], start=1):
-        if PREVIOUS in (step.payload or {}):
-            raise InvalidPayloadError(f"step {index} ({step.task}) has a payload key {PREVIOUS!r}: that name carries "
-                                      f"the previous step's result")
     from core.redis_queues import get_queue
 
+    planned = []
+    for index, step in enumerate(steps):
+        try:
+            planned.append((get_queue(step.queue), _checked_step(step, index, user_id)))
+        except JobsError as exc:  # the same error, naming the step
+            exc.message = f"chain step {index} ({str(step.task)[:80]}): {exc.message}"
+            exc.args = (exc.message,)
+            raise
+    if not redis_available():
+        raise QueueUnavailableError("a chain needs Redis, which is unreachable now; nothing was written, "
+                                    "try again in a moment")
     ids: list[str] = []
-    for step in steps:
-        queue = get_queue(step.queue)
+    for queue, step in planned:
         hooks = check_hooks(queue.short_name, depends_on=[ids[-1]] if ids else None)
-        ids.append(queue._enqueue_one(step.task, step.payload, hooks, PREVIOUS if ids else None, user_id=user_id,
-                                      **step.options))
+        try:
+            ids.append(queue._enqueue_one(step.task, step.payload, hooks, PREVIOUS if ids else None,
+                                          allow_fallback=False, user_id=user_id, **step.options))
+        except QueueUnavailableError as exc:
+            written = f"; steps already written (they will run, cancel them if unwanted): {', '.join(ids)}" if ids else ""
+            raise QueueUnavailableError(f"{exc.message}{written}") from exc
     logger.info("chain of %d steps: %s", len(ids), " -> ".join(ids))
     return ids
+
+
+_STEP_OPTIONS = ("max_retries", "priority", "timeout", "job_id", "unique_for", "unique_key", "rate_limit",
+                 "rate_key", "concurrency", "concurrency_key")  # delay/at: a step runs when the previous ends
+
+
+def _checked_step(step: Step, index: int, user_id: Any) -> Step:
+    """The step, if an enqueue of it would be accepted (nothing is written)."""
+    from core.redis_queues import get_queue
+
+    unknown = sorted(set(step.options) - set(_STEP_OPTIONS))
+    if unknown:
+        raise InvalidPayloadError(f"option(s) {', '.join(map(repr, unknown))} not accepted in a chain step; "
+                                  f"accepted: {', '.join(_STEP_OPTIONS)}")
+    if index and PREVIOUS in (step.payload or {}):
+        raise InvalidPayloadError(f"payload key {PREVIOUS!r} is taken: it carries the previous step's result")
+    get_queue(step.queue).check_enqueue(step.task, step.payload, user_id=user_id, **step.options)
+    return step
 
 
 # --- batches ----------------------------------------------------------------------------------------

@@ -84,6 +84,33 @@ def test_bad_workflow_options_are_clear_errors(jobs_env):
         enqueue_batch("email", "add", [])
 
 
+def test_a_chain_with_a_bad_step_writes_no_step_and_names_the_bad_one(jobs_env):
+    good = Step("step_add", {"key": "test:orphan", "n": 1})
+    cases = [
+        (UnknownTaskError, r"chain step 2 \(nope\): unknown task 'nope' on queue email",
+         [good, good, Step("nope", {})]),
+        (InvalidPayloadError, r"chain step 1 \(step_add\): option\(s\) 'delay' not accepted in a chain step; "
+                              r"accepted: max_retries, priority",
+         [good, Step("step_add", {"key": "k", "n": 2}, options={"delay": 5})]),
+        (InvalidPayloadError, r"chain step 1 \(step_add\): unknown priority 'urgent'; accepted: high, normal, low",
+         [good, Step("step_add", {"key": "k", "n": 2}, options={"priority": "urgent"})]),
+    ]
+    for error, message, steps in cases:
+        with pytest.raises(error, match=message):
+            chain(steps)
+    assert email_queue.get_stats()["total_jobs"] == 0  # no step 0 left to run on its own
+
+
+def test_a_chain_with_redis_down_answers_503_and_spools_nothing(jobs_env):
+    from core.errors import QueueUnavailableError
+    from core.fallback import get_fallback
+
+    jobs_env.stop()
+    with pytest.raises(QueueUnavailableError, match="a chain needs Redis, which is unreachable now; nothing was written"):
+        chain([Step("step_add", {"key": "k", "n": 1}), Step("step_add", {"key": "k", "n": 2})])
+    assert get_fallback().pending_count() == 0
+
+
 def test_batch_of_200_on_2_workers_with_sigkills_runs_its_callback_exactly_once(start_worker):
     """SIGKILLs while members run: lost attempts are retried, only final ends count, the callback
     job is created by the script that counts the last end - once."""
