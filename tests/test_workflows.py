@@ -41,6 +41,8 @@ def test_a_waiting_job_shows_why_and_a_failed_dependency_cancels_its_dependents_
     runs_anyway = email_queue.enqueue_job("add", {"a": 5, "b": 6}, depends_on=[parent], on_dependency_failure="run")
     waiting = get_job(child)
     assert waiting.status == JobStatus.DELAYED and waiting.reason == f"waiting for 1 job(s) to end: {parent}"
+    stats = email_queue.get_stats()
+    assert stats["delayed_jobs"] == 3 and stats["limited_jobs"] == 0  # waiting for a job is not a rate limit
     start_worker("email", "--worker-class", "simple")
     email_queue.resume()
     assert finished(parent).status == JobStatus.FAILED

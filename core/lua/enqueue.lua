@@ -15,7 +15,8 @@
 --
 -- fikiri:events STREAM (events_lib): "enqueued" or "delayed" per job created
 -- Workflows (core/workflows.py), with req.layout: a job with "deps" waits (status scheduled, score
--- +inf in rq:scheduled, fk_wait_on "deps") until its dependencies end; each unended dependency gets
+-- 1e308 in rq:scheduled: never due, and apart from the +inf of jobs parked by a limit, so the
+-- stats count those alone; fk_wait_on "deps") until its dependencies end; each unended dependency gets
 -- it in fikiri:dependents:<dep> and fk_hooks; a dependency already failed, canceled or gone cancels it
 -- (hooks_lib) unless "policy" is "run"; with "pass", a completed dependency's result is put in its
 -- payload under that name. req.batch {"key", "fields"}: the batch hash, created with its members,
@@ -105,7 +106,7 @@ for i, job in ipairs(req.jobs) do
     elseif left > 0 then
       redis.call('HSET', job.key, 'status', 'scheduled', 'fk_wait_on', 'deps', 'fk_deps_left', left,
                  'fk_reason', 'waiting for ' .. left .. ' job(s) to end: ' .. string.sub(table.concat(deps, ', '), 1, 300))
-      redis.call('ZADD', KEYS[2], '+inf', id)
+      redis.call('ZADD', KEYS[2], '1e308', id)
     elseif job.run_at ~= cjson.null and job.run_at ~= nil then
       redis.call('ZADD', KEYS[2], job.run_at, id)
     else

@@ -7,7 +7,7 @@
 --   callbacks    fk_on_success / fk_on_failure: JSON of a job to create (core/workflows.py), its
 --                payload finished here with the parent's result or error
 --   dependents   fikiri:dependents:<id> SET: jobs waiting for this one (status scheduled, score
---                +inf, fk_wait_on "deps", fk_deps_left); released when all their dependencies
+--                1e308, fk_wait_on "deps", fk_deps_left); released when all their dependencies
 --                completed, canceled with the reason when one did not (unless fk_dep_policy "run")
 --   batch        fk_batch: the member's batch hash fikiri:batch:<b> (and its member list <b>:jobs,
 --                expiring with it) counts completed / failed /
