@@ -134,6 +134,7 @@ def test_batch_of_200_on_2_workers_with_sigkills_runs_its_callback_exactly_once(
     done = [json.loads(v) for v in get_redis().lrange("test:batch_done", 0, -1)]
     assert done == [{"batch_id": batch_id, "succeeded": 200, "failed": 0, "canceled": 0}]
     assert get_redis().scard("test:members") == 200
+    assert email_queue.get_stats()["abandoned_jobs"] >= 1  # the kills did hit running members
 
 
 def test_batch_progress_counts_failures_and_the_last_two_members_ending_together(start_worker):
