@@ -159,7 +159,8 @@ def check_options(
         if not isinstance(unique_key, str) or not 1 <= len(unique_key) <= 200:
             raise InvalidPayloadError(f"unique_key must be a string of 1-200 characters, got {str(unique_key)[:80]!r}")
     run_at = _requested_time(delay, at)
-    limits = job_limits.merge(spec.limits, job_limits.check_limits(rate_limit, rate_key, concurrency, concurrency_key))
+    limits = job_limits.merge(spec.limits, job_limits.check_limits(rate_limit, rate_key, concurrency, concurrency_key,
+                                                                   declared=spec.limits))
     return EnqueueOptions(
         max_retries=max_retries, timeout=timeout,
         run_at=float(math.ceil(run_at)) if run_at is not None else None,

@@ -126,12 +126,14 @@ class Limits:
 
 
 def check_limits(rate_limit: Any = None, rate_key: Any = None, concurrency: Any = None,
-                 concurrency_key: Any = None) -> Limits:
-    """Validate limit options (a task's declaration or one call's override)."""
-    if rate_key is not None and rate_limit is None:
-        raise InvalidPayloadError("rate_key needs rate_limit (e.g. rate_limit='60/m')")
-    if concurrency_key is not None and concurrency is None:
-        raise InvalidPayloadError("concurrency_key needs concurrency (the most jobs running at once)")
+                 concurrency_key: Any = None, declared: Limits | None = None) -> Limits:
+    """Validate limit options (a task's declaration, or one call's override of ``declared``: a call
+    may change only the key of a limit the task declares)."""
+    if rate_key is not None and rate_limit is None and not (declared and declared.rate):
+        raise InvalidPayloadError("rate_key needs rate_limit (e.g. rate_limit='60/m'); the task declares none")
+    if concurrency_key is not None and concurrency is None and not (declared and declared.concurrency):
+        raise InvalidPayloadError("concurrency_key needs concurrency (the most jobs running at once); "
+                                  "the task declares none")
     return Limits(
         rate=parse_rate(rate_limit) if rate_limit is not None else None,
         rate_key=check_key_template(rate_key, "rate_key") if rate_key is not None else None,

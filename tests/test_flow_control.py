@@ -383,6 +383,7 @@ def test_a_prefetched_job_stopped_before_it_started_never_runs(start_worker):
 def test_a_calls_rate_overrides_the_tasks_and_keeps_its_key(jobs_env):
     import json
 
+    from core.errors import InvalidPayloadError
     from core.redis_queues import ai_queue
 
     job_id = ai_queue.enqueue_job("rate_mark", {"key": "test:o"}, rate_limit="30/m")
@@ -391,3 +392,9 @@ def test_a_calls_rate_overrides_the_tasks_and_keeps_its_key(jobs_env):
     other = ai_queue.enqueue_job("rate_mark", {"key": "test:o"}, rate_limit="2/s", rate_key="alt")
     assert json.loads(get_redis().hget(keys.job(other), "fk_limits"))[0]["n"] == "rate:alt"
     assert get_redis().hget(keys.job(ai_queue.enqueue_job("ai_echo", {"text": "x"})), "fk_limits") is None
+    # only the key: the task's rate on another budget (a second provider account, say)
+    moved = ai_queue.enqueue_job("rate_mark", {"key": "test:o"}, rate_key="account-2")
+    assert json.loads(get_redis().hget(keys.job(moved), "fk_limits")) == [
+        {"n": "rate:account-2", "c": 120, "p": 60.0, "b": 1, "l": "rate limited: ai account-2 120/min"}]
+    with pytest.raises(InvalidPayloadError, match=r"rate_key needs rate_limit .*; the task declares none"):
+        ai_queue.enqueue_job("ai_echo", {"text": "x"}, rate_key="account-2")
