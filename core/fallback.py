@@ -217,12 +217,13 @@ class FallbackExecutor:
             return []
         return [row.to_job() for row in self.spool.for_user(user_id, limit)]
 
-    def cancel(self, job_id: str) -> Job | None:
-        """Cancel a spooled job that has not started; returns it, or None if it is not spooled."""
+    def cancel(self, job_id: str, reason: str = "canceled") -> tuple[Job | None, bool]:
+        """Cancel a spooled job that has not started: (the job, or None if it is not spooled;
+        whether this call canceled it)."""
         if not self.spool.exists():
-            return None
-        row = self.spool.cancel(job_id)
-        return row.to_job() if row is not None else None
+            return None, False
+        row, canceled = self.spool.cancel(job_id, reason)
+        return (row.to_job() if row is not None else None), canceled
 
     def pending_count(self) -> int:
         if not self.spool.exists():

@@ -17,7 +17,7 @@ from core.config import QUEUE_NAMES, get_settings
 from core.connection import get_redis, mark_redis_down, new_redis, redis_available
 from core.errors import InvalidJobStateError, JobNotFoundError, UnknownQueueError
 from core.fallback import get_fallback
-from core.job_model import READ_FIELDS, Job, JobStatus, job_from_fields
+from core.job_model import READ_FIELDS, Job, job_from_fields
 from core.job_options import validate_job_id, validate_user_id
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,9 @@ def _full_queue_of(job_id: str) -> str:
 def cancel_job(job_id: str, reason: str = "canceled") -> Job:
     """Cancel a pending, delayed or retrying job; a job already claimed by a worker is a conflict."""
     validate_job_id(job_id)
-    fallback_job = get_fallback().cancel(job_id)
+    fallback_job, canceled = get_fallback().cancel(job_id, reason)
     if fallback_job is not None:
-        if fallback_job.status != JobStatus.CANCELED:
+        if not canceled:
             raise InvalidJobStateError(
                 f"job {job_id} is {fallback_job.status.value}; only pending or delayed jobs can be canceled")
         return fallback_job
@@ -109,9 +109,12 @@ def stop_job(job_id: str, by: str = "an operator") -> Job:
     """
     validate_job_id(job_id)
     reason = f"stopped by {by}"
-    if get_fallback().get(job_id) is not None:
-        raise InvalidJobStateError(f"job {job_id} runs in the in-process fallback (Redis was down); it cannot be "
-                                   f"stopped there, only canceled before it starts")
+    fallback_job, canceled = get_fallback().cancel(job_id, reason)  # a spooled job that has not started
+    if fallback_job is not None:
+        if not canceled:
+            raise InvalidJobStateError(f"job {job_id} is {fallback_job.status.value} in the in-process fallback "
+                                       f"(Redis was down); there a job can be stopped only before it starts")
+        return fallback_job
     for _attempt in range(3):  # a pending job may be claimed between the two checks: look again
         ok, status, _worker = lifecycle.stop_running(get_redis(), job_id, reason)
         if ok:

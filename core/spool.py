@@ -333,14 +333,15 @@ class Spool:
     def set_progress(self, job_id: str, value: Any) -> None:
         self._write(lambda db: db.execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(value), job_id)))
 
-    def cancel(self, job_id: str) -> SpooledJob | None:
-        """Cancel a waiting job; returns the row after the attempt (None if unknown)."""
-        def work(db: sqlite3.Connection) -> SpooledJob | None:
-            changed = db.execute(f"UPDATE jobs SET status = 'canceled', completed_at = ? WHERE id = ? "
-                                 f"AND status IN {WAITING}", (time.time(), job_id)).rowcount
+    def cancel(self, job_id: str, reason: str = "canceled") -> tuple[SpooledJob | None, bool]:
+        """Cancel a waiting job, recording ``reason``: (the row after the attempt or None if unknown,
+        whether this call canceled it)."""
+        def work(db: sqlite3.Connection) -> tuple[SpooledJob | None, bool]:
+            changed = db.execute(f"UPDATE jobs SET status = 'canceled', completed_at = ?, error = ?, reason = NULL "
+                                 f"WHERE id = ? AND status IN {WAITING}", (time.time(), reason, job_id)).rowcount
             db.execute(_COUNT, (-changed,))
             found = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            return _row(found) if found else None
+            return (_row(found) if found else None), changed == 1
 
         return self._write(work)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from core.connection import redis_available
 from core.job_model import JobStatus
 from core.redis_queues import email_queue, get_job, get_user_jobs
@@ -53,3 +55,24 @@ def test_new_jobs_go_to_redis_again_when_it_returns(jobs_env, start_worker):
     done = wait_until(lambda: (j := get_job(in_redis)) and j.status == JobStatus.COMPLETED and j, timeout=20)
     assert done.result == 7
     assert get_job(in_fallback).mode == "fallback" and get_job(in_fallback).result == 3
+
+
+def test_cancel_and_stop_of_spooled_jobs_record_why_and_a_second_time_is_a_conflict(jobs_env):
+    from core.errors import InvalidJobStateError
+    from core.job_ops import cancel_job, stop_job
+
+    jobs_env.stop()
+    wait_until(lambda: not redis_available(), timeout=5)
+    later = [email_queue.enqueue_job("add", {"a": i, "b": 1}, delay=60) for i in range(2)]
+    canceled = cancel_job(later[0])
+    assert canceled.status == JobStatus.CANCELED and canceled.error == "canceled" and canceled.mode == "fallback"
+    stopped = stop_job(later[1], by="ops")
+    assert stopped.status == JobStatus.CANCELED and stopped.error == "stopped by ops"
+    assert get_job(later[1]).error == "stopped by ops"  # as every process reads it from the spool
+    for again in (lambda: cancel_job(later[0]), lambda: stop_job(later[1], by="ops")):
+        with pytest.raises(InvalidJobStateError, match="is canceled"):
+            again()
+    done = email_queue.enqueue_job("add", {"a": 1, "b": 1})
+    wait_until(lambda: get_job(done).status == JobStatus.COMPLETED, timeout=10)
+    with pytest.raises(InvalidJobStateError, match="is completed in the in-process fallback"):
+        stop_job(done, by="ops")
