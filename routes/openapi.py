@@ -218,10 +218,17 @@ def _document() -> dict[str, Any]:
                 "responses": {"202": _response("queued", {"type": "object", "properties": {
                     "job_id": {"type": "string"}}}), **_errors(400, 401, 413, 415, 503)}}},
             "/api/jobs/health": {"get": {
-                "summary": "Redis reachable, mode; with the admin token, workers per queue",
-                "responses": {"200": _response("health", {"type": "object", "properties": {
-                    "status": {"type": "string", "enum": ["ok", "degraded"]}, "redis": {"type": "boolean"},
-                    "mode": {"type": "string"}}}), **_errors(401, 503)}}},
+                "summary": "Redis reachable, mode; with the admin token, the fallback spool, and (Redis up) "
+                           "workers per queue and the paused queues",
+                "responses": {"200": _response("health", {"type": "object", "required": ["status", "redis", "mode"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok", "degraded"]}, "redis": {"type": "boolean"},
+                        "mode": {"type": "string", "enum": ["redis", "fallback"]},
+                        "fallback_pending": {"type": "integer", "minimum": 0},
+                        "fallback_oldest_age": {"type": "number", "nullable": True},
+                        "workers": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "paused_queues": {"type": "array", "items": {"type": "string"}}}}),
+                    **_errors(401, 503)}}},
             "/api/jobs/scheduler/status": {"get": {
                 "summary": "Periodic jobs with trigger, next run, pause state (admin)", "security": _AUTH,
                 "responses": {"200": _response("the periodic jobs", {"type": "object", "properties": {
