@@ -2,11 +2,15 @@
 
     .venv/bin/python -m bench.fallback_spool [--jobs 2000] [--sync normal|full]
 
-Each process points REDIS_URL at a port where nothing listens, so every enqueue goes to the
+Enqueue: each process points REDIS_URL at a port where nothing listens, so every enqueue goes to the
 spool (one SQLite transaction, committed before enqueue returns). The processes share one spool
 file, as gunicorn workers on one host do. Reported: p50/p99 of one enqueue and the aggregate rate.
 The spool's runner threads are kept from running the jobs (the jobs are delayed an hour) so the
 numbers are the enqueue path alone.
+
+Claim: the cost of one runner thread's claim (one transaction) from a spool holding ``--jobs``
+due jobs, behind 0, 100 or 499 jobs a concurrency limit holds (each claim reads past them and
+records their reason), in this process.
 """
 
 from __future__ import annotations
@@ -58,6 +62,33 @@ def run(processes: int, jobs: int, sync: str) -> dict[str, float]:
     }
 
 
+def claim_cost(jobs: int, held: int) -> float:
+    """Microseconds per claim: ``jobs`` claims from a spool with ``held`` limited jobs ahead of them."""
+    from core.job_model import Job, JobStatus
+    from core.spool import Spool
+
+    spool = Spool(Path(tempfile.mkdtemp(prefix="fikiri-spool-claims-")) / "spool.db")
+    now = time.time()
+    one_at_a_time = json.dumps([{"n": "conc:held", "c": 1, "l": "concurrency limited: held (at most 1 running)"}])
+
+    def add(job_id: str, run_at: float, limits: str | None, priority: int) -> None:
+        job = Job(job_id=job_id, queue="email", task_name="noop", status=JobStatus.PENDING, payload={"x": "y" * 100},
+                  max_retries=0, created_at=now)
+        spool.add(job, run_at, priority, None, 10**9, limits)
+
+    add("holder", now - 10, one_at_a_time, 0)
+    spool.claim("another-process", 3600)  # holds the permit for the whole run
+    for i in range(held):
+        add(f"held-{i}", now - 5, one_at_a_time, 0)
+    for i in range(jobs):
+        add(f"free-{i}", now, None, 1)
+    started = time.perf_counter()
+    for _ in range(jobs):
+        job, _abandoned = spool.claim("bench", 30)
+        assert job is not None and job.id.startswith("free-"), job
+    return (time.perf_counter() - started) / jobs * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2000, help="enqueues per process (default 2000)")
@@ -68,6 +99,10 @@ def main() -> None:
     for processes in (1, 4):
         r = run(processes, args.jobs, args.sync)
         print(f"| {r['processes']} | {r['jobs']} | {r['p50_ms']} | {r['p99_ms']} | {r['jobs_per_s']:,} |")
+    print(f"\n| jobs held by a limit ahead | µs per claim ({args.jobs} due jobs) |")
+    print("| --- | --- |")
+    for held in (0, 100, 499):
+        print(f"| {held} | {claim_cost(args.jobs, held):,.0f} |")
 
 
 if __name__ == "__main__":
