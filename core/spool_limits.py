@@ -44,9 +44,7 @@ def entries(raw: str | None, queue_entry: str = "") -> list[dict[str, Any]]:
 def allowed_at(db: sqlite3.Connection, entry: dict[str, Any], now: float) -> float:
     """When a job under ``entry`` may start (``<= now``: now). Runs inside the claim's transaction."""
     if entry.get("p"):
-        row = db.execute("SELECT tat FROM limiters WHERE name = ?", (entry["n"],)).fetchone()
-        tat = row[0] if row else 0.0
-        return tat - (entry["p"] / entry["c"]) * (entry.get("b", 1) - 1)
+        return _tat(db, entry["n"]) - (entry["p"] / entry["c"]) * (entry.get("b", 1) - 1)
     running = db.execute(
         "SELECT count(*) FROM jobs, json_each(jobs.limits) AS e WHERE jobs.status = 'running' "
         "AND jobs.lease_until >= ? AND json_extract(e.value, '$.n') = ?", (now, entry["n"])).fetchone()[0]
@@ -62,11 +60,16 @@ def take(db: sqlite3.Connection, limits: list[dict[str, Any]], now: float) -> di
             return entry
     for entry in limits:
         if entry.get("p"):
-            row = db.execute("SELECT tat FROM limiters WHERE name = ?", (entry["n"],)).fetchone()
-            tat = max(row[0] if row else 0.0, now) + entry["p"] / entry["c"]
+            tat = max(_tat(db, entry["n"]), now) + entry["p"] / entry["c"]
             db.execute("INSERT INTO limiters (name, tat) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET tat = ?",
                        (entry["n"], tat, tat))
     return None
+
+
+def _tat(db: sqlite3.Connection, name: str) -> float:
+    """A rate limiter's theoretical arrival time (0: it holds nothing back)."""
+    row = db.execute("SELECT tat FROM limiters WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else 0.0
 
 
 def forget_idle(db: sqlite3.Connection, now: float) -> int:

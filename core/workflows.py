@@ -158,7 +158,9 @@ def chain(steps: list[Step], user_id: str | int | None = None) -> list[str]:
     planned = []
     for index, step in enumerate(steps):
         try:
-            planned.append((get_queue(step.queue), _checked_step(step, index, user_id)))
+            queue = get_queue(step.queue)
+            _check_step(queue, step, index, user_id)
+            planned.append((queue, step))
         except JobsError as exc:  # the same error, naming the step
             exc.message = f"chain step {index} ({str(step.task)[:80]}): {exc.message}"
             exc.args = (exc.message,)
@@ -183,18 +185,15 @@ _STEP_OPTIONS = ("max_retries", "priority", "timeout", "job_id", "unique_for", "
                  "rate_key", "concurrency", "concurrency_key")  # delay/at: a step runs when the previous ends
 
 
-def _checked_step(step: Step, index: int, user_id: Any) -> Step:
-    """The step, if an enqueue of it would be accepted (nothing is written)."""
-    from core.redis_queues import get_queue
-
+def _check_step(queue: Any, step: Step, index: int, user_id: Any) -> None:
+    """Raise what an enqueue of the step on ``queue`` would (nothing is written)."""
     unknown = sorted(set(step.options) - set(_STEP_OPTIONS))
     if unknown:
         raise InvalidPayloadError(f"option(s) {', '.join(map(repr, unknown))} not accepted in a chain step; "
                                   f"accepted: {', '.join(_STEP_OPTIONS)}")
     if index and PREVIOUS in (step.payload or {}):
         raise InvalidPayloadError(f"payload key {PREVIOUS!r} is taken: it carries the previous step's result")
-    get_queue(step.queue).check_enqueue(step.task, step.payload, user_id=user_id, **step.options)
-    return step
+    queue.check_enqueue(step.task, step.payload, user_id=user_id, **step.options)
 
 
 # --- batches ----------------------------------------------------------------------------------------
