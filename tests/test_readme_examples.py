@@ -1,13 +1,10 @@
 """The README's "Flow control" and "Workflows" examples, run as written: each Python block is
 executed in order against the test's own Redis and SQLite, then a worker (in this process, so it
-knows the tasks the blocks registered) runs what they queued; the CLI lines run as commands."""
+knows the tasks the blocks registered) runs what they queued. Blocks are fetched through
+tests.readme_blocks.readme_block, which is how tests/test_readme_blocks.py knows they are run."""
 
 from __future__ import annotations
 
-import re
-import shlex
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,13 +12,12 @@ from collections.abc import Iterator
 import pytest
 
 from core import task_registry
+from core.connection import get_redis
 from core.job_model import JobStatus
-from core.redis_queues import email_queue, get_job
+from core.redis_queues import ai_queue, crm_queue, email_queue, get_job
 from core.worker import Worker
 from core.workflows import get_batch
-from tests.servers import ROOT
-
-README = ROOT / "README.md"
+from tests.readme_blocks import Block, readme_block
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +29,8 @@ def _registry_restored(jobs_env) -> Iterator[None]:
     task_registry._tasks.update(saved)
 
 
-def blocks(heading: str) -> list[tuple[str, str]]:
-    section = README.read_text().split(f"\n## {heading}", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+def run(block: Block, namespace: dict) -> None:
+    exec(compile(block.code, f"README.md:{block.line}", "exec"), namespace)
 
 
 def run_worker() -> None:
@@ -47,35 +42,54 @@ def run_worker() -> None:
     assert not thread.is_alive(), "the worker did not finish the README's jobs"
 
 
+def ended_in_redis(queue, state: str = "finished") -> list:
+    ids = [i.decode() for i in get_redis().zrange(f"rq:{state}:{queue.name}", 0, -1)]
+    jobs = [get_job(i) for i in ids]
+    assert all(j.mode == "redis" for j in jobs), [(j.job_id, j.mode) for j in jobs]
+    return jobs
+
+
 def test_flow_control_examples_run_as_written(jobs_env):
     namespace: dict = {}
-    commands = 0
-    for language, code in blocks("Flow control"):
-        if language == "python":
-            exec(compile(code, "README.md (Flow control)", "exec"), namespace)
-        elif language == "bash":
-            for line in code.splitlines():
-                if line.startswith(".venv/bin/python -m scripts.jobs"):
-                    args = shlex.split(line.split("#")[0])[1:]
-                    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-                    assert done.returncode == 0, done.stderr
-                    commands += 1
-    assert commands == 2 and not email_queue.paused  # paused, then resumed, as the lines say
+    run(readme_block("Flow control", '@ai_queue.task(rate_limit="60/m", rate_key="provider")'), namespace)
+    run(readme_block("Flow control", "def sync_mailbox(user_id: str) -> dict: ..."), namespace)
+    run(readme_block("Flow control", 'raise RetryAfter(30, "CRM asked us to wait")'), namespace)
+    run(readme_block("Flow control", "email_queue.pause()"), namespace)
+    assert not email_queue.paused  # paused, then resumed
+    run(readme_block("Flow control", "if should_stop():"), namespace)
+
     summarize, import_contacts = namespace["summarize"], namespace["import_contacts"]
     assert summarize.name == "summarize" and import_contacts(batch_ids=[1, 2]) == 2
+    # the tasks the blocks declared, run through Redis by a worker
+    mailbox = namespace["sync_mailbox"].enqueue(user_id="42")
+    busy = namespace["push_contact"].enqueue(contact_id=1, crm_busy_until=time.time() + 3600)
+    free = namespace["push_contact"].enqueue(contact_id=2)
+    contacts = import_contacts.enqueue(batch_ids=[1, 2, 3])
     run_worker()
-    assert namespace["push_contact"].queue.short_name == "crm"
+
+    summaries = ended_in_redis(ai_queue)  # the block's two summarize calls
+    assert sorted(j.payload["thread_id"] for j in summaries) == [7, 8]
+    assert all(j.status == JobStatus.COMPLETED and j.result is None for j in summaries)
+    assert get_job(mailbox).status == JobStatus.COMPLETED and get_job(mailbox).mode == "redis"
+    assert b"gmail-sync:42" in get_redis().hget(f"rq:job:{mailbox}", "fk_limits")
+    deferred = get_job(busy)
+    assert deferred.status == JobStatus.DELAYED and deferred.deferrals == 1
+    assert deferred.reason == "retry after 30s: CRM asked us to wait" and deferred.retry_count == 0
+    assert get_job(free).result == "ok" and get_job(free).mode == "redis"
+    assert get_job(contacts).result == 3 and get_job(contacts).mode == "redis"
+    assert namespace["push_contact"].queue is crm_queue
 
 
 def test_workflow_examples_run_as_written(jobs_env):
     namespace: dict = {}
-    for language, code in blocks("Workflows"):
-        if language == "python":
-            exec(compile(code, "README.md (Workflows)", "exec"), namespace)
+    run(readme_block("Workflows", "def sync_report(parent_id: str, result=None, outcome=None, error=None) -> str:"),
+        namespace)
+    run(readme_block("Workflows", "ids = chain([Step(\"new_message_ids\", {\"user_id\": \"42\"}),"), namespace)
     run_worker()
     chain_ids, batch_id = namespace["ids"], namespace["batch_id"]
     assert get_job(chain_ids[-1]).result == 2  # two messages labelled "lead"
     assert get_job(chain_ids[1]).payload["previous"] == [101, 102]
+    assert all(get_job(i).mode == "redis" for i in chain_ids)
     progress = get_batch(batch_id)
     assert progress["done"] and progress["total"] == 2 and get_job(progress["callback_job_id"]).result.endswith(
         "of 2 threads processed")
@@ -83,7 +97,7 @@ def test_workflow_examples_run_as_written(jobs_env):
     # and the on_failure callback reports it
     sync = get_job(namespace["sync_id"])
     threads = get_job(namespace["threads_id"])
-    assert sync.status == JobStatus.FAILED
+    assert sync.status == JobStatus.FAILED and sync.mode == "redis"
     assert threads.status == JobStatus.CANCELED and threads.error.startswith(f"dependency {sync.job_id} failed")
 
 
