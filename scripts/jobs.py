@@ -132,6 +132,119 @@ def status(out: Output, job_id: str) -> None:
     run(go)
 
 
+def _when_ms(epoch: float | None) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if epoch else "-"
+
+
+def _field_text(name: str, value: bytes) -> Any:
+    """One field of a job hash as a person reads it: ``data`` decoded (zlib or not), JSON fields
+    parsed, RQ's zlib'd fields (``exc_info``) inflated, anything else as text or a byte count."""
+    import zlib
+
+    from core.rq_compat import decode_data
+
+    if name == "data":
+        try:
+            task_name, kwargs = decode_data(value)
+            return [task_name, None, [], kwargs]
+        except Exception:  # noqa: BLE001 - written by something else (RQ's pickle): shown as found
+            pass
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        try:
+            text = zlib.decompress(value).decode()
+        except (zlib.error, UnicodeDecodeError):
+            return f"<{len(value)} bytes, binary>"
+    if name in ("fk_result", "fk_progress", "fk_limits", "meta", "fk_hooks", "fk_trace"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def job_details(job_id: str) -> dict[str, Any]:
+    """Everything known about one job: the decoded job, its Redis hash and its events (this run)."""
+    from core import keys
+    from core.events import EventFilter, start_cursor
+
+    job = get_job(job_id)
+    if job is None:
+        raise JobNotFoundError(f"Job {job_id} does not exist (no rq:job:{job_id} in Redis, nothing in the "
+                               f"fallback spool; ended jobs expire after JOBS_RESULT_TTL / JOBS_FAILURE_TTL)")
+    connection = get_redis()
+    key = keys.job(job_id)
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hgetall(key)
+        pipe.ttl(key)
+        raw, ttl = pipe.execute()
+    stored = None
+    if raw:
+        fields = {k.decode(errors="replace"): v for k, v in raw.items()}
+        data = fields.get("data") or b""
+        stored = {"key": key, "ttl": ttl if ttl >= 0 else None, "data_bytes": len(data),
+                  "data_encoding": "json" if data[:1] == b"[" else "zlib",
+                  "fields": {name: _field_text(name, value) for name, value in sorted(fields.items())}}
+    # start_cursor replays the job's current run: the stream from the job's created_at on (at most
+    # JOBS_EVENTS_MAXLEN entries, read in batches), never the whole stream's history before it
+    _, events = start_cursor(connection, EventFilter(job_id=job_id), None)
+    return {"job": job.to_dict(), "redis": stored, "events": events}
+
+
+def _show_text(details: dict[str, Any]) -> str:
+    job, stored, events = details["job"], details["redis"], details["events"]
+    times = {"created_at", "started_at", "completed_at"}
+    lines = [f"{k:13} {_when_ms(v) + ' UTC' if k in times and v else ('-' if v is None else v)}"
+             for k, v in job.items() if k not in ("payload", "result", "error")]
+
+    def block(title: str, value: Any) -> None:
+        text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str, ensure_ascii=False)
+        lines.append(f"{title}:")
+        lines.extend("  " + line for line in text.splitlines() or [""])
+
+    block("payload", job["payload"])
+    block("result", job["result"])
+    if job["error"]:
+        block("error", job["error"])
+    else:
+        lines.append("error:        -")
+    if stored is None:
+        lines.append("redis:        not in Redis (the job is in the fallback spool)")
+    else:
+        expiry = f"expires in {stored['ttl']} s" if stored["ttl"] is not None else "no expiry"
+        lines.append(f"redis:        HGETALL {stored['key']}  ({len(stored['fields'])} fields, data "
+                     f"{stored['data_bytes']} B {'plain JSON' if stored['data_encoding'] == 'json' else 'zlib'}, "
+                     f"{expiry})")
+        width = max(len(name) for name in stored["fields"])
+        for name, value in stored["fields"].items():
+            shown = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+            if name == "fk_error" and value == job["error"] and "\n" in value:
+                shown = f"({len(value.splitlines())} lines: the error above)"
+            first, *rest = shown.splitlines() or [""]
+            lines.append(f"  {name.ljust(width)}  {first}")
+            lines.extend(f"  {' ' * width}  {line}" for line in rest)
+    lines.append(f"events ({len(events)}, this run):" if events else "events:       (none in fikiri:events)")
+    for event in events:
+        extra = event.get("error") or event.get("reason") or event.get("progress") or ""
+        lines.append(f"  {_when_ms(event['at'])}  {event['event']:10} {event['status'] or '-':10} "
+                     f"{event['id']}  {extra}".rstrip())
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.pass_obj
+def show(out: Output, job_id: str) -> None:
+    """Everything about one job, decoded: fields, payload, result, error, its Redis hash and events."""
+
+    def go() -> None:
+        details = job_details(job_id)
+        out.emit(details, lambda: _show_text(details))
+
+    run(go)
+
+
 @cli.command()
 @click.argument("queue", required=False)
 @click.pass_obj
