@@ -4,8 +4,10 @@ outside the checkout: its Python files verbatim, its shell blocks through bash.
 What the test changes, and only that: `/path/to/fikiri-jobs` becomes a copy of this checkout,
 port 8000 becomes a free port, REDIS_URL points at the test's own redis-server, the request
 waits until gunicorn answers (a person typing the lines gives it that time), and the last
-status read is repeated until the job has completed. Also: `pip install -e` of the checkout
-works in a fresh venv and gives the console scripts.
+status read is repeated until the job has completed; it must have run through Redis (`mode` is
+"redis", not "fallback"). Also: `pip install -e` of the checkout works in a fresh venv and gives
+the console scripts. checkout_copy, clean_env and make_venv are shared with
+tests/test_wheel_smoke.py (the built wheel, installed outside the checkout).
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ def test_the_quick_start_in_a_fresh_venv_outside_the_checkout(redis_server, tmp_
                 break
             time.sleep(0.25)
         assert body["data"]["status"] == "completed", (body, output[-3000:])
+        # ran by the worker through Redis: a job the web process ran in its fallback is completed too
+        assert body["data"]["mode"] == "redis", (body, output[-3000:])
         assert body["data"]["result"] == "welcome mail sent to user 42"
         # another user's token does not see it
         other = subprocess.run([str(host / "venv/bin/python"), "-c",
