@@ -26,9 +26,23 @@ def parse(unit: Path) -> configparser.ConfigParser:
 
 
 def test_the_worker_scheduler_and_api_units_exist():
-    # the worker is a template unit: `systemctl start fikiri-rq-worker@2` adds a worker
+    # the design card's plain worker unit (`systemctl enable --now fikiri-rq-worker`,
+    # `journalctl -u fikiri-rq-worker`) and the template for several (`fikiri-rq-worker@2`)
     assert [u.name for u in UNITS] == ["fikiri-api.service", "fikiri-rq-scheduler.service",
-                                       "fikiri-rq-worker@.service"]
+                                       "fikiri-rq-worker.service", "fikiri-rq-worker@.service"]
+
+
+def test_the_plain_worker_unit_runs_what_the_template_runs():
+    """One worker without an instance name: the same settings and sandbox as the template, line
+    for line (repeated keys such as SystemCallFilter included), so the two cannot drift apart."""
+    def body(unit: Path) -> list[str]:
+        text = unit.read_text().split("\n[Unit]\n", 1)[1]  # the comment header differs
+        return [line for line in text.splitlines() if not line.startswith("Description=")]
+
+    plain, template = ROOT / "fikiri-rq-worker.service", ROOT / "fikiri-rq-worker@.service"
+    assert "%i" not in plain.read_text() and "%i" in template.read_text()
+    assert parse(plain)["Service"]["ExecStart"].split()[1:] == ["-m", "scripts.rq_worker"]
+    assert body(plain) == body(template)
 
 
 def installed(unit: Path, directory: Path) -> Path:
@@ -47,6 +61,10 @@ def test_unit_settings(unit):
     assert service["EnvironmentFile"].startswith("-")
     longest_job = max(get_settings().timeout_for(q) for q in ("email", "ai", "crm"))
     assert int(service["TimeoutStopSec"]) > longest_job
+    # `systemctl enable` needs an [Install] section; `journalctl -u <unit>` reads what systemd
+    # collects from stdout/stderr, so neither is sent elsewhere
+    assert parse(unit)["Install"]["WantedBy"] == "multi-user.target"
+    assert not {"StandardOutput", "StandardError"} & set(service)
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
