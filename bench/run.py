@@ -4,6 +4,9 @@
     .venv/bin/python -m bench.run --quick    # smaller counts, one repetition
     .venv-bench/bin/python -m bench.run --peers [--quick] [--our-config 'simple x2' 'threaded 2x4' ...]
                                              # ours vs raw RQ, Celery, Dramatiq, Huey (requirements-bench.txt)
+    .venv/bin/python -m bench.run --figures  # ours only, about 2 minutes: the figures the README quotes
+                                             # (bytes per pending job by payload, commands per enqueue
+                                             # and per job, an idle worker's commands/s)
 
 Each benchmark runs ours and raw RQ interleaved (A/B/A/B), each repetition on a fresh
 redis-server, and prints the median with min-max and the ratio ours/raw. Results are also
@@ -271,6 +274,135 @@ def stats_with(jobs: int) -> dict[str, float]:
         server.cleanup()
 
 
+# --- the README's figures (--figures) -------------------------------------------------------------
+def _text_payload(size: int, seed: int = 7) -> dict[str, str]:
+    """A payload of about ``size`` bytes of JSON whose text is varied (English-like words), so
+    zlib shrinks it only as much as it would shrink a real email body."""
+    import random
+
+    words = ("the invoice for march is attached please confirm receipt of payment before friday "
+             "thanks regards meeting moved to thursday call me when you can order shipped tracking").split()
+    rng = random.Random(seed)
+    text = ""
+    while len(text) < size - 12:
+        text += rng.choice(words) + " "
+    return {"body": text[: size - 12]}
+
+
+MEMORY_PAYLOADS: dict[str, dict[str, Any]] = {
+    "tiny ({\"i\": n})": {},
+    "100 B, repetitive (the peers' payload, \"x\" * 92)": {"body": "x" * 92},
+    "200 B of text": _text_payload(200),
+    "600 B of text": _text_payload(600),
+    "2 KiB of text": _text_payload(2048),
+}
+
+
+def memory_by_payload(n: int, listpack_value: int | None = None, rounds: int = 3) -> list[dict[str, Any]]:
+    """Bytes of Redis data (MEMORY STATS ``dataset.bytes``) per pending job, for each payload of
+    :data:`MEMORY_PAYLOADS`: n jobs each, enqueued in bulk on a fresh server, measured as
+    bench.peers measures its 100-byte payload, the median of ``rounds`` (the allocator moves a
+    single measurement by up to ~50 bytes per job); with the size and kind (JSON or zlib) of one job's
+    ``data`` field and the job hash's encoding (listpack or hashtable). ``listpack_value``: the
+    server's ``hash-max-listpack-value`` (default 64), for what raising it buys."""
+    from bench.redis_probe import FreshRedis
+    from bench.systems import Ours
+
+    def once(payload: dict[str, Any]) -> tuple[float, bytes, Any]:
+        system = Ours("simple")
+        server = FreshRedis()
+        try:
+            if listpack_value is not None:
+                server.client.config_set("hash-max-listpack-value", listpack_value)
+            system.connect(server.url)
+            first = system.send("noop", 0, payload)
+            before = server.used_memory()
+            for start in range(1, n + 1, 1000):
+                system.send_bulk("noop", range(start, min(n + 1, start + 1000)), payload)
+            per_job = (server.used_memory() - before) / n
+            return (per_job, server.client.hget(f"rq:job:{first}", "data") or b"",
+                    server.client.object("encoding", f"rq:job:{first}"))
+        finally:
+            system.disconnect()
+            server.stop()
+
+    rows = []
+    for label, payload in MEMORY_PAYLOADS.items():
+        runs = [once(payload) for _ in range(rounds)]
+        per_job = statistics.median(r[0] for r in runs)
+        _, data, encoding = runs[0]
+        row = {"payload": label, "hash_max_listpack_value": listpack_value or 64, "bytes_per_job": per_job,
+               "runs": [round(r[0]) for r in runs], "data_bytes": len(data), "data_is_json": data[:1] == b"[",
+               "hash_encoding": encoding.decode() if isinstance(encoding, bytes) else encoding}
+        rows.append(row)
+        print(f"memory   {label:48} {per_job:6.0f} bytes/job {row['runs']}  data {len(data):5} B "
+              f"{'JSON' if row['data_is_json'] else 'zlib'}  hash {row['hash_encoding']}", flush=True)
+    return rows
+
+
+def idle_worker_cost(seconds: float, settle: float = 3.0) -> dict[str, Any]:
+    """Redis commands and round trips per second of one idle worker on every queue (the default
+    ``scripts/rq_worker.py`` with no options), counted after it has settled for ``settle`` s."""
+    import signal
+
+    from bench.redis_probe import FreshRedis
+
+    server = FreshRedis()
+    proc = subprocess.Popen([sys.executable, "scripts/rq_worker.py"], cwd=ROOT,
+                            env={**os.environ, "REDIS_URL": server.url, "PYTHONPATH": str(ROOT),
+                                 "JOBS_TASK_MODULES": "bench.our_tasks", "JOBS_LOG_LEVEL": "WARNING"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not server.client.scard("rq:workers"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not register (exit {proc.poll()})")
+            time.sleep(0.1)
+        time.sleep(settle)
+        server.reset()
+        time.sleep(seconds)
+        used = server.usage()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        server.stop()
+    return {"seconds": seconds, "commands_per_s": used.calls / seconds, "round_trips_per_s": used.reads / seconds,
+            "by_command_per_s": {k: round(v / seconds, 2) for k, v in sorted(used.by_command.items())}}
+
+
+# prefork 1x2 is the worker's default on 2 cores (JOBS_WORKER_CLASS=prefork, one child per CPU)
+FIGURE_CONFIGS = ["prefork 1x2", "simple x2", "simple x2 prefetch 10"]
+
+
+def figures(n_jobs: int, n_memory: int, idle_seconds: float) -> dict[str, Any]:
+    """The figures the README quotes, ours only, each on a fresh redis-server."""
+    from bench.peers import enqueue, throughput
+    from bench.systems import Ours
+
+    out: dict[str, Any] = {"memory": memory_by_payload(n_memory)}
+    print("memory with the server's hash-max-listpack-value at 1024:", flush=True)
+    out["memory_listpack_1024"] = memory_by_payload(n_memory, 1024)
+    enq = enqueue(Ours("simple"), n_jobs)
+    out["enqueue"] = enq
+    print(f"enqueue  {enq['enq_cmds_per_job']:.2f} commands per enqueue one by one "
+          f"({enq['one_by_one_per_s']:,.0f} jobs/s); bulk {enq['bulk_per_s']:,.0f} jobs/s", flush=True)
+    out["processing"] = {}
+    for config in FIGURE_CONFIGS:
+        got = throughput(Ours(config), "noop", n_jobs)
+        out["processing"][config] = got
+        print(f"process  {config:24} {got['cmds_per_job']:.2f} commands, {got['reads_per_job']:.2f} round trips "
+              f"per job ({got['jobs_per_s']:,.0f} jobs/s)", flush=True)
+    out["idle_worker"] = idle_worker_cost(idle_seconds)
+    print(f"idle     {out['idle_worker']['commands_per_s']:.1f} commands/s, "
+          f"{out['idle_worker']['round_trips_per_s']:.1f} round trips/s over {idle_seconds:.0f} s: "
+          f"{out['idle_worker']['by_command_per_s']}", flush=True)
+    return out
+
+
 # --- harness -------------------------------------------------------------------------------------
 def compare(name: str, ours: Callable[[], Any], raw: Callable[[], Any], reps: int, key: str | None = None,
             higher_is_better: bool = True) -> dict[str, Any]:
@@ -303,7 +435,21 @@ def main() -> None:
                              "'threaded 2x4' 'prefork 2' (class, processes x concurrency)")
     parser.add_argument("--our-io-config", nargs="+", metavar="CONFIG",
                         help="our worker configs for the --peers I/O scenario (default 'threaded 1x32')")
+    parser.add_argument("--figures", action="store_true",
+                        help="ours only: bytes per pending job by payload, commands per enqueue and per job, "
+                             "an idle worker's commands/s (the README's figures; about 2 minutes)")
     args = parser.parse_args()
+    if args.figures:
+        # memory always with 10,000 jobs: with fewer, the allocator's steps move bytes/job by 20-30%
+        result = figures(500 if args.quick else 2000, 10_000, 10 if args.quick else 20)
+        result["at"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        result["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                          text=True).stdout.strip()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / time.strftime("figures-%Y%m%d-%H%M%S.json")
+        out.write_text(json.dumps(result, indent=2, default=str))
+        print(f"results: {out}")
+        return
     if args.peers:
         from bench import peers
 
