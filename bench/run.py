@@ -374,22 +374,54 @@ def idle_worker_cost(seconds: float, settle: float = 3.0) -> dict[str, Any]:
             "by_command_per_s": {k: round(v / seconds, 2) for k, v in sorted(used.by_command.items())}}
 
 
+def enqueue_commands(n: int) -> dict[str, float]:
+    """Redis commands and round trips per job: n enqueues one by one, then n in one ``enqueue_many``
+    (on a fresh server, after one warm-up enqueue that loads the scripts)."""
+    from bench.redis_probe import FreshRedis
+    from bench.systems import Ours
+
+    system = Ours("simple")
+    server = FreshRedis()
+    try:
+        system.connect(server.url)
+        system.send("noop", 0)
+        server.reset()
+        start = time.perf_counter()
+        for i in range(1, n + 1):
+            system.send("noop", i)
+        one_rate = n / (time.perf_counter() - start)
+        one = server.usage()
+        server.reset()
+        start = time.perf_counter()
+        system.send_bulk("noop", range(n + 1, 2 * n + 1))
+        bulk_rate = n / (time.perf_counter() - start)
+        bulk = server.usage()
+    finally:
+        system.disconnect()
+        server.stop()
+    return {"one_by_one_per_s": one_rate, "one_cmds_per_job": one.calls / n, "one_reads_per_job": one.reads / n,
+            "one_by_command": {k: v / n for k, v in sorted(one.by_command.items())},
+            "bulk_per_s": bulk_rate, "bulk_cmds_per_job": bulk.calls / n, "bulk_reads_per_job": bulk.reads / n}
+
+
 # prefork 1x2 is the worker's default on 2 cores (JOBS_WORKER_CLASS=prefork, one child per CPU)
 FIGURE_CONFIGS = ["prefork 1x2", "simple x2", "simple x2 prefetch 10"]
 
 
 def figures(n_jobs: int, n_memory: int, idle_seconds: float) -> dict[str, Any]:
     """The figures the README quotes, ours only, each on a fresh redis-server."""
-    from bench.peers import enqueue, throughput
+    from bench.peers import throughput
     from bench.systems import Ours
 
     out: dict[str, Any] = {"memory": memory_by_payload(n_memory)}
     print("memory with the server's hash-max-listpack-value at 1024:", flush=True)
     out["memory_listpack_1024"] = memory_by_payload(n_memory, 1024)
-    enq = enqueue(Ours("simple"), n_jobs)
+    enq = enqueue_commands(n_jobs)
     out["enqueue"] = enq
-    print(f"enqueue  {enq['enq_cmds_per_job']:.2f} commands per enqueue one by one "
-          f"({enq['one_by_one_per_s']:,.0f} jobs/s); bulk {enq['bulk_per_s']:,.0f} jobs/s", flush=True)
+    print(f"enqueue  one by one {enq['one_cmds_per_job']:.2f} commands, {enq['one_reads_per_job']:.2f} round trips "
+          f"per job ({enq['one_by_one_per_s']:,.0f} jobs/s): {enq['one_by_command']}; bulk "
+          f"{enq['bulk_cmds_per_job']:.2f} commands, {enq['bulk_reads_per_job']:.3f} round trips per job "
+          f"({enq['bulk_per_s']:,.0f} jobs/s)", flush=True)
     out["processing"] = {}
     for config in FIGURE_CONFIGS:
         got = throughput(Ours(config), "noop", n_jobs)
