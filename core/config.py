@@ -205,6 +205,9 @@ class Settings:
     worker_max_jobs_per_child: int = 1000  # JOBS_WORKER_MAX_JOBS_PER_CHILD: a prefork child is replaced after this
     worker_max_child_memory_mb: int = 512  # JOBS_WORKER_MAX_CHILD_MEMORY_MB: ... or above this RSS (0: no limit)
     worker_prefetch: int = 1  # JOBS_WORKER_PREFETCH: jobs the simple worker claims per round trip
+    # JOBS_WORKER_BURST_REDIS_TIMEOUT (s): a --burst worker that cannot reach Redis this long exits 1
+    # (a long-running worker keeps retrying, as systemd expects, and says so once a minute).
+    worker_burst_redis_timeout: float = 30.0
 
     @property
     def worker_lease(self) -> float:
@@ -386,6 +389,8 @@ def load_settings() -> Settings:
         worker_max_jobs_per_child=_env_int("JOBS_WORKER_MAX_JOBS_PER_CHILD", Settings.worker_max_jobs_per_child, 1),
         worker_max_child_memory_mb=_env_int("JOBS_WORKER_MAX_CHILD_MEMORY_MB", Settings.worker_max_child_memory_mb, 0),
         worker_prefetch=_env_int("JOBS_WORKER_PREFETCH", Settings.worker_prefetch, 1),
+        worker_burst_redis_timeout=_env_float("JOBS_WORKER_BURST_REDIS_TIMEOUT", Settings.worker_burst_redis_timeout,
+                                              0.1),
         email_sync_interval_minutes=_env_float("EMAIL_SYNC_INTERVAL_MINUTES", Settings.email_sync_interval_minutes, 0.01),
         ai_processing_interval_minutes=_env_float(
             "AI_PROCESSING_INTERVAL_MINUTES", Settings.ai_processing_interval_minutes, 0.01

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -22,8 +24,57 @@ import redis
 from redis.sentinel import Sentinel
 
 from core.config import Settings, get_settings
+from core.errors import JobsError, JobsInternalError
 
 logger = logging.getLogger(__name__)
+
+# The one rule for "Redis is down": what redis-py raises for a refused, reset or timed-out socket
+# (BusyLoadingError, a restarting Redis loading its data, is a ConnectionError too). Nothing else
+# sends a job to the fallback: not an OSError of our own (a missing script file once did), not a
+# ResponseError (WRONGTYPE, OOM, a Lua error), not a bug. Every module catches these two names.
+REDIS_DOWN: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+# ConnectionError subclasses that are a misconfiguration, not a lost connection: a wrong password
+# stays wrong, and spooling would hide it. Catch these before REDIS_DOWN.
+REDIS_MISCONFIGURED: tuple[type[Exception], ...] = (redis.exceptions.AuthenticationError,
+                                                    redis.exceptions.AuthorizationError)
+
+
+def is_redis_down(exc: BaseException) -> bool:
+    """True only for a lost connection (see :data:`REDIS_DOWN`)."""
+    return isinstance(exc, REDIS_DOWN) and not isinstance(exc, REDIS_MISCONFIGURED)
+
+
+@contextmanager
+def internal_errors(action: str) -> Iterator[None]:
+    """Let a lost connection and our own :class:`JobsError` through; turn anything else into
+    :class:`JobsInternalError` (HTTP 500), logged with its traceback. ``action`` names what failed
+    ("enqueue of 'send_email'"), for the message the caller sees."""
+    try:
+        yield
+    except JobsError:
+        raise
+    except Exception as exc:
+        if is_redis_down(exc):
+            raise
+        logger.exception("%s failed on %s", action, redis_description())
+        raise JobsInternalError(
+            f"{action} failed inside the job layer ({type(exc).__name__}); it was not sent to the fallback "
+            f"(that is only for an unreachable Redis), and the server log has the details") from exc
+
+
+def redis_description(settings: Settings | None = None) -> str:
+    """Which Redis, for log lines and exit messages: host, port and db, never a password."""
+    settings = settings or get_settings()
+    url = urlsplit(settings.redis_url)
+    db = url.path.lstrip("/") or "0"
+    if settings.redis_sentinels:
+        return (f"master {settings.redis_sentinel_master!r} via sentinels "
+                f"{','.join(f'{h}:{p}' for h, p in settings.redis_sentinels)} (db {db})")
+    try:
+        host, port = url.hostname or "127.0.0.1", url.port or 6379
+    except ValueError:
+        return f"the Redis of REDIS_URL (scheme {url.scheme!r}, unreadable host or port)"
+    return f"{url.scheme}://{host}:{port}/{db}"
 
 _lock = threading.Lock()
 _client: redis.Redis | None = None
@@ -127,7 +178,9 @@ class _HealthCache:
             assert _probe is not None
             try:
                 ok = bool(_probe.ping())
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
+            except REDIS_DOWN as exc:
+                if not is_redis_down(exc):
+                    raise  # a wrong password is not "down": the caller sees it, nothing is spooled
                 ok = False
             if ok != self._ok:
                 logger.log(

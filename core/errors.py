@@ -65,6 +65,18 @@ class QueueUnavailableError(JobsError):
     http_status = 503
 
 
+class JobsInternalError(JobsError):
+    """Something other than a lost connection went wrong inside the job layer: Redis answered an
+    error (``WRONGTYPE``, ``OOM``, a script error), refused our credentials, or our code failed.
+
+    Never a reason to spool the job: the fallback is for a Redis that cannot be reached, and
+    sending these there would hide the fault while jobs run in web processes. The traceback goes
+    to the log; the message says what failed without server internals."""
+
+    code = "internal_error"
+    http_status = 500
+
+
 class UnregisteredTaskError(RuntimeError):
     """Raised inside a worker for a job naming a function that is not a registered task."""
 

@@ -30,11 +30,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from core import keys, lifecycle, monitoring, stopping, tracing
 from core.config import get_settings
-from core.connection import new_redis
+from core.connection import REDIS_DOWN, new_redis
 from core.lifecycle import AttemptResult, ClaimedJob
 from core.runner import run_attempt
 
@@ -43,7 +41,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+REDIS_ERRORS = REDIS_DOWN  # core.connection holds the one rule for "Redis is down"
 PR_SET_PDEATHSIG = 1
 IDLE_FLUSH = 0.5  # s: a pre-forked child flushes its timings this long after its last job
 GROUP_COMMIT_WINDOW = 0.002  # s: results of short jobs run back to back are committed together

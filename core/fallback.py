@@ -39,7 +39,7 @@ from typing import Any
 
 from core import lifecycle
 from core.config import get_settings
-from core.connection import get_redis, redis_available
+from core.connection import get_redis, redis_available, redis_description
 from core.job_model import Job
 from core.spool import FINAL, Spool, SpooledJob, priority_name, priority_rank
 from core.task_registry import TaskSpec
@@ -86,7 +86,7 @@ class FallbackExecutor:
         logger.warning(
             "FALLBACK MODE: Redis at %s is unreachable; job %s (%s) spooled to %s, %d unfinished there. Jobs run in "
             "this process's %d fallback threads until Redis returns, then move to Redis",
-            get_settings().redis_url, job.job_id, job.task_name, self.spool.path, count,
+            redis_description(), job.job_id, job.task_name, self.spool.path, count,
             get_settings().fallback_workers)
 
     # --- runner threads --------------------------------------------------------------------

@@ -10,11 +10,9 @@ import logging
 import time
 from typing import Any
 
-import redis
-
 from core import keys, lifecycle
 from core.config import QUEUE_NAMES, get_settings
-from core.connection import get_redis, mark_redis_down, new_redis, redis_available
+from core.connection import REDIS_DOWN, get_redis, mark_redis_down, new_redis, redis_available
 from core.errors import InvalidJobStateError, JobNotFoundError, UnknownQueueError
 from core.fallback import get_fallback
 from core.job_model import READ_FIELDS, Job, job_from_fields
@@ -22,7 +20,7 @@ from core.job_options import validate_job_id, validate_user_id
 
 logger = logging.getLogger(__name__)
 
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
+
 WAIT_SLICE = 1.0  # s: wait_for re-reads the job at least this often (ends that push no token)
 STATES = ("pending", "delayed", "running", "completed", "failed", "canceled")
 

@@ -58,7 +58,7 @@ import requests
 
 from core import keys, task_registry
 from core.config import get_settings
-from core.connection import get_redis, new_redis
+from core.connection import REDIS_DOWN, get_redis, new_redis
 from core.errors import JobNotFoundError, JobsError, PermanentJobError, RetryAfter
 from core.events import EVENTS, to_event
 from core.progress import current_job_id
@@ -483,7 +483,7 @@ class Dispatcher(threading.Thread):
                 if time.monotonic() >= next_cleanup:
                     forget_dead_consumers(connection, self.consumer)
                     next_cleanup = time.monotonic() + 10 * get_settings().webhook_claim_idle
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 logger.warning("webhook dispatcher %s: Redis unreachable (%s); retrying in 1s", self.consumer, exc)
                 self._stop_event.wait(1.0)
             except Exception:

@@ -19,6 +19,11 @@ twice a second, a claim (9 LPOPs on the three priority lists of three queues, in
 and a BLPOP per wake-up, the heartbeat pipeline, the webhook dispatcher's EXISTS every 2 s. Wake-up
 latency after an enqueue is one round trip.
 
+Redis unreachable: a long-running worker retries every second, as systemd expects, and logs which
+Redis and for how long once a minute; a ``--burst`` worker gives up after
+``JOBS_WORKER_BURST_REDIS_TIMEOUT`` (30 s) and exits 1 naming the Redis and the last error
+(a CI step or cron job must not hang on a Redis that is not there).
+
 Signals: SIGTERM/SIGINT stop claiming, finish the jobs in hand and exit 0; a second one puts the
 jobs in hand back at the head of their queues (not counted as attempts) and exits 1 at once.
 """
@@ -34,18 +39,21 @@ import time
 import uuid
 from typing import Any
 
-import redis
-
 from core import keys, lifecycle, monitoring, tracing
 from core.config import Settings, get_settings
-from core.connection import new_redis
+from core.connection import REDIS_DOWN, new_redis, redis_description
 from core.executors import PreforkExecutor, SimpleExecutor, ThreadedExecutor, rss_kb
 from core.lifecycle import ClaimedJob
 
 logger = logging.getLogger(__name__)
 
 WORKER_CLASSES = ("prefork", "fork", "simple", "threaded")
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+REDIS_ERRORS = REDIS_DOWN  # core.connection holds the one rule for "Redis is down"
+DOWN_LOG_EVERY = 60.0  # s: while Redis stays unreachable, one log line per minute
+
+
+class RedisUnreachableError(RuntimeError):
+    """A --burst worker could not reach Redis for JOBS_WORKER_BURST_REDIS_TIMEOUT seconds."""
 
 
 def build_executor(worker: Worker, kind: str, concurrency: int | None, settings: Settings) -> Any:
@@ -84,6 +92,9 @@ class Worker:
         self._next_sweep = 0.0
         self._woken = False
         self._dispatcher: Any = None
+        self._burst = False
+        self._down_since: float | None = None  # monotonic start of the current outage
+        self._down_logged = 0.0
 
     # --- bookkeeping the executors call ------------------------------------------------------------
     def job_done(self, job: ClaimedJob) -> None:
@@ -96,27 +107,39 @@ class Worker:
 
     # --- the loop ------------------------------------------------------------------------------------
     def work(self, burst: bool = False, max_jobs: int | None = None) -> int:
-        """Serve until stopped (or, with ``burst``, until the queues are empty). Returns the exit code."""
+        """Serve until stopped (or, with ``burst``, until the queues are empty). Returns the exit code:
+        0, or 1 when a burst worker gave up on an unreachable Redis."""
+        self._burst = burst
         self._install_signals()
         if tracing.init_sentry():
             logger.info("worker %s reports task failures to Sentry", self.name)
         self.executor.start()
-        self._register()
+        try:
+            self._register()
+        except RedisUnreachableError as exc:
+            logger.error("%s", exc)
+            self.executor.stop(wait=True)
+            self._stop.set()
+            return 1
         beat = threading.Thread(target=self._heartbeat_loop, name="fikiri-heartbeat", daemon=True)
         beat.start()
         from core.webhooks import start_dispatcher  # here, not at the top: after JOBS_TASK_MODULES is checked
 
         self._dispatcher = start_dispatcher(self.name)  # lifecycle events -> webhook delivery jobs
         logger.info("worker %s (%s) serving %s", self.name, self.executor.kind, ", ".join(self.queues))
+        code = 0
         try:
             while not self._stop.is_set():
                 if max_jobs is not None and self.processed >= max_jobs:
                     break
                 if not self._step(burst, max_jobs):
                     break
+        except RedisUnreachableError as exc:
+            logger.error("%s", exc)
+            code = 1
         finally:
             self._shutdown()
-        return 0
+        return code
 
     def _step(self, burst: bool, max_jobs: int | None) -> bool:
         """One turn of the loop; False when a burst worker has nothing left to do."""
@@ -132,6 +155,7 @@ class Worker:
         except REDIS_ERRORS as exc:
             self._redis_down(exc)
             return True
+        self._redis_back()
         if jobs:
             self.processed += len(jobs)
             self.executor.submit_many(jobs)
@@ -169,8 +193,29 @@ class Worker:
             self._redis_down(exc)
 
     def _redis_down(self, exc: Exception) -> None:
-        logger.warning("worker %s: Redis unreachable (%s); retrying in 1s", self.name, exc)
+        """Wait a second and let the caller retry; a burst worker gives up after its bound."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since, self._down_logged = now, now
+            logger.warning("worker %s: Redis at %s unreachable (%s); retrying every second", self.name,
+                           redis_description(self.settings), exc)
+        down_for = now - self._down_since
+        if self._burst and down_for >= self.settings.worker_burst_redis_timeout:
+            raise RedisUnreachableError(
+                f"worker {self.name}: Redis at {redis_description(self.settings)} unreachable for {down_for:.0f}s "
+                f"(JOBS_WORKER_BURST_REDIS_TIMEOUT={self.settings.worker_burst_redis_timeout:g}); a --burst worker "
+                f"gives up. Last error: {exc}")
+        if now - self._down_logged >= DOWN_LOG_EVERY:
+            self._down_logged = now
+            logger.warning("worker %s: Redis at %s still unreachable after %.0fs (%s); retrying every second",
+                           self.name, redis_description(self.settings), down_for, exc)
         self._stop.wait(1.0)
+
+    def _redis_back(self) -> None:
+        if self._down_since is not None:
+            logger.info("worker %s: Redis at %s reachable again after %.0fs", self.name,
+                        redis_description(self.settings), time.monotonic() - self._down_since)
+            self._down_since = None
 
     # --- maintenance ----------------------------------------------------------------------------------
     def _maintain(self) -> None:

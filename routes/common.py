@@ -17,6 +17,7 @@ from flask import Blueprint, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from core.auth import ForbiddenError, Identity, bearer_token, resolve_identity
+from core.connection import is_redis_down
 from core.errors import JobsError
 
 logger = logging.getLogger(__name__)
@@ -43,9 +44,12 @@ def install_error_handlers(bp: Blueprint) -> None:
         return error(exc.code, exc.message, exc.http_status)
 
     @bp.errorhandler(redis.RedisError)
-    def _redis_down(exc: redis.RedisError):
-        logger.warning("Redis error on %s %s: %s", request.method, request.path, exc)
-        return error("unavailable", "Redis is unreachable; only jobs in the in-process fallback can be read", 503)
+    def _redis_error(exc: redis.RedisError):
+        if is_redis_down(exc):
+            logger.warning("Redis unreachable on %s %s: %s", request.method, request.path, exc)
+            return error("unavailable", "Redis is unreachable; only jobs in the in-process fallback can be read", 503)
+        logger.error("Redis answered an error on %s %s", request.method, request.path, exc_info=exc)
+        return error("internal_error", f"Redis answered an error ({type(exc).__name__}); it has been logged", 500)
 
     @bp.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -37,7 +37,7 @@ from core import audit, job_ops, monitoring, periodic
 from core import dashboard_queries as queries
 from core.auth import Identity, resolve_identity
 from core.config import get_settings
-from core.connection import get_redis, redis_available
+from core.connection import get_redis, is_redis_down, redis_available
 from core.errors import JobNotFoundError, JobsError
 from core.fallback import get_fallback
 from core.job_model import Job
@@ -235,9 +235,12 @@ for _code in (400, 401, 403, 404, 405, 409, 413, 415, 429):
 
 
 @dashboard_bp.errorhandler(redis.RedisError)
-def _redis_down(exc: redis.RedisError) -> Any:
-    logger.warning("Redis error on %s %s: %s", request.method, request.path, exc)
-    return _error_page(503, "Redis is unreachable; try again in a moment")
+def _redis_error(exc: redis.RedisError) -> Any:
+    if is_redis_down(exc):
+        logger.warning("Redis unreachable on %s %s: %s", request.method, request.path, exc)
+        return _error_page(503, "Redis is unreachable; try again in a moment")
+    logger.error("Redis answered an error on %s %s", request.method, request.path, exc_info=exc)
+    return _error_page(500, f"Redis answered an error ({type(exc).__name__}); it has been logged")
 
 
 # --- data helpers ---------------------------------------------------------------------------------
