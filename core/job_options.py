@@ -114,8 +114,11 @@ class EnqueueOptions:
     limits: job_limits.Limits = job_limits.Limits()  # the task's, with this call's overrides
 
     def limits_field(self, queue_short: str, task_name: str, payload: dict[str, Any]) -> str | None:
-        """The job's ``fk_limits`` for this payload (a template key is filled from it)."""
-        return job_limits.job_limits(queue_short, task_name, self.limits, payload) if self.limits else None
+        """The job's ``fk_limits`` for this payload (a template key is filled from it, then from
+        the job's ``user_id``)."""
+        if not self.limits:
+            return None
+        return job_limits.job_limits(queue_short, task_name, self.limits, payload, self.user_id)
 
 
 def check_options(

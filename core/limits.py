@@ -96,14 +96,19 @@ def fields(template: str, what: str = "key") -> list[str]:
     return names
 
 
-def resolve_key(template: str, payload: dict[str, Any], what: str) -> str:
-    """The template filled from the payload; a missing or non-scalar field is a clear error."""
+def resolve_key(template: str, payload: dict[str, Any], what: str, user_id: str | None = None) -> str:
+    """The template filled from the payload; ``{user_id}`` missing from the payload is filled from
+    the job's own ``user_id=`` option (so ``enqueue_job(task, {"job_id": 7}, user_id=u)`` keys the
+    limit on ``u``). A field found in neither, or a non-scalar one, is a clear error."""
     values = {}
     for name in fields(template, what):
         value = payload.get(name)
+        if value is None and name == "user_id":
+            value = user_id
         if value is None or isinstance(value, dict | list):
+            extra = " or the enqueue's user_id= option" if name == "user_id" else ""
             raise InvalidPayloadError(
-                f"{what} {template!r} needs payload field {name!r} (a string or number); the payload has "
+                f"{what} {template!r} needs payload field {name!r} (a string or number){extra}; the payload has "
                 f"{', '.join(sorted(payload)) or 'no fields'}")
         values[name] = value
     resolved = template.format(**values)
@@ -153,19 +158,20 @@ def merge(declared: Limits, override: Limits) -> Limits:
     )
 
 
-def job_limits(queue_short: str, task_name: str, limits: Limits, payload: dict[str, Any]) -> str | None:
+def job_limits(queue_short: str, task_name: str, limits: Limits, payload: dict[str, Any],
+               user_id: str | None = None) -> str | None:
     """The ``fk_limits`` field of one job (JSON), or None when the job has no limit of its own.
 
     Each entry: ``n`` limiter name (``rate:<key>``/``conc:<key>``), ``c`` count, ``p`` period
     (rate), ``b`` burst (rate), ``l`` the label shown while the job waits."""
     entries = []
     if limits.rate is not None:
-        key = resolve_key(limits.rate_key, payload, "rate_key") if limits.rate_key else task_name
+        key = resolve_key(limits.rate_key, payload, "rate_key", user_id) if limits.rate_key else task_name
         rate = limits.rate
         entries.append({"n": f"rate:{key}", "c": rate.count, "p": rate.period, "b": rate.burst,
                         "l": f"rate limited: {queue_short} {key} {rate.text}"})
     if limits.concurrency is not None:
-        key = resolve_key(limits.concurrency_key, payload, "concurrency_key") if limits.concurrency_key else task_name
+        key = resolve_key(limits.concurrency_key, payload, "concurrency_key", user_id) if limits.concurrency_key else task_name
         entries.append({"n": f"conc:{key}", "c": limits.concurrency,
                         "l": f"concurrency limited: {key} (at most {limits.concurrency} running)"})
     return json.dumps(entries, separators=(",", ":")) if entries else None

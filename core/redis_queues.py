@@ -23,7 +23,7 @@ from typing import Any
 
 from core import keys, lifecycle, queue_control, task_registry, tracing
 from core.config import QUEUE_NAMES, get_settings
-from core.connection import get_redis, mark_redis_down, redis_available
+from core.connection import REDIS_DOWN, get_redis, internal_errors, mark_redis_down, redis_available
 from core.errors import (
     InvalidJobStateError,
     InvalidPayloadError,
@@ -35,7 +35,6 @@ from core.errors import (
 from core.fallback import get_fallback
 from core.job_model import Job, JobStatus
 from core.job_ops import (
-    REDIS_DOWN,
     cancel_job,
     delete_job,
     fetch_jobs,
@@ -56,7 +55,7 @@ from core.job_options import (
 from core.limits import check_limits
 from core.task_object import Task
 from core.task_registry import TaskSpec
-from core.workflows import Hooks, check_hooks
+from core.workflows import Hooks, check_hooks, enqueue_batch, get_batch
 
 __all__ = [
     "RedisQueue", "Job", "JobStatus", "email_queue", "ai_queue", "crm_queue", "get_email_queue",
@@ -90,14 +89,18 @@ class RedisQueue:
     # --- the task registry ------------------------------------------------------------------
     def register_task(self, name: str, func: Callable[..., Any], max_retries: int | None = None,
                       fallback: bool = True, *, rate_limit: str | None = None, rate_key: str | None = None,
-                      concurrency: int | None = None, concurrency_key: str | None = None) -> TaskSpec:
+                      concurrency_limit: int | None = None, concurrency_key: str | None = None,
+                      concurrency: int | None = None) -> TaskSpec:
         """Allow workers to run ``func`` for jobs naming ``name`` on this queue.
 
         ``fallback=False``: while Redis is down, enqueue raises :class:`QueueUnavailableError`
         (HTTP 503) instead of running the task in a web process (heavy AI work, say).
         ``rate_limit="60/m"`` (per ``rate_key``, a string or a payload template such as
         ``"{user_id}"``) and ``concurrency=N`` (per ``concurrency_key``) are enforced in Redis
-        across every worker and host; see :mod:`core.limits`."""
+        across every worker and host; see :mod:`core.limits`. ``concurrency_limit`` is DESIGN.md's
+        name, ``concurrency`` the same option's older one. Registering a name again keeps the
+        limits it was declared with (see :func:`core.task_registry.register`)."""
+        concurrency = concurrency_option(concurrency_limit, concurrency)
         try:
             limits = check_limits(rate_limit, rate_key, concurrency, concurrency_key)
         except JobsError as exc:
@@ -105,9 +108,10 @@ class RedisQueue:
         return task_registry.register(self.short_name, name, func, max_retries, fallback, limits)
 
     def task(self, max_retries: int | None = None, name: str | None = None, fallback: bool = True, *,
-             rate_limit: str | None = None, rate_key: str | None = None, concurrency: int | None = None,
-             concurrency_key: str | None = None) -> Callable:
+             rate_limit: str | None = None, rate_key: str | None = None, concurrency_limit: int | None = None,
+             concurrency_key: str | None = None, concurrency: int | None = None) -> Callable:
         """Decorator: register the function as a task under its own name (or ``name``)."""
+        concurrency = concurrency_option(concurrency_limit, concurrency)
 
         def decorate(func: Callable[..., Any]) -> Task:
             self.register_task(name or func.__name__, func, max_retries, fallback, rate_limit=rate_limit,
@@ -151,8 +155,9 @@ class RedisQueue:
         unique_key: str | None = None,
         rate_limit: str | None = None,
         rate_key: str | None = None,
-        concurrency: int | None = None,
+        concurrency_limit: int | None = None,
         concurrency_key: str | None = None,
+        concurrency: int | None = None,
         depends_on: str | list[str] | None = None,
         on_dependency_failure: str = "cancel",
         on_success: str | None = None,
@@ -169,6 +174,7 @@ class RedisQueue:
         ``depends_on``, ``on_dependency_failure``, ``on_success`` and ``on_failure``: see
         :mod:`core.workflows` (they need Redis: with Redis down they answer 503).
         """
+        concurrency = concurrency_option(concurrency_limit, concurrency)
         hooks = check_hooks(self.short_name, depends_on, on_dependency_failure, on_success, on_failure)
         return self._enqueue_one(task_name, payload, hooks, None, max_retries=max_retries, delay=delay, at=at,
                                  priority=priority, job_id=job_id, user_id=user_id, timeout=timeout,
@@ -190,18 +196,20 @@ class RedisQueue:
         if hooks.depends_on and options.run_at is not None:
             raise InvalidPayloadError("give either depends_on or delay/at: a job with dependencies runs when they end")
         needs_redis = bool(hooks) or not allow_fallback
-        if redis_available():
-            try:
-                return self._enqueue_redis(spec, [kwargs], options, [job_limits], hooks, pass_result)[0]
-            except REDIS_DOWN as exc:
-                mark_redis_down()
-                if needs_redis:
-                    raise QueueUnavailableError("Redis went away; a job with depends_on or callbacks, or a chain's "
-                                                "step, needs it; this one was not written, try again") from exc
-                logger.warning("enqueue of %s to Redis failed (%s); using the in-process fallback", task_name, exc)
-        elif needs_redis:
-            raise QueueUnavailableError("Redis is unreachable now, and this job needs it (depends_on, callbacks or a "
-                                        "chain); nothing was written, try again in a moment")
+        try:
+            with internal_errors(f"enqueue of {spec.name!r} on queue {self.short_name}"):
+                if redis_available():
+                    return self._enqueue_redis(spec, [kwargs], options, [job_limits], hooks, pass_result)[0]
+        except REDIS_DOWN as exc:  # internal_errors let only a lost connection through
+            mark_redis_down()
+            if needs_redis:
+                raise QueueUnavailableError("Redis went away; a job with depends_on or callbacks, or a chain's "
+                                            "step, needs it; this one was not written, try again") from exc
+            logger.warning("enqueue of %s to Redis failed (%s); using the in-process fallback", task_name, exc)
+        else:
+            if needs_redis:
+                raise QueueUnavailableError("Redis is unreachable now, and this job needs it (depends_on, callbacks "
+                                            "or a chain); nothing was written, try again in a moment")
         return self._enqueue_fallback(spec, kwargs, options, job_limits)
 
     def enqueue_many(
@@ -215,14 +223,16 @@ class RedisQueue:
         timeout: int | None = None,
         rate_limit: str | None = None,
         rate_key: str | None = None,
-        concurrency: int | None = None,
+        concurrency_limit: int | None = None,
         concurrency_key: str | None = None,
+        concurrency: int | None = None,
     ) -> list[str]:
         """Queue ``task_name`` once per payload in one script call; returns the ids.
 
         Every payload is validated first, so a bad one rejects the whole batch before anything is
         written. With Redis down the jobs go to the fallback one by one.
         """
+        concurrency = concurrency_option(concurrency_limit, concurrency)
         return self._enqueue_many(task_name, payloads, None, max_retries=max_retries, priority=priority,
                                   user_id=user_id, timeout=timeout, rate_limit=rate_limit, rate_key=rate_key,
                                   concurrency=concurrency, concurrency_key=concurrency_key)
@@ -238,16 +248,17 @@ class RedisQueue:
                                 rate_limit=rate_limit, rate_key=rate_key, concurrency=concurrency,
                                 concurrency_key=concurrency_key)
         limit_fields = [options.limits_field(self.short_name, spec.name, kwargs) for kwargs in encoded]
-        if not redis_available():
-            if batch is not None:
-                raise QueueUnavailableError("a batch needs Redis, which is unreachable now; try again in a moment")
-            return [self._enqueue_fallback(spec, kwargs, options, job_limits)
-                    for kwargs, job_limits in zip(encoded, limit_fields)]
         try:
-            return self._enqueue_redis(spec, encoded, options, limit_fields, batch=batch)
+            with internal_errors(f"bulk enqueue of {spec.name!r} on queue {self.short_name}"):
+                if redis_available():
+                    return self._enqueue_redis(spec, encoded, options, limit_fields, batch=batch)
         except REDIS_DOWN as exc:
             mark_redis_down()
             raise QueueUnavailableError("Redis went away during a bulk enqueue; nothing was written, try again") from exc
+        if batch is not None:
+            raise QueueUnavailableError("a batch needs Redis, which is unreachable now; try again in a moment")
+        return [self._enqueue_fallback(spec, kwargs, options, job_limits)
+                for kwargs, job_limits in zip(encoded, limit_fields)]
 
     def _enqueue_redis(self, spec: TaskSpec, payloads: list[dict[str, Any]], options: EnqueueOptions,
                        limit_fields: list[str | None], hooks: Hooks | None = None, pass_result: str | None = None,
@@ -391,9 +402,24 @@ class RedisQueue:
     def resume(self) -> bool:
         return queue_control.resume(self.short_name)
 
+    def is_paused(self) -> bool:
+        """Whether workers are held off this queue (DESIGN.md's name; ``paused`` is the same)."""
+        return queue_control.is_paused(self.short_name)
+
     @property
     def paused(self) -> bool:
         return queue_control.is_paused(self.short_name)
+
+    # --- batches ---------------------------------------------------------------------------------
+    def enqueue_batch(self, task: str, payloads: list[dict[str, Any]], on_complete: str | None = None,
+                      user_id: str | int | None = None, **options: Any) -> str:
+        """Queue ``task`` once per payload on this queue as one batch; returns the batch id.
+        ``on_complete`` runs once when every member has ended (see :func:`core.workflows.enqueue_batch`)."""
+        return enqueue_batch(self.short_name, task, payloads, on_complete=on_complete, user_id=user_id, **options)
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        """``{"batch_id", "total", "completed", "failed", "pending", "done", ...}`` of any queue's batch."""
+        return get_batch(batch_id)
 
     def wait_for(self, job_id: str, timeout: float) -> Job:
         """Block until the job has ended and return it; :class:`TimeoutError` if still going."""
@@ -401,6 +427,14 @@ class RedisQueue:
 
     def retry_job(self, job_id: str) -> Job:
         return retry_job(job_id)
+
+
+def concurrency_option(concurrency_limit: Any, concurrency: Any) -> Any:
+    """DESIGN.md's ``concurrency_limit=`` and the older ``concurrency=`` name one option."""
+    if concurrency_limit is not None and concurrency is not None and concurrency_limit != concurrency:
+        raise InvalidPayloadError(f"give concurrency_limit or concurrency (the same option), not both: got "
+                                  f"concurrency_limit={concurrency_limit!r} and concurrency={concurrency!r}")
+    return concurrency_limit if concurrency_limit is not None else concurrency
 
 
 # --- the three queues ----------------------------------------------------------------------------

@@ -42,18 +42,44 @@ _loaded_modules: set[str] = set()
 
 def register(queue: str, name: str, func: Callable[..., Any], max_retries: int | None = None,
              fallback: bool = True, limits: Limits | None = None) -> TaskSpec:
-    """Register ``func`` as task ``name`` on ``queue``. Re-registering the same name replaces it."""
+    """Register ``func`` as task ``name`` on ``queue``.
+
+    Registering a name again (the seeds' pattern: a web handler re-registers
+    ``process_gmail_sync`` before enqueueing it) keeps what the first registration declared: its
+    limits, and its retries when this call gives none. Workers run with the limits their own
+    import declared, so a second registration that dropped them would weaken them in this
+    process only; one that declares other limits is refused with a clear error instead."""
     if not callable(func):
         raise TypeError(f"task {name!r} must be callable, got {type(func).__name__}")
     if not name or not isinstance(name, str):
         raise ValueError("a task name must be a non-empty string")
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         raise ValueError(f"max_retries for task {name!r} must be a whole number >= 0, got {max_retries!r}")
-    spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback,
-                    limits=limits or Limits())
+    limits = limits or Limits()
     with _lock:
+        existing = _tasks.get(queue, {}).get(name)
+        if existing is not None and existing.limits:
+            if limits and limits != existing.limits:
+                raise ValueError(
+                    f"task {name!r} on queue {queue} is already registered with {describe_limits(existing.limits)}; "
+                    f"registering it again with {describe_limits(limits)} would change its limits in this process "
+                    f"only (workers keep theirs). Declare the same limits, none (to keep them), or use another name")
+            limits = existing.limits
+        if existing is not None and max_retries is None:
+            max_retries = existing.max_retries
+        spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback, limits=limits)
         _tasks.setdefault(queue, {})[name] = spec
     return spec
+
+
+def describe_limits(limits: Limits) -> str:
+    """``rate_limit 60/min per 'provider', concurrency 1 per 'gmail-sync:{user_id}'`` (or ``no limits``)."""
+    parts = []
+    if limits.rate is not None:
+        parts.append(f"rate_limit {limits.rate.text} per {limits.rate_key or 'task'!r}")
+    if limits.concurrency is not None:
+        parts.append(f"concurrency {limits.concurrency} per {limits.concurrency_key or 'task'!r}")
+    return ", ".join(parts) or "no limits"
 
 
 def get(queue: str, name: str) -> TaskSpec | None:

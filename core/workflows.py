@@ -202,7 +202,8 @@ def enqueue_batch(queue: str, task: str, payloads: list[dict[str, Any]], on_comp
     """Queue ``task`` once per payload as one batch; returns the batch id.
 
     ``on_complete`` (a registered task) runs exactly once, when every member has ended, with
-    ``batch_id``, ``succeeded``, ``failed`` and ``canceled``. Exactly once also when two workers
+    ``batch_id``, ``total``, ``completed`` (succeeded) and ``failed`` (DESIGN.md's words; canceled
+    members are ``total - completed - failed``). Exactly once also when two workers
     end the last two members at the same instant (each end is one script) and when a worker is
     SIGKILLed between them (a lost attempt is retried, and only final ends count)."""
     from core.redis_queues import get_queue

@@ -23,13 +23,13 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import inspect, select, text
+from sqlalchemy import and_, false, inspect, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from core.config import get_settings
 from core.db import get_engine, session_scope
 from core.errors import PermanentJobError
-from core.progress import report_progress
+from core.progress import current_job_id, report_progress
 from core.redis_queues import email_queue, get_job
 from email_automation.gmail_client import GmailClient, HistoryExpiredError
 from email_automation.models import ACTIVE_SYNC_STATUSES, EmailMessage, GmailAccount, SyncJob
@@ -162,22 +162,33 @@ class GmailSyncJobManager:
             if row is not None:
                 row.status, row.error, row.completed_at = status, error, time.time()
 
-    def process_sync_job(self, job_id: int, user_id: str | None = None, full_sync: bool | None = None,
+    def process_sync_job(self, job_id: int | str, user_id: str | None = None, full_sync: bool | None = None,
                          lookback_days: int | None = None) -> dict[str, Any]:
-        """The ``process_gmail_sync`` task: run sync row ``job_id`` (of ``user_id``, when given)."""
+        """The ``process_gmail_sync`` task: run sync row ``job_id`` (of ``user_id``, when given).
+
+        ``job_id`` is the row's id, or the queue job id :meth:`queue_sync_job` returned. A row runs
+        once: a second job for the same row (the seeds' pattern enqueues one more after
+        ``queue_sync_job`` already did) finds it running or ended and returns its state without
+        syncing. Only the job that claimed the row runs it again (its own retries, or a rerun
+        after its worker died), so a sync is never run by two jobs."""
+        me = current_job_id()
         with session_scope() as session:
-            row = session.get(SyncJob, int(job_id))
-            if row is None:
-                raise SyncError(f"sync row {job_id} does not exist in this database")
+            row = self._row(session, job_id)
             if user_id is not None and row.user_id != str(user_id):
                 raise SyncError(f"sync row {job_id} belongs to another user; this job was queued elsewhere")
+            if not self._claim(session, row, me):
+                session.refresh(row)
+                logger.info("sync row %s is %s (job %s); job %s leaves it alone", row.id, row.status,
+                            row.queue_job_id, me)
+                return self._state(row, skipped=True)
+            session.refresh(row)
+            job_id = row.id
             account = session.scalar(select(GmailAccount).where(GmailAccount.user_id == row.user_id))
             if account is None or not account.connected:
                 row.status, row.error, row.completed_at = "failed", "no connected Gmail account", time.time()
                 failure = f"user {row.user_id} has no connected Gmail account"
             else:
                 failure = None
-                row.status, row.started_at, row.error = "running", time.time(), None
                 user, sync_type = row.user_id, row.sync_type
                 tokens = (account.access_token, account.refresh_token, account.history_id)
         if failure:
@@ -195,6 +206,42 @@ class GmailSyncJobManager:
             row.messages_synced, row.messages_new = counts["messages_synced"], counts["messages_new"]
         return {"sync_job_id": int(job_id), "user_id": user, "sync_type": sync_type, "lookback_days": days,
                 **counts}
+
+    @staticmethod
+    def _row(session: Any, job_id: int | str) -> SyncJob:
+        """The row by id, or by the queue job id ``queue_sync_job`` returned (``gmail-sync-<id>-<hex>``)."""
+        if isinstance(job_id, str) and not job_id.isdigit():
+            row = session.scalar(select(SyncJob).where(SyncJob.queue_job_id == job_id))
+        else:
+            try:
+                row_id = int(job_id)
+            except (TypeError, ValueError):
+                raise SyncError(f"job_id must be a sync row id or a queue job id, got {job_id!r}") from None
+            row = session.get(SyncJob, row_id)
+        if row is None:
+            raise SyncError(f"sync row {job_id} does not exist in this database")
+        return row
+
+    @staticmethod
+    def _claim(session: Any, row: SyncJob, me: str | None) -> bool:
+        """Mark ``row`` running for job ``me`` if it may run it, in one conditional UPDATE (two jobs
+        racing for a row cannot both win, in SQLite or PostgreSQL): a pending row is anyone's and
+        becomes this job's; a running or failed one only its own job's (a retry, or a rerun after
+        its worker died); a completed one nobody's."""
+        mine = SyncJob.queue_job_id == me if me is not None else false()
+        claimable = or_(SyncJob.status == "pending", and_(SyncJob.status.in_(("running", "failed")), mine))
+        values: dict[str, Any] = {"status": "running", "started_at": time.time(), "error": None}
+        if me is not None:
+            values["queue_job_id"] = me
+        done = session.execute(update(SyncJob).where(SyncJob.id == row.id, claimable).values(**values)
+                               .execution_options(synchronize_session=False))
+        return done.rowcount == 1
+
+    @staticmethod
+    def _state(row: SyncJob, skipped: bool = False) -> dict[str, Any]:
+        return {"sync_job_id": row.id, "user_id": row.user_id, "sync_type": row.sync_type, "status": row.status,
+                "queue_job_id": row.queue_job_id, "messages_synced": row.messages_synced,
+                "messages_new": row.messages_new, "error": row.error, "skipped": skipped}
 
     def _sync(self, user: str, full: bool, lookback_days: int, access: str, refresh: str,
               history_id: str | None) -> dict[str, Any]:
@@ -248,7 +295,7 @@ class GmailSyncJobManager:
         return 0
 
 
-def process_gmail_sync(job_id: int, user_id: str | None = None, full_sync: bool | None = None,
+def process_gmail_sync(job_id: int | str, user_id: str | None = None, full_sync: bool | None = None,
                        lookback_days: int | None = None) -> dict[str, Any]:
     return GmailSyncJobManager().process_sync_job(job_id, user_id, full_sync, lookback_days)
 

@@ -95,11 +95,11 @@ def batch_member(key: str, item: int, fail: bool = False, seconds: float = 0.0) 
 
 
 @email_queue.task(max_retries=0)
-def batch_done(batch_id: str, succeeded: int, failed: int, canceled: int) -> str:
+def batch_done(batch_id: str, total: int, completed: int, failed: int) -> str:
     import json
 
-    get_redis().rpush("test:batch_done", json.dumps({"batch_id": batch_id, "succeeded": succeeded,
-                                                      "failed": failed, "canceled": canceled}))
+    get_redis().rpush("test:batch_done", json.dumps({"batch_id": batch_id, "succeeded": completed,
+                                                      "failed": failed, "canceled": total - completed - failed}))
     return batch_id
 
 

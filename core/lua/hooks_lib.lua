@@ -74,7 +74,8 @@ local function batch_member_ended(L, batch, outcome, now_rq)
   local callback = ''
   if b[5] then
     local spec = cjson.decode(b[5])
-    create_job(L, spec, ',"succeeded":' .. ok .. ',"failed":' .. bad .. ',"canceled":' .. gone .. '}]', now_rq)
+    -- DESIGN.md's words: batch_id, total, completed (= succeeded), failed; canceled = total - both
+    create_job(L, spec, ',"total":' .. b[1] .. ',"completed":' .. ok .. ',"failed":' .. bad .. '}]', now_rq)
     callback = spec.id
   end
   redis.call('HSET', bkey, 'callback_id', callback, 'ended_at', now_rq)
