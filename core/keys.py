@@ -38,7 +38,9 @@ def job_prefix() -> str:
 
 
 def results(job_id: str) -> str:
-    """STREAM: RQ's result stream of a job; written by RQ's own workers only, deleted on a re-run."""
+    """STREAM: RQ's result record of a job (rq.results.Result): one entry per final end (the result,
+    or the error, base64 as RQ's JSONSerializer reads it; core/lua/rq_lib.lua), at most 10, expiring
+    with the job hash; deleted with the job and on a re-run of its id."""
     return f"{RQ}:results:{job_id}"
 
 
@@ -63,7 +65,8 @@ def queue_lists(full_name: str) -> list[str]:
 
 
 def all_queues() -> str:
-    """SET: every queue key (RQ's ``rq:queues``), so ``rq info`` lists ours."""
+    """SET: every queue key (RQ's ``rq:queues``), so ``rq info`` lists ours: a queue is added by the
+    script that puts its first job on it (enqueue, a fallback hand-back, a callback job, a requeue)."""
     return f"{RQ}:queues"
 
 
@@ -221,7 +224,7 @@ def lua_layout() -> dict[str, str]:
             "low": f"{_p()}:prio:low:", "scheduled": f"{RQ}:scheduled:", "wake": f"{_p()}:wake:",
             "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due(), "events": events(),
             "canceled": f"{RQ}:canceled:", "stats": f"{_p()}:stats:", "dependents": dependents_prefix(),
-            "batch": batch_prefix()}
+            "batch": batch_prefix(), "results": f"{RQ}:results:", "queues": all_queues()}
 
 
 # --- events (core/lua/events_lib.lua, core/events.py) -------------------------------------------

@@ -21,6 +21,8 @@ the API, CLI and dashboard actions all call these functions; nothing else writes
 Measured cost per processed no-op job (two simple workers, prefetch 10; ``bench.limiter``): 8.8
 Redis commands inside the claim and finish scripts, 2 of them the events stream's XADDs and 1
 the hooks check; a rate limit adds about 4, a concurrency limit about 7. See docs/BENCHMARKS.md.
+What RQ's own tools read costs 3 more per job (``bench.rq_tools_cost``): the SADD to ``rq:queues``
+in enqueue, and RQ's result record (XADD, EXPIRE) in a final end.
 """
 
 from __future__ import annotations
@@ -34,7 +36,18 @@ from typing import Any
 from core import keys, limits, monitoring, scripts
 from core.backoff import retry_delays
 from core.config import get_settings
-from core.rq_compat import decode_data, encode_data, epoch_to_rq_time, format_time, parse_time
+from core.rq_compat import (
+    RESULT_FAILED,
+    RESULT_SUCCESSFUL,
+    call_description,
+    decode_data,
+    encode_data,
+    epoch_to_rq_time,
+    format_time,
+    parse_time,
+    result_exc_string,
+    result_return_value,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +103,8 @@ class NewJob:
         out: list[Any] = [
             "status", "scheduled" if self.run_at is not None else "queued",
             "created_at", now,
+            "enqueued_at", now,  # RQ's tools show when it was enqueued; promote.lua moves it to when it became due
+            "description", call_description(self.task_name, self.kwargs),
             "origin", queue,
             "timeout", self.timeout,
             "result_ttl", self.result_ttl or settings.result_ttl,
@@ -148,7 +163,7 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
         "enqueue", connection,
         [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
          keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs(),
-         keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
+         keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()],
         [json.dumps(request, separators=(",", ":")), *blobs],
     )
     return [r.decode() if isinstance(r, bytes) else r for r in replies]
@@ -183,6 +198,7 @@ def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
         status = {"completed": "finished", "failed": "failed", "canceled": "canceled"}[o.status]
         fields: list[Any] = [
             "status", status, "created_at", epoch_to_rq_time(o.created_at),
+            "enqueued_at", epoch_to_rq_time(o.created_at), "description", call_description(o.task_name, o.kwargs),
             "data", encode_data(o.task_name, o.kwargs, compress=False).decode(),
             "origin", full, "ended_at", epoch_to_rq_time(o.completed_at), "result_ttl", settings.result_ttl,
             "failure_ttl", settings.failure_ttl, "fk_task", o.task_name, "fk_max", o.max_retries,
@@ -202,11 +218,21 @@ def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
             "fields": fields, "id": o.job_id, "ttl": ttl, "expiry": time.time() + ttl, "task": o.task_name,
             "event": o.status, "retries": o.retries, "queue": o.queue,
             "user_key": keys.user_jobs(o.user_id) if o.user_id else None, "user": o.user_id,
+            "queue_key": keys.queue(full), "results": keys.results(o.job_id), **_imported_result(o),
         })
-    request = {"users": keys.users_with_jobs(), "user_size": settings.user_index_size,
+    request = {"users": keys.users_with_jobs(), "queues": keys.all_queues(), "user_size": settings.user_index_size,
                "user_ttl": settings.user_index_ttl, "entries": entries, "events": keys.events(),
                "maxlen": settings.events_maxlen}
     return int(scripts.run("import", connection, [], [json.dumps(request, separators=(",", ":"))]))
+
+
+def _imported_result(o: ImportedOutcome) -> dict[str, Any]:
+    """RQ's result record of a job that ended in the fallback (import.lua); none for a canceled one."""
+    if o.status == "completed":
+        return {"rq_type": RESULT_SUCCESSFUL, "rv": result_return_value(o.result_json)}
+    if o.status == "failed":
+        return {"rq_type": RESULT_FAILED, "rx": result_exc_string((o.error or "failed")[-MAX_ERROR_CHARS:])}
+    return {}
 
 
 # --- claim -------------------------------------------------------------------------------------
@@ -440,8 +466,13 @@ def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[
         "task": job.task_name, "q": job.queue_short, "user": job.user_id, "mode": mode, "score": score, "ttl": ttl, "fttl": job.failure_ttl,
         "counter": f"{job.task_name}:{counter}", "value": value, "reason": reason,
         "retries": job.retries + (1 if outcome == RETRYING else 0), "deferrals": job.deferrals + 1,
-        "held": job.held or None,
+        "held": job.held or None, "results": keys.results(job.job_id),
     }
+    # RQ's result record of a final end (rq_lib.lua), encoded here: Lua has no zlib
+    if mode == "done":
+        entry["rv"] = result_return_value(value)
+    elif mode in ("fail", "stop"):
+        entry["rx"] = result_exc_string(value)
     return entry, outcome, None if attempt.ok and mode != "stop" else value
 
 
@@ -457,7 +488,7 @@ def finish_many(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]
     planned = [_finish_entry(job, attempt, now) for job, attempt in finished]
     events, maxlen = _events()
     request: dict[str, Any] = {"now": epoch_to_rq_time(now), "now_s": now, "events": events, "maxlen": maxlen,
-                               "layout_json": layout_json(), "lease": get_settings().worker_lease,
+                               "layout_json": layout_json(), "lease": get_settings().worker_lease, "worker": worker_name,
                                "entries": [entry for entry, _outcome, _error in planned]}
     written = scripts.run("finish", connection, [], [json.dumps(request, separators=(",", ":"))])
     outcomes: list[str | None] = []
@@ -508,7 +539,7 @@ def _abandon(connection: Any, queue: str, members: list[str], reason: str, count
         "abandon", connection,
         [keys.started(queue), keys.failed(queue), keys.queue_counters(q), keys.wake(queue), keys.canceled(queue)],
         [now, epoch_to_rq_time(now), reason, "1" if count else "0", limit, layout_json(), get_settings().worker_lease,
-         queue, *members],
+         queue, result_exc_string(reason), *members],
     )
     out = [(_text(flat[i]), _text(flat[i + 1]), _text(flat[i + 2])) for i in range(0, len(flat), 3)]
     for job_id, task, outcome in out:
@@ -521,8 +552,10 @@ def _abandon(connection: Any, queue: str, members: list[str], reason: str, count
 
 def promote_due(connection: Any, queue: str, limit: int = 1000) -> int:
     """Move delayed jobs and retries that are due onto ``queue``; returns how many."""
-    return int(scripts.run("promote", connection, [keys.scheduled(queue), *keys.queue_lists(queue), keys.wake(queue)],
-                           [time.time(), limit, keys.job_prefix(), *_events(), short_name(queue)]))
+    now = time.time()
+    return int(scripts.run("promote", connection,
+                           [keys.scheduled(queue), *keys.queue_lists(queue), keys.wake(queue), keys.all_queues()],
+                           [now, limit, keys.job_prefix(), *_events(), short_name(queue), epoch_to_rq_time(now)]))
 
 
 def release_limits(connection: Any, limit: int = 100) -> tuple[int, float | None]:
@@ -582,8 +615,8 @@ def requeue_failed(connection: Any, job_id: str, queue: str) -> tuple[bool, str]
     ok, status = scripts.run(
         "requeue", connection,
         [keys.job(job_id), keys.failed(queue), keys.queue(queue), keys.queue_counters(short_name(queue)),
-         keys.wake(queue), keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
-        [job_id, *_events(), short_name(queue)],
+         keys.wake(queue), keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()],
+        [job_id, *_events(), short_name(queue), format_time()],
     )
     if ok:
         logger.info("job %s queue=%s requeued by an operator", job_id, short_name(queue))
@@ -610,9 +643,10 @@ def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bo
     ok, status = scripts.run(
         "fail", connection,
         [keys.job(job_id), keys.queue(queue), keys.scheduled(queue), keys.failed(queue),
-         keys.queue_counters(short_name(queue)), keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
+         keys.queue_counters(short_name(queue)), keys.queue_at(queue, "high"), keys.queue_at(queue, "low"),
+         keys.results(job_id)],
         [job_id, error[-MAX_ERROR_CHARS:], "1" if retry else "0", now, epoch_to_rq_time(now), json.dumps(delays),
-         *_events(), short_name(queue), layout_json()],
+         *_events(), short_name(queue), layout_json(), result_exc_string(error[-MAX_ERROR_CHARS:])],
     )
     if ok:
         logger.warning("job %s queue=%s outcome=%s by hand error=%r", job_id, short_name(queue), _text(status), error[:300])

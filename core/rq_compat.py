@@ -79,3 +79,45 @@ def decode_data(raw: bytes | str | None) -> tuple[str, dict[str, Any]]:
     if not isinstance(func_name, str) or not isinstance(kwargs, dict):
         raise ValueError("job data is not (task name, kwargs)")
     return func_name, kwargs
+
+
+# --- what RQ's tools read besides the job hash (issue 19) ----------------------------------------
+# RQ lists queues from the set ``rq:queues`` (members are queue keys, rq.queue.Queue.all); enqueue.lua
+# adds each queue there with its first job.
+# RQ 3 keeps a job's outcome in a stream, ``rq:results:<id>`` (rq.results.Result): one entry per
+# ended execution, fields ``type`` (Result.Type), ``worker_name``, and ``return_value`` (base64 of
+# the serializer's bytes: with RQ's JSONSerializer, the result's JSON) or ``exc_string`` (base64 of
+# the zlib'd text). Result.save: XADD MAXLEN ~ 10, then EXPIRE with the job's result or failure TTL.
+RESULT_SUCCESSFUL = 1
+RESULT_FAILED = 2
+RESULT_STOPPED = 3
+RESULTS_MAXLEN = 10
+# RQ's ``description`` is the call (rq.job.Job.get_call_string: each argument's repr cut at 75
+# characters). Ours is cut at 64 characters in all: a longer value would move a small job's hash
+# out of Redis's compact listpack encoding (hash-max-listpack-value, 64 bytes).
+DESCRIPTION_MAX = 64
+
+
+def call_description(task_name: str, kwargs: dict[str, Any]) -> str:
+    """The job's ``description`` as RQ writes it (``task(a=1, b='x')``), at most DESCRIPTION_MAX characters."""
+    from rq.utils import get_call_string
+
+    text = get_call_string(task_name, (), kwargs, max_length=75) or task_name
+    return text if len(text) <= DESCRIPTION_MAX else text[:DESCRIPTION_MAX - 3] + "..."
+
+
+def result_return_value(result_json: str | None) -> str | None:
+    """A result record's ``return_value``: base64 of the result's JSON (None: RQ writes no field)."""
+    import base64
+
+    if result_json is None or result_json == "null":
+        return None
+    return base64.b64encode(result_json.encode()).decode()
+
+
+def result_exc_string(text: str) -> str:
+    """A result record's ``exc_string``: base64 of the zlib'd error text."""
+    import base64
+    import zlib
+
+    return base64.b64encode(zlib.compress(text.encode(), 6)).decode()

@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib, hooks_lib
+-- uses: events_lib, limits_lib, hooks_lib, rq_lib
 -- abandon.lua: take back jobs whose worker is gone (lease expired) or is stopping at once.
 -- Each one is an attempt that did not finish: with ARGV[4] = '1' it counts (retry_count + 1,
 -- "<task>:abandoned" + 1, against max_retries); a cold shutdown passes '0' (the operator
@@ -12,6 +12,8 @@
 --   KEYS[4] fikiri:wake:<q>   LIST  one token when something was requeued
 --   KEYS[5] rq:canceled:<q>   ZSET  a stopped job
 --   rq:job:<id>               HASH  built from the layout
+--   rq:results:<id>           STREAM built from the layout (L.results): RQ's result record of a job this
+--                             ends (rq_lib): failed with the reason, or stopped with the stop's reason
 --   the job's priority list (LIST, requeued at the head) and the limiter keys of limits_lib
 --   fikiri:events             STREAM "abandoned" (counted), then "retrying" | "failed" | "requeued" | "canceled"
 --                             (key and maxlen from the layout: L.events, L.maxlen)
@@ -19,13 +21,14 @@
 --
 -- ARGV[1] now (epoch s), ARGV[2] now (RQ time format), ARGV[3] reason, ARGV[4] count the attempt,
 -- ARGV[5] limit, ARGV[6] layout JSON, ARGV[7] lease (s), ARGV[8] queue full name,
--- ARGV[9..] explicit members (none: take the expired ones)
+-- ARGV[9] the reason as a result record's exc_string (core/rq_compat.py result_exc_string),
+-- ARGV[10..] explicit members (none: take the expired ones)
 -- Returns triples: id, task, outcome ("retrying" | "failed" | "requeued" | "canceled").
 local L = cjson.decode(ARGV[6])
 local members
-if #ARGV >= 9 then
+if #ARGV >= 10 then
   members = {}
-  for i = 9, #ARGV do members[#members + 1] = ARGV[i] end
+  for i = 10, #ARGV do members[#members + 1] = ARGV[i] end
 else
   members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[5]))
 end
@@ -50,9 +53,10 @@ for _, member in ipairs(members) do
         emit(L.events, L.maxlen, id, 'abandoned', q, task, f[9], ARGV[3])
       end
       -- the attempt ends the job: canceled (someone stopped it) or failed (no attempts left)
-      local function end_job(outcome, status, registry, error)
+      local function end_job(outcome, status, registry, error, kind, exc)
         redis.call('HSET', key, 'status', status, 'fk_error', error, 'ended_at', ARGV[2])
         redis.call('EXPIRE', key, ttl)
+        rq_result(L.results .. id, ttl, kind, '', nil, exc)
         redis.call('ZADD', registry, tonumber(ARGV[1]) + ttl, id)
         redis.call('HINCRBY', KEYS[3], task .. ':' .. outcome, 1)
         out[#out + 1] = id; out[#out + 1] = task; out[#out + 1] = outcome
@@ -60,7 +64,7 @@ for _, member in ipairs(members) do
         if f[10] then job_ended(L, id, outcome, error, ARGV[2], tonumber(ARGV[1])) end
       end
       if f[7] then
-        end_job('canceled', 'canceled', KEYS[5], f[7])
+        end_job('canceled', 'canceled', KEYS[5], f[7], 3, rq_exc(f[7]))
       elseif not counted or retries <= max then
         redis.call('HSET', key, 'status', 'queued', 'fk_retries', retries, 'fk_error', ARGV[3])
         redis.call('LPUSH', prio_list(L, f[6], ARGV[8]), id)
@@ -71,7 +75,7 @@ for _, member in ipairs(members) do
         emit(L.events, L.maxlen, id, counted and 'retrying' or 'requeued', q, task, f[9], ARGV[3])
       else
         redis.call('HSET', key, 'fk_retries', retries - 1)
-        end_job('failed', 'failed', KEYS[2], ARGV[3])
+        end_job('failed', 'failed', KEYS[2], ARGV[3], 2, ARGV[9])
       end
       if f[8] then
         local held = {}

@@ -10,6 +10,8 @@
 --                               ZSETs a replaced (ended) run is removed from
 --   KEYS[8] fikiri:users        SET   users that have an index
 --   KEYS[9] fikiri:prio:high:<q>, KEYS[10] fikiri:prio:low:<q>  LISTs  pending ids of that priority
+--   KEYS[11] rq:queues          SET   every queue key (RQ's list of queues): KEYS[1] is added with the
+--                               queue's first job, so `rq info` and RQ's tools list it from then on
 -- Keys built from ARGV (named in the job entries by the caller, from core/keys.py):
 --   rq:job:<id> HASH, rq:results:<id> STREAM, fikiri:user:<u>:jobs LIST, fikiri:unique:... STRING
 --
@@ -127,6 +129,7 @@ for i, job in ipairs(req.jobs) do
 end
 if created > 0 then
   redis.call('HINCRBY', KEYS[3], req.counter, created)
+  redis.call('SADD', KEYS[11], KEYS[1])
   if req.user ~= cjson.null and req.user ~= nil then
     local user_key = req.jobs[1].user_key
     redis.call('LPUSH', user_key, unpack(user_ids))

@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib, hooks_lib
+-- uses: events_lib, limits_lib, hooks_lib, rq_lib
 -- finish.lua: record the end of one or more attempts (success, final failure, a retry, a
 -- Retry-After deferral, or a stop) in one step: a worker finishing several jobs at once commits
 -- them together (group commit).
@@ -15,14 +15,18 @@
 --   fikiri:wake:<q>      LIST  token when a retry goes straight back to the queue
 --   fikiri:done:<id>     LIST  token for a wait_for() caller, when one was waiting
 --   with "held" permits: the limiter keys of limits_lib (permit returned, next parked job released)
+--   rq:results:<id>      STREAM RQ's result record of a final end (rq_lib): successful with the result,
+--                        failed with the error, stopped with the reason; expires with the job
 --   fikiri:events        STREAM completed | failed | retrying | deferred | canceled (events_lib)
 --   a final end of a job with hooks: the keys of hooks_lib (callbacks, dependents, batch)
 --
 -- ARGV[1] JSON {"now": RQ time, "now_s": epoch s, "layout": {...} (when permits are held), "lease": s,
 --   "events": stream key, "maxlen": n, "layout_json": the layout (decoded when permits or hooks need it),
---   "entries": [{"job", "wip", "target", "canceled", "counters", "wake", "done", "member", "id", "task",
+--   "worker": worker name (RQ's result record),
+--   "entries": [{"job", "wip", "target", "canceled", "counters", "wake", "done", "results", "member", "id", "task",
 --   "mode": done|fail|retry|requeue|defer|stop, "score", "ttl", "fttl", "counter", "value", "reason",
---   "retries", "deferrals", "held": [limiter names]}]}
+--   "retries", "deferrals", "held": [limiter names],
+--   "rv": the result record's return_value (done), "rx": its exc_string (fail, stop)}]}
 -- Returns, per entry, the mode written (a failure of a job being stopped becomes 'stop') or 0 (lease lost).
 local EVENTS = {done = 'completed', fail = 'failed', retry = 'retrying', requeue = 'retrying', defer = 'deferred',
                 stop = 'canceled'}
@@ -49,12 +53,17 @@ for i, e in ipairs(req.entries) do
       target, score, counter = e.canceled, req.now_s + e.fttl, e.task .. ':canceled'
       redis.call('HSET', e.job, 'status', 'canceled', 'ended_at', req.now, 'fk_error', value)
       redis.call('EXPIRE', e.job, e.fttl)
+      local exc = e.rx
+      if e.mode ~= 'stop' then exc = rq_exc(value) end  -- stopped meanwhile: a reason only this script read
+      rq_result(e.results, e.fttl, 3, req.worker, nil, exc)
     elseif mode == 'done' then
       redis.call('HSET', e.job, 'status', 'finished', 'ended_at', req.now, 'fk_result', value)
       redis.call('EXPIRE', e.job, e.ttl)
+      rq_result(e.results, e.ttl, 1, req.worker, e.rv, nil)
     elseif mode == 'fail' then
       redis.call('HSET', e.job, 'status', 'failed', 'ended_at', req.now, 'fk_error', value)
       redis.call('EXPIRE', e.job, e.ttl)
+      rq_result(e.results, e.ttl, 2, req.worker, nil, e.rx)
     elseif mode == 'retry' then
       redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries)
     elseif mode == 'defer' then

@@ -17,7 +17,8 @@
 --
 -- Keys (from the layout L): rq:job:<id> HASH, fikiri:dependents:<id> SET, fikiri:batch:<b> HASH,
 --   rq:scheduled:<q> / rq:canceled:<q> ZSETs, the priority lists, fikiri:wake:<q>, fikiri:stats:<q>,
---   fikiri:events STREAM; a created callback's rq:job:<id> and its queue's list.
+--   fikiri:events STREAM; a created callback's rq:job:<id> and its queue's list, which is added to
+--   rq:queues (L.queues: the callback's queue may have had no job yet).
 
 -- Create the job described by `spec` (core/workflows.py CallbackSpec) with its payload's JSON
 -- completed by `tail`; nothing if that id already exists.
@@ -28,8 +29,11 @@ local function create_job(L, spec, tail, now_rq)
   fields[#fields + 1] = spec.prefix .. tail
   fields[#fields + 1] = 'created_at'
   fields[#fields + 1] = now_rq
+  fields[#fields + 1] = 'enqueued_at'
+  fields[#fields + 1] = now_rq
   redis.call('HSET', spec.key, unpack(fields))
   redis.call('RPUSH', spec.list, spec.id)
+  redis.call('SADD', L.queues, spec.list)
   redis.call('HINCRBY', spec.counters, spec.task .. ':enqueued', 1)
   if redis.call('LLEN', spec.wake) == 0 then redis.call('LPUSH', spec.wake, '1') end
   emit(L.events, L.maxlen, spec.id, 'enqueued', spec.queue, spec.task, spec.user, spec.why)

@@ -1,4 +1,4 @@
--- uses: events_lib
+-- uses: events_lib, rq_lib
 -- import.lua: write the outcomes of jobs that ran in the fallback into Redis (the hand-back), so
 -- their status stays readable with the normal TTLs. A job id already in Redis is left alone, so
 -- a hand-back repeated after a crash changes nothing.
@@ -8,11 +8,15 @@
 --   rq:finished|failed|canceled:<q>  ZSET  score = expiry
 --   fikiri:stats:<q>           HASH  "<task>:enqueued" and "<task>:<completed|failed|canceled|retried>"
 --   fikiri:user:<u>:jobs       LIST  the user's index (trimmed, expiring), fikiri:users SET
+--   rq:queues                  SET   the job's queue key (its queue may have had no job in Redis yet)
+--   rq:results:<id>            STREAM RQ's result record of a completed or failed job (rq_lib), expiring with it
 --
 --   fikiri:events              STREAM the outcome ("completed" | "failed" | "canceled", detail "ran in the fallback")
 --
--- ARGV[1] JSON {"events": key, "maxlen": n, "users": key, "user_size": n, "user_ttl": s, "entries": [{"key", "registry", "counters",
---               "fields": [k, v, ...], "id", "ttl", "expiry", "event", "task", "retries", "user_key", "user", "queue"}]}
+-- ARGV[1] JSON {"events": key, "maxlen": n, "users": key, "user_size": n, "user_ttl": s, "queues": rq:queues,
+--               "entries": [{"key", "registry", "counters", "fields": [k, v, ...], "id", "ttl", "expiry", "event", "task",
+--               "retries", "user_key", "user", "queue", "queue_key": rq:queue:<q>, "results": rq:results:<id>,
+--               "rq_type": 1|2|null, "rv": return_value|null, "rx": exc_string|null}]}
 -- Returns how many were written.
 local req = cjson.decode(ARGV[1])
 local written = 0
@@ -21,6 +25,8 @@ for _, e in ipairs(req.entries) do
     redis.call('HSET', e.key, unpack(e.fields))
     redis.call('EXPIRE', e.key, e.ttl)
     redis.call('ZADD', e.registry, e.expiry, e.id)
+    redis.call('SADD', req.queues, e.queue_key)
+    if e.rq_type ~= nil and e.rq_type ~= cjson.null then rq_result(e.results, e.ttl, e.rq_type, '', e.rv, e.rx) end
     redis.call('HINCRBY', e.counters, e.task .. ':enqueued', 1)
     redis.call('HINCRBY', e.counters, e.task .. ':' .. e.event, 1)
     if e.retries > 0 then redis.call('HINCRBY', e.counters, e.task .. ':retried', e.retries) end
