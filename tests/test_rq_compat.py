@@ -233,3 +233,24 @@ def test_a_callback_lists_its_queue(jobs_env):
     [callback] = Queue(ai_queue.name, connection=client, serializer=JSONSerializer).jobs
     assert callback.enqueued_at is not None and callback.func_name == "ai_echo"
     assert parent != callback.id
+
+
+def test_every_status_our_scripts_write_is_one_rq_reads():
+    """RQ's Job.restore does JobStatus(status): any other value makes Job.fetch, rq-dashboard's job
+    lists and every RQ tool that loads the job raise. A state of ours RQ has no word for (an
+    expired job, say) must be written as one of RQ's statuses plus a field of ours."""
+    import re
+    from pathlib import Path
+
+    from rq.job import JobStatus
+
+    lua = Path(keys.__file__).resolve().parent / "lua"
+    written = set()
+    for path in lua.glob("*.lua"):
+        written |= set(re.findall(r"'HSET', [^\n]*?'status', '([a-z_]+)'", path.read_text()))
+    from core.lifecycle import NewJob
+
+    written |= {NewJob("x", "t", {}, 0, 1).fields("q", None, "now")[1],
+                NewJob("x", "t", {}, 0, 1, run_at=1.0).fields("q", None, "now")[1]}
+    assert written >= {"queued", "scheduled", "started", "finished", "failed", "canceled"}
+    assert written <= {s.value for s in JobStatus}, written - {s.value for s in JobStatus}
