@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-RUN_LANGUAGES = ("python", "bash")
+RUN_LANGUAGES = ("python", "py", "python3", "bash", "sh", "shell", "console")  # every runnable tag
 NOTE = re.compile(r"^_.*not run by the tests: *[^_\s].*_$", re.IGNORECASE)
 
 
@@ -56,13 +56,13 @@ def parse(text: str) -> list[Block]:
         line = lines[index]
         if line.startswith("## "):
             section = line[3:].strip()
-        fence = re.match(r"^```(\w*)\s*$", line)
+        fence = re.match(r"^\s*(```|~~~)\s*([\w+-]*)\s*$", line)  # also indented (in a list) and ~~~
         if fence:
             end = index + 1
-            while end < len(lines) and lines[end].rstrip() != "```":
+            while end < len(lines) and lines[end].strip() != fence.group(1):
                 end += 1
             above = next((lines[i].strip() for i in range(index - 1, -1, -1) if lines[i].strip()), "")
-            blocks.append(Block(fence.group(1), section, "\n".join(lines[index + 1:end]) + "\n", index + 1,
+            blocks.append(Block(fence.group(2).lower(), section, "\n".join(lines[index + 1:end]) + "\n", index + 1,
                                 above if NOTE.match(above) else None))
             index = end
         index += 1

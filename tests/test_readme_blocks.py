@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -66,6 +67,9 @@ def claims_in(path: Path) -> list[tuple[str, str, str]]:
             args = node.args[:2]
             assert len(args) == 2 and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args), (
                 f"{path.name}:{node.lineno}: readme_block() takes a literal section and line, so this guard can read it")
+            skipped = [ast.unparse(d) for d in function.decorator_list if re.search(r"mark\.(skip|xfail)", ast.unparse(d))]
+            assert not skipped, (f"{path.name}::{function.name} claims a README block but may be skipped ({skipped}): "
+                                 "a claim must come from a test that always runs")
             found.append((args[0].value, args[1].value, f"tests/{path.name}::{function.name}"))
     return found
 
@@ -111,12 +115,12 @@ def test_the_external_claims_name_tests_that_exist_and_read_the_section():
 def test_the_guard_fails_for_an_unclaimed_block_a_changed_block_and_a_reasonless_note():
     text = ("## One\n\n```python\nprint('a')\n```\n\n_Not run by the tests: needs systemd as PID 1._\n\n"
             "```bash\nsudo systemctl start x\n```\n\n_Not run by the tests:_\n\n```bash\nrm -rf var\n```\n"
-            "\n```text\nnot code\n```\n")
+            "\n```text\nnot code\n```\n\n- a list:\n\n  ```sh\n  make\n  ```\n")
     blocks = readme_blocks(text)
-    assert [b.language for b in blocks] == ["python", "bash", "bash"]  # the text block is not code
+    assert [b.language for b in blocks] == ["python", "bash", "bash", "sh"]  # the text block is not code
     assert blocks[1].note and blocks[2].note is None                 # a note must give a reason
     claim = [("One", "print('a')", "t::test_a")]
-    assert [p.split(" is run")[0] for p in problems(blocks, claim)] == [str(blocks[2])]
+    assert [p.split(" is run")[0] for p in problems(blocks, claim)] == [str(blocks[2]), str(blocks[3])]
     changed = [("One", "print('b')", "t::test_a")]                    # the block's text changed
     assert any("t::test_a claims" in p and "0 blocks match" in p for p in problems(blocks, changed))
     assert any("README.md:3 " in p for p in problems(blocks, changed))
