@@ -148,15 +148,21 @@ def ok(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout
 
 
+HOST_MODULES = ("mytasks", "mailviews", "leadtasks", "myapp", "myapp.tasks")  # written by the tests below
+
+
 @pytest.fixture
 def registry_restored(jobs_env):
-    """Blocks that declare tasks register them in this process: take them away again after."""
+    """Blocks that declare tasks register them in this process, and some are imported as the host
+    app's modules: take both away again after."""
     from core import task_registry
 
     saved = {queue: dict(tasks) for queue, tasks in task_registry._tasks.items()}
     yield
     task_registry._tasks.clear()
     task_registry._tasks.update(saved)
+    for name in HOST_MODULES:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture
@@ -286,13 +292,12 @@ def test_the_flask_handler_answers_202_and_the_sync_completes(jobs_env, fake_gma
     assert job.result["sync_job_id"] == 123 and job.result["messages_synced"] == 3
 
 
-def test_registering_your_own_task(jobs_env, start_worker, registry_restored, tmp_path, monkeypatch):
+def test_registering_your_own_task(jobs_env, start_worker, registry_restored, tmp_path):
     from core.redis_queues import crm_queue
 
-    code = readme_block("Enqueue from a Flask handler", "def refresh_lead_score(lead_id: int) -> dict:").code
-    (tmp_path / "leadtasks.py").write_text(code)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    namespace = run_python(readme_block("Enqueue from a Flask handler", "def refresh_lead_score(lead_id: int) -> dict:"))
+    block = readme_block("Enqueue from a Flask handler", "def refresh_lead_score(lead_id: int) -> dict:")
+    (tmp_path / "leadtasks.py").write_text(block.code)  # the module JOBS_TASK_MODULES names, for the worker
+    namespace = run_python(block)                        # and the web process's own registration
     assert namespace["refresh_lead_score"].queue is crm_queue
     start_worker("crm", env={"JOBS_TASK_MODULES": "leadtasks", "PYTHONPATH": f"{ROOT}:{tmp_path}"})
     job = ran_in_redis(crm_queue.enqueue_job("refresh_lead_score", {"lead_id": 7}))
