@@ -92,10 +92,10 @@ def _worker_info(name: str, data: dict[str, str], now: float) -> WorkerInfo:
 def list_workers(now: float | None = None) -> list[WorkerInfo]:
     """Every registered worker whose hash still lives, by name.
 
-    A name in ``rq:workers`` whose hash has expired is a worker that died without unregistering;
+    A worker in ``rq:workers`` whose hash has expired is a worker that died without unregistering;
     it is left out here (the workers' own sweep removes the name) rather than shown as live."""
     connection = get_redis()
-    names = sorted(n.decode() for n in connection.smembers(keys.workers()))
+    names = sorted({keys.worker_name(member) for member in connection.smembers(keys.workers())})
     if not names:
         return []
     with connection.pipeline(transaction=False) as pipe:

@@ -98,12 +98,13 @@ def canceled(full_name: str) -> str:
 
 
 def workers() -> str:
-    """SET: names of live workers (RQ's ``rq:workers``)."""
+    """SET: the keys (:func:`worker`) of live workers (RQ's ``rq:workers``; RQ's tools read each
+    member as a worker key, so a bare name there made rq-exporter and rq-dashboard answer 500)."""
     return f"{RQ}:workers"
 
 
 def queue_workers(full_name: str) -> str:
-    """SET: names of the workers serving a queue (RQ's ``rq:workers:<queue>``)."""
+    """SET: the keys of the workers serving a queue (RQ's ``rq:workers:<queue>``)."""
     return f"{RQ}:workers:{full_name}"
 
 
@@ -111,6 +112,14 @@ def worker(name: str) -> str:
     """HASH: one worker (RQ's ``rq:worker:<name>``): hostname, pid, queues, state, heartbeat.
     Expires ``JOBS_WORKER_TTL`` after its last heartbeat."""
     return f"{RQ}:worker:{name}"
+
+
+def worker_name(member: str | bytes) -> str:
+    """A worker's name from a member of :func:`workers` (a key; a bare name written before the
+    members became keys is read as it is)."""
+    text = member.decode() if isinstance(member, bytes) else member
+    prefix = f"{RQ}:worker:"
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 # --- ours ------------------------------------------------------------------------------------

@@ -260,7 +260,7 @@ class Worker:
             return
         with self.connection.pipeline(transaction=False) as pipe:
             for member in members:
-                pipe.exists(keys.worker(member))
+                pipe.exists(keys.worker(keys.worker_name(member)))
             alive = pipe.execute()
         dead = [m for m, ok in zip(members, alive) if not ok]
         if dead:
@@ -280,9 +280,9 @@ class Worker:
                         "worker_class": self.executor.kind,
                     })
                     pipe.expire(keys.worker(self.name), self.settings.worker_ttl)
-                    pipe.sadd(keys.workers(), self.name)
+                    pipe.sadd(keys.workers(), keys.worker(self.name))  # RQ's tools read keys there
                     for queue in self.queues:
-                        pipe.sadd(keys.queue_workers(queue), self.name)
+                        pipe.sadd(keys.queue_workers(queue), keys.worker(self.name))
                         pipe.sadd(keys.all_queues(), keys.queue(queue))
                     pipe.execute()
                 return
@@ -295,9 +295,9 @@ class Worker:
         try:
             with self.connection.pipeline(transaction=False) as pipe:
                 pipe.delete(keys.worker(self.name))
-                pipe.srem(keys.workers(), self.name)
+                pipe.srem(keys.workers(), keys.worker(self.name), self.name)  # a bare name: an older version's
                 for queue in self.queues:
-                    pipe.srem(keys.queue_workers(queue), self.name)
+                    pipe.srem(keys.queue_workers(queue), keys.worker(self.name), self.name)
                 pipe.execute()
         except REDIS_ERRORS as exc:
             logger.warning("worker %s could not unregister (%s); the sweep will", self.name, exc)

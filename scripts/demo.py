@@ -119,7 +119,7 @@ def leave_nothing_behind(redis_url: str, prefix: str) -> int:
                                                           keys.canceled)]
     job_ids = {m.decode().split(":")[0] for key in registries for m in client.zrange(key, 0, -1)}
     job_ids |= {m.decode() for q in queues for m in client.lrange(keys.queue(q), 0, -1)}
-    workers = {m.decode() for q in queues for m in client.smembers(keys.queue_workers(q))}
+    workers = {keys.worker_name(m) for q in queues for m in client.smembers(keys.queue_workers(q))}
     names = {k.decode() for k in client.scan_iter(match=f"{prefix}:*", count=1000)}  # the prefix's own keys
     names |= {keys.job(i) for i in job_ids} | {keys.results(i) for i in job_ids}
     names |= {keys.worker(w) for w in workers} | set(registries)
@@ -127,7 +127,7 @@ def leave_nothing_behind(redis_url: str, prefix: str) -> int:
     removed = client.delete(*names) if names else 0
     client.srem(keys.all_queues(), *[keys.queue(q) for q in queues])
     if workers:
-        client.srem(keys.workers(), *workers)
+        client.srem(keys.workers(), *workers, *(keys.worker(w) for w in workers))
     client.close()
     return int(removed)
 

@@ -85,9 +85,9 @@ def cli(ctx: click.Context, as_json: bool) -> None:
     """Inspect and act on Fikiri Jobs queues."""
     ctx.obj = Output(as_json)
     if not redis_available():
-        from core.config import get_settings
+        from core.connection import redis_description
 
-        click.echo(f"error: Redis at {get_settings().redis_url} is unreachable", err=True)
+        click.echo(f"error: Redis at {redis_description()} is unreachable", err=True)  # never its password
         sys.exit(EXIT_REDIS_DOWN)
 
 
@@ -374,7 +374,7 @@ def workers(out: Output) -> None:
     from core import keys
 
     connection = get_redis()
-    names = sorted(n.decode() for n in connection.smembers(keys.workers()))
+    names = sorted({keys.worker_name(member) for member in connection.smembers(keys.workers())})
     with connection.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hgetall(keys.worker(name))

@@ -220,7 +220,8 @@ def test_rq_dashboard_without_json_cannot_read_results(every_state: Jobs, jobs_e
 
 def _exporter(jobs_env, tmp_path) -> tuple[Tool, str]:
     if not (BIN / "rq-exporter").exists():
-        pytest.skip("rq-exporter is not installed: pip install --no-deps rq-exporter==3.1.0 (requirements-dev.txt)")
+        pytest.fail("rq-exporter is not installed: bash scripts/bootstrap.sh with FIKIRI_DEV=1 installs it "
+                    "(requirements-nodeps.txt)")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     tool = Tool([str(BIN / "rq-exporter"), "--redis-url", jobs_env.url, "--host", "127.0.0.1", "--port", str(port)],
@@ -250,11 +251,9 @@ def test_rq_exporter_metrics_show_every_queue_and_count(every_state_no_live_work
         exporter.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core/worker.py puts worker names in rq:workers and rq:workers:<queue>; RQ keeps worker keys there "
-    "(rq:worker:<name>, rq.worker_registration), so Worker.all raises 'Not a valid RQ worker key': "
-    "rq-exporter answers 500 on /metrics and rq-dashboard on workers.json while one of our workers is alive"))
 def test_rq_tools_list_our_live_workers(every_state: Jobs, jobs_env, tmp_path):
+    """rq:workers holds worker keys (rq:worker:<name>), as RQ's tools read it: with bare names
+    there, Worker.all raised 'Not a valid RQ worker key' and rq-exporter answered 500."""
     exporter, base = _exporter(jobs_env, tmp_path)
     try:
         status, body = _get(base + "/metrics")
@@ -262,3 +261,6 @@ def test_rq_tools_list_our_live_workers(every_state: Jobs, jobs_env, tmp_path):
         assert re.search(r'^rq_workers\{name="[^"]+",queues="fikiri:ai",state="busy"\} 1\.0$', body.decode(), re.M)
     finally:
         exporter.stop()
+    info = subprocess.run([str(BIN / "rq"), "info", "--url", jobs_env.url, "--only-workers"], capture_output=True,
+                          text=True, timeout=60)
+    assert info.returncode == 0 and "1 workers, 3 queues" in info.stdout, info.stdout + info.stderr
