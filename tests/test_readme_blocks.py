@@ -561,6 +561,9 @@ def test_the_operator_cli_lines(jobs_env, start_worker):
             sent = out.strip()
     prefix = ".venv/bin/python -m scripts.jobs "
     assert sent and sent in outputs[f"{prefix}status {sent}"]
+    assert sent in outputs[f"{prefix}recent --user 42 --limit 10"]
+    audit = outputs[f"{prefix}audit --limit 20"]
+    assert failed in audit and delayed in audit  # the retry and the cancel, recorded
     assert get_job(failed).status.value in ("pending", "retrying")  # retried: queued again
     assert get_job(delayed).status.value == "canceled"
     stats = json.loads(outputs[f"{prefix}--json stats"])
