@@ -107,6 +107,8 @@ def run_supervisor(args: argparse.Namespace, argv: list[str]) -> int:
             if code is None:
                 continue
             del children[pid]
+            if stopping["count"] and code in (-signal.SIGTERM, -signal.SIGINT):
+                code = 0  # stopped by the signal we forwarded before it had installed its handlers: no job in hand
             if code != 0:
                 exit_code = code
             if not stopping["count"] and not args.burst and code != 0:
