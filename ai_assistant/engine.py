@@ -1,7 +1,7 @@
 """Who answers AI requests: an OpenAI-compatible chat-completions API, or the local engine.
 
 With ``AI_BASE_URL`` set, requests go to ``{AI_BASE_URL}/chat/completions`` with ``AI_API_KEY``
-and ``AI_MODEL`` (timeouts and back-off from core.http). Without it, a deterministic local
+and ``AI_MODEL`` (timeouts and back-off from core.platform.http). Without it, a deterministic local
 engine answers, so the demo and tests work offline; every result says which engine answered.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import requests
 
 from core.config import get_settings
-from core.http import UpstreamError, request_with_backoff
+from core.platform.http import UpstreamError, request_with_backoff
 
 logger = logging.getLogger(__name__)
 

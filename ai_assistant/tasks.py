@@ -10,8 +10,8 @@ from ai_assistant import (
     engine,
     thread_jobs,  # noqa: F401  (registers process_thread_ai, process_unprocessed_threads)
 )
-from core.db import session_scope
-from core.redis_queues import ai_queue
+from core.api.queues import ai_queue
+from core.platform.db import session_scope
 from email_automation.models import EmailMessage
 
 

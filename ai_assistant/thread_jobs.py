@@ -19,9 +19,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ai_assistant import engine
-from core.db import session_scope
+from core.api.queues import ai_queue
 from core.errors import PermanentJobError
-from core.redis_queues import ai_queue
+from core.platform.db import session_scope
 from email_automation.models import EmailMessage, EmailThread
 
 logger = logging.getLogger(__name__)

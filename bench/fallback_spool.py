@@ -28,7 +28,7 @@ from tests.servers import ROOT, free_port
 
 _CHILD = """
 import json, sys, time
-from core.redis_queues import email_queue
+from core.api.queues import email_queue
 n = int(sys.argv[1])
 email_queue.enqueue_job("noop", {}, delay=3600)  # warm: imports, spool schema, health check
 samples = []
@@ -64,8 +64,8 @@ def run(processes: int, jobs: int, sync: str) -> dict[str, float]:
 
 def claim_cost(jobs: int, held: int) -> float:
     """Microseconds per claim: ``jobs`` claims from a spool with ``held`` limited jobs ahead of them."""
-    from core.job_model import Job, JobStatus
-    from core.spool import Spool
+    from core.fallback.spool import Spool
+    from core.queue.job_model import Job, JobStatus
 
     spool = Spool(Path(tempfile.mkdtemp(prefix="fikiri-spool-claims-")) / "spool.db")
     now = time.time()

@@ -60,7 +60,7 @@ def load(url: str, seconds: float, threads: int) -> dict:
 
 
 def commands_per_enqueue(server: RedisServer) -> int:
-    from core.redis_queues import email_queue
+    from core.api.queues import email_queue
 
     email_queue.enqueue_job("add", {"a": 1, "b": 1}, user_id="warm")  # warm caches (server version...)
     client = server.client()
@@ -71,7 +71,7 @@ def commands_per_enqueue(server: RedisServer) -> int:
 
 
 def enqueue_latency(n: int = 500) -> dict:
-    from core.redis_queues import email_queue
+    from core.api.queues import email_queue
 
     samples = []
     for i in range(n):
@@ -95,7 +95,7 @@ def main() -> None:
                     workers=args.gunicorn_workers)
     try:
         results = {"redis_commands_per_enqueue": commands_per_enqueue(server), "enqueue": enqueue_latency()}
-        from core.redis_queues import email_queue
+        from core.api.queues import email_queue
 
         job_id = email_queue.enqueue_job("add", {"a": 1, "b": 2})
         results["get_job"] = load(api.url(f"/api/jobs/{job_id}"), args.seconds, args.threads)

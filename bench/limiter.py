@@ -41,7 +41,7 @@ def run_once(task: str, n: int, events_maxlen: str) -> dict[str, float]:
     try:
         os.environ["JOBS_EVENTS_MAXLEN"] = events_maxlen  # this process and (env_for) the workers
         point_at(server)
-        from core.redis_queues import email_queue
+        from core.api.queues import email_queue
 
         ids = email_queue.enqueue_many(task, [{} for _ in range(n)], max_retries=0)
         client = server.client()

@@ -5,7 +5,7 @@ moves it, change it here.
 """
 
 from bench.tasks import noop, noop_result, sleep_io
-from core.redis_queues import email_queue
+from core.api.queues import email_queue
 
 email_queue.register_task("noop", noop, max_retries=0)
 email_queue.register_task("noop_result", noop_result, max_retries=0)

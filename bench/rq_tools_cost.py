@@ -41,7 +41,7 @@ def _connect(url: str) -> None:
     os.environ.update({"REDIS_URL": url, "JOBS_TASK_MODULES": "bench.our_tasks"})
     import bench.our_tasks  # noqa: F401 - registers the tasks
     from core.config import reload_settings
-    from core.connection import reset_connections
+    from core.platform.connection import reset_connections
 
     reload_settings()
     reset_connections()
@@ -49,7 +49,7 @@ def _connect(url: str) -> None:
 
 def _key_bytes(client: Any, ids: list[str], label: str) -> dict[str, float]:
     """MEMORY USAGE (exact, SAMPLES 0) of each job's own keys, averaged: its hash and its result stream."""
-    from core import keys
+    from core.platform import keys
 
     with client.pipeline(transaction=False) as pipe:
         for job_id in ids:
@@ -64,9 +64,9 @@ def measure(n: int, stream_node_max_bytes: int | None = None) -> dict[str, Any]:
     import logging
 
     logging.disable(logging.WARNING)  # one log line per job attempt otherwise
-    from core import lifecycle
-    from core.connection import get_redis
-    from core.redis_queues import email_queue
+    from core.api.queues import email_queue
+    from core.platform.connection import get_redis
+    from core.queue import lifecycle
 
     server = FreshRedis()
     try:

@@ -33,7 +33,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from core.config import reload_settings
-from core.connection import reset_connections
+from core.platform.connection import reset_connections
 from tests.servers import ROOT, RedisServer, free_port
 
 RESULTS = ROOT / "bench" / "results"
@@ -62,7 +62,7 @@ def enqueue_one_by_one(ours: bool, n: int) -> float:
     try:
         point_at(server)
         if ours:
-            from core.redis_queues import email_queue
+            from core.api.queues import email_queue
 
             email_queue.enqueue_job("noop", {"i": 0})
             start = time.perf_counter()
@@ -85,7 +85,7 @@ def enqueue_bulk(ours: bool, n: int) -> float:
         point_at(server)
         payloads = [{"i": i} for i in range(n)]
         if ours:
-            from core.redis_queues import email_queue
+            from core.api.queues import email_queue
 
             start = time.perf_counter()
             email_queue.enqueue_many("noop", payloads)
@@ -139,7 +139,7 @@ def process(mode: str, n: int, task: str) -> dict[str, float]:
     try:
         point_at(server)
         if mode.startswith("ours"):
-            from core.redis_queues import email_queue
+            from core.api.queues import email_queue
 
             ids = email_queue.enqueue_many(task, [{} for _ in range(n)], max_retries=0)
             kind = {"ours-fork": "fork", "ours-fast": "threaded", "ours-threaded-io": "threaded"}[mode]
@@ -190,7 +190,7 @@ def latency(ours: bool, n: int) -> dict[str, float]:
         for i in range(n):
             t0 = time.time()
             if ours:
-                from core.redis_queues import email_queue
+                from core.api.queues import email_queue
 
                 job_id = email_queue.enqueue_job("noop", {"i": i}, max_retries=0)
             else:
@@ -218,7 +218,7 @@ def memory_per_job(ours: bool, n: int) -> float:
         before = client.info("memory")["used_memory"]
         payload = {"body": "x" * 92}  # 100 bytes of JSON
         if ours:
-            from core.redis_queues import email_queue
+            from core.api.queues import email_queue
 
             for start in range(0, n, 1000):
                 email_queue.enqueue_many("noop", [payload] * min(1000, n - start))
@@ -236,7 +236,7 @@ def fallback_enqueue(n: int) -> dict[str, float]:
                        "JOBS_FALLBACK_MAX_PENDING": str(n + 10)})
     reload_settings()
     reset_connections()
-    from core.redis_queues import email_queue
+    from core.api.queues import email_queue
 
     email_queue.enqueue_job("noop", {})
     samples = []
@@ -254,7 +254,7 @@ def stats_with(jobs: int) -> dict[str, float]:
     try:
         point_at(server)
         client = server.client()
-        from core.redis_queues import email_queue
+        from core.api.queues import email_queue
 
         with client.pipeline(transaction=False) as pipe:
             for start in range(0, jobs, 10_000):

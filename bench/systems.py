@@ -102,9 +102,9 @@ class Ours(System):
     def connect(self, url: str) -> None:
         os.environ.update({"REDIS_URL": url, "JOBS_TASK_MODULES": "bench.our_tasks"})
         import bench.our_tasks  # noqa: F401 - registers the tasks
+        from core.api.queues import email_queue
         from core.config import reload_settings
-        from core.connection import reset_connections
-        from core.redis_queues import email_queue
+        from core.platform.connection import reset_connections
 
         reload_settings()
         reset_connections()
@@ -118,7 +118,7 @@ class Ours(System):
         return True
 
     def ready(self, handle: Any) -> bool:
-        from core.redis_queues import get_job
+        from core.api.jobs import get_job
 
         job = get_job(handle)
         return job is not None and job.status.value == "completed"

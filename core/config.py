@@ -38,30 +38,25 @@ def _env_str(name: str, default: str) -> str:
     return default if value is None or value == "" else value
 
 
-def _env_int(name: str, default: int, minimum: int | None = None) -> int:
+def _env_number(name: str, default: Any, minimum: Any, kind: type, what: str) -> Any:
     raw = _raw(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from exc
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from exc
     if minimum is not None and value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _env_int(name: str, default: int, minimum: int | None = None) -> int:
+    return _env_number(name, default, minimum, int, "a whole number")
 
 
 def _env_float(name: str, default: float, minimum: float | None = None) -> float:
-    raw = _raw(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
-    if minimum is not None and value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
-    return value
+    return _env_number(name, default, minimum, float, "a number")
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -88,7 +83,7 @@ def _env_rate_limit(name: str) -> str:
     text = os.environ.get(name, "").strip()
     if text:
         from core.errors import JobsError
-        from core.limits import parse_rate
+        from core.platform.rates import parse_rate
 
         try:
             parse_rate(text, name)
@@ -170,7 +165,7 @@ class Settings:
     app_task_modules: tuple[str, ...] = ("email_automation.tasks", "ai_assistant.tasks", "crm.tasks")
     log_format: str = "text"  # JOBS_LOG_FORMAT: text | json (one JSON object per line)
 
-    # --- flow control (core/limits.py) --------------------------------------------------------
+    # --- flow control (core/flow/limits.py) --------------------------------------------------------
     rate_limit_email: str = ""  # JOBS_RATE_LIMIT_EMAIL: queue-wide rate, e.g. "100/m" (empty: none)
     rate_limit_ai: str = ""  # JOBS_RATE_LIMIT_AI
     rate_limit_crm: str = ""  # JOBS_RATE_LIMIT_CRM
@@ -258,7 +253,7 @@ class Settings:
     mount_dashboard: bool = True  # JOBS_MOUNT_DASHBOARD
     max_body_bytes: int = 256 * 1024  # JOBS_MAX_BODY_BYTES: request bodies under our prefixes (413 above)
 
-    # --- tracing and error reporting (core/tracing.py; extras [otel], [sentry]) ------------------
+    # --- tracing and error reporting (core/platform/tracing.py; extras [otel], [sentry]) ------------------
     otel_enabled: bool = True  # JOBS_OTEL_ENABLED: spans when opentelemetry is installed
     sentry_dsn: str = ""  # SENTRY_DSN: the worker initialises Sentry with it
 
@@ -291,7 +286,7 @@ class Settings:
     alert_to: tuple[str, ...] = ()  # JOBS_ALERT_TO: operators' addresses (empty: JOBS_DIGEST_TO)
     alert_webhook_url: str = ""  # JOBS_ALERT_WEBHOOK_URL: also POSTed every alert when set
 
-    # --- live events (core/events.py, routes/events.py) and webhooks (core/webhooks.py) ------------
+    # --- live events (core/events/stream.py, routes/events.py) and webhooks (core/events/webhooks.py) ------------
     # An SSE connection holds one gunicorn thread and one Redis connection for its whole life, so
     # both are bounded: a lifetime (the client reconnects with Last-Event-ID) and a cap per process.
     events_stream_max_seconds: float = 300.0  # JOBS_EVENTS_STREAM_MAX_SECONDS: one SSE connection's lifetime (s)
@@ -311,12 +306,12 @@ class Settings:
         )
 
     def queue_rate_limit(self, queue_short_name: str) -> Any:
-        """The queue-wide rate limit (:class:`core.limits.Rate`) or None."""
+        """The queue-wide rate limit (:class:`core.platform.rates.Rate`) or None."""
         text = {"email": self.rate_limit_email, "ai": self.rate_limit_ai, "crm": self.rate_limit_crm}.get(
             queue_short_name, "")
         if not text:
             return None
-        from core.limits import parse_rate
+        from core.platform.rates import parse_rate
 
         return parse_rate(text, f"JOBS_RATE_LIMIT_{queue_short_name.upper()}")
 

@@ -92,7 +92,7 @@ class RetryAfter(Exception):  # noqa: N818 - named for the HTTP header it mirror
     The job goes back to ``delayed`` and is claimed again when the time comes. It is a deferral,
     not a failure: it uses none of the job's retries, and at most ``JOBS_MAX_DEFERRALS`` of them
     are allowed before the job fails (a peer that never stops asking would keep it forever).
-    :func:`core.http.request_with_backoff` raises it on 429/503 with a Retry-After header."""
+    :func:`core.platform.http.request_with_backoff` raises it on 429/503 with a Retry-After header."""
 
     def __init__(self, seconds: float, reason: str = "") -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:

@@ -7,7 +7,7 @@ import time
 from sqlalchemy import Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base
+from core.platform.db import Base
 
 
 class Contact(Base):

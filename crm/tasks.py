@@ -10,10 +10,10 @@ from typing import Any
 import requests
 from sqlalchemy import select
 
+from core.api.queues import crm_queue
 from core.config import get_settings
-from core.db import session_scope
-from core.http import UpstreamError, request_with_backoff
-from core.redis_queues import crm_queue
+from core.platform.db import session_scope
+from core.platform.http import UpstreamError, request_with_backoff
 from crm.models import Contact, Lead
 
 logger = logging.getLogger(__name__)

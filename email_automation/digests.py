@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from core.db import session_scope
+from core.api.queues import email_queue
 from core.errors import PermanentJobError
-from core.redis_queues import email_queue
+from core.platform.db import session_scope
 from email_automation.email_sender import send_email
 from email_automation.models import EmailMessage, EmailThread, GmailAccount, SyncJob
 

@@ -18,8 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from core.config import get_settings
-from core.db import session_scope
-from core.progress import current_job_id
+from core.execution.progress import current_job_id
+from core.platform.db import session_scope
 from email_automation.models import SentEmail
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 It speaks the real API (``GMAIL_API_BASE_URL``, default https://gmail.googleapis.com) and, in
 tests and the demo, the loopback fake in :mod:`email_automation.fake_gmail`. A 401 refreshes the
-access token once with the refresh token; 429/5xx back off (core.http).
+access token once with the refresh token; 429/5xx back off (core.platform.http).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import requests
 
 from core.config import get_settings
-from core.http import UpstreamError, request_with_backoff
+from core.platform.http import UpstreamError, request_with_backoff
 
 logger = logging.getLogger(__name__)
 

@@ -26,11 +26,12 @@ from typing import Any
 from sqlalchemy import and_, false, inspect, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from core.api.jobs import get_job
+from core.api.queues import email_queue
 from core.config import get_settings
-from core.db import get_engine, session_scope
 from core.errors import PermanentJobError
-from core.progress import current_job_id, report_progress
-from core.redis_queues import email_queue, get_job
+from core.execution.progress import current_job_id, report_progress
+from core.platform.db import get_engine, session_scope
 from email_automation.gmail_client import GmailClient, HistoryExpiredError
 from email_automation.models import ACTIVE_SYNC_STATUSES, EmailMessage, GmailAccount, SyncJob
 
@@ -310,7 +311,7 @@ def sync_all_users(lookback_days: int | None = None) -> dict[str, Any]:
 
 
 # One running sync per user, across every worker and host: a permit per user, released when the
-# sync ends or its worker's lease runs out (core.limits). The database keeps one active row per user.
+# sync ends or its worker's lease runs out (core.flow.limits). The database keeps one active row per user.
 email_queue.register_task("process_gmail_sync", process_gmail_sync, max_retries=3, concurrency=1,
                           concurrency_key="gmail-sync:{user_id}")
 email_queue.register_task("sync_all_users", sync_all_users, max_retries=0)

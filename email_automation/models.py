@@ -8,7 +8,7 @@ from sqlalchemy import Engine, Float, Index, Integer, String, Text, UniqueConstr
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base, add_column_if_missing, register_schema_upgrade
+from core.platform.db import Base, add_column_if_missing, register_schema_upgrade
 
 
 class GmailAccount(Base):

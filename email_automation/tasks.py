@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.redis_queues import email_queue
+from core.api.queues import email_queue
 from email_automation import (
     digests,  # noqa: F401  (registers send_user_digest, send_user_digests)
     gmail_sync_jobs,  # noqa: F401  (registers process_gmail_sync, sync_all_users)

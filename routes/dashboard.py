@@ -33,26 +33,21 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
-from core import audit, job_ops, monitoring, periodic
-from core import dashboard_queries as queries
-from core.auth import Identity, resolve_identity
+from core.api import jobs
+from core.api.jobs import cancel_job, fetch_jobs, get_job, get_user_jobs, retry_job, stop_job
+from core.api.queues import all_queues, get_queue
 from core.config import get_settings
-from core.connection import get_redis, is_redis_down, redis_available
 from core.errors import JobNotFoundError, JobsError
-from core.fallback import get_fallback
-from core.job_model import Job
-from core.redis_queues import (
-    all_queues,
-    cancel_job,
-    fetch_jobs,
-    get_job,
-    get_queue,
-    get_user_jobs,
-    retry_job,
-    stop_job,
-    validate_job_id,
-)
-from core.task_registry import all_tasks
+from core.fallback.executor import get_fallback
+from core.ops import audit
+from core.ops import dashboard_queries as queries
+from core.platform.auth import Identity, resolve_identity
+from core.platform.connection import get_redis, is_redis_down, redis_available
+from core.queue import task_metrics
+from core.queue.job_model import Job
+from core.queue.job_options import validate_job_id
+from core.queue.task_registry import all_tasks
+from core.schedule import periodic
 from routes import dashboard_sessions as sessions
 from routes.params import ParamError, choice_arg, int_arg, name_value, parse_choice, user_id_value
 from routes.views import attempt_view, job_view, user_error
@@ -160,7 +155,7 @@ def _template_globals() -> dict[str, Any]:
 def _events_after() -> str:
     """The events stream's newest id as the page is rendered: the page's live updates start after
     it, so they never replay what the page already shows (a job's ended run, say)."""
-    from core.events import last_entry_id
+    from core.events.stream import last_entry_id
 
     try:
         return last_entry_id(get_redis())
@@ -258,7 +253,7 @@ def _for_viewer(job: Job) -> Job:
 
 def _page_ids(queue_short: str, state: str, page: int) -> tuple[list[str], int]:
     """Ids on one page of a queue's state (newest first for ended states) and the state's size."""
-    return job_ops.page_ids(queue_short, state, page * PAGE_SIZE, PAGE_SIZE)
+    return jobs.page_ids(queue_short, state, page * PAGE_SIZE, PAGE_SIZE)
 
 
 def _attempts(job_id: str) -> list[dict[str, Any]]:
@@ -327,7 +322,7 @@ def events_stream():
     """Live events for the dashboard's pages (its session, not a bearer token: EventSource cannot
     send one). The admin gets every job's events, a user only their own; ``?job=`` narrows to one
     job the caller may see. Same stream, limits and Last-Event-ID resume as ``/api/jobs/events``."""
-    from core.events import EventFilter
+    from core.events.stream import EventFilter
     from routes.events import event_stream_response
 
     identity = _identity()
@@ -344,14 +339,14 @@ def events_stream():
 @dashboard_bp.get("/batch/<batch_id>")
 def batch_page(batch_id: str):
     """A batch: its progress and its members (owner or admin), PAGE_SIZE members a page."""
-    from core import workflows
+    from core.api import batches
 
-    progress = workflows.get_batch(batch_id)
+    progress = batches.get_batch(batch_id)
     identity = _identity()
     if not identity.can_see(progress["user_id"]):
         raise JobNotFoundError(f"batch {batch_id} does not exist (or ended more than JOBS_RESULT_TTL ago)")
     page = int_arg("page", 0, 0, PAGE_MAX)
-    jobs = [_for_viewer(j) for j in fetch_jobs(workflows.batch_job_ids(batch_id, page * PAGE_SIZE, PAGE_SIZE))]
+    jobs = [_for_viewer(j) for j in fetch_jobs(batches.batch_job_ids(batch_id, page * PAGE_SIZE, PAGE_SIZE))]
     pages = max(1, (progress["total"] + PAGE_SIZE - 1) // PAGE_SIZE)
     return render_template("dashboard/batch.html", batch=progress, jobs=jobs, page=page, pages=pages)
 
@@ -385,8 +380,8 @@ def audit_page():
 @dashboard_bp.get("/metrics")
 def metrics_page():
     _admin_only()
-    return render_template("dashboard/metrics.html", tasks=monitoring.get_task_stats(),
-                           failures=monitoring.get_recent_failures(20, 24))
+    return render_template("dashboard/metrics.html", tasks=task_metrics.get_task_stats(),
+                           failures=task_metrics.get_recent_failures(20, 24))
 
 
 # --- search: by job id (straight to the job), by user (their index), by task (bounded scan) ------
@@ -507,7 +502,7 @@ def queue_control(queue_name: str, action: str):
 def job_delete(job_id: str):
     _admin_only()
     _visible(job_id)
-    _act(lambda: job_ops.delete_job(job_id), f"job {job_id} deleted", "delete", job_id)
+    _act(lambda: jobs.delete_job(job_id), f"job {job_id} deleted", "delete", job_id)
     return _back(url_for("dashboard.failures_page"))
 
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 from flask import Response
 
-from core import keys
-from core.auth import Identity
 from core.config import get_settings
-from core.connection import get_redis
+from core.platform import keys
+from core.platform.auth import Identity
+from core.platform.connection import get_redis
 
 logger = logging.getLogger(__name__)
 

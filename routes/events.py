@@ -17,7 +17,7 @@ of registration, so ``/events`` is this admin stream and never ``GET /<job_id>``
 
 Cost per connection, and why other requests still get through under gunicorn's threaded
 workers: a live stream holds one gunicorn thread and one Redis connection for its whole life
-(one blocking ``XREAD`` at a time, see :mod:`core.events`). Both are bounded: a connection ends
+(one blocking ``XREAD`` at a time, see :mod:`core.events.stream`). Both are bounded: a connection ends
 after ``JOBS_EVENTS_STREAM_MAX_SECONDS`` (the client reconnects after the ``retry:`` hint), and
 a process serves at most ``JOBS_EVENTS_MAX_STREAMS`` at once (default 2, below the 4 threads of
 our gunicorn unit), answering 503 with ``Retry-After`` beyond that, so at least
@@ -37,7 +37,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from core.config import QUEUE_NAMES, get_settings
-from core.events import EventFilter, parse_event_id, sse_stream
+from core.events.stream import EventFilter, parse_event_id, sse_stream
 from routes.common import current_identity, error, install_error_handlers, require_admin, require_identity
 from routes.jobs import visible_job
 from routes.params import name_value, parse_choice, str_arg, user_id_value

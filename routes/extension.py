@@ -37,7 +37,7 @@ from flask import Blueprint, Flask, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.config import Settings, set_overrides
-from core.connection import reset_connections
+from core.platform.connection import reset_connections
 from routes.common import _HTTP_CODES, error, install_error_handlers
 
 logger = logging.getLogger(__name__)

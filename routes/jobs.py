@@ -11,23 +11,15 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from core import audit
-from core.auth import ForbiddenError, Identity
-from core.connection import redis_available
+from core.api.jobs import cancel_job, get_job, get_user_jobs, retry_job, stop_job
+from core.api.queues import all_queues, get_queue, process_ai_request_async
 from core.errors import JobNotFoundError
-from core.fallback import get_fallback
-from core.job_model import Job
-from core.redis_queues import (
-    all_queues,
-    cancel_job,
-    get_job,
-    get_queue,
-    get_user_jobs,
-    process_ai_request_async,
-    retry_job,
-    stop_job,
-    validate_job_id,
-)
+from core.fallback.executor import get_fallback
+from core.ops import audit
+from core.platform.auth import ForbiddenError, Identity
+from core.platform.connection import redis_available
+from core.queue.job_model import Job
+from core.queue.job_options import validate_job_id
 from routes.common import current_identity, install_error_handlers, ok, require_admin, require_identity
 from routes.openapi import openapi_document
 from routes.params import (
@@ -148,7 +140,7 @@ def retry(job_id: str):
 @require_identity
 def batch_progress(batch_id: str):
     """A batch's progress (owner or admin): total, completed, failed, canceled, pending, done."""
-    from core.workflows import get_batch
+    from core.api.batches import get_batch
 
     progress = get_batch(batch_id)
     if not current_identity().can_see(progress["user_id"]):

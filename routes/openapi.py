@@ -29,7 +29,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         "schema": {"$ref": "#/components/schemas/Error"}}}} for s in statuses}
 
 
-_JOB_ID = {"name": "job_id", "in": "path", "required": True,  # RQ 3's rule (core/job_options.py)
+_JOB_ID = {"name": "job_id", "in": "path", "required": True,  # RQ 3's rule (core/queue/job_options.py)
            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}}
 
 

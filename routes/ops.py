@@ -9,10 +9,12 @@ from flask import Blueprint, Flask, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from core import audit, monitoring, periodic
-from core.connection import redis_available
-from core.fallback import get_fallback
-from core.redis_queues import all_queues
+from core.api.queues import all_queues
+from core.fallback.executor import get_fallback
+from core.ops import audit
+from core.platform.connection import redis_available
+from core.queue import task_metrics
+from core.schedule import periodic
 from routes.common import current_identity, install_error_handlers, ok, require_admin
 from routes.params import int_arg, name_value, str_arg
 
@@ -66,22 +68,22 @@ def scheduler_remove(periodic_id: str):
 @require_admin
 def monitor_stats():
     task = str_arg("task")
-    return ok({"tasks": monitoring.get_task_stats(name_value("task", task) if task else None)})
+    return ok({"tasks": task_metrics.get_task_stats(name_value("task", task) if task else None)})
 
 
 @ops_bp.get("/monitor/<task>/history")
 @require_admin
 def monitor_history(task: str):
-    limit = int_arg("limit", 20, 1, monitoring.HISTORY_SIZE)
-    return ok({"task": task, "executions": monitoring.get_task_history(name_value("task", task), limit)})
+    limit = int_arg("limit", 20, 1, task_metrics.HISTORY_SIZE)
+    return ok({"task": task, "executions": task_metrics.get_task_history(name_value("task", task), limit)})
 
 
 @ops_bp.get("/monitor/failures")
 @require_admin
 def monitor_failures():
-    limit = int_arg("limit", 50, 1, monitoring.FAILURES_SIZE)
+    limit = int_arg("limit", 50, 1, task_metrics.FAILURES_SIZE)
     hours = int_arg("hours", 24, 1, 24 * 30)
-    return ok({"failures": monitoring.get_recent_failures(limit, hours)})
+    return ok({"failures": task_metrics.get_recent_failures(limit, hours)})
 
 
 class JobsCollector:
@@ -113,12 +115,12 @@ class JobsCollector:
                                    labels=["task", "outcome"])
         histogram = HistogramMetricFamily("fikiri_jobs_task_duration_seconds", "Execution time per task",
                                           labels=["task"])
-        for task, stats in monitoring.get_task_stats().items():
+        for task, stats in task_metrics.get_task_stats().items():
             runs.add_metric([task, "succeeded"], stats["succeeded"])
             runs.add_metric([task, "failed"], stats["failed"])
-            buckets = monitoring.get_duration_buckets(task)
+            buckets = task_metrics.get_duration_buckets(task)
             cumulative, points = 0, []
-            for bound in monitoring.DURATION_BUCKETS:
+            for bound in task_metrics.DURATION_BUCKETS:
                 cumulative += buckets.get(str(bound), 0)
                 points.append((str(bound), cumulative))
             points.append(("+Inf", cumulative + buckets.get("+Inf", 0)))
@@ -135,7 +137,7 @@ _registry.register(JobsCollector())
 def metrics():
     """Prometheus text format; needs the admin token like every operator view."""
     if not current_identity().is_admin:
-        from core.auth import ForbiddenError
+        from core.platform.auth import ForbiddenError
 
         raise ForbiddenError("/metrics needs the admin token")
     return Response(generate_latest(_registry), mimetype="text/plain; version=0.0.4")

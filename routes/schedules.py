@@ -13,9 +13,10 @@ from typing import Any
 
 from flask import Blueprint
 
-from core import audit, periodic
 from core.errors import JobNotFoundError
-from core.schedule_spec import HOST, check_name, schedule_id
+from core.ops import audit
+from core.schedule import periodic
+from core.schedule.spec import HOST, check_name, schedule_id
 from routes.common import install_error_handlers, ok, require_admin
 from routes.params import ParamError, json_body
 

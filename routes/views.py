@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.job_model import Job
+from core.queue.job_model import Job
 
 USER_ERROR_MAX_CHARS = 300
 _TRACEBACK_FRAME = re.compile(r'^\s*File "', re.MULTILINE)

@@ -1,4 +1,4 @@
-"""Admin endpoints for outbound webhooks (core/webhooks.py), mounted under the API prefix.
+"""Admin endpoints for outbound webhooks (core/events/webhooks.py), mounted under the API prefix.
 
 ``GET/POST /webhooks``, ``GET/DELETE /webhooks/<id>``, ``GET /webhooks/<id>/attempts``. The
 secret is in the answer to POST only; every change is in the audit log.
@@ -11,7 +11,8 @@ from typing import Any
 
 from flask import Blueprint
 
-from core import audit, webhooks
+from core.events import webhooks
+from core.ops import audit
 from routes.common import install_error_handlers, ok, require_admin
 from routes.params import ParamError, int_arg, json_body
 

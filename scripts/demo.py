@@ -111,7 +111,7 @@ def leave_nothing_behind(redis_url: str, prefix: str) -> int:
     fine here: this runs once, at the end of a demo, never on a request path.)"""
     import redis
 
-    from core import keys
+    from core.platform import keys
 
     client = redis.Redis.from_url(redis_url)
     queues = [f"{prefix}:{q}" for q in ("email", "ai", "crm")]
@@ -165,7 +165,7 @@ def start_demo_gmail(env: dict[str, str]) -> object | None:
 
 def enqueue_domain_jobs() -> list[tuple[str, str]]:
     """A Gmail sync for the demo user (connected to the fake or real Gmail), and mail to the outbox."""
-    from core.redis_queues import email_queue
+    from core.api.queues import email_queue
     from email_automation.gmail_sync_jobs import GmailSyncJobManager, connect_account
 
     if os.environ["GMAIL_API_BASE_URL"].startswith("http://127.0.0.1"):
@@ -179,7 +179,7 @@ def enqueue_domain_jobs() -> list[tuple[str, str]]:
 
 
 def classify_synced_mail() -> list[tuple[str, str]]:
-    from core.redis_queues import ai_queue
+    from core.api.queues import ai_queue
 
     return [("ai: classify unprocessed mail", ai_queue.enqueue_job("process_unclassified", {"limit": 10},
                                                                     user_id="demo"))]
@@ -188,7 +188,7 @@ def classify_synced_mail() -> list[tuple[str, str]]:
 def show_classifications() -> None:
     from sqlalchemy import func, select
 
-    from core.db import session_scope
+    from core.platform.db import session_scope
     from email_automation.models import EmailMessage
 
     with session_scope() as session:
@@ -200,8 +200,7 @@ def show_classifications() -> None:
 
 def enqueue_demo_jobs() -> list[tuple[str, str]]:
     """A few jobs on each queue; returns (label, job_id) pairs."""
-    from core.config import get_settings
-    from core.redis_queues import (
+    from core.api.queues import (
         ai_queue,
         crm_queue,
         email_queue,
@@ -209,6 +208,7 @@ def enqueue_demo_jobs() -> list[tuple[str, str]]:
         send_email_async,
         upsert_crm_contact_async,
     )
+    from core.config import get_settings
 
     run = uuid.uuid4().hex[:8]  # under the queue prefix: a demo on a shared Redis removes it at the end
     jobs = [
@@ -228,7 +228,7 @@ def enqueue_demo_jobs() -> list[tuple[str, str]]:
 
 def watch(jobs: list[tuple[str, str]], timeout: float = 60.0) -> bool:
     """Print each job's status whenever it changes, until all are final. True if all ended."""
-    from core.redis_queues import get_job
+    from core.api.jobs import get_job
 
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
@@ -260,7 +260,7 @@ def watch(jobs: list[tuple[str, str]], timeout: float = 60.0) -> bool:
 
 def show_schedule() -> None:
     """The periodic jobs the scheduler registered (waits briefly for its first pass)."""
-    from core.periodic import list_periodic_jobs
+    from core.schedule.periodic import list_periodic_jobs
 
     deadline = time.monotonic() + 15
     entries = list_periodic_jobs()
@@ -296,7 +296,7 @@ def start_api(services: Services, env: dict[str, str]) -> str | None:
 
 def show_api(base: str, env: dict[str, str], jobs: list[tuple[str, str]], once: bool = False) -> None:
     """Prove the API answers, and print curl lines a newcomer can copy (while it keeps running)."""
-    from core.auth import issue_user_token
+    from core.platform.auth import issue_user_token
 
     admin = env["JOBS_ADMIN_TOKEN"]
     job_id = jobs[0][1]

@@ -10,9 +10,9 @@ import time
 
 from redis import RedisError
 
-from core.connection import get_redis
-from core.progress import report_progress
-from core.redis_queues import ai_queue, crm_queue, email_queue
+from core.api.queues import ai_queue, crm_queue, email_queue
+from core.execution.progress import report_progress
+from core.platform.connection import get_redis
 
 _local_attempts: dict[str, int] = {}
 

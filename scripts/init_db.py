@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import get_settings  # noqa: E402
-from core.db import init_db  # noqa: E402
+from core.platform.db import init_db  # noqa: E402
 
 if __name__ == "__main__":
     init_db()

@@ -17,19 +17,14 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import audit, monitoring, periodic  # noqa: E402
-from core.connection import get_redis, redis_available  # noqa: E402
+from core.api.jobs import cancel_job, get_job, get_user_jobs, retry_job, stop_job  # noqa: E402
+from core.api.queues import all_queues, get_queue  # noqa: E402
 from core.errors import InvalidJobStateError, JobNotFoundError, JobsError  # noqa: E402
-from core.redis_queues import (  # noqa: E402
-    all_queues,
-    cancel_job,
-    get_job,
-    get_queue,
-    get_user_jobs,
-    retry_job,
-    stop_job,
-)
-from core.schedule_spec import schedule_id  # noqa: E402
+from core.ops import audit  # noqa: E402
+from core.platform.connection import get_redis, redis_available  # noqa: E402
+from core.queue import task_metrics
+from core.schedule import periodic
+from core.schedule.spec import schedule_id  # noqa: E402
 
 EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_REDIS_DOWN = 1, 2, 3
 
@@ -85,7 +80,7 @@ def cli(ctx: click.Context, as_json: bool) -> None:
     """Inspect and act on Fikiri Jobs queues."""
     ctx.obj = Output(as_json)
     if not redis_available():
-        from core.connection import redis_description
+        from core.platform.connection import redis_description
 
         click.echo(f"error: Redis at {redis_description()} is unreachable", err=True)  # never its password
         sys.exit(EXIT_REDIS_DOWN)
@@ -141,7 +136,7 @@ def _field_text(name: str, value: bytes) -> Any:
     parsed, RQ's zlib'd fields (``exc_info``) inflated, anything else as text or a byte count."""
     import zlib
 
-    from core.rq_compat import decode_data
+    from core.queue.rq_compat import decode_data
 
     if name == "data":
         try:
@@ -166,8 +161,8 @@ def _field_text(name: str, value: bytes) -> Any:
 
 def job_details(job_id: str) -> dict[str, Any]:
     """Everything known about one job: the decoded job, its Redis hash and its events (this run)."""
-    from core import keys
-    from core.events import EventFilter, start_cursor
+    from core.events.stream import EventFilter, start_cursor
+    from core.platform import keys
 
     job = get_job(job_id)
     if job is None:
@@ -371,7 +366,7 @@ queue_group.command("resume")(_queue_action("resume"))
 @click.pass_obj
 def workers(out: Output) -> None:
     """Workers alive (their registrations, refreshed every heartbeat)."""
-    from core import keys
+    from core.platform import keys
 
     connection = get_redis()
     names = sorted({keys.worker_name(member) for member in connection.smembers(keys.workers())})
@@ -509,7 +504,7 @@ def monitor() -> None:
 @click.option("--task", default=None)
 @click.pass_obj
 def monitor_stats(out: Output, task: str | None) -> None:
-    data = monitoring.get_task_stats(task)
+    data = task_metrics.get_task_stats(task)
     rows = [{"task": name, **values} for name, values in data.items()]
     out.emit(data, lambda: _table(rows, ["task", "total", "succeeded", "failed", "retried", "avg_duration",
                                          "p95_duration", "last_status"]))
@@ -520,7 +515,7 @@ def monitor_stats(out: Output, task: str | None) -> None:
 @click.option("--limit", type=click.IntRange(1, 100), default=20)
 @click.pass_obj
 def monitor_history(out: Output, task: str, limit: int) -> None:
-    rows = monitoring.get_task_history(task, limit)
+    rows = task_metrics.get_task_history(task, limit)
     out.emit(rows, lambda: _table([{**r, "finished_at": _when(r["finished_at"])} for r in rows],
                                   ["job_id", "status", "duration", "finished_at"]))
 
@@ -530,7 +525,7 @@ def monitor_history(out: Output, task: str, limit: int) -> None:
 @click.option("--hours", type=click.FloatRange(0.01, 720), default=24)
 @click.pass_obj
 def monitor_failures(out: Output, limit: int, hours: float) -> None:
-    rows = monitoring.get_recent_failures(limit, hours)
+    rows = task_metrics.get_recent_failures(limit, hours)
     out.emit(rows, lambda: _table([{**r, "finished_at": _when(r["finished_at"])} for r in rows],
                                   ["job_id", "task", "status", "finished_at", "error"]))
 
@@ -539,7 +534,7 @@ def monitor_failures(out: Output, limit: int, hours: float) -> None:
 @click.option("--task", default=None)
 @click.pass_obj
 def monitor_clear(out: Output, task: str | None) -> None:
-    cleared = monitoring.clear_metrics(task)
+    cleared = task_metrics.clear_metrics(task)
     out.emit({"cleared": cleared}, lambda: f"cleared metrics of {cleared} task(s)")
 
 
@@ -619,7 +614,7 @@ def ai_bulk(out: Output, user_id: str | None, limit: int) -> None:
 
 
 
-# --- webhooks (core/webhooks.py) ---------------------------------------------------------------
+# --- webhooks (core/events/webhooks.py) ---------------------------------------------------------------
 @cli.group()
 def webhooks() -> None:
     """Outbound webhooks: job events POSTed, signed, to your URLs."""
@@ -641,7 +636,7 @@ def _names_option(values: tuple[str, ...]) -> list[str] | None:
 def webhooks_add(out: Output, url: str, secret: str | None, tasks: tuple[str, ...], users: tuple[str, ...],
                  events: tuple[str, ...]) -> None:
     """Register URL; prints its id and secret (the secret is shown only now)."""
-    from core import webhooks as hooks
+    from core.events import webhooks as hooks
 
     def go() -> None:
         hook = hooks.register_webhook(url, secret, _names_option(tasks), _names_option(users), _names_option(events))
@@ -655,7 +650,7 @@ def webhooks_add(out: Output, url: str, secret: str | None, tasks: tuple[str, ..
 @click.pass_obj
 def webhooks_list(out: Output) -> None:
     """Registered webhooks (secrets hidden)."""
-    from core import webhooks as hooks
+    from core.events import webhooks as hooks
 
     def go() -> None:
         rows = hooks.list_webhooks()
@@ -671,7 +666,7 @@ def webhooks_list(out: Output) -> None:
 @click.pass_obj
 def webhooks_remove(out: Output, webhook_id: str) -> None:
     """Remove a webhook and its recorded attempts."""
-    from core import webhooks as hooks
+    from core.events import webhooks as hooks
 
     def go() -> None:
         hooks.remove_webhook(webhook_id)
@@ -687,7 +682,7 @@ def webhooks_remove(out: Output, webhook_id: str) -> None:
 @click.pass_obj
 def webhooks_attempts(out: Output, webhook_id: str, limit: int) -> None:
     """A webhook's delivery attempts, newest first."""
-    from core import webhooks as hooks
+    from core.events import webhooks as hooks
 
     def go() -> None:
         rows = hooks.webhook_attempts(webhook_id, limit)

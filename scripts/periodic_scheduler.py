@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis  # noqa: E402
 
 from core.config import get_settings  # noqa: E402
-from core.periodic import JsonScheduler, register_periodic_jobs, registered_marker_key  # noqa: E402
-from core.task_registry import load_task_modules  # noqa: E402
+from core.queue.task_registry import load_task_modules  # noqa: E402
+from core.schedule.periodic import JsonScheduler, register_periodic_jobs, registered_marker_key  # noqa: E402
 
 logger = logging.getLogger("fikiri.scheduler")
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="register, run one pass, exit")
     parser.add_argument("--log-level", default=os.environ.get("JOBS_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    from core.logs import configure_logging
+    from core.platform.logs import configure_logging
 
     configure_logging(args.log_level)
     interval = args.interval or get_settings().scheduler_interval

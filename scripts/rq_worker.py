@@ -21,14 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import QUEUE_NAMES, get_settings, reload_settings  # noqa: E402
 from core.errors import UnknownQueueError  # noqa: E402
-from core.logs import configure_logging  # noqa: E402
+from core.platform.logs import configure_logging  # noqa: E402
 
 try:  # the Lua scripts are read here: an install without one stops the worker, naming the file
-    from core import task_registry
-    from core.redis_queues import get_queue
-    from core.task_modules import ensure_task_modules
-    from core.worker import WORKER_CLASSES, Worker
-except RuntimeError as exc:  # core.scripts.MissingScriptError (importing its name would raise it again)
+    from core.api.queues import get_queue
+    from core.platform.task_modules import ensure_task_modules
+    from core.queue import task_registry
+    from core.worker.loop import WORKER_CLASSES, Worker
+except RuntimeError as exc:  # core.queue.lua_scripts.MissingScriptError (importing its name would raise it again)
     sys.exit(f"fikiri-worker: {exc}")
 
 logger = logging.getLogger("fikiri.worker")

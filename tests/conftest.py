@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import fallback
 from core.config import reload_settings
-from core.connection import reset_connections
-from core.task_registry import load_task_modules
+from core.fallback import executor
+from core.platform.connection import reset_connections
+from core.queue.task_registry import load_task_modules
 from tests.servers import RedisServer, WorkerProcess, worker_env
 
 TEST_ENV_KEYS = (
@@ -22,9 +22,9 @@ TEST_ENV_KEYS = (
 def _reset_process_state() -> None:
     reload_settings()
     reset_connections()
-    if fallback._executor is not None:
-        fallback._executor.shutdown(wait=False)
-    fallback._executor = None
+    if executor._executor is not None:
+        executor._executor.shutdown(wait=False)
+    executor._executor = None
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def database_url(request, tmp_path) -> Iterator[str]:
 
     import sqlalchemy as sa
 
-    from core.db import dispose_engines
+    from core.platform.db import dispose_engines
 
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fikiri.db'}"
@@ -192,7 +192,7 @@ def fake_gmail(monkeypatch):
 
 def finished(job_id: str, timeout: float = 30):
     """Wait until the job has ended; returns it."""
-    from core.redis_queues import get_job
+    from core.api.jobs import get_job
     from tests.servers import wait_until
 
     return wait_until(lambda: (j := get_job(job_id)) and j.status.is_final and j, timeout=timeout)

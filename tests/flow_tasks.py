@@ -9,10 +9,10 @@ import time
 
 import requests
 
-from core.connection import get_redis
-from core.http import request_with_backoff
-from core.progress import current_job_id, should_stop
-from core.redis_queues import ai_queue, email_queue
+from core.api.queues import ai_queue, email_queue
+from core.execution.progress import current_job_id, should_stop
+from core.platform.connection import get_redis
+from core.platform.http import request_with_backoff
 
 
 @ai_queue.task(max_retries=0, rate_limit="120/m", rate_key="provider")
@@ -46,7 +46,7 @@ def exclusive(key: str, user: str, seconds: float) -> str:
 
 @email_queue.task(max_retries=0)
 def call_peer(url: str, key: str) -> int:
-    """GET the loopback peer through core.http (a 429 with Retry-After defers the job)."""
+    """GET the loopback peer through core.platform.http (a 429 with Retry-After defers the job)."""
     get_redis().rpush(f"{key}:attempts", time.time())
     response = request_with_backoff(requests.Session(), "GET", url)
     return response.status_code

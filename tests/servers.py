@@ -109,7 +109,7 @@ def worker_env(redis_url: str, extra: dict[str, str] | None = None) -> dict[str,
 def point_this_process_at(server: RedisServer, monkeypatch: object) -> None:
     """Settings of this test process for a Redis the test manages itself (like the workers')."""
     from core.config import reload_settings
-    from core.connection import reset_connections
+    from core.platform.connection import reset_connections
 
     env = worker_env(server.url)
     for key in ("REDIS_URL", "JOBS_TASK_MODULES", "JOBS_RETRY_BACKOFF_BASE"):

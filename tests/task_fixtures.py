@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import time
 
-from core.connection import get_redis
-from core.progress import current_job_id, report_progress
-from core.redis_queues import ai_queue, crm_queue, email_queue
+from core.api.queues import ai_queue, crm_queue, email_queue
+from core.execution.progress import current_job_id, report_progress
+from core.platform.connection import get_redis
 
 
 @email_queue.task(max_retries=0)

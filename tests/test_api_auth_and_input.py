@@ -8,9 +8,9 @@ import time
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from core.auth import issue_user_token
+from core.api.queues import email_queue
 from core.config import reload_settings
-from core.redis_queues import email_queue
+from core.platform.auth import issue_user_token
 from tests.conftest import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import requests
 
-from core.auth import issue_user_token
-from core.redis_queues import email_queue
+from core.api.queues import email_queue
+from core.platform.auth import issue_user_token
 from tests.conftest import ADMIN_TOKEN
 from tests.servers import wait_until
 

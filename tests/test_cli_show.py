@@ -13,9 +13,10 @@ import zlib
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
-from core import keys
-from core.redis_queues import crm_queue, email_queue, get_job
-from core.rq_compat import COMPRESS_OVER
+from core.api.jobs import get_job
+from core.api.queues import crm_queue, email_queue
+from core.platform import keys
+from core.queue.rq_compat import COMPRESS_OVER
 from tests.servers import ROOT, wait_until, worker_env
 
 ONE_KIB = 1024  # the README's "plain JSON up to 1 KiB"

@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from core import dashboard_queries, keys, monitoring
-from core.connection import get_redis
-from core.periodic import register_periodic_jobs
-from core.redis_queues import crm_queue, email_queue, get_job
+from core.api.jobs import get_job
+from core.api.queues import crm_queue, email_queue
+from core.ops import dashboard_queries
+from core.platform import keys
+from core.platform.connection import get_redis
+from core.queue import task_metrics
+from core.schedule.periodic import register_periodic_jobs
 from tests.conftest import ADMIN_TOKEN
 from tests.servers import ROOT, wait_until
 
@@ -146,7 +149,7 @@ def attacker_site():
 
 
 def test_login_csrf_from_another_site_does_not_replace_the_session(live_dashboard, browser, attacker_site):
-    from core.auth import issue_user_token
+    from core.platform.auth import issue_user_token
 
     pages, attacker_base = attacker_site
     pages["/"] = f"""<html><body><form id="f" method="post" action="{live_dashboard}/dashboard/login">
@@ -184,7 +187,7 @@ def seed_throughput_history() -> dict[str, tuple[int, int, int]]:
     minute, hour = int(now // 60) * 60, int(now // 3600) * 3600
     with get_redis().pipeline(transaction=False) as pipe:
         for i in range(1, 60):
-            pipe.hset(monitoring.minute_key(minute - 60 * i),
+            pipe.hset(task_metrics.minute_key(minute - 60 * i),
                       mapping={"completed": 12 + round(9 * math.sin(i / 6)), "failed": 2 if i % 11 == 0 else 0})
         for i in range(1, 24):
             pipe.hset(keys.metrics_hour(hour - 3600 * i),
@@ -290,7 +293,7 @@ def test_live_updates_flow_control_and_a_batch(live_dashboard, browser, start_wo
     """The overview's counts and a job's status follow the events stream (no reload, the poll
     slowed to 15 s once the stream is up); a paused queue, jobs waiting for a rate limit with their
     reason, Stop on a running job, and a batch's page."""
-    from core.workflows import enqueue_batch
+    from core.workflows.chains import enqueue_batch
 
     start_worker("email", "--worker-class", "threaded", "--concurrency", "2", env={"JOBS_STOP_GRACE": "1"})
     page = browser.new_page(viewport={"width": 1280, "height": 720})

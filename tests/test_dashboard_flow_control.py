@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import html
 
-from core import audit
-from core.auth import issue_user_token
-from core.connection import get_redis
-from core.job_model import JobStatus
-from core.redis_queues import email_queue, get_job
+from core.api.jobs import get_job
+from core.api.queues import email_queue
+from core.ops import audit
+from core.platform.auth import issue_user_token
+from core.platform.connection import get_redis
+from core.queue.job_model import JobStatus
 from tests.conftest import finished
 from tests.servers import wait_until
 from tests.test_dashboard_pages import csrf, login
@@ -74,7 +75,7 @@ def test_stop_a_running_job_from_its_page(client, start_worker):
 
 
 def test_batch_page_shows_progress_and_members_to_its_owner(client, start_worker):
-    from core.workflows import enqueue_batch
+    from core.workflows.chains import enqueue_batch
 
     start_worker("email", "--worker-class", "simple")
     batch_id = enqueue_batch("email", "add", [{"a": i, "b": 1} for i in range(3)], user_id="alice")
@@ -83,7 +84,7 @@ def test_batch_page_shows_progress_and_members_to_its_owner(client, start_worker
     page = html.unescape(client.get(f"/dashboard/batch/{batch_id}").get_data(as_text=True))
     assert "3: <span id=\"batch-completed\">3</span> completed, 0 failed, 0 canceled, 0 still to run" in page
     assert 'id="batch-state">done<' in page and page.count("/dashboard/job/") >= 3
-    from core.workflows import batch_job_ids
+    from core.api.batches import batch_job_ids
 
     member = batch_job_ids(batch_id)[0]
     assert f'id="job-batch" href="/dashboard/batch/{batch_id}"' in client.get(f"/dashboard/job/{member}").get_data(as_text=True)

@@ -12,10 +12,11 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import dashboard_queries
-from core.auth import issue_user_token
-from core.periodic import register_periodic_jobs
-from core.redis_queues import crm_queue, email_queue, get_job
+from core.api.jobs import get_job
+from core.api.queues import crm_queue, email_queue
+from core.ops import dashboard_queries
+from core.platform.auth import issue_user_token
+from core.schedule.periodic import register_periodic_jobs
 from tests.conftest import ADMIN_TOKEN, finished
 from tests.servers import wait_until
 

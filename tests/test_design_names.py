@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from core import keys
+from core.api.queues import get_email_queue
 from core.errors import InvalidPayloadError
-from core.redis_queues import get_email_queue
+from core.platform import keys
 from tests.conftest import finished
 from tests.servers import wait_until
 

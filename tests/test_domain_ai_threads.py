@@ -12,10 +12,11 @@ import sqlalchemy as sa
 from sqlalchemy import select
 
 from ai_assistant.thread_jobs import process_thread_ai, queue_thread_ai, thread_job_id
+from core.api.jobs import get_job, get_user_jobs
+from core.api.queues import ai_queue
 from core.config import get_settings, reload_settings
-from core.db import session_scope
 from core.errors import PermanentJobError
-from core.redis_queues import ai_queue, get_job, get_user_jobs
+from core.platform.db import session_scope
 from email_automation.models import EmailMessage, EmailThread
 from tests.peers import JsonHttpPeer
 from tests.servers import wait_until

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import update
 
 from ai_assistant.thread_jobs import process_thread_ai
-from core import keys
+from core.api.queues import email_queue
 from core.config import get_settings, reload_settings
-from core.connection import get_redis
-from core.db import session_scope
-from core.monitoring import get_task_history
-from core.redis_queues import email_queue
+from core.platform import keys
+from core.platform.connection import get_redis
+from core.platform.db import session_scope
+from core.queue.task_metrics import get_task_history
 from email_automation.gmail_sync_jobs import connect_account
 from email_automation.models import EmailMessage, EmailThread
 from tests.conftest import finished

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from core import progress
+from core.api.queues import ai_queue, crm_queue, email_queue, process_ai_request_async
 from core.config import reload_settings
-from core.db import session_scope
-from core.http import UpstreamError
-from core.redis_queues import ai_queue, crm_queue, email_queue, process_ai_request_async
+from core.execution import progress
+from core.platform.db import session_scope
+from core.platform.http import UpstreamError
 from email_automation.email_sender import send_email
 from email_automation.models import EmailMessage, SentEmail
 from tests.conftest import finished

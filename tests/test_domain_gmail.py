@@ -8,8 +8,8 @@ import time
 
 from sqlalchemy import func, select
 
-from core.db import session_scope
-from core.redis_queues import get_job
+from core.api.jobs import get_job
+from core.platform.db import session_scope
 from email_automation.gmail_sync_jobs import GmailSyncJobManager, connect_account, sync_all_users
 from email_automation.models import EmailMessage, GmailAccount, SyncJob
 from tests.servers import wait_until

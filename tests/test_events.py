@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import requests
 
-from core import keys
-from core.auth import issue_user_token
-from core.connection import get_redis
-from core.events import InvalidEventIdError, listen_events, parse_event_id
-from core.redis_queues import email_queue
+from core.api.queues import email_queue
+from core.events.stream import InvalidEventIdError, listen_events, parse_event_id
+from core.platform import keys
+from core.platform.auth import issue_user_token
+from core.platform.connection import get_redis
 from tests.api_server import ApiServer
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY, finished
 

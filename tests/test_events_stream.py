@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 
-from core import keys
+from core.api.jobs import stop_job
+from core.api.queues import email_queue
 from core.config import get_settings
-from core.connection import get_redis
-from core.job_model import JobStatus
-from core.redis_queues import email_queue, stop_job
+from core.platform import keys
+from core.platform.connection import get_redis
+from core.queue.job_model import JobStatus
 from tests.conftest import finished
 from tests.servers import wait_until
 

@@ -14,13 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+from core.api.jobs import get_job
+from core.api.queues import ai_queue, email_queue
 from core.config import get_settings
-from core.connection import get_redis, redis_available
-from core.fallback import get_fallback
-from core.job_model import Job, JobStatus
-from core.keys import job as job_key
-from core.redis_queues import ai_queue, email_queue, get_job
-from core.spool import Spool
+from core.fallback.executor import get_fallback
+from core.fallback.spool import Spool
+from core.platform.connection import get_redis, redis_available
+from core.platform.keys import job as job_key
+from core.queue.job_model import Job, JobStatus
 from tests.servers import ROOT, wait_until, worker_env
 
 
@@ -80,7 +81,7 @@ def test_rate_limit_spaces_fallback_jobs_and_other_tasks_pass_them(jobs_env, tmp
 def test_a_killed_holders_permit_ends_with_its_lease_and_the_next_job_runs(jobs_env, tmp_path):
     _down(jobs_env)
     notes, lease = tmp_path / "notes.txt", get_settings().fallback_lease
-    code = ("import time\nfrom core.redis_queues import email_queue\n"
+    code = ("import time\nfrom core.api.queues import email_queue\n"
             f"email_queue.enqueue_job('exclusive_noted', {{'path': {str(notes)!r}, 'user': 'dee', 'seconds': 600}}, "
             "job_id='long-sync', max_retries=0)\ntime.sleep(600)\n")
     env = worker_env(jobs_env.url, {"JOBS_FALLBACK_SPOOL": get_settings().fallback_spool, "JOBS_FALLBACK_WORKERS": "1"})

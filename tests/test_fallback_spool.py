@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from core.auth import issue_user_token
+from core.api.jobs import get_job
+from core.api.queues import ai_queue, email_queue
 from core.config import reload_settings
-from core.connection import redis_available, reset_connections
 from core.errors import QueueUnavailableError
-from core.job_model import JobStatus
-from core.redis_queues import ai_queue, email_queue, get_job
+from core.platform.auth import issue_user_token
+from core.platform.connection import redis_available, reset_connections
+from core.queue.job_model import JobStatus
 from tests.api_server import ApiServer
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY
 from tests.servers import ROOT, free_port, wait_until, worker_env
@@ -78,7 +79,7 @@ def _spooler(redis_url: str, spool: Path, marks_path: Path, count: int, seconds:
     """A web-like process that spools file_mark jobs j<first>..j<first+count-1>, then keeps running them."""
     code = (
         "import sys, time\n"
-        "from core.redis_queues import email_queue\n"
+        "from core.api.queues import email_queue\n"
         f"for i in range({first}, {first + count}):\n"
         f"    email_queue.enqueue_job('file_mark', {{'path': {str(marks_path)!r}, 'item': f'j{{i}}', "
         f"'seconds': {seconds}}}, job_id=f'j{{i}}', max_retries=3)\n"
@@ -137,7 +138,7 @@ def test_redis_returns_while_two_processes_drain_the_spool(jobs_env, start_worke
         assert max(marks(marks_path).values()) == 1  # no job ran twice
         modes = collections.Counter(get_job(f"j{i}").mode for i in range(60))
         assert modes["fallback"] >= 10 and modes["redis"] >= 1, modes  # some ran in each place
-        from core.fallback import get_fallback
+        from core.fallback.executor import get_fallback
 
         wait_until(lambda: get_fallback().pending_count() == 0, timeout=30, message="the spool to empty")
     finally:
@@ -148,7 +149,7 @@ def test_redis_returns_while_two_processes_drain_the_spool(jobs_env, start_worke
 
 
 def _open_spool(path: str, barrier, answers) -> None:
-    from core.spool import Spool
+    from core.fallback.spool import Spool
 
     barrier.wait()
     try:
@@ -207,7 +208,7 @@ def test_a_restarted_process_resumes_the_spool_while_redis_is_still_down(tmp_pat
     first.wait(10)
     assert len(marks(marks_path)) < 20
     code = ("import time\n"
-            "from core.fallback import get_fallback\n"
+            "from core.fallback.executor import get_fallback\n"
             "fallback = get_fallback()\n"
             "print('unfinished', fallback.pending_count(), flush=True)\n"  # first use: resumes the spool
             "deadline = time.time() + 60\n"

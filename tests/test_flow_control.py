@@ -11,10 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import keys
-from core.connection import get_redis
-from core.job_model import JobStatus
-from core.redis_queues import ai_queue, email_queue, get_job, stop_job
+from core.api.jobs import get_job, stop_job
+from core.api.queues import ai_queue, email_queue
+from core.platform import keys
+from core.platform.connection import get_redis
+from core.queue.job_model import JobStatus
 from tests.conftest import finished
 from tests.servers import wait_until
 
@@ -188,7 +189,7 @@ def test_a_429_with_retry_after_defers_also_when_it_is_the_last_http_attempt(job
     import requests
 
     from core.errors import RetryAfter
-    from core.http import request_with_backoff
+    from core.platform.http import request_with_backoff
 
     setting("JOBS_HTTP_MAX_ATTEMPTS", "1")
     with pytest.raises(RetryAfter) as asked:
@@ -294,7 +295,7 @@ def test_a_stopped_job_whose_worker_died_ends_canceled_not_retried(start_worker)
 
 # --- HTTP, CLI, queue-wide limits, the Gmail sync permit ------------------------------------------------
 def test_pause_resume_and_stop_over_http_and_the_admin_health(client, start_worker):
-    from core.auth import issue_user_token
+    from core.platform.auth import issue_user_token
     from tests.conftest import ADMIN_TOKEN
 
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -346,7 +347,7 @@ def test_cli_pause_resume_and_stop(jobs_env):
 
 def test_a_queue_wide_rate_limit_from_the_environment(start_worker):
     start_worker("crm", "--worker-class", "threaded", "--concurrency", "4", env={"JOBS_RATE_LIMIT_CRM": "4/s"})
-    from core.redis_queues import crm_queue
+    from core.api.queues import crm_queue
 
     ids = crm_queue.enqueue_many("crm_echo", [{"text": str(i)} for i in range(6)])
     jobs = [finished(i, timeout=15) for i in ids]
@@ -383,8 +384,8 @@ def test_a_prefetched_job_stopped_before_it_started_never_runs(start_worker):
 def test_a_calls_rate_overrides_the_tasks_and_keeps_its_key(jobs_env):
     import json
 
+    from core.api.queues import ai_queue
     from core.errors import InvalidPayloadError
-    from core.redis_queues import ai_queue
 
     job_id = ai_queue.enqueue_job("rate_mark", {"key": "test:o"}, rate_limit="30/m")
     limits = json.loads(get_redis().hget(keys.job(job_id), "fk_limits"))

@@ -10,8 +10,9 @@ import sys
 
 import requests
 
-from core.auth import issue_user_token
-from core.redis_queues import email_queue, get_job
+from core.api.jobs import get_job
+from core.api.queues import email_queue
+from core.platform.auth import issue_user_token
 from tests.conftest import ADMIN_TOKEN
 from tests.servers import ROOT, wait_until, worker_env
 

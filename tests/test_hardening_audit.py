@@ -8,11 +8,12 @@ import re
 import subprocess
 import sys
 
-from core import audit, keys
-from core.auth import issue_user_token
+from core.api.queues import email_queue
 from core.config import reload_settings
-from core.periodic import register_periodic_jobs
-from core.redis_queues import email_queue
+from core.ops import audit
+from core.platform import keys
+from core.platform.auth import issue_user_token
+from core.schedule.periodic import register_periodic_jobs
 from tests.conftest import ADMIN_TOKEN
 from tests.servers import ROOT, worker_env
 

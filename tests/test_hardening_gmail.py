@@ -10,10 +10,10 @@ from collections.abc import Callable
 import requests
 from sqlalchemy import select
 
-from core.auth import issue_user_token
+from core.api.jobs import get_job
 from core.config import reload_settings
-from core.db import dispose_engines, session_scope
-from core.redis_queues import get_job
+from core.platform.auth import issue_user_token
+from core.platform.db import dispose_engines, session_scope
 from email_automation.gmail_sync_jobs import GmailSyncJobManager, SyncError, connect_account, process_gmail_sync
 from email_automation.models import SyncJob
 from tests.servers import wait_until

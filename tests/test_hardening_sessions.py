@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from core import keys
 from core.config import reload_settings
+from core.platform import keys
 from routes.dashboard_sessions import COOKIE_NAME, LOGIN_CSRF_COOKIE
 from tests.conftest import ADMIN_TOKEN
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask, request
 
-from core.auth import issue_user_token
 from core.config import set_overrides
-from core.connection import reset_connections
+from core.platform.auth import issue_user_token
+from core.platform.connection import reset_connections
 from routes.extension import FikiriJobs
 from tests.conftest import ADMIN_TOKEN
 from tests.servers import ROOT, worker_env
@@ -157,7 +157,7 @@ def test_a_missing_task_module_names_itself_the_setting_and_the_path(tmp_path):
 
 
 def test_flask_jobs_worker_and_status_from_the_command_line(jobs_env):
-    from core.task_object import wait_for
+    from core.api.tasks import wait_for
     from tests.task_fixtures import add
 
     job_id = add.enqueue(a=4, b=5)

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from core.connection import reset_connections
+from core.api.jobs import cancel_job, get_job
+from core.api.queues import ai_queue, crm_queue, email_queue
 from core.errors import InvalidJobStateError
-from core.job_model import JobStatus
-from core.redis_queues import ai_queue, cancel_job, crm_queue, email_queue, get_job
+from core.platform.connection import reset_connections
+from core.queue.job_model import JobStatus
 from tests.servers import RedisServer, point_this_process_at, wait_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -64,7 +65,7 @@ def test_kill_loop_30_sigkills_lose_nothing_and_every_extra_run_is_a_counted_aba
     assert stats["abandoned_jobs"] >= extra >= 0
     assert stats["retried_jobs"] == stats["abandoned_jobs"]  # nothing else failed here
     assert sum(get_job(j).retry_count for j in ids) == stats["abandoned_jobs"]
-    from core.monitoring import get_task_stats
+    from core.queue.task_metrics import get_task_stats
 
     metrics = get_task_stats()
     assert sum(metrics[t]["abandoned"] for t in TASKS.values()) == stats["abandoned_jobs"]

@@ -7,7 +7,8 @@ import json
 import subprocess
 import sys
 
-from core.redis_queues import email_queue, get_job
+from core.api.jobs import get_job
+from core.api.queues import email_queue
 from tests.servers import ROOT, wait_until, worker_env
 
 
@@ -55,7 +56,7 @@ def test_failed_retry_all_and_cancel(jobs_env, start_worker):
 
 
 def test_scheduler_commands(jobs_env):
-    from core.periodic import register_periodic_jobs
+    from core.schedule.periodic import register_periodic_jobs
 
     register_periodic_jobs()
     listing = cli(jobs_env.url, "scheduler", "list")

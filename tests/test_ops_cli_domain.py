@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from core.db import session_scope
-from core.redis_queues import get_job
+from core.api.jobs import get_job
+from core.platform.db import session_scope
 from email_automation.gmail_sync_jobs import connect_account
 from email_automation.models import EmailMessage
 from tests.servers import wait_until

@@ -7,9 +7,10 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import monitoring
-from core.maintenance import nightly_cleanup
-from core.redis_queues import email_queue, get_job
+from core.api.jobs import get_job
+from core.api.queues import email_queue
+from core.ops.maintenance import nightly_cleanup
+from core.queue import task_metrics
 from tests.conftest import ADMIN_TOKEN
 from tests.servers import wait_until
 
@@ -25,32 +26,32 @@ def run_mixed_batch(start_worker) -> list[str]:
         wait_until(lambda j=job_id: get_job(j).status.is_final, timeout=30)
     # timings and history are flushed when the worker goes idle (counts are written with each job)
     expected = {"add": 4, "always_fail": 1, "fail_times": 2}  # attempts, from every worker process
-    wait_until(lambda: all(len(monitoring.get_task_history(t, 10)) == n for t, n in expected.items()), timeout=10)
+    wait_until(lambda: all(len(task_metrics.get_task_history(t, 10)) == n for t, n in expected.items()), timeout=10)
     return ids
 
 
 def test_metrics_match_a_mixed_run(api_env, start_worker):
     run_mixed_batch(start_worker)
-    stats = monitoring.get_task_stats()
+    stats = task_metrics.get_task_stats()
     assert stats["add"]["total"] == 4 and stats["add"]["succeeded"] == 4 and stats["add"]["failed"] == 0
     assert stats["always_fail"] == {**stats["always_fail"], "total": 1, "succeeded": 0, "failed": 1, "retried": 0,
                                     "last_status": "failed"}
     assert stats["fail_times"]["total"] == 2 and stats["fail_times"]["succeeded"] == 1
     # failed counts attempts that ended the job failed; the failed first attempt was retried
     assert stats["fail_times"]["failed"] == 0 and stats["fail_times"]["retried"] == 1
-    history = monitoring.get_task_history("add", 10)
+    history = task_metrics.get_task_history("add", 10)
     assert len(history) == 4 and all(h["status"] == "completed" for h in history)
     durations = [h["duration"] for h in history]
     assert abs(stats["add"]["avg_duration"] - sum(durations) / 4) < 1e-5
     assert stats["add"]["p95_duration"] == max(durations)
-    failures = monitoring.get_recent_failures(10, 1)
+    failures = task_metrics.get_recent_failures(10, 1)
     assert {f["task"] for f in failures} == {"always_fail", "fail_times"}
     assert any("bad input" in f["error"] for f in failures)
-    rate = monitoring.processing_rate(5)
+    rate = task_metrics.processing_rate(5)
     assert sum(r["completed"] for r in rate) == 5 and sum(r["failed"] for r in rate) == 2
-    assert monitoring.clear_metrics("add") == 1
-    cleared = monitoring.get_task_stats()["add"]
-    assert cleared["total_duration"] == 0 and monitoring.get_task_history("add") == []
+    assert task_metrics.clear_metrics("add") == 1
+    cleared = task_metrics.get_task_stats()["add"]
+    assert cleared["total_duration"] == 0 and task_metrics.get_task_history("add") == []
     assert cleared["succeeded"] == 4  # counts are the queue's lifetime counters, never cleared
 
 

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
+from core.api.jobs import get_job
 from core.config import reload_settings
 from core.errors import JobNotFoundError
-from core.periodic import (
+from core.schedule.periodic import (
     list_periodic_jobs,
     pause_periodic,
     register_periodic_jobs,
@@ -21,7 +22,6 @@ from core.periodic import (
     resume_periodic,
     run_periodic_now,
 )
-from core.redis_queues import get_job
 from tests.servers import ROOT, wait_until, worker_env
 
 FAST = {"EMAIL_SYNC_INTERVAL_MINUTES": "0.05", "AI_PROCESSING_INTERVAL_MINUTES": "0.1",

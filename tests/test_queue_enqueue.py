@@ -9,11 +9,13 @@ import pytest
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
-from core import keys
-from core.backoff import retry_delays
+from core.api.jobs import get_job
+from core.api.queues import ai_queue, crm_queue, email_queue, get_queue
 from core.errors import InvalidPayloadError, PayloadTooLargeError, UnknownQueueError, UnknownTaskError
-from core.job_model import JobStatus
-from core.redis_queues import InvalidJobIdError, ai_queue, crm_queue, email_queue, get_job, get_queue
+from core.platform import keys
+from core.queue.backoff import retry_delays
+from core.queue.job_model import JobStatus
+from core.queue.job_options import InvalidJobIdError
 from tests.servers import wait_until
 
 

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from core.connection import redis_available
-from core.job_model import JobStatus
-from core.redis_queues import email_queue, get_job, get_user_jobs
+from core.api.jobs import get_job, get_user_jobs
+from core.api.queues import email_queue
+from core.platform.connection import redis_available
+from core.queue.job_model import JobStatus
 from tests.servers import wait_until
 
 
@@ -58,8 +59,8 @@ def test_new_jobs_go_to_redis_again_when_it_returns(jobs_env, start_worker):
 
 
 def test_cancel_and_stop_of_spooled_jobs_record_why_and_a_second_time_is_a_conflict(jobs_env):
+    from core.api.jobs import cancel_job, stop_job
     from core.errors import InvalidJobStateError
-    from core.job_ops import cancel_job, stop_job
 
     jobs_env.stop()
     wait_until(lambda: not redis_available(), timeout=5)

@@ -7,18 +7,11 @@ import pytest
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
+from core.api.jobs import cancel_job, get_job, get_user_jobs, retry_job
+from core.api.queues import ai_queue, crm_queue, email_queue
 from core.config import reload_settings
 from core.errors import InvalidJobStateError, JobNotFoundError
-from core.job_model import JobStatus
-from core.redis_queues import (
-    ai_queue,
-    cancel_job,
-    crm_queue,
-    email_queue,
-    get_job,
-    get_user_jobs,
-    retry_job,
-)
+from core.queue.job_model import JobStatus
 from tests.servers import wait_until
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import signal
 import time
 
-from core.job_model import JobStatus
-from core.redis_queues import email_queue, get_job
+from core.api.jobs import get_job
+from core.api.queues import email_queue
+from core.queue.job_model import JobStatus
 from tests.servers import wait_until
 
 THREADED = ("email", "--worker-class", "threaded", "--concurrency", "4")

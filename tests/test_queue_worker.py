@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 
-from core.job_model import JobStatus
-from core.redis_queues import ai_queue, crm_queue, email_queue, get_job
+from core.api.jobs import get_job
+from core.api.queues import ai_queue, crm_queue, email_queue
+from core.queue.job_model import JobStatus
 from tests.servers import ROOT, wait_until, worker_env
 
 
@@ -65,7 +66,7 @@ def test_sigkill_mid_job_is_retried_by_another_worker(jobs_env, start_worker):
     assert int(jobs_env.client().get("test:killed:started")) == 2
     stats = email_queue.get_stats()
     assert stats["abandoned_jobs"] == 1 and stats["retried_jobs"] == 1 and stats["completed_jobs"] == 1
-    from core.monitoring import get_task_stats
+    from core.queue.task_metrics import get_task_stats
 
     metrics = get_task_stats("sleep_then_count")["sleep_then_count"]
     assert metrics["total"] == 2 and metrics["abandoned"] == 1 and metrics["succeeded"] == 1
@@ -122,7 +123,7 @@ def test_two_processes_share_the_work(jobs_env, start_worker):
 
 def test_import_option_loads_a_task_module(jobs_env, start_worker):
     # The test process knows the demo tasks; the worker learns them only through --import.
-    from core.task_registry import load_task_modules
+    from core.queue.task_registry import load_task_modules
 
     load_task_modules(["scripts.demo_tasks"])
     job_id = crm_queue.enqueue_job("demo_invalid_contact", {"email": "x"})
@@ -166,4 +167,4 @@ def test_json_log_lines_carry_the_attempt_fields(jobs_env, start_worker):
     attempt = next(e for e in entries if e.get("job_id") == job_id)
     assert (attempt["task"], attempt["queue"], attempt["outcome"], attempt["level"]) == ("add", "email", "completed",
                                                                                        "INFO")
-    assert isinstance(attempt["duration"], float) and attempt["logger"] == "core.lifecycle"
+    assert isinstance(attempt["duration"], float) and attempt["logger"] == "core.queue.lifecycle"

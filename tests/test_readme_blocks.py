@@ -154,7 +154,7 @@ HOST_MODULES = ("mytasks", "mailviews", "leadtasks", "myapp", "myapp.tasks")  # 
 def registry_restored(jobs_env):
     """Blocks that declare tasks register them in this process, and some are imported as the host
     app's modules: take both away again after."""
-    from core import task_registry
+    from core.queue import task_registry
 
     saved = {queue: dict(tasks) for queue, tasks in task_registry._tasks.items()}
     yield
@@ -231,8 +231,8 @@ def test_two_commands_the_demo_runs_until_ctrl_c(redis_server, tmp_path):
 
 # "Use it from your own Flask app": tasks, results, waiting, cancelling -----------------------------
 def test_task_object_calls_run_as_written(jobs_env, start_worker, tmp_path, monkeypatch, registry_restored):
+    from core.api.jobs import get_job
     from core.errors import JobsError
-    from core.redis_queues import get_job
 
     mytasks = readme_block("Use it from your own Flask app", "# mytasks.py: your tasks").code
     (tmp_path / "mytasks.py").write_text(mytasks)
@@ -262,7 +262,7 @@ def test_the_flask_handler_answers_202_and_the_sync_completes(jobs_env, fake_gma
                                                               tmp_path, monkeypatch):
     from flask import Flask
 
-    from core.db import session_scope
+    from core.platform.db import session_scope
     from email_automation.gmail_sync_jobs import connect_account, ensure_sync_schema
     from email_automation.models import SyncJob
 
@@ -289,7 +289,7 @@ def test_the_flask_handler_answers_202_and_the_sync_completes(jobs_env, fake_gma
 
 
 def test_registering_your_own_task(jobs_env, start_worker, registry_restored, tmp_path):
-    from core.redis_queues import crm_queue
+    from core.api.queues import crm_queue
 
     block = readme_block("Enqueue from a Flask handler", "def refresh_lead_score(lead_id: int) -> dict:")
     (tmp_path / "leadtasks.py").write_text(block.code)  # the module JOBS_TASK_MODULES names, for the worker
@@ -302,7 +302,7 @@ def test_registering_your_own_task(jobs_env, start_worker, registry_restored, tm
 
 # "Flow control" (the Python blocks: tests/test_readme_examples.py) ---------------------------------
 def test_the_queue_wide_rate_from_the_environment(jobs_env):
-    from core.redis_queues import ai_queue
+    from core.api.queues import ai_queue
 
     block = readme_block("Flow control", "JOBS_RATE_LIMIT_AI=100/m")
     ids = ai_queue.enqueue_many("ai_echo", [{"text": str(i)} for i in range(3)])
@@ -320,7 +320,7 @@ def test_the_queue_wide_rate_from_the_environment(jobs_env):
 
 
 def test_pause_and_resume_from_the_cli_and_http(gunicorn, api_env):
-    from core.redis_queues import email_queue
+    from core.api.queues import email_queue
 
     pause, resume, curl = commands(at_port(readme_block("Flow control", "scripts.jobs queue pause email").code,
                                            gunicorn))
@@ -335,7 +335,7 @@ def test_pause_and_resume_from_the_cli_and_http(gunicorn, api_env):
 
 # "HTTP API" --------------------------------------------------------------------------------------------
 def test_a_user_token_and_the_recent_jobs(gunicorn, api_env):
-    from core.redis_queues import email_queue
+    from core.api.queues import email_queue
 
     job_id = email_queue.enqueue_job("add", {"a": 1, "b": 2}, user_id="42")
     other = email_queue.enqueue_job("add", {"a": 1, "b": 3}, user_id="7")
@@ -357,8 +357,8 @@ def test_listen_events_follows_a_job_to_its_end(jobs_env, start_worker, capsys):
 
 
 def test_the_event_streams_with_curl(gunicorn, api_env, start_worker):
-    from core.auth import issue_user_token
-    from core.redis_queues import crm_queue, email_queue
+    from core.api.queues import crm_queue, email_queue
+    from core.platform.auth import issue_user_token
 
     start_worker("email", "crm")
     job_id = email_queue.enqueue_job("add", {"a": 2, "b": 2}, user_id="42")
@@ -395,7 +395,7 @@ def test_the_event_streams_with_curl(gunicorn, api_env, start_worker):
 
 
 def test_webhooks_from_python(jobs_env, capsys):
-    from core.webhooks import list_webhooks
+    from core.events.webhooks import list_webhooks
 
     namespace = run_python(readme_block("Live events and webhooks", "hook = register_webhook("))
     hook = namespace["hook"]
@@ -405,7 +405,7 @@ def test_webhooks_from_python(jobs_env, capsys):
 
 
 def test_webhooks_from_curl_and_the_cli(gunicorn, api_env):
-    from core.webhooks import list_webhooks
+    from core.events.webhooks import list_webhooks
 
     block = readme_block("Live events and webhooks", "http://127.0.0.1:5000/api/jobs/webhooks")
     add, attempts, cli_add, cli_list = commands(at_port(block.code, gunicorn))
@@ -422,7 +422,7 @@ def test_webhooks_from_curl_and_the_cli(gunicorn, api_env):
 
 
 def test_the_signature_check_accepts_a_signed_body_and_refuses_the_rest():
-    from core.webhooks import sign
+    from core.events.webhooks import sign
 
     verify = run_python(readme_block("Live events and webhooks", "def verify(secret: str, body: bytes, header: str"))[
         "verify"]
@@ -439,14 +439,14 @@ def test_the_signature_check_accepts_a_signed_body_and_refuses_the_rest():
 def test_the_worker_command_lines(jobs_env, tmp_path, monkeypatch, registry_restored):
     import signal
 
-    from core.redis_queues import ai_queue, crm_queue, email_queue
+    from core.api.queues import ai_queue, crm_queue, email_queue
     from tests.servers import wait_until
 
     every, two, options, burst = commands(readme_block("The worker", ".venv/bin/python scripts/rq_worker.py --burst").code)
     (tmp_path / "myapp").mkdir()
     (tmp_path / "myapp" / "__init__.py").write_text("")
     (tmp_path / "myapp" / "tasks.py").write_text(
-        "from core.redis_queues import email_queue\n\n\n@email_queue.task()\n"
+        "from core.api.queues import email_queue\n\n\n@email_queue.task()\n"
         "def greet(name: str) -> str:\n    return f'hello {name}'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import myapp.tasks  # noqa: F401  (the web process imports your task module too)
@@ -483,7 +483,7 @@ def test_the_worker_command_lines(jobs_env, tmp_path, monkeypatch, registry_rest
 
 
 def finished_or_none(job_id: str):
-    from core.redis_queues import get_job
+    from core.api.jobs import get_job
 
     job = get_job(job_id)
     return job if job and job.status.is_final else None
@@ -491,7 +491,7 @@ def finished_or_none(job_id: str):
 
 # "Domain tasks" and the operator CLI ------------------------------------------------------------------
 def seed_threads(user: str) -> None:
-    from core.db import session_scope
+    from core.platform.db import session_scope
     from email_automation.models import EmailMessage
 
     mail = [("18c2f0a1b2", "Ada Lovelace <ada@example.com>", "Invoice 42",
@@ -506,7 +506,7 @@ def seed_threads(user: str) -> None:
 
 def test_thread_ai_jobs_from_python(jobs_env, start_worker):
     from ai_assistant.thread_jobs import thread_job_id
-    from core.db import session_scope
+    from core.platform.db import session_scope
     from email_automation.models import EmailThread
     from tests.servers import wait_until
 
@@ -530,13 +530,14 @@ def test_thread_ai_jobs_from_python(jobs_env, start_worker):
 
 
 def get_job_str(raw: bytes):
-    from core.redis_queues import get_job
+    from core.api.jobs import get_job
 
     return get_job(raw.decode())
 
 
 def test_the_operator_cli_lines(jobs_env, start_worker):
-    from core.redis_queues import email_queue, get_job
+    from core.api.jobs import get_job
+    from core.api.queues import email_queue
 
     seed_threads("42")
     failed = email_queue.enqueue_job("always_fail", {"message": "boom"})
@@ -575,7 +576,7 @@ def test_the_operator_cli_lines(jobs_env, start_worker):
 
 # "Schedules your app owns" ---------------------------------------------------------------------------
 def test_schedules_from_python(jobs_env, capsys):
-    from core.periodic import list_periodic
+    from core.schedule.periodic import list_periodic
 
     run_python(readme_block("Schedules your app owns", 'register_periodic("morning-report", "send_email"'))
     printed = capsys.readouterr().out
@@ -585,7 +586,7 @@ def test_schedules_from_python(jobs_env, capsys):
 
 
 def test_schedules_from_the_cli(jobs_env):
-    from core.periodic import list_periodic
+    from core.schedule.periodic import list_periodic
 
     add_morning, add_ping, listing, remove = commands(
         readme_block("Schedules your app owns", "scripts.jobs schedules add morning-report send_email").code)

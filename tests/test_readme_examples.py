@@ -11,12 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import task_registry
-from core.connection import get_redis
-from core.job_model import JobStatus
-from core.redis_queues import ai_queue, crm_queue, email_queue, get_job
-from core.worker import Worker
-from core.workflows import get_batch
+from core.api.batches import get_batch
+from core.api.jobs import get_job
+from core.api.queues import ai_queue, crm_queue, email_queue
+from core.platform.connection import get_redis
+from core.queue import task_registry
+from core.queue.job_model import JobStatus
+from core.worker.loop import Worker
 from tests.readme_blocks import Block, readme_block
 
 

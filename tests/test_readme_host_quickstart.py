@@ -117,7 +117,7 @@ def test_the_quick_start_in_a_fresh_venv_outside_the_checkout(redis_server, tmp_
         assert body["data"]["result"] == "welcome mail sent to user 42"
         # another user's token does not see it
         other = subprocess.run([str(host / "venv/bin/python"), "-c",
-                                "import hostapp; from core.auth import issue_user_token; print(issue_user_token('7'))"],
+                                "import hostapp; from core.platform.auth import issue_user_token; print(issue_user_token('7'))"],
                                cwd=host, capture_output=True, text=True, timeout=60,
                                env={**env, "FLASK_SECRET_KEY": re.search(r"^KEY=(\S+)$", output, re.M).group(1)})
         assert other.returncode == 0, other.stderr
@@ -172,8 +172,8 @@ def test_the_readme_redis_cli_lines_with_u_show_what_it_says(jobs_env, start_wor
     """Mirrors README "Redis keys": `redis-cli -u "$REDIS_URL" HGETALL rq:job:<id>` shows a
     the job's `data` (JSON, zlib'd only when that is smaller) and RQ's `finished` for a job the
     API calls completed."""
-    from core.rq_compat import decode_data
-    from core.task_object import wait_for
+    from core.api.tasks import wait_for
+    from core.queue.rq_compat import decode_data
     from tests.task_fixtures import add
 
     text = README.read_text()

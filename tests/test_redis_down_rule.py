@@ -1,4 +1,4 @@
-"""Only a lost connection is "Redis down" (core.connection.REDIS_DOWN).
+"""Only a lost connection is "Redis down" (core.platform.connection.REDIS_DOWN).
 
 A ResponseError from a live Redis, a wrong password, or a package without its Lua scripts must
 reach the caller as an error and never send the job to the in-process fallback, where it would
@@ -14,10 +14,11 @@ import sys
 import pytest
 import redis
 
-from core.connection import REDIS_DOWN, is_redis_down, reset_connections
+from core.api.jobs import get_job
+from core.api.queues import email_queue
 from core.errors import JobsInternalError
-from core.fallback import get_fallback
-from core.redis_queues import email_queue, get_job
+from core.fallback.executor import get_fallback
+from core.platform.connection import REDIS_DOWN, is_redis_down, reset_connections
 from tests.conftest import ADMIN_TOKEN
 from tests.servers import ROOT, free_port, worker_env
 
@@ -108,6 +109,6 @@ def test_a_package_missing_a_lua_script_fails_loudly_naming_the_file(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert worker.returncode != 0 and str(missing) in worker.stderr, worker.stderr
     assert "Traceback" not in worker.stderr
-    web = subprocess.run([sys.executable, "-c", "import core.redis_queues"], cwd=tmp_path, env=env,
+    web = subprocess.run([sys.executable, "-c", "import core.api.queues"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert web.returncode != 0 and "MissingScriptError" in web.stderr and str(missing) in web.stderr

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from core.api.tasks import wait_for
 from core.config import reload_settings
-from core.connection import get_redis, redis_available, reset_connections
 from core.errors import QueueUnavailableError
-from core.task_object import wait_for
+from core.platform.connection import get_redis, redis_available, reset_connections
 from tests.conftest import ADMIN_TOKEN, _reset_process_state
 from tests.ha_servers import SentinelSet, TlsRedis, make_ca_and_server_cert, redis_has_tls
 from tests.servers import ROOT, worker_env

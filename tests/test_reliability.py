@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-from core import keys, monitoring
-from core.redis_queues import ai_queue, crm_queue, email_queue, get_job
+from core.api.jobs import get_job
+from core.api.queues import ai_queue, crm_queue, email_queue
+from core.platform import keys
+from core.queue import task_metrics
 from tests.servers import RedisServer, point_this_process_at, wait_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -129,8 +131,8 @@ def test_10000_mixed_jobs_with_sigkills_counts_agree_everywhere(jobs_env, start_
     for stats in (email, ai, crm):
         assert stats["pending_jobs"] == stats["active_jobs"] == stats["delayed_jobs"] == 0
         assert stats["total_results"] == stats["completed_jobs"] + stats["failed_jobs"]
-    monitoring.flush()
-    metrics = monitoring.get_task_stats()
+    task_metrics.flush()
+    metrics = task_metrics.get_task_stats()
     for task in ("add", "always_fail", "fail_times", "ai_echo", "crm_echo"):
         completed = happened.get((task, "completed"), 0)
         failed = happened.get((task, "failed"), 0)

@@ -1,4 +1,4 @@
-"""What we rely on from RQ's layout, checked against the installed RQ (core/rq_compat.py).
+"""What we rely on from RQ's layout, checked against the installed RQ (core/queue/rq_compat.py).
 
 Our scripts write jobs in RQ's hash layout and RQ's key names so ``rq info`` and RQ's ``Job.fetch``
 see them. An RQ upgrade that changes any of these facts must fail here, not corrupt jobs."""
@@ -17,13 +17,14 @@ from rq.registry import (
 from rq.serializers import JSONSerializer
 from rq.utils import _TIMESTAMP_FORMAT
 
-from core import keys, rq_compat
-from core.redis_queues import email_queue
+from core.api.queues import email_queue
+from core.platform import keys
+from core.queue import rq_compat
 
 
 def test_pinned_rq_version():
     assert rq_compat.rq_version() == rq_compat.PINNED_RQ_VERSION, (
-        "RQ changed: re-check core/rq_compat.py and core/lua against the new release, then update the pin")
+        "RQ changed: re-check core/queue/rq_compat.py and core/queue/lua against the new release, then update the pin")
 
 
 def test_layout_facts_match_rq():
@@ -80,7 +81,7 @@ def _rq_queue_names(client) -> set[str]:
 
 
 def test_every_queue_is_in_rq_queues_from_its_first_enqueue(jobs_env):
-    from core.redis_queues import ai_queue, crm_queue
+    from core.api.queues import ai_queue, crm_queue
 
     client = jobs_env.client()
     assert _rq_queue_names(client) == set()
@@ -104,7 +105,7 @@ def test_rq_job_api_reads_results_errors_and_times_of_a_real_worker(start_worker
     bad = email_queue.enqueue_job("always_fail", {"message": "smtp said no"})
     start_worker("email", "--worker-class", "simple")
     assert finished(ok).status.value == "completed" and finished(bad).status.value == "failed"
-    from core.connection import get_redis
+    from core.platform.connection import get_redis
 
     client = get_redis()
     job = _fetch(client, ok)
@@ -156,7 +157,7 @@ def test_rq_reads_pending_delayed_canceled_and_operator_failed(jobs_env):
     assert job.get_status().value == "queued" and job.enqueued_at > first
     assert job.latest_result().exc_string == "bad address: nobody@"
     # RQ's scheduler sets enqueued_at when a delayed job becomes due; so does ours
-    from core import lifecycle
+    from core.queue import lifecycle
 
     client.zadd(keys.scheduled(email_queue.name), {delayed: 1})  # due now
     before = _fetch(client, delayed).enqueued_at
@@ -168,7 +169,7 @@ def test_rq_reads_pending_delayed_canceled_and_operator_failed(jobs_env):
 def test_stopped_and_abandoned_jobs_read_through_rq(jobs_env):
     """The ends decided inside a script (a stop seen by finish or abandon, a lease that ran out)
     write RQ's record too; a stop's reason is zlib'd by rq_lib.lua itself, which RQ must read."""
-    from core import lifecycle
+    from core.queue import lifecycle
 
     client = jobs_env.client()
     stopped = email_queue.enqueue_job("add", {"a": 5, "b": 5})
@@ -202,8 +203,8 @@ def test_stopped_and_abandoned_jobs_read_through_rq(jobs_env):
 def test_fallback_hand_back_lists_its_queue_and_writes_the_record(jobs_env):
     import time
 
-    from core import lifecycle
-    from core.redis_queues import crm_queue
+    from core.api.queues import crm_queue
+    from core.queue import lifecycle
 
     client = jobs_env.client()
     now = time.time()
@@ -221,8 +222,8 @@ def test_fallback_hand_back_lists_its_queue_and_writes_the_record(jobs_env):
 
 
 def test_a_callback_lists_its_queue(jobs_env):
-    from core import lifecycle
-    from core.redis_queues import ai_queue
+    from core.api.queues import ai_queue
+    from core.queue import lifecycle
 
     client = jobs_env.client()
     parent = email_queue.enqueue_job("add", {"a": 1, "b": 1}, on_success="ai:ai_echo")
@@ -244,11 +245,13 @@ def test_every_status_our_scripts_write_is_one_rq_reads():
 
     from rq.job import JobStatus
 
-    lua = Path(keys.__file__).resolve().parent / "lua"
+    from core.queue import lua_scripts
+
+    lua = Path(lua_scripts.__file__).resolve().parent / "lua"
     written = set()
     for path in lua.glob("*.lua"):
         written |= set(re.findall(r"'HSET', [^\n]*?'status', '([a-z_]+)'", path.read_text()))
-    from core.lifecycle import NewJob
+    from core.queue.lifecycle import NewJob
 
     written |= {NewJob("x", "t", {}, 0, 1).fields("q", None, "now")[1],
                 NewJob("x", "t", {}, 0, 1, run_at=1.0).fields("q", None, "now")[1]}

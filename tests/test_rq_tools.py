@@ -44,9 +44,9 @@ def _build_states(start_worker, live_worker: bool) -> tuple[Jobs, object]:
     (run by a worker that has stopped since); ai: 1 running; crm: 1 pending on a queue no worker
     ever served. The running job is in a live worker process (``live_worker``), or claimed through
     the lifecycle's claim script by a worker that registered nowhere."""
-    from core import lifecycle
-    from core.connection import get_redis
-    from core.redis_queues import ai_queue, crm_queue, email_queue
+    from core.api.queues import ai_queue, crm_queue, email_queue
+    from core.platform.connection import get_redis
+    from core.queue import lifecycle
     from tests.conftest import finished
 
     completed = email_queue.enqueue_job("add", {"a": 2, "b": 3})

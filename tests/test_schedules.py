@@ -16,10 +16,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
-from core.auth import issue_user_token
-from core.cron import next_fire, parse_cron
+from core.api.jobs import get_job
 from core.errors import InvalidScheduleError, JobNotFoundError, JobsError, UnknownTaskError
-from core.periodic import (
+from core.platform.auth import issue_user_token
+from core.schedule.cron import next_fire, parse_cron
+from core.schedule.periodic import (
     JsonScheduler,
     list_periodic,
     register_periodic,
@@ -27,7 +28,6 @@ from core.periodic import (
     remove_periodic,
     unregister_periodic,
 )
-from core.redis_queues import get_job
 from tests.conftest import ADMIN_TOKEN
 from tests.servers import ROOT, wait_until, worker_env
 

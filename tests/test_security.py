@@ -7,8 +7,8 @@ import re
 
 from itsdangerous import URLSafeTimedSerializer
 
-from core.auth import issue_user_token
-from core.redis_queues import email_queue
+from core.api.queues import email_queue
+from core.platform.auth import issue_user_token
 
 PUBLIC = {"/api/jobs/health", "/api/jobs/openapi.json", "/dashboard/login"}
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import task_registry
-from core.redis_queues import get_email_queue
+from core.api.queues import get_email_queue
+from core.queue import task_registry
 from email_automation.gmail_sync_jobs import GmailSyncJobManager, connect_account
 from tests.conftest import finished
 from tests.readme_blocks import readme_block

@@ -1,7 +1,8 @@
 """End to end through a real worker process: enqueue, run, read status."""
 
-from core.job_model import JobStatus
-from core.redis_queues import email_queue, get_job
+from core.api.jobs import get_job
+from core.api.queues import email_queue
+from core.queue.job_model import JobStatus
 from tests.servers import wait_until
 
 

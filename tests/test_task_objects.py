@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.redis_queues import cancel_job, get_job
-from core.task_object import Task, wait_for
+from core.api.jobs import cancel_job, get_job
+from core.api.tasks import Task, wait_for
 from tests.task_fixtures import add, fail_times, sleep_then_count
 
 
@@ -49,9 +49,9 @@ def test_wait_for_wakes_on_the_done_token_not_a_recheck(jobs_env, start_worker, 
     the wait early: no polling."""
     import time
 
-    from core import job_ops
+    from core.api import jobs
 
-    monkeypatch.setattr(job_ops, "WAIT_SLICE", 120.0)
+    monkeypatch.setattr(jobs, "WAIT_SLICE", 120.0)
     job_id = sleep_then_count.enqueue(seconds=1, key="test:wake")
     start_worker("email")
     started = time.monotonic()

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core import tracing
+from core.platform import tracing
 from tests.servers import ROOT, worker_env
 
 pytest.importorskip("opentelemetry.sdk")

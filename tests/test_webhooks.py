@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import requests
 
-from core import keys, webhooks
+from core.api.jobs import get_job
+from core.api.queues import email_queue
 from core.config import reload_settings
-from core.connection import get_redis, new_redis
-from core.redis_queues import email_queue, get_job
-from core.webhooks import (
+from core.events import webhooks
+from core.events.webhooks import (
     DELIVERY_TASK,
     InvalidWebhookError,
     WebhookNotFoundError,
@@ -29,6 +29,8 @@ from core.webhooks import (
     start_dispatcher,
     verify_signature,
 )
+from core.platform import keys
+from core.platform.connection import get_redis, new_redis
 from tests.conftest import ADMIN_TOKEN, finished
 from tests.servers import ROOT, wait_until, worker_env
 
@@ -81,7 +83,7 @@ def receiver():
 
 @pytest.fixture
 def dispatcher(jobs_env):
-    """The dispatcher thread a worker process runs (core/worker.py starts it), here in the test."""
+    """The dispatcher thread a worker process runs (core/worker/loop.py starts it), here in the test."""
     running = start_dispatcher("test-dispatcher", block_ms=200)
     yield running
     running.stop()
@@ -138,7 +140,7 @@ def test_http_routes_register_show_list_remove(client):
     assert client.delete(f"/api/jobs/webhooks/{hook['id']}", headers=ADMIN).status_code == 200
     assert client.delete(f"/api/jobs/webhooks/{hook['id']}", headers=ADMIN).status_code == 404
     assert client.get("/api/jobs/webhooks/zz", headers=ADMIN).status_code == 400
-    from core.auth import issue_user_token
+    from core.platform.auth import issue_user_token
 
     user = {"Authorization": f"Bearer {issue_user_token('u1')}"}
     assert client.get("/api/jobs/webhooks", headers=user).status_code == 403
@@ -226,7 +228,7 @@ def test_two_dispatchers_and_a_dead_one_never_make_two_jobs_for_one_event(jobs_e
     # A dispatcher reads 10 entries, enqueues the deliveries of 5 of them, and dies before its ack.
     dead = connection.xreadgroup(keys.webhook_group(), "dead", {keys.events(): ">"}, count=10)[0][1]
     for entry_id, fields in dead[:5]:
-        from core.events import to_event
+        from core.events.stream import to_event
 
         event = to_event(entry_id, fields)
         for hook in hooks:
@@ -326,7 +328,7 @@ def test_the_readme_verification_snippet_accepts_our_signature_and_refuses_tampe
     import re
     import time
 
-    from core.webhooks import sign
+    from core.events.webhooks import sign
 
     readme = (ROOT / "README.md").read_text()
     snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "def verify(" in block)

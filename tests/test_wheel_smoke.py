@@ -86,7 +86,7 @@ def installed(wheel: Path, tmp_path_factory) -> Installed:
     host = base / "host"
     host.mkdir()
     (host / "mytasks.py").write_text(textwrap.dedent('''\
-        from core.redis_queues import email_queue
+        from core.api.queues import email_queue
 
 
         @email_queue.task(max_retries=0)
@@ -124,7 +124,7 @@ def test_the_wheel_holds_every_file_of_the_packages_and_nothing_else(wheel):
     assert {name.split("/", 1)[0] for name in shipped} == packages, sorted(shipped)[:20]
     # the run-time data, named: a glob above that matched nothing would fail here too
     data = {name for name in shipped if not name.endswith(".py")}
-    assert {f"core/lua/{p.name}" for p in (ROOT / "core/lua").glob("*.lua")} <= data
+    assert {f"core/queue/lua/{p.name}" for p in (ROOT / "core/queue/lua").glob("*.lua")} <= data
     assert "routes/templates/dashboard/base.html" in data and "routes/static/dashboard/dashboard.css" in data
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     for script in CONSOLE_SCRIPTS:
@@ -134,9 +134,9 @@ def test_the_wheel_holds_every_file_of_the_packages_and_nothing_else(wheel):
 def test_the_venv_imports_the_installed_packages_not_the_checkout(installed):
     proc = installed.python_code('''
         import json, sys
-        import ai_assistant, core, core.scripts, crm, email_automation, routes.extension, scripts.jobs
-        for name in core.scripts.NAMES:
-            core.scripts.source(name)              # every Lua script (and its libraries) is readable
+        import ai_assistant, core, core.queue.lua_scripts, crm, email_automation, routes.extension, scripts.jobs
+        for name in core.queue.lua_scripts.NAMES:
+            core.queue.lua_scripts.source(name)              # every Lua script (and its libraries) is readable
         print(json.dumps({"core": core.__file__, "routes": routes.extension.__file__, "path": sys.path}))
         ''')
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -172,7 +172,7 @@ def test_enqueue_then_a_burst_worker_completes_the_job_in_redis(installed, redis
 
     status = installed.python_code(f'''
         import json
-        from core.redis_queues import get_job
+        from core.api.queues import get_job
         job = get_job({job_id!r})
         print(json.dumps({{"status": str(getattr(job.status, "value", job.status)), "mode": job.mode,
                           "result": job.result}}))

@@ -8,11 +8,12 @@ import time
 
 import pytest
 
-from core.connection import get_redis
+from core.api.jobs import get_job
+from core.api.queues import email_queue
 from core.errors import InvalidPayloadError, UnknownTaskError
-from core.job_model import JobStatus
-from core.job_options import InvalidJobIdError
-from core.redis_queues import email_queue, get_job
+from core.platform.connection import get_redis
+from core.queue.job_model import JobStatus
+from core.queue.job_options import InvalidJobIdError
 from core.workflows import Step, chain, enqueue_batch, get_batch
 from tests.conftest import finished
 from tests.servers import wait_until
@@ -105,7 +106,7 @@ def test_a_chain_with_a_bad_step_writes_no_step_and_names_the_bad_one(jobs_env):
 
 def test_a_chain_with_redis_down_answers_503_and_spools_nothing(jobs_env):
     from core.errors import QueueUnavailableError
-    from core.fallback import get_fallback
+    from core.fallback.executor import get_fallback
 
     jobs_env.stop()
     with pytest.raises(QueueUnavailableError, match="a chain needs Redis, which is unreachable now; nothing was written"):
@@ -155,7 +156,7 @@ def test_batch_progress_counts_failures_and_the_last_two_members_ending_together
 
 
 def test_batch_route_shows_progress_to_its_owner_and_admin(client, start_worker):
-    from core.auth import issue_user_token
+    from core.platform.auth import issue_user_token
     from tests.conftest import ADMIN_TOKEN
 
     batch_id = enqueue_batch("email", "add", [{"a": i, "b": 1} for i in range(3)], user_id="alice")

@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from core import tracing
-from core.connection import get_redis
+from core.platform import tracing
+from core.platform.connection import get_redis
 
 exporter = InMemorySpanExporter()
 provider = TracerProvider()
@@ -37,9 +37,9 @@ def main(mode: str) -> None:
         job_id = add.enqueue(a=2, b=3)
         print(json.dumps({"job_id": job_id}))
     elif mode == "run":
-        from core import lifecycle
-        from core.executors import attempt
-        from core.redis_queues import email_queue
+        from core.api.queues import email_queue
+        from core.queue import lifecycle
+        from core.worker.executors import attempt
 
         (job,) = lifecycle.claim(get_redis(), "probe", "p1.", [email_queue.name], 1, 30)
         assert job.job_id == sys.argv[2] and attempt(get_redis(), job).ok

@@ -1,0 +1,172 @@
+"""Enqueue options and their validation, in the caller, before anything is written.
+
+:class:`EnqueueOptions` replaces nine loose keyword arguments: :func:`check_options` turns what a
+caller passed into one validated value, raising a :class:`~core.errors.JobsError` that names the
+option, the value received and what is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from core.config import get_settings
+from core.errors import InvalidPayloadError, JobsError, PayloadTooLargeError
+from core.flow import limits as job_limits
+from core.platform import keys
+from core.queue.rq_compat import JOB_ID_PATTERN
+from core.queue.task_registry import TaskSpec
+
+PRIORITIES = keys.PRIORITIES  # claimed in this order on every queue, by every worker class
+MAX_RETRIES_LIMIT = 25
+MAX_UNIQUE_FOR = 30 * 86_400
+_JOB_ID_RE = re.compile(rf"^{JOB_ID_PATTERN}$")
+_USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@+:-]{1,128}$")
+
+
+class InvalidJobIdError(JobsError):
+    code = "invalid_job_id"
+
+
+def validate_job_id(job_id: Any) -> str:
+    """Return ``job_id`` if it follows RQ 3's rule, else raise :class:`InvalidJobIdError` (HTTP 400)."""
+    if not isinstance(job_id, str) or not 1 <= len(job_id) <= 128 or not _JOB_ID_RE.match(job_id):
+        raise InvalidJobIdError(
+            f"malformed job id {str(job_id)[:80]!r}: expected 1-128 characters of letters, digits, '_' or '-'"
+        )
+    return job_id
+
+
+def validate_user_id(user_id: Any) -> str | None:
+    if user_id is None:
+        return None
+    if isinstance(user_id, bool) or not isinstance(user_id, str | int):
+        raise InvalidPayloadError(f"user_id must be a string or an integer, got {type(user_id).__name__}")
+    text = str(user_id)
+    if not _USER_ID_RE.match(text):
+        raise InvalidPayloadError(f"malformed user_id {text[:80]!r}: expected 1-128 letters, digits or _ . @ + : -")
+    return text
+
+
+def encode_payload(payload: Any, limit: int) -> dict[str, Any]:
+    """The payload as the worker will receive it (JSON round trip), or a clear error."""
+    if payload is None:
+        return {}
+    if not isinstance(payload, dict):
+        raise InvalidPayloadError(
+            f"payload must be a JSON object (a dict of keyword arguments), got {type(payload).__name__}"
+        )
+    for key in payload:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise InvalidPayloadError(f"payload key {key!r} is not a valid keyword argument name")
+    try:
+        encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidPayloadError(
+            f"payload is not JSON-serialisable ({exc}); accepted: dict, list, str, int, float, bool, None"
+        ) from exc
+    size = len(encoded.encode())
+    if size > limit:
+        raise PayloadTooLargeError(
+            f"payload is {size} bytes of JSON, over the {limit}-byte limit (JOBS_MAX_PAYLOAD_BYTES); "
+            f"pass ids and references, not whole objects"
+        )
+    return json.loads(encoded)  # tuples become lists, etc.
+
+
+def _requested_time(delay: Any, at: Any) -> float | None:
+    if delay is not None and at is not None:
+        raise InvalidPayloadError("give either delay or at, not both")
+    if delay is not None:
+        if isinstance(delay, timedelta):
+            seconds = delay.total_seconds()
+        elif isinstance(delay, int | float) and not isinstance(delay, bool):
+            seconds = float(delay)
+        else:
+            raise InvalidPayloadError(f"delay must be seconds (a number) or a timedelta, got {type(delay).__name__}")
+        if seconds < 0 or seconds != seconds or seconds == math.inf:
+            raise InvalidPayloadError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+        return time.time() + seconds if seconds > 0 else None
+    if at is not None:
+        if not isinstance(at, datetime):
+            raise InvalidPayloadError(f"at must be a datetime, got {type(at).__name__}")
+        return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)).timestamp()
+    return None
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """Validated options of one enqueue call (see :func:`check_options`)."""
+
+    max_retries: int
+    timeout: int
+    run_at: float | None = None  # epoch seconds; None runs now
+    priority: str = "normal"
+    job_id: str | None = None
+    user_id: str | None = None
+    unique_for: int | None = None
+    unique_key: str | None = None
+    limits: job_limits.Limits = job_limits.Limits()  # the task's, with this call's overrides
+
+    def limits_field(self, queue_short: str, task_name: str, payload: dict[str, Any]) -> str | None:
+        """The job's ``fk_limits`` for this payload (a template key is filled from it, then from
+        the job's ``user_id``)."""
+        if not self.limits:
+            return None
+        return job_limits.job_limits(queue_short, task_name, self.limits, payload, self.user_id)
+
+
+def check_options(
+    spec: TaskSpec,
+    *,
+    max_retries: Any = None,
+    delay: Any = None,
+    at: Any = None,
+    priority: Any = "normal",
+    job_id: Any = None,
+    user_id: Any = None,
+    timeout: Any = None,
+    unique_for: Any = None,
+    unique_key: Any = None,
+    rate_limit: Any = None,
+    rate_key: Any = None,
+    concurrency: Any = None,
+    concurrency_key: Any = None,
+) -> EnqueueOptions:
+    """Every option checked, defaults filled from the task, then the queue's settings."""
+    settings = get_settings()
+    if max_retries is None:
+        max_retries = spec.max_retries if spec.max_retries is not None else settings.default_max_retries
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_RETRIES_LIMIT:
+        raise InvalidPayloadError(f"max_retries must be a whole number from 0 to {MAX_RETRIES_LIMIT}, got {max_retries!r}")
+    if priority not in PRIORITIES:
+        raise InvalidPayloadError(f"unknown priority {priority!r}; accepted: {', '.join(PRIORITIES)}")
+    if timeout is None:
+        timeout = settings.timeout_for(spec.queue)
+    elif isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
+        raise InvalidPayloadError(f"timeout must be a positive whole number of seconds, got {timeout!r}")
+    if job_id is not None:
+        validate_job_id(job_id)
+    if unique_for is not None and (isinstance(unique_for, bool) or not isinstance(unique_for, int)
+                                   or not 1 <= unique_for <= MAX_UNIQUE_FOR):
+        raise InvalidPayloadError(f"unique_for must be a whole number of seconds from 1 to {MAX_UNIQUE_FOR}, "
+                                  f"got {unique_for!r}")
+    if unique_key is not None:
+        if unique_for is None:
+            raise InvalidPayloadError("unique_key needs unique_for (the window, in seconds)")
+        if not isinstance(unique_key, str) or not 1 <= len(unique_key) <= 200:
+            raise InvalidPayloadError(f"unique_key must be a string of 1-200 characters, got {str(unique_key)[:80]!r}")
+    run_at = _requested_time(delay, at)
+    limits = job_limits.merge(spec.limits, job_limits.check_limits(rate_limit, rate_key, concurrency, concurrency_key,
+                                                                   declared=spec.limits))
+    return EnqueueOptions(
+        max_retries=max_retries, timeout=timeout,
+        run_at=float(math.ceil(run_at)) if run_at is not None else None,
+        priority=priority, job_id=job_id, user_id=validate_user_id(user_id),
+        unique_for=unique_for, unique_key=unique_key, limits=limits,
+    )

@@ -1,0 +1,665 @@
+"""The one job lifecycle: every state change of a Redis job goes through a function here.
+
+Transitions and who calls them::
+
+    enqueue ──► pending ──claim──► running ──finish──► completed | failed
+       │           ▲                  │  └──finish(retry)──► delayed/pending (retrying)
+       └► delayed ─┘ promote_due      └──abandon (lease expired / cold stop)──► pending | failed
+    pending|delayed ──cancel──► canceled        failed ──requeue──► pending
+    anything but running ──delete──► gone       ended ──(TTL)──► expired (registries swept)
+    pending ──claim over a limit──► parked (delayed, with its reason) ──release_limits──► pending
+    running ──finish(defer: RetryAfter)──► delayed (uncounted)   running ──stop──► canceled
+    pending ──enqueue with depends_on──► delayed (waiting) ──its dependencies end──► pending | canceled
+
+Each transition is one Lua script (``core/queue/lua``) that changes the job hash, its registries, the
+queue's counters and the events stream together, so stats, task metrics, registries and events
+cannot disagree, and a SIGKILL or Redis restart between two of those writes cannot happen. What a
+job's end sets off (callbacks, dependents, a batch's count: ``hooks_lib.lua``) happens in the
+same script. The log line for each attempt is written here too. Workers (every class), the sweep,
+the API, CLI and dashboard actions all call these functions; nothing else writes these keys.
+
+Measured cost per processed no-op job (two simple workers, prefetch 10; ``bench.limiter``): 8.8
+Redis commands inside the claim and finish scripts, 2 of them the events stream's XADDs and 1
+the hooks check; a rate limit adds about 4, a concurrency limit about 7. See docs/BENCHMARKS.md.
+What RQ's own tools read costs 3 more per job (``bench.rq_tools_cost``): the SADD to ``rq:queues``
+in enqueue, and RQ's result record (XADD, EXPIRE) in a final end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.config import get_settings
+from core.flow import limits
+from core.platform import keys
+from core.queue import lua_scripts, task_metrics
+from core.queue.backoff import retry_delays
+from core.queue.rq_compat import (
+    RESULT_FAILED,
+    RESULT_SUCCESSFUL,
+    call_description,
+    decode_data,
+    encode_data,
+    epoch_to_rq_time,
+    format_time,
+    parse_time,
+    result_exc_string,
+    result_return_value,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 8000
+LIVE_STATUSES = ("queued", "scheduled", "started", "deferred")
+
+# Outcomes of one attempt, as logged and counted ("<task>:<outcome>" in the queue counters).
+COMPLETED = "completed"
+DEFERRED = "deferred"  # the task asked to run later (RetryAfter): not a failure, not an attempt
+STOPPED = "canceled"  # someone stopped it while it ran (counter "canceled")
+FAILED = "failed"  # final: no attempts left, or not retryable
+RETRYING = "retrying"  # failed or abandoned; another attempt is scheduled (counter "retried")
+ABANDONED = "abandoned"  # its worker died; counted in addition to retrying/failed
+
+
+def short_name(full_queue_name: str) -> str:
+    """``fikiri:email`` -> ``email``."""
+    return full_queue_name.rsplit(":", 1)[-1]
+
+
+def full_name(queue_short: str) -> str:
+    return get_settings().full_queue_name(queue_short)
+
+
+# --- enqueue -----------------------------------------------------------------------------------
+@dataclass
+class NewJob:
+    """One run to create: what :func:`enqueue` writes for it."""
+
+    job_id: str
+    task_name: str
+    kwargs: dict[str, Any]
+    max_retries: int
+    timeout: int
+    run_at: float | None = None  # epoch seconds; None: now
+    priority: str = "normal"
+    check_existing: bool = False  # a caller-chosen id: no-op while a live run holds it
+    unique_key: str | None = None
+    unique_for: int | None = None
+    result_ttl: int | None = None  # None: JOBS_RESULT_TTL
+    failure_ttl: int | None = None  # None: JOBS_FAILURE_TTL
+    extra_fields: list[Any] = field(default_factory=list)  # more hash fields (periodic templates' meta)
+    retries: int = 0  # retries already used (a job handed back from the fallback spool)
+    only_if_absent: bool = False  # write nothing if the id is in Redis at all (idempotent hand-back)
+    limits: str | None = None  # fk_limits: the job's rate/concurrency limits (core.flow.limits.job_limits)
+    depends_on: list[str] | None = None  # ids it waits for (core/workflows/chains.py)
+    dependency_policy: str = "cancel"  # a dependency failed or was canceled: cancel this job, or "run" it
+    pass_result: str | None = None  # a completed dependency's result goes into the payload under this name
+
+    def fields(self, queue: str, user: str | None, now: str) -> list[Any]:
+        """The job hash's fields (``data`` is passed separately: it may be binary)."""
+        settings = get_settings()
+        out: list[Any] = [
+            "status", "scheduled" if self.run_at is not None else "queued",
+            "created_at", now,
+            "enqueued_at", now,  # RQ's tools show when it was enqueued; promote.lua moves it to when it became due
+            "description", call_description(self.task_name, self.kwargs),
+            "origin", queue,
+            "timeout", self.timeout,
+            "result_ttl", self.result_ttl or settings.result_ttl,
+            "failure_ttl", self.failure_ttl or settings.failure_ttl,
+            "fk_task", self.task_name,
+            "fk_max", self.max_retries,
+        ]
+        if user is not None:
+            out += ["fk_user", user]
+        if self.priority != "normal":
+            out += ["fk_prio", self.priority]
+        if self.retries:
+            out += ["fk_retries", self.retries]
+        if self.limits:
+            out += ["fk_limits", self.limits]
+        if self.depends_on:
+            out += ["fk_dep_policy", self.dependency_policy]
+            if self.pass_result:
+                out += ["fk_pass", self.pass_result]
+        return out + self.extra_fields
+
+
+def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | None = None,
+            batch: dict[str, Any] | None = None) -> list[str]:
+    """Create ``jobs`` on one queue (one script call); returns the id each one resolved to.
+
+    ``batch``: ``{"key", "fields"}`` of a batch hash to create with its members (core/workflows/chains.py)."""
+    if not jobs:
+        return []
+    settings = get_settings()
+    queue = full_name(queue_short)
+    now = format_time()
+    entries = []
+    blobs: list[bytes] = []  # each job's data, binary-safe in ARGV (it may be zlib'd)
+    for job in jobs:
+        # a result passed in by a dependency is spliced into the JSON by the script: never compressed
+        blobs.append(encode_data(job.task_name, job.kwargs, compress=job.pass_result is None))
+        fields = job.fields(queue, user, now)
+        entries.append({
+            "id": job.job_id, "key": keys.job(job.job_id), "results": keys.results(job.job_id),
+            "fields": fields, "run_at": job.run_at, "prio": job.priority,
+            "check": job.check_existing, "absent": job.only_if_absent, "unique": job.unique_key,
+            "unique_ttl": job.unique_for,
+            "user_key": keys.user_jobs(user) if user is not None else None,
+            "deps": job.depends_on or None, "policy": job.dependency_policy, "pass": job.pass_result,
+        })
+    request = {"counter": f"{jobs[0].task_name}:enqueued", "jobs": entries, "user": user,
+               "user_size": settings.user_index_size, "user_ttl": settings.user_index_ttl,
+               "task": jobs[0].task_name, "queue": queue_short, "events": keys.events(),
+               "maxlen": settings.events_maxlen}
+    if batch is not None or any(job.depends_on for job in jobs):
+        now_s = time.time()
+        request.update({"layout": json.loads(layout_json()), "batch": batch, "now": epoch_to_rq_time(now_s),
+                        "now_s": now_s, "failure_ttl": settings.failure_ttl})
+    replies = lua_scripts.run(
+        "enqueue", connection,
+        [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
+         keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs(),
+         keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()],
+        [json.dumps(request, separators=(",", ":")), *blobs],
+    )
+    return [r.decode() if isinstance(r, bytes) else r for r in replies]
+
+
+@dataclass
+class ImportedOutcome:
+    """A job that ended in the fallback, to be written into Redis by :func:`import_outcomes`."""
+
+    job_id: str
+    queue: str  # short name
+    task_name: str
+    kwargs: dict[str, Any]
+    status: str  # completed | failed | canceled
+    result_json: str | None
+    error: str | None
+    retries: int
+    max_retries: int
+    user_id: str | None
+    created_at: float
+    started_at: float | None
+    completed_at: float
+
+
+def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
+    """Write ended fallback jobs into Redis (one script call); ids already there are left alone."""
+    settings = get_settings()
+    entries = []
+    for o in outcomes:
+        full = full_name(o.queue)
+        ttl = settings.result_ttl if o.status == "completed" else settings.failure_ttl
+        status = {"completed": "finished", "failed": "failed", "canceled": "canceled"}[o.status]
+        fields: list[Any] = [
+            "status", status, "created_at", epoch_to_rq_time(o.created_at),
+            "enqueued_at", epoch_to_rq_time(o.created_at), "description", call_description(o.task_name, o.kwargs),
+            "data", encode_data(o.task_name, o.kwargs, compress=False).decode(),
+            "origin", full, "ended_at", epoch_to_rq_time(o.completed_at), "result_ttl", settings.result_ttl,
+            "failure_ttl", settings.failure_ttl, "fk_task", o.task_name, "fk_max", o.max_retries,
+            "fk_retries", o.retries, "fk_mode", "fallback",
+        ]
+        if o.started_at:
+            fields += ["started_at", epoch_to_rq_time(o.started_at)]
+        if o.user_id:
+            fields += ["fk_user", o.user_id]
+        if o.result_json is not None:
+            fields += ["fk_result", o.result_json]
+        if o.error:
+            fields += ["fk_error", o.error[-MAX_ERROR_CHARS:]]
+        registry = {"completed": keys.finished, "failed": keys.failed, "canceled": keys.canceled}[o.status](full)
+        entries.append({
+            "key": keys.job(o.job_id), "registry": registry, "counters": keys.queue_counters(o.queue),
+            "fields": fields, "id": o.job_id, "ttl": ttl, "expiry": time.time() + ttl, "task": o.task_name,
+            "event": o.status, "retries": o.retries, "queue": o.queue,
+            "user_key": keys.user_jobs(o.user_id) if o.user_id else None, "user": o.user_id,
+            "queue_key": keys.queue(full), "results": keys.results(o.job_id), **_imported_result(o),
+        })
+    request = {"users": keys.users_with_jobs(), "queues": keys.all_queues(), "user_size": settings.user_index_size,
+               "user_ttl": settings.user_index_ttl, "entries": entries, "events": keys.events(),
+               "maxlen": settings.events_maxlen}
+    return int(lua_scripts.run("import", connection, [], [json.dumps(request, separators=(",", ":"))]))
+
+
+def _imported_result(o: ImportedOutcome) -> dict[str, Any]:
+    """RQ's result record of a job that ended in the fallback (import.lua); none for a canceled one."""
+    if o.status == "completed":
+        return {"rq_type": RESULT_SUCCESSFUL, "rv": result_return_value(o.result_json)}
+    if o.status == "failed":
+        return {"rq_type": RESULT_FAILED, "rx": result_exc_string((o.error or "failed")[-MAX_ERROR_CHARS:])}
+    return {}
+
+
+# --- claim -------------------------------------------------------------------------------------
+@dataclass
+class ClaimedJob:
+    """A job a worker holds: its lease is ``member`` in the queue's in-flight registry."""
+
+    job_id: str
+    claim: str
+    queue: str  # full name
+    task_name: str
+    kwargs: dict[str, Any]
+    timeout: int
+    max_retries: int
+    retries: int
+    manual_retries: int
+    user_id: str | None
+    result_ttl: int
+    failure_ttl: int
+    priority: str
+    created_at: float | None
+    claimed_at: float = field(default_factory=time.time)
+    undecodable: str | None = None  # why the job's data could not be read (it will be refused)
+    waited: bool = False  # a wait_for() caller registered before the claim: signal it at the end
+    trace: dict[str, Any] | None = None  # the enqueue span's context (core.platform.tracing), when tracing is on
+    held: list[str] = field(default_factory=list)  # concurrency limiters whose permit this claim holds
+    deferrals: int = 0  # RetryAfter deferrals so far
+    stop_reason: str | None = None  # set when someone stopped it while it ran ("stopped by <who>")
+
+    @property
+    def member(self) -> str:
+        return f"{self.job_id}:{self.claim}"
+
+    @property
+    def queue_short(self) -> str:
+        return short_name(self.queue)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain data for a pre-forked child (sent as JSON over a pipe)."""
+        return self.__dict__.copy()
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ClaimedJob:
+        return cls(**data)
+
+
+def _trace(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _int(raw: Any, default: int = 0) -> int:
+    try:
+        return int(raw) if raw is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _text(raw: Any) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+_LAYOUT: dict[str, str] = {}
+
+
+def layout_json() -> str:
+    """Key prefixes for scripts that build keys from a job's origin, and the events stream's
+    bound (cached per process, prefix and bound)."""
+    layout: dict[str, Any] = keys.lua_layout()
+    maxlen = get_settings().events_maxlen
+    key = f"{layout['job']}{layout['wake']}{maxlen}"
+    if key not in _LAYOUT:
+        _LAYOUT[key] = json.dumps({**layout, "maxlen": maxlen}, separators=(",", ":"))
+    return _LAYOUT[key]
+
+
+def _events() -> list[Any]:
+    """The events stream and its bound, as the scripts take them (events_lib.lua)."""
+    return [keys.events(), get_settings().events_maxlen]
+
+
+_QUEUE_LIMITS: dict[tuple[str, str], str] = {}
+
+
+def queue_limit_entry(queue: str) -> str:
+    """The queue-wide rate limit (full or short queue name) as claim.lua and the fallback's claim
+    take it; parsed once per setting's text (every claim call passes it)."""
+    settings = get_settings()
+    short = short_name(queue)
+    key = (short, getattr(settings, f"rate_limit_{short}", ""))
+    if key not in _QUEUE_LIMITS:
+        _QUEUE_LIMITS[key] = limits.queue_limit(short, settings.queue_rate_limit(short))
+    return _QUEUE_LIMITS[key]
+
+
+CLAIM_FIELDS = 18  # per job in claim.lua's reply
+
+
+class ClaimBatch(list):
+    """The jobs of one claim, plus when a limiter it touched lets its next parked job run."""
+
+    due_in: float | None = None
+
+
+def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str], limit: int,
+          lease_seconds: float, chain_wakeup: bool = False) -> ClaimBatch:
+    """Claim up to ``limit`` jobs from ``queues`` (full names, in order; on each, high, normal
+    then low priority), one script call. Paused queues are skipped; jobs over a limit are parked.
+
+    ``chain_wakeup``: the worker was just woken; if the batch comes back full, wake another one.
+    """
+    args: list[Any] = [limit, time.time() + lease_seconds, format_time(), worker_name, claim_prefix,
+                       "1" if chain_wakeup else "0", lease_seconds, layout_json(), keys.paused_queues(),
+                       keys.job_prefix(), *_events()]
+    for queue in queues:
+        args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), queue_limit_entry(queue)]
+    flat, due = lua_scripts.run("claim", connection, [], args)
+    claimed = ClaimBatch()
+    claimed.due_in = float(due) if due else None
+    settings = get_settings()
+    for i in range(0, len(flat), CLAIM_FIELDS):
+        (job_id, claim_id, queue_index, data, timeout, task, max_retries, retries, manual, user,
+         result_ttl, failure_ttl, prio, created, waited, trace, job_limits, deferrals) = flat[i:i + CLAIM_FIELDS]
+        queue = queues[int(queue_index)]
+        undecodable = None
+        try:
+            task_name, kwargs = decode_data(data)
+        except Exception as exc:  # written by something else; refused when run, never a crash
+            task_name, kwargs, undecodable = _text(task) or "<undecodable>", {}, f"undecodable job data ({exc})"
+        if task is not None and _text(task) != task_name:
+            undecodable = f"job data names {task_name!r} but the job was enqueued for {_text(task)!r}"
+        claimed.append(ClaimedJob(
+            job_id=_text(job_id), claim=_text(claim_id), queue=queue, task_name=task_name, kwargs=kwargs,
+            timeout=_int(timeout, settings.timeout_for(short_name(queue))), max_retries=_int(max_retries),
+            retries=_int(retries), manual_retries=_int(manual), user_id=_text(user),
+            result_ttl=_int(result_ttl, settings.result_ttl), failure_ttl=_int(failure_ttl, settings.failure_ttl),
+            priority=_text(prio) or "normal", created_at=parse_time(created), undecodable=undecodable,
+            waited=waited is not None, trace=_trace(trace), held=limits.held_permits(job_limits),
+            deferrals=_int(deferrals),
+        ))
+    return claimed
+
+
+# --- finish ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AttemptResult:
+    """What running a job produced (see :mod:`core.execution.runner`)."""
+
+    ok: bool
+    result_json: str = "null"  # the JSON of the return value, when ok
+    error: str | None = None  # the traceback or reason, when not ok
+    retryable: bool = True  # False: another attempt would fail the same way (refused, non-JSON)
+    duration: float = 0.0
+    defer: float | None = None  # RetryAfter: run again after this many seconds, not counted as an attempt
+
+
+def finish(connection: Any, job: ClaimedJob, attempt: AttemptResult, worker_name: str = "") -> str | None:
+    """Record one attempt's end; returns the outcome, or None if the lease was lost meanwhile.
+
+    A lost lease means the sweep judged this worker dead and already took the job back (it may
+    be running elsewhere): the attempt's result is dropped, never written over the new run.
+    """
+    return finish_many(connection, [(job, attempt)], worker_name)[0]
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What an attempt's end means for its job."""
+
+    kind: str  # "done" | "defer" | "retry" | "fail" (finish also has "stop": the job was stopped)
+    delay: float = 0.0  # defer, retry: seconds until the job may run again
+    error: str | None = None  # what the job records: the traceback, or the deferral's cause
+    reason: str | None = None  # defer: what the job shows while it waits
+
+
+def attempt_outcome(attempt: AttemptResult, retries: int, max_retries: int, deferrals: int) -> AttemptOutcome:
+    """The one rule for an attempt's end, used by the workers (finish) and the fallback alike.
+
+    A success is done. A Retry-After is a deferral, using no retry, up to ``JOBS_MAX_DEFERRALS``
+    (then the job fails, saying so). A retryable error retries with back-off while retries are
+    left. Anything else fails."""
+    if attempt.ok:
+        return AttemptOutcome("done")
+    settings = get_settings()
+    if attempt.defer is not None and deferrals < settings.max_deferrals:
+        delay = min(max(attempt.defer, 0.0), settings.max_retry_after)
+        reason = f"retry after {delay:g}s: {_last_line(attempt.error) or 'the task asked to run later'}"[:500]
+        return AttemptOutcome("defer", delay, attempt.error or "deferred", reason)
+    error = (attempt.error or "failed")[-MAX_ERROR_CHARS:]
+    if attempt.defer is not None:
+        return AttemptOutcome("fail", 0.0, f"{error}\n(deferred {deferrals} times by Retry-After, the most allowed: "
+                                           f"JOBS_MAX_DEFERRALS={settings.max_deferrals})")
+    if attempt.retryable and retries < max_retries:
+        return AttemptOutcome("retry", retry_delays(max_retries)[retries], error)
+    return AttemptOutcome("fail", 0.0, error)
+
+
+def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[dict[str, Any], str, str | None]:
+    """What finish.lua writes for one attempt: (entry, outcome, error text or None)."""
+    queue = job.queue
+    decided = AttemptOutcome("stop") if job.stop_reason is not None else attempt_outcome(
+        attempt, job.retries, job.max_retries, job.deferrals)
+    value, reason = decided.error, decided.reason
+    if decided.kind == "stop":
+        mode, outcome, target, counter = "stop", STOPPED, keys.canceled(queue), "canceled"
+        score, ttl, value = now + job.failure_ttl, job.failure_ttl, job.stop_reason
+    elif decided.kind == "done":
+        mode, outcome, target = "done", COMPLETED, keys.finished(queue)
+        score, ttl, value, counter = now + job.result_ttl, job.result_ttl, attempt.result_json, "completed"
+    elif decided.kind == "defer":
+        mode, outcome, target, counter = "defer", DEFERRED, keys.scheduled(queue), "deferred"
+        score, ttl = now + decided.delay, 0
+    elif decided.kind == "retry":
+        outcome, counter, ttl = RETRYING, "retried", 0
+        if decided.delay > 0:
+            mode, target, score = "retry", keys.scheduled(queue), now + decided.delay
+        else:
+            mode, target, score = "requeue", keys.queue_at(queue, job.priority), 0
+    else:
+        mode, outcome, target, counter = "fail", FAILED, keys.failed(queue), "failed"
+        score, ttl = now + job.failure_ttl, job.failure_ttl
+    entry = {
+        "job": keys.job(job.job_id), "wip": keys.started(queue), "target": target, "canceled": keys.canceled(queue),
+        "counters": keys.queue_counters(job.queue_short), "wake": keys.wake(queue),
+        "done": keys.done(job.job_id) if job.waited else None, "member": job.member, "id": job.job_id,
+        "task": job.task_name, "q": job.queue_short, "user": job.user_id, "mode": mode, "score": score, "ttl": ttl, "fttl": job.failure_ttl,
+        "counter": f"{job.task_name}:{counter}", "value": value, "reason": reason,
+        "retries": job.retries + (1 if outcome == RETRYING else 0), "deferrals": job.deferrals + 1,
+        "held": job.held or None, "results": keys.results(job.job_id),
+    }
+    # RQ's result record of a final end (rq_lib.lua), encoded here: Lua has no zlib
+    if mode == "done":
+        entry["rv"] = result_return_value(value)
+    elif mode in ("fail", "stop"):
+        entry["rx"] = result_exc_string(value)
+    return entry, outcome, None if attempt.ok and mode != "stop" else value
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def finish_many(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]],
+                worker_name: str = "") -> list[str | None]:
+    """Record several attempts' ends in one script call (group commit); outcome or None per job."""
+    now = time.time()
+    planned = [_finish_entry(job, attempt, now) for job, attempt in finished]
+    events, maxlen = _events()
+    request: dict[str, Any] = {"now": epoch_to_rq_time(now), "now_s": now, "events": events, "maxlen": maxlen,
+                               "layout_json": layout_json(), "lease": get_settings().worker_lease, "worker": worker_name,
+                               "entries": [entry for entry, _outcome, _error in planned]}
+    written = lua_scripts.run("finish", connection, [], [json.dumps(request, separators=(",", ":"))])
+    outcomes: list[str | None] = []
+    for (job, attempt), (_entry, outcome, error), ok in zip(finished, planned, written):
+        if ok in (b"stop", "stop") and outcome != STOPPED:  # stopped meanwhile: it ended canceled
+            outcome, error = STOPPED, f"stopped while it ran; the attempt ended: {_last_line(error)}"
+        if not ok:
+            logger.warning("job %s task=%s queue=%s outcome=%s dropped: its lease expired and the job was taken "
+                           "back", job.job_id, job.task_name, job.queue_short, outcome)
+            outcomes.append(None)
+            continue
+        _log_attempt(job, outcome, attempt.duration, error, worker_name)
+        task_metrics.buffer().add(job.job_id, job.queue_short, job.task_name, outcome, attempt.duration, error)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _log_attempt(job: ClaimedJob, outcome: str, duration: float, error: str | None, worker_name: str) -> None:
+    last_line = (error or "").strip().splitlines()[-1:] or [""]
+    logger.log(
+        logging.INFO if outcome == COMPLETED else logging.WARNING,
+        "job %s task=%s queue=%s duration=%.3fs outcome=%s attempt=%d%s",
+        job.job_id, job.task_name, job.queue_short, duration, outcome, job.retries + 1,
+        f" error={last_line[0][:300]!r}" if error else "",
+    )
+
+
+# --- taking jobs back from dead or stopping workers ---------------------------------------------
+def abandon_expired(connection: Any, queue: str, limit: int = 500) -> list[tuple[str, str, str]]:
+    """Take back every job whose lease expired on ``queue``: each is an attempt that counts."""
+    return _abandon(connection, queue, [], "abandoned: its worker stopped heartbeating (killed or lost)", True, limit)
+
+
+def release(connection: Any, jobs: list[ClaimedJob], reason: str) -> list[tuple[str, str, str]]:
+    """Put jobs in hand back at the head of their queues now (cold shutdown); not counted."""
+    out = []
+    for queue in sorted({j.queue for j in jobs}):
+        members = [j.member for j in jobs if j.queue == queue]
+        out += _abandon(connection, queue, members, reason, False, len(members))
+    return out
+
+
+def _abandon(connection: Any, queue: str, members: list[str], reason: str, count: bool,
+             limit: int) -> list[tuple[str, str, str]]:
+    now = time.time()
+    q = short_name(queue)
+    flat = lua_scripts.run(
+        "abandon", connection,
+        [keys.started(queue), keys.failed(queue), keys.queue_counters(q), keys.wake(queue), keys.canceled(queue)],
+        [now, epoch_to_rq_time(now), reason, "1" if count else "0", limit, layout_json(), get_settings().worker_lease,
+         queue, result_exc_string(reason), *members],
+    )
+    out = [(_text(flat[i]), _text(flat[i + 1]), _text(flat[i + 2])) for i in range(0, len(flat), 3)]
+    for job_id, task, outcome in out:
+        logger.warning("job %s task=%s queue=%s outcome=%s%s reason=%r", job_id, task, q, outcome,
+                       " abandoned=1" if count else "", reason)
+        if count:
+            task_metrics.buffer().add(job_id, q, task, ABANDONED, 0.0, reason)
+    return out
+
+
+def promote_due(connection: Any, queue: str, limit: int = 1000) -> int:
+    """Move delayed jobs and retries that are due onto ``queue``; returns how many."""
+    now = time.time()
+    return int(lua_scripts.run("promote", connection,
+                           [keys.scheduled(queue), *keys.queue_lists(queue), keys.wake(queue), keys.all_queues()],
+                           [now, limit, keys.job_prefix(), *_events(), short_name(queue), epoch_to_rq_time(now)]))
+
+
+def release_limits(connection: Any, limit: int = 100) -> tuple[int, float | None]:
+    """Release the next parked job of every limiter whose slot has come (one script call).
+
+    Returns (how many were released, seconds until the next limiter is due or None): the
+    worker runs this again then, so a parked job starts within milliseconds of its slot."""
+    released, wait = lua_scripts.run("release_limits", connection, [],
+                                 [layout_json(), get_settings().worker_lease, limit])
+    seconds = float(wait)
+    return int(released), (seconds if seconds >= 0 else None)
+
+
+def extend_permits(connection: Any, jobs: list[ClaimedJob], lease_seconds: float) -> int:
+    """Keep the concurrency permits of running jobs alive with their leases (heartbeat)."""
+    pairs: list[str] = []
+    for job in jobs:
+        for name in job.held:
+            pairs += [keys.limiter(name), job.member]
+    if not pairs:
+        return 0
+    return int(lua_scripts.run("extend_permits", connection, [], [lease_seconds, *pairs]))
+
+
+def expire_registries(connection: Any, queue: str) -> int:
+    """Drop registry entries of ended jobs whose hash has expired (score = expiry)."""
+    now = time.time()
+    q = short_name(queue)
+    with connection.pipeline(transaction=False) as pipe:
+        for key in (keys.finished(queue), keys.failed(queue), keys.canceled(queue)):
+            pipe.zremrangebyscore(key, "-inf", now)
+        removed = sum(pipe.execute())
+    if removed:
+        connection.hincrby(keys.queue_counters(q), "*:expired", removed)
+    return removed
+
+
+# --- operator actions ----------------------------------------------------------------------------
+def cancel(connection: Any, job_id: str, queue: str, reason: str = "canceled") -> tuple[bool, str]:
+    """Cancel a pending or delayed job. Returns (canceled, status before / current status)."""
+    settings = get_settings()
+    now = time.time()
+    ok, status = lua_scripts.run(
+        "cancel", connection,
+        [keys.job(job_id), *keys.queue_lists(queue), keys.scheduled(queue), keys.canceled(queue),
+         keys.queue_counters(short_name(queue))],
+        [job_id, epoch_to_rq_time(now), now + settings.failure_ttl, settings.failure_ttl, reason, *_events(),
+         short_name(queue), layout_json()],
+    )
+    if ok:
+        logger.info("job %s queue=%s outcome=canceled reason=%r", job_id, short_name(queue), reason)
+    return bool(ok), _text(status) or ""
+
+
+def requeue_failed(connection: Any, job_id: str, queue: str) -> tuple[bool, str]:
+    """Run a failed job once more. Returns (requeued, current status)."""
+    ok, status = lua_scripts.run(
+        "requeue", connection,
+        [keys.job(job_id), keys.failed(queue), keys.queue(queue), keys.queue_counters(short_name(queue)),
+         keys.wake(queue), keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()],
+        [job_id, *_events(), short_name(queue), format_time()],
+    )
+    if ok:
+        logger.info("job %s queue=%s requeued by an operator", job_id, short_name(queue))
+    return bool(ok), _text(status) or ""
+
+
+def delete(connection: Any, job_id: str, queue: str) -> tuple[bool, str]:
+    """Delete a job that is not running. Returns (deleted, status)."""
+    ok, status = lua_scripts.run(
+        "delete", connection,
+        [keys.job(job_id), keys.results(job_id), keys.queue(queue), keys.scheduled(queue), keys.finished(queue),
+         keys.failed(queue), keys.canceled(queue), keys.queue_counters(short_name(queue)),
+         keys.queue_at(queue, "high"), keys.queue_at(queue, "low")],
+        [job_id, *_events(), short_name(queue), layout_json(), epoch_to_rq_time(time.time()), time.time()],
+    )
+    return bool(ok), _text(status) or ""
+
+
+def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bool) -> tuple[bool, str]:
+    """An operator fails a job that has not started. Returns (done, new or current status)."""
+    fields = connection.hmget(keys.job(job_id), "fk_max")
+    delays = retry_delays(_int(fields[0]))
+    now = time.time()
+    ok, status = lua_scripts.run(
+        "fail", connection,
+        [keys.job(job_id), keys.queue(queue), keys.scheduled(queue), keys.failed(queue),
+         keys.queue_counters(short_name(queue)), keys.queue_at(queue, "high"), keys.queue_at(queue, "low"),
+         keys.results(job_id)],
+        [job_id, error[-MAX_ERROR_CHARS:], "1" if retry else "0", now, epoch_to_rq_time(now), json.dumps(delays),
+         *_events(), short_name(queue), layout_json(), result_exc_string(error[-MAX_ERROR_CHARS:])],
+    )
+    if ok:
+        logger.warning("job %s queue=%s outcome=%s by hand error=%r", job_id, short_name(queue), _text(status), error[:300])
+    return bool(ok), _text(status) or ""
+
+
+def stop_running(connection: Any, job_id: str, reason: str) -> tuple[bool, str, str]:
+    """Mark a running job to stop and tell its worker. Returns (marked, status, worker name)."""
+    reply = lua_scripts.run("stop", connection, [keys.job(job_id)], [job_id, reason, keys.stop_requests(""), *_events()])
+    ok, status = reply[0], _text(reply[1]) or ""
+    worker = _text(reply[2]) if len(reply) > 2 else ""
+    if ok:
+        logger.info("job %s: stop requested (%s); its worker %s will end it", job_id, reason, worker)
+    return bool(ok), status, worker or ""

@@ -1,0 +1,111 @@
+-- uses: events_lib, limits_lib, hooks_lib, rq_lib
+-- finish.lua: record the end of one or more attempts (success, final failure, a retry, a
+-- Retry-After deferral, or a stop) in one step: a worker finishing several jobs at once commits
+-- them together (group commit).
+-- Each job's lease is its fence: if its in-flight entry is gone (the sweep judged the worker dead
+-- and already took the job back), nothing is written for it and its slot in the reply is 0.
+-- A job someone asked to stop (fk_stop) that did not complete ends canceled, never retried.
+--
+-- Keys, named per entry by the caller (core/platform/keys.py):
+--   rq:job:<id>          HASH  status, ended_at, fk_result / fk_error, fk_retries, fk_deferrals, fk_reason
+--   rq:wip:<q>           ZSET  in-flight entry removed
+--   target: rq:finished:<q> | rq:failed:<q> | rq:canceled:<q> (ZSET, score = expiry)
+--         | rq:scheduled:<q> (ZSET, score = run time) | the job's priority list (LIST, requeue)
+--   fikiri:stats:<q>     HASH  "<task>:<event>" counters, one HINCRBY per distinct field
+--   fikiri:wake:<q>      LIST  token when a retry goes straight back to the queue
+--   fikiri:done:<id>     LIST  token for a wait_for() caller, when one was waiting
+--   with "held" permits: the limiter keys of limits_lib (permit returned, next parked job released)
+--   rq:results:<id>      STREAM RQ's result record of a final end (rq_lib): successful with the result,
+--                        failed with the error, stopped with the reason; expires with the job
+--   fikiri:events        STREAM completed | failed | retrying | deferred | canceled (events_lib)
+--   a final end of a job with hooks: the keys of hooks_lib (callbacks, dependents, batch)
+--
+-- ARGV[1] JSON {"now": RQ time, "now_s": epoch s, "layout": {...} (when permits are held), "lease": s,
+--   "events": stream key, "maxlen": n, "layout_json": the layout (decoded when permits or hooks need it),
+--   "worker": worker name (RQ's result record),
+--   "entries": [{"job", "wip", "target", "canceled", "counters", "wake", "done", "results", "member", "id", "task",
+--   "mode": done|fail|retry|requeue|defer|stop, "score", "ttl", "fttl", "counter", "value", "reason",
+--   "retries", "deferrals", "held": [limiter names],
+--   "rv": the result record's return_value (done), "rx": its exc_string (fail, stop)}]}
+-- Returns, per entry, the mode written (a failure of a job being stopped becomes 'stop') or 0 (lease lost).
+local EVENTS = {done = 'completed', fail = 'failed', retry = 'retrying', requeue = 'retrying', defer = 'deferred',
+                stop = 'canceled'}
+local FINAL = {done = 'completed', fail = 'failed', stop = 'canceled'}
+local req = cjson.decode(ARGV[1])
+local L = nil
+local out = {}
+local zadds = {}
+local zorder = {}
+local counts = {}
+local corder = {}
+local wakes = {}
+for i, e in ipairs(req.entries) do
+  if redis.call('ZREM', e.wip, e.member) == 0 then
+    out[i] = 0
+  else
+    local mode, target, score, counter, value = e.mode, e.target, e.score, e.counter, e.value
+    if mode ~= 'done' and mode ~= 'stop' then
+      local stop = redis.call('HGET', e.job, 'fk_stop')
+      if stop then mode, value = 'stop', stop end
+    end
+    out[i] = mode
+    if mode == 'stop' then
+      target, score, counter = e.canceled, req.now_s + e.fttl, e.task .. ':canceled'
+      redis.call('HSET', e.job, 'status', 'canceled', 'ended_at', req.now, 'fk_error', value)
+      redis.call('EXPIRE', e.job, e.fttl)
+      local exc = e.rx
+      if e.mode ~= 'stop' then exc = rq_exc(value) end  -- stopped meanwhile: a reason only this script read
+      rq_result(e.results, e.fttl, 3, req.worker, nil, exc)
+    elseif mode == 'done' then
+      redis.call('HSET', e.job, 'status', 'finished', 'ended_at', req.now, 'fk_result', value)
+      redis.call('EXPIRE', e.job, e.ttl)
+      rq_result(e.results, e.ttl, 1, req.worker, e.rv, nil)
+    elseif mode == 'fail' then
+      redis.call('HSET', e.job, 'status', 'failed', 'ended_at', req.now, 'fk_error', value)
+      redis.call('EXPIRE', e.job, e.ttl)
+      rq_result(e.results, e.ttl, 2, req.worker, nil, e.rx)
+    elseif mode == 'retry' then
+      redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries)
+    elseif mode == 'defer' then
+      redis.call('HSET', e.job, 'status', 'scheduled', 'fk_reason', e.reason, 'fk_deferrals', e.deferrals)
+    else
+      redis.call('HSET', e.job, 'status', 'queued', 'fk_error', value, 'fk_retries', e.retries)
+      redis.call('RPUSH', target, e.id)
+      wakes[e.wake] = true
+    end
+    if mode ~= 'requeue' then
+      if not zadds[target] then zadds[target] = {}; zorder[#zorder + 1] = target end
+      local z = zadds[target]
+      z[#z + 1] = score
+      z[#z + 1] = e.id
+    end
+    local ck = e.counters .. '\0' .. counter
+    if not counts[ck] then counts[ck] = {e.counters, counter, 0}; corder[#corder + 1] = ck end
+    counts[ck][3] = counts[ck][3] + 1
+    if e.done ~= cjson.null and e.done ~= nil and (mode == 'done' or mode == 'fail' or mode == 'stop') then
+      redis.call('LPUSH', e.done, mode)
+      redis.call('EXPIRE', e.done, 60)
+    end
+    if e.held ~= nil and e.held ~= cjson.null then
+      L = L or cjson.decode(req.layout_json)
+      return_permits(L, e.held, e.member, req.lease)
+    end
+    if FINAL[mode] and redis.call('HGET', e.job, 'fk_hooks') then  -- callbacks, dependents, batch (hooks_lib)
+      L = L or cjson.decode(req.layout_json)
+      job_ended(L, e.id, FINAL[mode], value, req.now, req.now_s)
+    end
+    local event = EVENTS[mode]
+    local detail = nil
+    if mode == 'defer' then detail = e.reason elseif mode ~= 'done' then detail = last_line(value) end
+    emit(req.events, req.maxlen, e.id, event, e.q, e.task, e.user, detail)
+  end
+end
+for _, target in ipairs(zorder) do redis.call('ZADD', target, unpack(zadds[target])) end
+for _, ck in ipairs(corder) do
+  local c = counts[ck]
+  redis.call('HINCRBY', c[1], c[2], c[3])
+end
+for wake, _ in pairs(wakes) do
+  if redis.call('LLEN', wake) == 0 then redis.call('LPUSH', wake, '1') end
+end
+return out

@@ -1,0 +1,78 @@
+"""The Lua scripts that own every job state change, loaded once per process.
+
+Each script lives in ``core/queue/lua/<name>.lua`` with a header listing every key it touches (the
+Dramatiq ``dispatch.lua`` rule: one script owns its keys). redis-py sends ``EVALSHA`` and loads
+the script again by itself after a Redis restart (``NOSCRIPT``).
+
+Every script is read when this module is imported (17 small files, about 1 ms), so an install
+that lacks one fails at import or at worker start with :class:`MissingScriptError` naming the
+file, never later as an ``OSError`` in the middle of an enqueue (which once read as "Redis is
+down" and sent every job to the in-process fallback).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from redis.commands.core import Script
+
+_DIR = Path(__file__).resolve().parent / "lua"
+NAMES = ("enqueue", "claim", "finish", "abandon", "cancel", "requeue", "promote", "delete", "fail", "periodic_claim",
+         "import", "release_limits", "stop", "extend_permits")
+USES = "-- uses: "
+_scripts: dict[str, Script] = {}
+_lock = threading.Lock()
+
+
+class MissingScriptError(RuntimeError):
+    """A Lua script this package needs is not installed beside it: the install is incomplete."""
+
+
+def _read(name: str) -> str:
+    path = _DIR / f"{name}.lua"
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise MissingScriptError(
+            f"Lua script {path} cannot be read ({exc.strerror or exc}); the fikiri-jobs install is incomplete: "
+            f"reinstall the package (its wheel ships core/queue/lua/*.lua)") from exc
+
+
+def _load(name: str) -> str:
+    """A script's text; a first line ``-- uses: <lib>, <lib>`` puts ``core/queue/lua/<lib>.lua`` in front of it
+    (shared local functions: Redis has no script libraries before 7.0's functions)."""
+    text = _read(name)
+    if text.startswith(USES):
+        libraries = [lib.strip() for lib in text.splitlines()[0][len(USES):].split(",")]
+        text = "\n".join([*(_read(lib) for lib in libraries), text])
+    return text
+
+
+_SOURCES: dict[str, str] = {name: _load(name) for name in NAMES}  # at import: a missing file fails here
+
+
+def source(name: str) -> str:
+    """The text of script ``name`` as read at import."""
+    text = _SOURCES.get(name)
+    if text is None:
+        raise MissingScriptError(f"no Lua script named {name!r}; known: {', '.join(NAMES)}")
+    return text
+
+
+def get(name: str, client: Any) -> Script:
+    """The script ``name``, registered once (its SHA is computed once per process)."""
+    script = _scripts.get(name)
+    if script is None:
+        with _lock:
+            script = _scripts.get(name)
+            if script is None:
+                script = client.register_script(source(name))
+                _scripts[name] = script
+    return script
+
+
+def run(name: str, client: Any, keys: list[str], args: list[Any]) -> Any:
+    """Run script ``name`` on ``client`` (a connection or a pipeline)."""
+    return get(name, client)(keys=keys, args=args, client=client)

@@ -1,0 +1,491 @@
+"""Where a worker runs the jobs it claimed: inline, in threads, or in reused child processes.
+
+Every executor runs a job through :func:`core.execution.runner.run_attempt` and records it with
+:func:`core.queue.lifecycle.finish`, so the worker classes differ only in isolation and concurrency:
+
+* ``simple``: one job at a time in the worker process (fastest for short jobs, least isolated);
+* ``threaded``: up to N jobs at once in threads (I/O-bound work: mail, HTTP, LLM calls);
+* ``prefork`` (default): N child processes forked once and reused, like Celery's prefork pool;
+  a child is replaced after ``JOBS_WORKER_MAX_JOBS_PER_CHILD`` jobs or above
+  ``JOBS_WORKER_MAX_CHILD_MEMORY_MB`` of RSS, so a leaking task cannot grow forever;
+* ``fork``: the prefork pool with one job per child (RQ's isolation: a fresh process per job;
+  the next child is forked while the current one runs, off the job's path).
+
+Children die with their parent (``PR_SET_PDEATHSIG``), so a SIGKILLed worker never leaves a
+job running as an orphan while the sweep hands it to another worker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import resource
+import select
+import selectors
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from core.config import get_settings
+from core.execution import stopping
+from core.execution.runner import run_attempt
+from core.platform import keys, tracing
+from core.platform.connection import REDIS_DOWN, new_redis
+from core.queue import lifecycle, task_metrics
+from core.queue.lifecycle import AttemptResult, ClaimedJob
+
+if TYPE_CHECKING:
+    from core.worker.loop import Worker
+
+logger = logging.getLogger(__name__)
+
+REDIS_ERRORS = REDIS_DOWN  # core.platform.connection holds the one rule for "Redis is down"
+PR_SET_PDEATHSIG = 1
+IDLE_FLUSH = 0.5  # s: a pre-forked child flushes its timings this long after its last job
+GROUP_COMMIT_WINDOW = 0.002  # s: results of short jobs run back to back are committed together
+HARD_KILL_GRACE = 10.0  # s past a job's timeout before the parent kills a child that ignores SIGALRM
+
+
+def progress_sink(connection: Any, job: ClaimedJob) -> Any:
+    """Progress goes to the job hash and, as a "progress" event, to the events stream (one round trip)."""
+    maxlen = get_settings().events_maxlen
+
+    def sink(value: Any) -> None:
+        text = json.dumps(value)
+        with connection.pipeline(transaction=False) as pipe:
+            pipe.hset(keys.job(job.job_id), "fk_progress", text)
+            if maxlen:
+                event = {"job": job.job_id, "event": "progress", "queue": job.queue_short, "task": job.task_name,
+                         "detail": text[:1000]}
+                if job.user_id:
+                    event["user"] = job.user_id
+                pipe.xadd(keys.events(), event, maxlen=maxlen, approximate=True)
+            pipe.execute()
+
+    return sink
+
+
+def attempt(connection: Any, job: ClaimedJob) -> AttemptResult:
+    """Run one claimed job (the path every executor shares); never raises. A job stopped while it
+    waited in the worker (prefetched, or queued for a pool thread) is not started at all."""
+    if job.stop_reason is not None:
+        return AttemptResult(ok=False, retryable=False, error=job.stop_reason)
+    return run_attempt(job.job_id, job.queue_short, job.task_name, job.kwargs, job.timeout,
+                       progress_sink(connection, job), job.undecodable, job.trace)
+
+
+def execute(connection: Any, job: ClaimedJob, worker_name: str) -> str | None:
+    """Run one claimed job and record its end."""
+    return finish_retrying(connection, [(job, attempt(connection, job))], worker_name)[0]
+
+
+def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]], worker_name: str,
+                    patience: float = 30.0) -> list[str | None]:
+    """:func:`lifecycle.finish_many`, retried while Redis is unreachable (restarts take seconds).
+
+    If Redis stays away longer, the outcomes are dropped and the jobs' leases expire: the sweep
+    retries them (at least once, never lost).
+    """
+    delay, deadline = 0.2, time.monotonic() + patience
+    while True:
+        try:
+            return lifecycle.finish_many(connection, finished, worker_name)
+        except REDIS_ERRORS as exc:
+            error = exc
+        if time.monotonic() > deadline:
+            logger.error("could not record the end of %d job(s) (%s); the sweep will retry them", len(finished),
+                         error)
+            return [None] * len(finished)
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def stop_in_thread(job: ClaimedJob, grace: float) -> None:
+    """Ask the job to stop (core.execution.stopping.should_stop), and end it after ``grace`` seconds if it
+    has not: the simple and threaded workers share this."""
+    if not stopping.request(job.job_id):
+        return
+    timer = threading.Timer(grace, stopping.hard_stop, [job.job_id])
+    timer.daemon = True
+    timer.start()
+
+
+class SimpleExecutor:
+    """Run each job inline, in the worker's main thread."""
+
+    kind = "simple"
+
+    def __init__(self, worker: Worker, size: int = 1) -> None:
+        self.worker = worker
+        self.size = size  # jobs claimed per round trip (JOBS_WORKER_PREFETCH), run one after another
+
+    def start(self) -> None:
+        pass
+
+    def free_slots(self) -> int:
+        return self.size
+
+    def submit_many(self, jobs: list[ClaimedJob]) -> None:
+        """Run the claimed jobs one after another; commit their ends together while each batch of
+        results is younger than GROUP_COMMIT_WINDOW (a slow job's result is committed at once)."""
+        pending: list[tuple[ClaimedJob, AttemptResult]] = []
+        since = 0.0
+        for index, job in enumerate(jobs):
+            if not pending:
+                since = time.monotonic()
+            pending.append((job, attempt(self.worker.connection, job)))
+            if index == len(jobs) - 1 or time.monotonic() - since > GROUP_COMMIT_WINDOW:
+                self._commit(pending)
+                pending = []
+
+    def _commit(self, pending: list[tuple[ClaimedJob, AttemptResult]]) -> None:
+        try:
+            finish_retrying(self.worker.connection, pending, self.worker.name)
+        finally:
+            for job, _attempt in pending:
+                self.worker.job_done(job)
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(min(timeout, 0.05))
+
+    def busy(self) -> int:
+        return 0
+
+    def children_rss_kb(self) -> int:
+        return 0  # jobs run in this process
+
+    def stop_job(self, job: ClaimedJob) -> None:
+        stop_in_thread(job, self.worker.settings.stop_grace)
+
+    def stop(self, wait: bool) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
+
+
+class ThreadedExecutor:
+    """Up to ``size`` jobs at once, each in a pool thread with its own timeout."""
+
+    kind = "threaded"
+
+    def __init__(self, worker: Worker, size: int) -> None:
+        self.worker = worker
+        self.size = size
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fikiri-job")
+        self._busy = 0
+        self._cond = threading.Condition()
+        self._results: list[tuple[ClaimedJob, AttemptResult]] = []
+        self._committing = False
+
+    def start(self) -> None:
+        pass
+
+    def free_slots(self) -> int:
+        with self._cond:
+            return self.size - self._busy
+
+    def submit(self, job: ClaimedJob) -> None:
+        with self._cond:
+            self._busy += 1
+        self._pool.submit(self._run, job)
+
+    def submit_many(self, jobs: list[ClaimedJob]) -> None:
+        for job in jobs:
+            self.submit(job)
+
+    def _run(self, job: ClaimedJob) -> None:
+        """Run the job, then commit its end; if another thread is committing, it takes this result
+        along in its next batch (group commit without waiting: an idle pool commits at once)."""
+        try:
+            result = attempt(self.worker.connection, job)
+        except Exception as exc:  # run_attempt never raises; this is a last resort
+            logger.exception("job %s crashed its thread", job.job_id)
+            result = AttemptResult(ok=False, error=f"worker thread crashed: {exc!r}")
+        with self._cond:
+            self._results.append((job, result))
+            self._busy -= 1
+            self._cond.notify_all()
+            if self._committing:
+                return
+            self._committing = True
+        try:
+            while True:
+                with self._cond:
+                    batch, self._results = self._results, []
+                    if not batch:
+                        self._committing = False
+                        return
+                try:
+                    finish_retrying(self.worker.connection, batch, self.worker.name)
+                finally:
+                    for done, _result in batch:
+                        self.worker.job_done(done)
+        except BaseException:
+            with self._cond:
+                self._committing = False
+            raise
+
+    def wait(self, timeout: float) -> None:
+        with self._cond:
+            if self._busy >= self.size:
+                self._cond.wait(timeout)
+
+    def busy(self) -> int:
+        with self._cond:
+            return self._busy
+
+    def children_rss_kb(self) -> int:
+        return 0  # jobs run in this process's threads
+
+    def stop_job(self, job: ClaimedJob) -> None:
+        stop_in_thread(job, self.worker.settings.stop_grace)
+
+    def stop(self, wait: bool) -> None:
+        self._pool.shutdown(wait=wait)
+
+    def kill(self) -> None:
+        pass
+
+
+class _Child:
+    def __init__(self, pid: int, job_fd: int, result_file: Any) -> None:
+        self.pid = pid
+        self.job_fd = job_fd
+        self.result_file = result_file
+        self.job: ClaimedJob | None = None
+        self.busy_since = 0.0
+
+
+class PreforkExecutor:
+    """A pool of ``size`` reused child processes (``max_jobs=1``: a fresh process per job)."""
+
+    def __init__(self, worker: Worker, size: int, max_jobs: int, max_rss_mb: int, kind: str = "prefork") -> None:
+        self.worker = worker
+        self.size = size
+        self.kind = kind
+        self.max_jobs = max_jobs
+        self.max_rss_mb = max_rss_mb
+        self._children: dict[int, _Child] = {}
+        self._selector = selectors.DefaultSelector()
+        self._stopping = False
+
+    # --- children ----------------------------------------------------------------------------
+    def start(self) -> None:
+        for _ in range(self.size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        job_r, job_w = os.pipe()
+        result_r, result_w = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                os.close(job_w)
+                os.close(result_r)
+                for child in self._children.values():  # siblings' pipes: else EOF is never seen
+                    os.close(child.job_fd)
+                    child.result_file.close()
+                _child_main(parent, job_r, result_w, self.worker.name, self.max_jobs, self.max_rss_mb)
+            except BaseException:
+                logger.exception("work-horse crashed")
+            finally:
+                os._exit(0)
+        os.close(job_r)
+        os.close(result_w)
+        child = _Child(pid, job_w, os.fdopen(result_r, "rb", buffering=0))
+        self._children[pid] = child
+        self._selector.register(child.result_file, selectors.EVENT_READ, child)
+
+    def free_slots(self) -> int:
+        self.poll(0)
+        return sum(1 for c in self._children.values() if c.job is None)
+
+    def submit_many(self, jobs: list[ClaimedJob]) -> None:
+        for job in jobs:
+            self.submit(job)
+
+    def submit(self, job: ClaimedJob) -> None:
+        child = next(c for c in self._children.values() if c.job is None)
+        child.job = job
+        child.busy_since = time.monotonic()
+        data = (json.dumps(job.to_wire(), separators=(",", ":")) + "\n").encode()
+        try:
+            os.write(child.job_fd, data) if len(data) < 65536 else _write_all(child.job_fd, data)
+        except OSError:
+            self._child_gone(child)
+
+    def wait(self, timeout: float) -> None:
+        self.poll(timeout)
+
+    def poll(self, timeout: float) -> None:
+        """Handle finished jobs and dead children; block up to ``timeout`` for the first event."""
+        for key, _events in self._selector.select(timeout):
+            child: _Child = key.data
+            line = child.result_file.read(64)
+            if not line:
+                self._child_gone(child)
+                continue
+            for message in line.split(b"\n"):
+                if message in (b"d", b"r") and child.job is not None:
+                    self.worker.job_done(child.job)
+                    child.job = None
+                if message == b"r":
+                    self._retire(child)
+        self._enforce_timeouts()
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for child in list(self._children.values()):
+            job = child.job
+            if job is not None and job.timeout and now - child.busy_since > job.timeout + HARD_KILL_GRACE:
+                logger.error("work-horse %s ignored the %ss timeout of job %s; killing it", child.pid, job.timeout,
+                             job.job_id)
+                _kill(child.pid)
+
+    def _retire(self, child: _Child) -> None:
+        """A child that reached its job or memory limit exits; put a fresh one in its place."""
+        self._forget(child)
+        _reap(child.pid)
+        if not self._stopping:
+            self._spawn()
+
+    def _child_gone(self, child: _Child) -> None:
+        self._forget(child)
+        status = _reap(child.pid)
+        job = child.job
+        if job is not None:
+            reason = f"work-horse {child.pid} died ({status}) while running the job"
+            logger.error("job %s: %s", job.job_id, reason)
+            lost = AttemptResult(ok=False, error=reason, duration=time.monotonic() - child.busy_since)
+            finish_retrying(self.worker.connection, [(job, lost)], self.worker.name)
+            self.worker.job_done(job)
+        if not self._stopping:
+            self._spawn()
+
+    def _forget(self, child: _Child) -> None:
+        self._children.pop(child.pid, None)
+        try:
+            self._selector.unregister(child.result_file)
+        except (KeyError, ValueError):
+            pass
+        try:
+            os.close(child.job_fd)
+        except OSError:
+            pass
+        child.result_file.close()
+
+    def busy(self) -> int:
+        return sum(1 for c in self._children.values() if c.job is not None)
+
+    def children_rss_kb(self) -> int:
+        return sum(rss_kb(pid) for pid in list(self._children))
+
+    def stop_job(self, job: ClaimedJob) -> None:
+        """End the work-horse running ``job`` (the parent records the job as stopped)."""
+        for child in list(self._children.values()):
+            if child.job is not None and child.job.job_id == job.job_id:
+                child.job.stop_reason = job.stop_reason
+                _kill(child.pid)
+
+    def stop(self, wait: bool) -> None:
+        """Warm stop: let every job in hand finish, then close the pipes (children exit)."""
+        self._stopping = True
+        while wait and self.busy():
+            self.poll(1.0)
+        for child in list(self._children.values()):
+            self._forget(child)
+            _reap(child.pid, block=True)
+
+    def kill(self) -> None:
+        self._stopping = True
+        for child in list(self._children.values()):
+            _kill(child.pid)
+            _reap(child.pid, block=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int, block: bool = True) -> str:
+    try:
+        _pid, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return "already reaped"
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the lease still fences a late finish
+        logger.debug("PR_SET_PDEATHSIG is not available")
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def rss_kb(pid: int | str = "self") -> int:
+    """Resident memory of a process now (not its peak), from /proc; 0 where that is unreadable."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_jobs: int, max_rss_mb: int) -> None:
+    """A work-horse: read a job per line, run it, record it, answer ``d`` (or ``r``: retiring)."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    task_metrics.reset_buffer()  # what the parent had not flushed yet is the parent's to flush
+    tracing.after_fork()
+    connection = new_redis()
+    jobs_in = os.fdopen(job_fd, "rb")
+    done = 0
+    last_flush = time.monotonic()
+    dirty = False
+    while True:
+        # timings are flushed once a second under load, and half a second after going idle; the
+        # parent sends one job at a time, so nothing waits in the reader's buffer meanwhile
+        if dirty and not select.select([jobs_in], [], [], IDLE_FLUSH)[0]:
+            task_metrics.buffer().flush(connection)
+            last_flush, dirty = time.monotonic(), False
+        line = jobs_in.readline()
+        if not line:
+            break
+        job = ClaimedJob.from_wire(json.loads(line))
+        execute(connection, job, worker_name)
+        done += 1
+        dirty = True
+        if time.monotonic() - last_flush >= 1.0:
+            task_metrics.buffer().flush(connection)
+            last_flush, dirty = time.monotonic(), False
+        retiring = done >= max_jobs or (max_rss_mb and _rss_mb() > max_rss_mb)
+        os.write(result_fd, b"r\n" if retiring else b"d\n")
+        if retiring:
+            break
+    task_metrics.buffer().flush(connection)
