@@ -321,7 +321,12 @@ class Settings:
         return max(self.scheduler_missed_grace, 2 * self.scheduler_interval)
 
     def full_queue_name(self, short_name: str) -> str:
+        """``email`` -> ``fikiri:email`` (the one place a queue's full name is made)."""
         return f"{self.queue_prefix}:{short_name}"
+
+    def short_queue_name(self, name: str) -> str:
+        """``fikiri:email`` -> ``email``; a short name stays as it is (the one place it is undone)."""
+        return name.removeprefix(f"{self.queue_prefix}:")
 
 
 def load_settings() -> Settings:

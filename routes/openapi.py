@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.config import QUEUE_NAMES, get_settings
+from core.platform.keys import PRIORITIES
 
 _JOB_STATUSES = ["pending", "delayed", "running", "completed", "failed", "retrying", "canceled"]
 
@@ -124,7 +125,7 @@ def _document() -> dict[str, Any]:
                             "started_at": {"type": "number", "nullable": True},
                             "completed_at": {"type": "number", "nullable": True},
                             "mode": {"type": "string", "enum": ["redis", "fallback"]},
-                            "priority": {"type": "string", "enum": ["high", "normal", "low"]},
+                            "priority": {"type": "string", "enum": list(PRIORITIES)},
                             "reason": {"type": "string", "nullable": True,
                                        "description": "why a delayed job waits (a rate or concurrency limit, a "
                                                       "Retry-After), or that a running job is being stopped"},

@@ -20,13 +20,13 @@ from typing import Any
 from flask import request
 
 from core.errors import InvalidPayloadError, JobsError
+from core.queue.job_options import USER_ID_RE
 
 MAX_INT_DIGITS = 12
 MAX_JSON_DEPTH = 32
 MAX_STRING_CHARS = 200
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-_USER_ID = re.compile(r"[A-Za-z0-9_.@+:-]{1,128}")
 
 
 class ParamError(InvalidPayloadError):
@@ -105,7 +105,7 @@ def user_id_value(raw: Any, field: str = "user_id") -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise ParamError(f"{field} must be a string or an integer, got {type(raw).__name__}")
     text = str(raw)
-    if not _USER_ID.fullmatch(text):
+    if not USER_ID_RE.fullmatch(text):
         raise ParamError(f"malformed {field} {shown(text, 80)}: expected 1-128 letters, digits or _ . @ + : -")
     return text
 

@@ -22,8 +22,9 @@ from core.api.queues import all_queues, get_queue  # noqa: E402
 from core.errors import InvalidJobStateError, JobNotFoundError, JobsError  # noqa: E402
 from core.ops import audit  # noqa: E402
 from core.platform.connection import get_redis, redis_available  # noqa: E402
-from core.queue import task_metrics
-from core.schedule import periodic
+from core.platform.keys import PRIORITIES  # noqa: E402
+from core.queue import task_metrics  # noqa: E402
+from core.schedule import periodic  # noqa: E402
 from core.schedule.spec import schedule_id  # noqa: E402
 
 EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_REDIS_DOWN = 1, 2, 3
@@ -91,7 +92,7 @@ def cli(ctx: click.Context, as_json: bool) -> None:
 @click.argument("task")
 @click.option("--payload", default="{}", help="JSON object of keyword arguments")
 @click.option("--delay", type=float, default=None, help="seconds to wait before running")
-@click.option("--priority", type=click.Choice(["high", "normal", "low"]), default="normal")
+@click.option("--priority", type=click.Choice(list(PRIORITIES)), default="normal")
 @click.option("--user", "user_id", default=None)
 @click.option("--max-retries", type=int, default=None)
 @click.pass_obj

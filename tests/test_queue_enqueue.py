@@ -81,6 +81,11 @@ def test_bad_options_are_rejected(jobs_env, options, fragment):
 def test_malformed_job_id_is_rejected(jobs_env):
     with pytest.raises(InvalidJobIdError, match="malformed job id"):
         email_queue.enqueue_job("add", {"a": 1, "b": 2}, job_id="../etc passwd")
+    # "$" in a pattern matches before a final newline: the rules use fullmatch, so these are refused
+    with pytest.raises(InvalidJobIdError, match="malformed job id"):
+        email_queue.enqueue_job("add", {"a": 1, "b": 2}, job_id="order-42\n")
+    with pytest.raises(InvalidPayloadError, match="malformed user_id"):
+        email_queue.enqueue_job("add", {"a": 1, "b": 2}, user_id="u1\n")
 
 
 def test_unknown_queue_lists_accepted_names(jobs_env):

@@ -439,11 +439,10 @@ _QUEUES = {"email": email_queue, "ai": ai_queue, "crm": crm_queue}
 
 def get_queue(name: str) -> RedisQueue:
     """The queue named ``email`` or ``fikiri:email`` (either form)."""
-    prefix = get_settings().queue_prefix + ":"
-    short = name[len(prefix):] if isinstance(name, str) and name.startswith(prefix) else name
-    queue = _QUEUES.get(short) if isinstance(short, str) else None
+    settings = get_settings()
+    queue = _QUEUES.get(settings.short_queue_name(name)) if isinstance(name, str) else None
     if queue is None:
-        accepted = ", ".join(f"{q} ({prefix}{q})" for q in QUEUE_NAMES)
+        accepted = ", ".join(f"{q} ({settings.full_queue_name(q)})" for q in QUEUE_NAMES)
         raise UnknownQueueError(f"unknown queue {str(name)[:80]!r}; accepted: {accepted}")
     return queue
 

@@ -62,8 +62,7 @@ def _int_or_none(raw: str | None) -> int | None:
 
 def _short_queue(full_name: str) -> str:
     """``fikiri:email`` -> ``email``: the dashboard names queues by their short name everywhere."""
-    prefix = get_settings().queue_prefix + ":"
-    return full_name[len(prefix):] if full_name.startswith(prefix) else full_name
+    return get_settings().short_queue_name(full_name)
 
 
 def _worker_info(name: str, data: dict[str, str], now: float) -> WorkerInfo:

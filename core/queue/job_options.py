@@ -25,8 +25,8 @@ from core.queue.task_registry import TaskSpec
 PRIORITIES = keys.PRIORITIES  # claimed in this order on every queue, by every worker class
 MAX_RETRIES_LIMIT = 25
 MAX_UNIQUE_FOR = 30 * 86_400
-_JOB_ID_RE = re.compile(rf"^{JOB_ID_PATTERN}$")
-_USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@+:-]{1,128}$")
+_JOB_ID_RE = re.compile(JOB_ID_PATTERN)
+USER_ID_RE = re.compile(r"[A-Za-z0-9_.@+:-]{1,128}")  # the one rule for a user id (the API checks it too)
 
 
 class InvalidJobIdError(JobsError):
@@ -35,7 +35,7 @@ class InvalidJobIdError(JobsError):
 
 def validate_job_id(job_id: Any) -> str:
     """Return ``job_id`` if it follows RQ 3's rule, else raise :class:`InvalidJobIdError` (HTTP 400)."""
-    if not isinstance(job_id, str) or not 1 <= len(job_id) <= 128 or not _JOB_ID_RE.match(job_id):
+    if not isinstance(job_id, str) or not 1 <= len(job_id) <= 128 or not _JOB_ID_RE.fullmatch(job_id):
         raise InvalidJobIdError(
             f"malformed job id {str(job_id)[:80]!r}: expected 1-128 characters of letters, digits, '_' or '-'"
         )
@@ -48,7 +48,7 @@ def validate_user_id(user_id: Any) -> str | None:
     if isinstance(user_id, bool) or not isinstance(user_id, str | int):
         raise InvalidPayloadError(f"user_id must be a string or an integer, got {type(user_id).__name__}")
     text = str(user_id)
-    if not _USER_ID_RE.match(text):
+    if not USER_ID_RE.fullmatch(text):
         raise InvalidPayloadError(f"malformed user_id {text[:80]!r}: expected 1-128 letters, digits or _ . @ + : -")
     return text
 

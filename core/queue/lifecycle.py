@@ -67,7 +67,7 @@ ABANDONED = "abandoned"  # its worker died; counted in addition to retrying/fail
 
 def short_name(full_queue_name: str) -> str:
     """``fikiri:email`` -> ``email``."""
-    return full_queue_name.rsplit(":", 1)[-1]
+    return get_settings().short_queue_name(full_queue_name)
 
 
 def full_name(queue_short: str) -> str:

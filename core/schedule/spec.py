@@ -128,8 +128,7 @@ def check_policy(kind: str, value: Any, accepted: tuple[str, ...]) -> str:
 def task_queue(task: Any, queue: Any = None) -> str:
     """The short name of the queue ``task`` is registered on (``queue`` when given)."""
     if queue is not None:
-        prefix = get_settings().queue_prefix + ":"
-        short = queue.removeprefix(prefix) if isinstance(queue, str) else queue
+        short = get_settings().short_queue_name(queue) if isinstance(queue, str) else queue
         if short not in QUEUE_NAMES:
             raise InvalidScheduleError(f"unknown queue {str(queue)[:80]!r}; accepted: {', '.join(QUEUE_NAMES)}")
         queues = [short]
