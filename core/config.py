@@ -330,7 +330,8 @@ class Settings:
 
 
 def load_settings() -> Settings:
-    """Read the environment now."""
+    """Read the environment now: one line per setting, the same shape on purpose (its variable,
+    its default from :class:`Settings`, its bound), so each setting is read in exactly one place."""
     return Settings(
         redis_url=_env_str("REDIS_URL", Settings.redis_url),
         database_url=_env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'fikiri.db'}"),

@@ -2,6 +2,10 @@
 
 Each one carries a ``code`` (the machine-readable error code the HTTP API answers with) and a
 message that names what was wrong, the value received and what is accepted.
+
+The classes repeat one shape on purpose (a docstring, a ``code``, an ``http_status``): callers
+catch each by its type, and the HTTP envelope reads the two attributes. ``duplicates`` lists the
+catalogue; it is not logic written twice.
 """
 
 from __future__ import annotations
@@ -75,6 +79,27 @@ class JobsInternalError(JobsError):
 
     code = "internal_error"
     http_status = 500
+
+
+class AuthError(JobsError):
+    """No token, or one that is not valid (a forged or expired user token)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class ForbiddenError(JobsError):
+    """A valid token that may not do this (a user token on an admin route)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class NotConfiguredError(JobsError):
+    """The API has no admin token and was not started in the insecure development mode."""
+
+    code = "unavailable"
+    http_status = 503
 
 
 class UnregisteredTaskError(RuntimeError):

@@ -22,26 +22,11 @@ from dataclasses import dataclass
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from core.config import get_settings
-from core.errors import JobsError
+from core.errors import AuthError, NotConfiguredError
 
 logger = logging.getLogger(__name__)
 
 _SALT = "fikiri-jobs-user-token"
-
-
-class AuthError(JobsError):
-    code = "unauthorized"
-    http_status = 401
-
-
-class ForbiddenError(JobsError):
-    code = "forbidden"
-    http_status = 403
-
-
-class NotConfiguredError(JobsError):
-    code = "unavailable"
-    http_status = 503
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ Two families:
 
 Every key is bounded: job hashes and unique locks expire, lists are trimmed, registries are swept
 by score, counters are one small hash per queue. The README's "Redis keys" section lists the same.
+One small function per key, each with its type and bound in its docstring: the same shape on
+purpose, so a key's name is written once and found by name.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib, hooks_lib
+-- uses: events_lib, limits_lib, hooks_lib, waiting_lib
 -- cancel.lua: cancel a job that has not started, atomically with respect to claim.lua: either
 -- the job is still in its queue list / schedule and is removed from it here (the cancel wins and
 -- the job never runs), or it was claimed first and the current status is returned (a conflict).
@@ -17,13 +17,7 @@
 -- Returns {1, previous status} when canceled, {0, current status or ''} when not.
 local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_prio', 'fk_user', 'fk_hooks')
 local status = f[1]
-if status == 'queued' then
-  local list = KEYS[3]
-  if f[3] == 'high' then list = KEYS[2] elseif f[3] == 'low' then list = KEYS[4] end
-  redis.call('LREM', list, 1, ARGV[1])
-elseif status == 'scheduled' then
-  redis.call('ZREM', KEYS[5], ARGV[1])
-else
+if not take_off_waiting(ARGV[1], status, f[3], KEYS[2], KEYS[3], KEYS[4], KEYS[5]) then
   return {0, status or ''}
 end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2], 'fk_error', ARGV[5])

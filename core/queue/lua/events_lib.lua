@@ -1,5 +1,5 @@
 -- events_lib.lua: every lifecycle transition is appended to one bounded stream, in the same
--- script (so atomically) as the transition itself (core/queue/lua.py puts this in front of each
+-- script (so atomically) as the transition itself (core/queue/lua_scripts.py puts this in front of each
 -- script whose first line lists it in "-- uses:").
 --
 --   fikiri:events   STREAM  fields job, event, queue (short name), task, [user], [detail];

@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib, hooks_lib, rq_lib
+-- uses: events_lib, limits_lib, hooks_lib, rq_lib, waiting_lib
 -- fail.lua: an operator fails a job that has not started (fail_job), with or without a retry.
 --
 --   KEYS[1] rq:job:<id>        HASH  status, fk_error, fk_retries, ended_at
@@ -18,13 +18,7 @@
 local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'fk_prio', 'fk_user',
                       'fk_hooks')
 local status = f[1]
-if status == 'queued' then
-  local list = KEYS[2]
-  if f[6] == 'high' then list = KEYS[6] elseif f[6] == 'low' then list = KEYS[7] end
-  redis.call('LREM', list, 1, ARGV[1])
-elseif status == 'scheduled' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-else
+if not take_off_waiting(ARGV[1], status, f[6], KEYS[6], KEYS[2], KEYS[7], KEYS[3]) then
   return {0, status or ''}
 end
 local task = f[2] or '?'

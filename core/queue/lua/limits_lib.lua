@@ -1,5 +1,5 @@
 -- limits_lib.lua: rate and concurrency limiters, shared by claim, finish, abandon and
--- release_limits (core/queue/lua.py puts it in front of each script whose first line says
+-- release_limits (core/queue/lua_scripts.py puts it in front of each script whose first line says
 -- "-- uses: limits_lib"). Limiter time is Redis's own clock (TIME), the same for every host.
 --
 -- Keys, built from the layout L (core/platform/keys.py lua_layout()):
