@@ -3,11 +3,9 @@
 A façade over :mod:`core.platform.auth`, where it is defined; code inside ``core`` imports from there.
 """
 
+from core.errors import AuthError, ForbiddenError, NotConfiguredError
 from core.platform.auth import (
-    AuthError,
-    ForbiddenError,
     Identity,
-    NotConfiguredError,
     bearer_token,
     issue_user_token,
     resolve_identity,

@@ -16,8 +16,8 @@ import redis
 from flask import Blueprint, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from core.errors import JobsError
-from core.platform.auth import ForbiddenError, Identity, bearer_token, resolve_identity
+from core.errors import ForbiddenError, JobsError
+from core.platform.auth import Identity, bearer_token, resolve_identity
 from core.platform.connection import is_redis_down
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ It mounts the parts that are switched on (all by default), each under its own pr
 | --- | --- | --- | --- |
 | the jobs API | ``JOBS_MOUNT_API`` | ``JOBS_API_PREFIX`` | ``/api/jobs`` |
 | scheduler, schedules and monitor routes | ``JOBS_MOUNT_OPS`` | ``JOBS_OPS_PREFIX`` | the API's prefix |
-| Prometheus metrics | ``JOBS_MOUNT_METRICS`` | ``JOBS_METRICS_PATH`` | ``/metrics`` |
+| Prometheus metrics (the ``[metrics]`` extra; 501 without it) | ``JOBS_MOUNT_METRICS`` | ``JOBS_METRICS_PATH`` | ``/metrics`` |
 | the dashboard | ``JOBS_MOUNT_DASHBOARD`` | ``JOBS_DASHBOARD_PREFIX`` | ``/dashboard`` |
 
 Settings are read from ``app.config`` first, then the environment, when ``init_app`` runs (the
@@ -84,7 +84,7 @@ class FikiriJobs:
         from routes.dashboard import dashboard_bp, register_dashboard
         from routes.events import events_bp
         from routes.jobs import jobs_bp
-        from routes.ops import ops_bp
+        from routes.ops import ops_bp, prometheus_missing
         from routes.schedules import schedules_bp
         from routes.webhooks import webhooks_bp
 
@@ -103,6 +103,9 @@ class FikiriJobs:
         if settings.mount_metrics:
             app.register_blueprint(_metrics_blueprint(settings.metrics_path))
             self.mounted["metrics"] = settings.metrics_path
+            missing = prometheus_missing()
+            if missing is not None:  # mounted all the same: scrapers get the 501 that says why
+                logger.warning("%s answers 501: %s", settings.metrics_path, missing)
         if settings.mount_dashboard:
             # register_dashboard also sets what the dashboard needs of the app; it mounts the
             # blueprint at the blueprint's own prefix, so point that at ours for the call.

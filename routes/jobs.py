@@ -13,10 +13,10 @@ from flask import Blueprint, current_app, jsonify, request
 
 from core.api.jobs import cancel_job, get_job, get_user_jobs, retry_job, stop_job
 from core.api.queues import all_queues, get_queue, process_ai_request_async
-from core.errors import JobNotFoundError
+from core.errors import ForbiddenError, JobNotFoundError
 from core.fallback.executor import get_fallback
 from core.ops import audit
-from core.platform.auth import ForbiddenError, Identity
+from core.platform.auth import Identity
 from core.platform.connection import redis_available
 from core.queue.job_model import Job
 from core.queue.job_options import validate_job_id

@@ -1,13 +1,18 @@
-"""Admin endpoints for operators: scheduler control, task metrics, and Prometheus ``/metrics``."""
+"""Admin endpoints for operators: scheduler control, task metrics, and Prometheus ``/metrics``.
+
+``/metrics`` needs the ``[metrics]`` extra (prometheus_client). It is imported when a scrape
+comes, not with this module: without it the app imports and runs, ``/metrics`` answers 501 in
+the JSON envelope naming ``pip install 'fikiri-jobs[metrics]'`` (see :func:`prometheus_missing`),
+and ``FikiriJobs(app)`` logs one warning when it mounts the part.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from flask import Blueprint, Flask, Response
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from core.api.queues import all_queues
 from core.fallback.executor import get_fallback
@@ -15,7 +20,7 @@ from core.ops import audit
 from core.platform.connection import redis_available
 from core.queue import task_metrics
 from core.schedule import periodic
-from routes.common import current_identity, install_error_handlers, ok, require_admin
+from routes.common import current_identity, error, install_error_handlers, ok, require_admin
 from routes.params import int_arg, name_value, str_arg
 
 logger = logging.getLogger(__name__)
@@ -86,10 +91,25 @@ def monitor_failures():
     return ok({"failures": task_metrics.get_recent_failures(limit, hours)})
 
 
+METRICS_INSTALL = "pip install 'fikiri-jobs[metrics]'"
+
+
+def prometheus_missing() -> str | None:
+    """None when prometheus_client imports; otherwise what /metrics answers (and FikiriJobs logs)."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        return (f"Prometheus metrics need prometheus_client, which is not installed ({exc}): "
+                f"{METRICS_INSTALL}, or switch /metrics off with JOBS_MOUNT_METRICS=0")
+    return None
+
+
 class JobsCollector:
     """Reads Redis at scrape time: queue depths, per-task counts and durations, workers, mode."""
 
     def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
         up = redis_available()
         fallback = GaugeMetricFamily("fikiri_jobs_fallback_mode", "1 while Redis is unreachable")
         fallback.add_metric([], 0 if up else 1)
@@ -129,18 +149,30 @@ class JobsCollector:
         yield histogram
 
 
-_registry = CollectorRegistry(auto_describe=False)
-_registry.register(JobsCollector())
+@functools.cache
+def _metrics_registry() -> Any:
+    """The registry of the one collector, made at the first scrape (prometheus_client is there)."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobsCollector())
+    return registry
 
 
 @metrics_bp.get("/metrics")
 def metrics():
-    """Prometheus text format; needs the admin token like every operator view."""
+    """Prometheus text format; needs the admin token like every operator view. Without the
+    ``[metrics]`` extra: 501 ``not_installed`` in the JSON envelope, naming the install line."""
     if not current_identity().is_admin:
-        from core.platform.auth import ForbiddenError
+        from core.errors import ForbiddenError
 
         raise ForbiddenError("/metrics needs the admin token")
-    return Response(generate_latest(_registry), mimetype="text/plain; version=0.0.4")
+    missing = prometheus_missing()
+    if missing is not None:
+        return error("not_installed", missing, 501)
+    from prometheus_client import generate_latest
+
+    return Response(generate_latest(_metrics_registry()), mimetype="text/plain; version=0.0.4")
 
 
 def register_ops(app: Flask) -> None:

@@ -9,7 +9,12 @@ redis-server.
 - a task's ``.enqueue(...)`` plus ``fikiri-worker --burst`` ends ``completed`` with
   ``mode == "redis"`` (a job that silently ran in the fallback is completed too, so the mode is
   asserted, and the job is read back from Redis itself);
-- a dashboard page renders, ``fikiri-jobs stats`` answers, every console script answers ``--help``.
+- a dashboard page renders, ``fikiri-jobs stats`` answers, every console script answers ``--help``;
+- the install is lean: the wheel goes in WITHOUT extras, so none of the extras' packages
+  (gunicorn, prometheus_client, ...) is there, every module of the packages imports all the same,
+  and ``/metrics`` answers 501 in the JSON envelope naming ``pip install 'fikiri-jobs[metrics]'``
+  (one warning when FikiriJobs mounts it); installing the ``[metrics]`` extra into that venv
+  makes it answer Prometheus text (the last test, which uninstalls it again).
 
 One wheel and one venv per session (about 10 s on the CI machine); each test then runs a few
 processes of the venv.
@@ -18,6 +23,7 @@ processes of the venv.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -34,6 +40,12 @@ from tests.test_readme_host_quickstart import checkout_copy, clean_env, make_ven
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 CONSOLE_SCRIPTS = sorted(PYPROJECT["project"]["scripts"])
 NOT_SHIPPED = {"tests", "bench"}  # top-level packages of the checkout that stay out of the wheel
+EXTRAS = PYPROJECT["project"]["optional-dependencies"]
+# what the runtime dependencies leave to extras: (import name, distribution, extra)
+LEFT_TO_EXTRAS = [("gunicorn", "gunicorn", "server"), ("prometheus_client", "prometheus_client", "metrics"),
+                  ("opentelemetry.sdk", "opentelemetry-sdk", "otel"), ("sentry_sdk", "sentry-sdk", "sentry"),
+                  ("psycopg2", "psycopg2-binary", "postgres"), ("hiredis", "hiredis", "hiredis")]
+ADMIN_TOKEN = "smoke-admin-token-0123456789abcdef"
 
 
 @dataclass
@@ -228,3 +240,111 @@ def test_a_dashboard_page_renders(installed, redis_server):
     assert (found["login"], found["posted"], found["overview"], found["css"]) == (200, 302, 200, 200), found
     assert 'data-queue="email"' in found["page"] and "Redis reachable" in found["page"], found["page"][:2000]
     assert found["css_bytes"] > 0
+
+
+# --- the lean install: no extras ----------------------------------------------------------------
+def requirement_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+@pytest.mark.parametrize(("module", "distribution", "extra"), LEFT_TO_EXTRAS)
+def test_each_optional_part_is_an_extra_not_a_runtime_dependency(module, distribution, extra):
+    runtime = {requirement_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    assert requirement_name(distribution) not in runtime
+    assert any(requirement_name(r) == requirement_name(distribution) for r in EXTRAS[extra]), EXTRAS[extra]
+    assert f"fikiri-jobs[{','.join(e for _, _, e in LEFT_TO_EXTRAS)}]" in EXTRAS["all"]
+
+
+def test_the_venv_has_none_of_the_extras_packages(installed):
+    proc = installed.python_code(f'''
+        import importlib.metadata, importlib.util, json
+        found = {{}}
+        for module, distribution, _ in {LEFT_TO_EXTRAS!r}:
+            try:
+                version = importlib.metadata.version(distribution)
+            except importlib.metadata.PackageNotFoundError:
+                version = None
+            top = module.split(".")[0]
+            found[distribution] = [version, importlib.util.find_spec(top) is not None]
+        print(json.dumps(found))
+        ''')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found == {distribution: [None, False] for _, distribution, _ in LEFT_TO_EXTRAS}, found
+
+
+def test_every_module_of_the_packages_imports_without_the_extras(installed):
+    """An unguarded import of an extra anywhere in the shipped packages fails here."""
+    packages, _ = checkout_files_of_shipped_packages()
+    proc = installed.python_code(f'''
+        import importlib, pkgutil
+        failed, count = [], 0
+        for name in {sorted(packages)!r}:
+            package = importlib.import_module(name)
+            for module in pkgutil.walk_packages(package.__path__, name + "."):
+                try:
+                    importlib.import_module(module.name)
+                    count += 1
+                except Exception as exc:
+                    failed.append(f"{{module.name}}: {{type(exc).__name__}}: {{exc}}")
+        print(count)
+        print("\\n".join(failed))
+        ''')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    count, *failed = proc.stdout.strip().splitlines()
+    assert int(count) > 40 and not failed, failed
+
+
+METRICS_SCRAPE = f'''
+    import json, logging
+    from flask import Flask
+    from routes.extension import FikiriJobs
+
+    logging.basicConfig(level=logging.WARNING, format="LOG %(levelname)s %(name)s: %(message)s")
+    app = Flask(__name__)
+    FikiriJobs(app)
+    client = app.test_client()
+    admin = {{"Authorization": "Bearer {ADMIN_TOKEN}"}}
+    anonymous = client.get("/metrics")
+    scraped = client.get("/metrics", headers=admin)
+    health = client.get("/api/jobs/health")
+    print(json.dumps({{"anonymous": anonymous.status_code, "status": scraped.status_code,
+                      "type": scraped.content_type, "body": scraped.get_data(as_text=True),
+                      "health": health.status_code}}))
+    '''
+
+
+def scrape_metrics(installed: Installed, redis_url: str) -> tuple[dict, str]:
+    env = host_env(redis_url, installed.host, JOBS_ADMIN_TOKEN=ADMIN_TOKEN)
+    proc = installed.python_code(METRICS_SCRAPE, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_metrics_without_the_extra_answers_501_naming_it(installed, redis_server):
+    found, log = scrape_metrics(installed, redis_server.url)
+    assert found["anonymous"] == 401 and found["health"] == 200, found  # the rest of the app works
+    assert (found["status"], found["type"]) == (501, "application/json"), found
+    body = json.loads(found["body"])
+    assert body["success"] is False and body["error"]["code"] == "not_installed", body
+    assert "pip install 'fikiri-jobs[metrics]'" in body["error"]["message"], body
+    assert "Traceback" not in log, log
+    warnings = [line for line in log.splitlines() if line.startswith("LOG WARNING routes.extension")
+                and "fikiri-jobs[metrics]" in line]
+    assert len(warnings) == 1 and "/metrics answers 501" in warnings[0], log
+
+
+def test_the_metrics_extra_makes_metrics_answer_prometheus_text(installed, redis_server):
+    """Installed as a user would (the wheel with [metrics]), into the same venv; uninstalled after,
+    so the venv is lean again for any test that runs later."""
+    proc = installed.run([installed.bin("pip"), "install", "-q", f"{installed.wheel}[metrics]"], timeout=300)
+    try:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        found, log = scrape_metrics(installed, redis_server.url)
+        assert (found["status"], found["health"]) == (200, 200), found
+        assert found["type"].startswith("text/plain"), found
+        assert "fikiri_jobs_queue_jobs{queue=\"email\",state=\"pending\"} 0.0" in found["body"], found["body"][:2000]
+        assert "fikiri-jobs[metrics]" not in log and "answers 501" not in log, log
+    finally:
+        removed = installed.run([installed.bin("pip"), "uninstall", "-y", "-q", "prometheus_client"])
+        assert removed.returncode == 0, removed.stderr[-2000:]
