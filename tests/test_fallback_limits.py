@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from core.config import get_settings
 from core.connection import get_redis, redis_available
 from core.fallback import get_fallback
@@ -22,6 +24,8 @@ from core.keys import job as job_key
 from core.redis_queues import ai_queue, email_queue, get_job
 from core.spool import Spool
 from tests.servers import ROOT, wait_until, worker_env
+
+pytestmark = pytest.mark.fallback
 
 
 def _lines(path: Path) -> list[list[str]]:

@@ -12,6 +12,8 @@ from core.job_model import JobStatus
 from core.redis_queues import email_queue, get_job, get_user_jobs
 from tests.servers import wait_until
 
+pytestmark = pytest.mark.fallback
+
 
 def test_enqueue_falls_back_fast_and_job_completes(jobs_env):
     jobs_env.stop()
