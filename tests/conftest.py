@@ -35,18 +35,27 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def jobs_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[RedisServer]:
+def jobs_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_path,
+             request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     """Point this process's settings at the test's own Redis (same settings the workers get),
-    and at a SQLite file of its own for any task that touches the database."""
+    and at a SQLite file of its own for any task that touches the database.
+
+    A job that went to the in-process fallback in a test not marked ``fallback`` fails the test:
+    a fallback job ends ``completed`` too, so without this a broken Redis path (a missing script
+    file once counted as "Redis down") passed every test that only waited for ``completed``."""
     env = worker_env(redis_server.url)
     for key in TEST_ENV_KEYS:
         monkeypatch.setenv(key, env[key])
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
-    monkeypatch.setenv("JOBS_FALLBACK_SPOOL", str(tmp_path / "fallback-spool.db"))  # the test's own spool
+    spool = tmp_path / "fallback-spool.db"
+    monkeypatch.setenv("JOBS_FALLBACK_SPOOL", str(spool))  # the test's own spool
     _reset_process_state()
     load_task_modules()
     yield redis_server
     _reset_process_state()
+    if spool.exists() and request.node.get_closest_marker("fallback") is None:
+        pytest.fail(f"a job went to the in-process fallback ({spool} exists) in a test that means Redis; "
+                    f"mark the test @pytest.mark.fallback if it means the fallback")
 
 
 @pytest.fixture

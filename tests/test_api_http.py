@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from core.api.queues import email_queue
@@ -78,6 +79,7 @@ def test_cancel_over_http(api_server):
     assert again.status_code == 409 and "only pending" in again.json()["error"]["message"]
 
 
+@pytest.mark.fallback
 def test_health_reports_degraded_while_redis_is_down_and_fallback_jobs_stay_readable(api_server, jobs_env):
     assert requests.get(api_server.url("/api/jobs/health"), timeout=5).json()["data"]["status"] == "ok"
     jobs_env.stop()

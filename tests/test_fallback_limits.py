@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from core.api.jobs import get_job
 from core.api.queues import ai_queue, email_queue
 from core.config import get_settings
@@ -23,6 +25,8 @@ from core.platform.connection import get_redis, redis_available
 from core.platform.keys import job as job_key
 from core.queue.job_model import Job, JobStatus
 from tests.servers import ROOT, wait_until, worker_env
+
+pytestmark = pytest.mark.fallback
 
 
 def _lines(path: Path) -> list[list[str]]:

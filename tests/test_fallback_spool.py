@@ -29,7 +29,7 @@ from tests.api_server import ApiServer
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY
 from tests.servers import ROOT, free_port, wait_until, worker_env
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.fallback]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

@@ -13,6 +13,8 @@ from core.platform.connection import redis_available
 from core.queue.job_model import JobStatus
 from tests.servers import wait_until
 
+pytestmark = pytest.mark.fallback
+
 
 def test_enqueue_falls_back_fast_and_job_completes(jobs_env):
     jobs_env.stop()
