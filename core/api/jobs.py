@@ -16,7 +16,7 @@ from core.fallback.executor import get_fallback
 from core.platform import keys
 from core.platform.connection import REDIS_DOWN, get_redis, mark_redis_down, new_redis, redis_available
 from core.queue import lifecycle
-from core.queue.job_model import READ_FIELDS, Job, job_from_fields
+from core.queue.job_model import READ_FIELDS, Job, job_from_fields, set_waiter
 from core.queue.job_options import validate_job_id, validate_user_id
 
 logger = logging.getLogger(__name__)
@@ -235,3 +235,6 @@ def wait_for(job_id: str, timeout: float) -> Job:
         else:
             connection = new_redis(socket_timeout=WAIT_SLICE + 5) if WAIT_SLICE > 1.5 else get_redis()
             connection.blpop([keys.done(job_id)], timeout=max(0.01, min(WAIT_SLICE, remaining)))
+
+
+set_waiter(wait_for)  # Job.wait (core.queue cannot import this layer)

@@ -8,6 +8,7 @@ stream read. Fallback jobs build the same dataclass directly.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -53,10 +54,26 @@ class Job:
     deferrals: int = 0  # times it was rescheduled by RetryAfter (not failures)
     batch_id: str | None = None  # the batch it is a member of (core.api.batches.enqueue_batch)
 
+    def wait(self, timeout: float) -> Job:
+        """Block until this job has ended and return it (:func:`core.api.jobs.wait_for`, which
+        registers itself here: this layer cannot import the API that reads the fallback too)."""
+        if _waiter is None:
+            raise RuntimeError("Job.wait needs core.api (import core.redis_queues first)")
+        return _waiter(self.job_id, timeout)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = self.status.value
         return data
+
+
+_waiter: Callable[[str, float], Job] | None = None
+
+
+def set_waiter(waiter: Callable[[str, float], Job]) -> None:
+    """How :meth:`Job.wait` waits: :func:`core.api.jobs.wait_for` sets itself at import."""
+    global _waiter
+    _waiter = waiter
 
 
 _STATUS = {
