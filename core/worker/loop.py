@@ -236,13 +236,34 @@ class Worker:
     def sweep(self) -> None:
         """Take back abandoned jobs and drop expired registry entries (one worker per queue at a time)."""
         ttl = max(1, int(self.settings.worker_maintenance_interval))
+        swept = False
         for queue in self.queues:
             if not self.connection.set(keys.maintenance_lock(queue), self.name, nx=True, ex=ttl):
                 continue
+            swept = True
             lifecycle.abandon_expired(self.connection, queue)
             lifecycle.expire_registries(self.connection, queue)
             self._clean_worker_registry(queue)
         self._hand_back_spool()
+        if swept:
+            self._watch_scheduler()
+
+    def _watch_scheduler(self) -> None:
+        """A dead periodic scheduler enqueues no check of itself: when it has gone silent and no
+        alert went out yet, enqueue the check that alerts (one job id per incident)."""
+        from core.schedule import heartbeat
+
+        incident = heartbeat.silent_incident(self.connection)
+        if incident is None:
+            return
+        from core.api.queues import email_queue
+
+        try:
+            email_queue.enqueue_job("check_scheduler_liveness", {}, job_id=f"check-{incident}")
+        except REDIS_ERRORS:
+            raise
+        except Exception:
+            logger.exception("could not enqueue the scheduler liveness check")
 
     def _hand_back_spool(self) -> None:
         """Move jobs the web processes on this host spooled while Redis was down into Redis."""
