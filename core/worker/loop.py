@@ -3,7 +3,8 @@
 One loop per worker process::
 
     promote due delayed jobs (every JOBS_WORKER_PROMOTE_INTERVAL)
-    sweep: take back jobs whose lease expired (every JOBS_WORKER_MAINTENANCE_INTERVAL, one worker)
+    sweep: take back jobs whose lease expired (every JOBS_WORKER_MAINTENANCE_INTERVAL, one worker),
+           and check the periodic scheduler's heartbeat (2 commands; core/schedule/heartbeat.py)
     claim up to <free slots> jobs from the queues in priority order (one script call)
     hand them to the executor, or, with nothing to do, block on the queues' wake-up tokens
 
