@@ -20,6 +20,7 @@ from core.platform.auth import Identity
 from core.platform.connection import redis_available
 from core.queue.job_model import Job
 from core.queue.job_options import validate_job_id
+from core.schedule.heartbeat import scheduler_status
 from routes.common import current_identity, install_error_handlers, ok, require_admin, require_identity
 from routes.openapi import openapi_document
 from routes.params import (
@@ -226,6 +227,9 @@ def health():
             stats = {q.short_name: q.get_stats() for q in all_queues()}
             data["workers"] = {name: s["workers"] for name, s in stats.items()}
             data["paused_queues"] = [name for name, s in stats.items() if s["paused"]]
+        scheduler = scheduler_status() if reachable else {"alive": False, "last_tick": None}
+        data["scheduler_alive"] = scheduler["alive"]  # a periodic scheduler ticked within 3 of its intervals
+        data["scheduler_last_tick"] = scheduler["last_tick"]  # epoch s, None when none ever ticked
     return ok(data)
 
 

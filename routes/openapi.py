@@ -133,7 +133,11 @@ def _document() -> dict[str, Any]:
                             "batch_id": {"type": "string", "nullable": True}}},
                 "QueueStats": {"type": "object", "required": ["queue", "stats"], "properties": {
                     "queue": {"type": "string"},
-                    "stats": {"type": "object", "properties": {"paused": {"type": "boolean"}},
+                    "stats": {"type": "object", "properties": {
+                        "paused": {"type": "boolean"},
+                        "latency_seconds": {"type": "number", "minimum": 0,
+                                            "description": "age of the oldest job waiting to run (0: none)"},
+                        "latency_by_priority": {"type": "object", "additionalProperties": {"type": "number"}}},
                               "additionalProperties": {"type": "integer"}}}},
                 "QueueControl": {"type": "object", "required": ["queue", "paused", "changed"], "properties": {
                     "queue": {"type": "string"}, "paused": {"type": "boolean"}, "changed": {"type": "boolean"}}},
@@ -219,8 +223,8 @@ def _document() -> dict[str, Any]:
                 "responses": {"202": _response("queued", {"type": "object", "properties": {
                     "job_id": {"type": "string"}}}), **_errors(400, 401, 413, 415, 503)}}},
             "/api/jobs/health": {"get": {
-                "summary": "Redis reachable, mode; with the admin token, the fallback spool, and (Redis up) "
-                           "workers per queue and the paused queues",
+                "summary": "Redis reachable, mode; with the admin token, the fallback spool, (Redis up) "
+                           "workers per queue and the paused queues, and whether a periodic scheduler ticks",
                 "responses": {"200": _response("health", {"type": "object", "required": ["status", "redis", "mode"],
                     "properties": {
                         "status": {"type": "string", "enum": ["ok", "degraded"]}, "redis": {"type": "boolean"},
@@ -228,7 +232,9 @@ def _document() -> dict[str, Any]:
                         "fallback_pending": {"type": "integer", "minimum": 0},
                         "fallback_oldest_age": {"type": "number", "nullable": True},
                         "workers": {"type": "object", "additionalProperties": {"type": "integer"}},
-                        "paused_queues": {"type": "array", "items": {"type": "string"}}}}),
+                        "paused_queues": {"type": "array", "items": {"type": "string"}},
+                        "scheduler_alive": {"type": "boolean"},
+                        "scheduler_last_tick": {"type": "number", "nullable": True}}}),
                     **_errors(401, 503)}}},
             "/api/jobs/scheduler/status": {"get": {
                 "summary": "Periodic jobs with trigger, next run, pause state (admin)", "security": _AUTH,

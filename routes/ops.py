@@ -19,7 +19,7 @@ from core.fallback.executor import get_fallback
 from core.ops import audit
 from core.platform.connection import redis_available
 from core.queue import task_metrics
-from core.schedule import periodic
+from core.schedule import heartbeat, periodic
 from routes.common import current_identity, error, install_error_handlers, ok, require_admin
 from routes.params import int_arg, name_value, str_arg
 
@@ -124,13 +124,30 @@ class JobsCollector:
             return
         depth = GaugeMetricFamily("fikiri_jobs_queue_jobs", "Jobs per queue and state", labels=["queue", "state"])
         workers = GaugeMetricFamily("fikiri_jobs_workers", "Workers serving each queue", labels=["queue"])
+        latency = GaugeMetricFamily("fikiri_queue_latency_seconds", "Age of the oldest job waiting to run (0: none)",
+                                    labels=["queue"])
+        by_priority = GaugeMetricFamily("fikiri_queue_priority_latency_seconds",
+                                        "Age of the oldest job waiting in each priority list", labels=["queue", "priority"])
         for queue in all_queues():
             stats = queue.get_stats()
             for state in ("pending", "delayed", "active", "completed", "failed", "canceled"):
                 depth.add_metric([queue.short_name, state], stats[f"{state}_jobs"])
             workers.add_metric([queue.short_name], stats["workers"])
+            latency.add_metric([queue.short_name], stats["latency_seconds"])
+            for priority, age in stats["latency_by_priority"].items():
+                by_priority.add_metric([queue.short_name, priority], age)
         yield depth
         yield workers
+        yield latency
+        yield by_priority
+        scheduler = heartbeat.scheduler_status()
+        alive = GaugeMetricFamily("fikiri_scheduler_alive", "1 while a periodic scheduler ticked within 3 intervals")
+        alive.add_metric([], 1 if scheduler["alive"] else 0)
+        yield alive
+        tick = GaugeMetricFamily("fikiri_scheduler_last_tick_seconds",
+                                 "When a periodic scheduler last ticked (epoch s; 0: never)")
+        tick.add_metric([], scheduler["last_tick"] or 0.0)
+        yield tick
         runs = CounterMetricFamily("fikiri_jobs_task_executions", "Executions per task and outcome",
                                    labels=["task", "outcome"])
         histogram = HistogramMetricFamily("fikiri_jobs_task_duration_seconds", "Execution time per task",

@@ -253,7 +253,7 @@ def stats(out: Output, queue: str | None) -> None:
         shown = [{**row, "paused": "yes" if row["paused"] else "no"} for row in data]
         out.emit(data, lambda: _table(shown, ["queue", "pending_jobs", "delayed_jobs", "active_jobs",
                                              "completed_jobs", "failed_jobs", "canceled_jobs", "limited_jobs",
-                                             "workers", "paused"]))
+                                             "latency_seconds", "workers", "paused"]))
 
     run(go)
 

@@ -5,6 +5,8 @@ seconds enqueues the runs that are due, the host app's schedules included: those
 Redis at each pass, so one added through Python, the CLI or HTTP needs no restart here. Each run is claimed atomically, so two schedulers started by
 mistake never enqueue it twice. It survives Redis restarts: on a connection error it waits with
 back-off, then registers again and carries on. SIGTERM/SIGINT stop it after the current pass.
+Each pass writes the heartbeat (core/schedule/heartbeat.py) that health, /metrics and the
+"scheduler silent" alert read.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import redis  # noqa: E402
 
 from core.config import get_settings  # noqa: E402
 from core.queue.task_registry import load_task_modules  # noqa: E402
+from core.schedule import heartbeat  # noqa: E402
 from core.schedule.periodic import JsonScheduler, register_periodic_jobs, registered_marker_key  # noqa: E402
 
 logger = logging.getLogger("fikiri.scheduler")
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 registered = False
                 continue
             scheduler.enqueue_jobs()
+            heartbeat.beat(interval, scheduler.connection)  # health, /metrics and the silence alert read it
             backoff = 0.5
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             logger.warning("Redis unreachable (%s); retrying in %.1fs", exc, backoff)

@@ -55,6 +55,7 @@ from core.queue.job_options import (
     encode_payload,
     validate_job_id,
 )
+from core.queue.rq_compat import parse_time
 from core.queue.task_registry import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -332,8 +333,12 @@ class RedisQueue:
             pipe.hgetall(keys.queue_counters(self.short_name))
             pipe.scard(keys.queue_workers(full))
             pipe.sismember(keys.paused_queues(), full)
+            for key in keys.queue_lists(full):  # latency: each list's head, the next job it gives out
+                pipe.lindex(key, 0)
+            pipe.zrange(keys.scheduled(full), 0, 0, withscores=True)  # the first delayed job's run time
             (high, normal, low, delayed, active, completed, failed, canceled, limited, raw, workers,
-             paused) = pipe.execute()
+             paused, *heads, first_delayed) = pipe.execute()
+        latency, by_priority = queue_latency(connection, heads, first_delayed)
         pending = high + normal + low
         events: dict[str, int] = {}
         for field_name, value in raw.items():
@@ -355,6 +360,8 @@ class RedisQueue:
             "paused": bool(paused),
             "limited_jobs": limited,  # delayed jobs waiting for a rate or concurrency limit
             "deferred_jobs": events.get("deferred", 0),  # lifetime RetryAfter deferrals
+            "latency_seconds": latency,  # age of the oldest job waiting to run, 0 when none
+            "latency_by_priority": by_priority,  # the same per priority list: high, normal, low
         }
 
     def get_failed_jobs(self, limit: int = 20) -> list[Job]:
@@ -420,6 +427,32 @@ class RedisQueue:
 
     def retry_job(self, job_id: str) -> Job:
         return retry_job(job_id)
+
+
+def queue_latency(connection: Any, heads: list[bytes | None],
+                  first_delayed: list[tuple[bytes, float]]) -> tuple[float, dict[str, float]]:
+    """``(latency_seconds, {"high", "normal", "low": seconds})`` from each priority list's head id and
+    the queue's first delayed entry: at most 3 HGETs in one more round trip, whatever the backlog.
+
+    A list's head is its oldest job: jobs are pushed at the tail with ``enqueued_at`` = when they became
+    ready (enqueue, a delayed job or retry coming due, dependencies ended, a retry by hand), and the
+    few put back at the head (a stalled attempt, a job a limit lets go) keep their earlier time. A
+    delayed job or retry already due but not yet moved to its list (no worker runs the promoter)
+    waits too: it counts from its run time, so a queue with no workers still shows its latency."""
+    now = time.time()
+    waiting = [(priority, head.decode()) for priority, head in zip(keys.PRIORITIES, heads) if head]
+    by_priority = dict.fromkeys(keys.PRIORITIES, 0.0)
+    if waiting:
+        with connection.pipeline(transaction=False) as pipe:
+            for _priority, job_id in waiting:
+                pipe.hget(keys.job(job_id), "enqueued_at")
+            stamps = pipe.execute()
+        for (priority, _job_id), stamp in zip(waiting, stamps):
+            since = parse_time(stamp)
+            if since is not None:
+                by_priority[priority] = round(max(0.0, now - since), 3)
+    overdue = round(max(0.0, now - first_delayed[0][1]), 3) if first_delayed else 0.0
+    return max(overdue, *by_priority.values()), by_priority
 
 
 def concurrency_option(concurrency_limit: Any, concurrency: Any) -> Any:

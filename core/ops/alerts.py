@@ -12,6 +12,9 @@ One incident sends one alert: the first check that sees it sets ``fikiri:alert:<
 someone when the failing task is ``send_email`` itself). Every later check that still sees the
 incident renews the key's expiry (``JOBS_ALERT_COOLDOWN`` + one check interval), so the key ends a
 cooldown after the last check that saw the incident; the next incident after that alerts again.
+
+The same channel carries the "scheduler silent" alert (:func:`check_scheduler_liveness`, one per
+incident, see core/schedule/heartbeat.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -29,6 +33,7 @@ from core.platform import keys
 from core.platform.connection import get_redis
 from core.platform.http import UpstreamError, request_with_backoff
 from core.queue import task_metrics
+from core.schedule import heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +73,20 @@ def _send(rate: dict[str, Any], incident: str) -> list[str]:
     """Queue the alert's mail and webhook jobs; returns their ids."""
     settings = get_settings()
     subject, body = _message(rate)
+    return _notify(subject, body, incident, {"event": "task.failure_rate", **rate,
+                                             "threshold": settings.alert_failure_rate, "window": settings.alert_window})
+
+
+def _notify(subject: str, body: str, incident: str, event: dict[str, Any]) -> list[str]:
+    """The alert channel: a ``send_email`` job per operator and, when JOBS_ALERT_WEBHOOK_URL is set,
+    a ``deliver_alert_webhook`` job with ``event`` (plus ``subject`` and ``at``); returns their ids."""
+    settings = get_settings()
     job_ids = []
     for index, to in enumerate(settings.alert_to or (settings.digest_to,)):
         job_ids.append(email_queue.enqueue_job("send_email", {"to": to, "subject": subject, "body": body},
                                                job_id=f"alert-{incident}-mail-{index}"))
     if settings.alert_webhook_url:
-        event = {"event": "task.failure_rate", "subject": subject, "at": time.time(), **rate,
-                 "threshold": settings.alert_failure_rate, "window": settings.alert_window}
+        event = {"event": event["event"], "subject": subject, "at": time.time(), **event}
         job_ids.append(email_queue.enqueue_job("deliver_alert_webhook", {"event": event},
                                                job_id=f"alert-{incident}-webhook"))
     return job_ids
@@ -102,6 +114,35 @@ def check_failure_rates() -> dict[str, Any]:
     return {"checked": len(tasks), "firing": [r["task"] for r in firing], "alerts": alerts}
 
 
+def check_scheduler_liveness() -> dict[str, Any]:
+    """Alert once per incident when no periodic scheduler has ticked for 3 of its intervals
+    (core/schedule/heartbeat.py). Enqueued by the workers' maintenance sweep, since a dead scheduler
+    enqueues no periodic check; the marker ``fikiri:scheduler:alert`` (``SET NX``) makes one alert per
+    incident and is renewed by every check that still sees the silence, so it ends a cooldown after."""
+    connection = get_redis()
+    status = heartbeat.scheduler_status(connection)
+    if status["alive"] or status["last_tick"] is None:
+        return {"scheduler": status, "alert": None}
+    incident = heartbeat.incident_id(status)
+    if not connection.set(keys.scheduler_alert(), incident, nx=True, ex=heartbeat.alert_ttl()):
+        connection.expire(keys.scheduler_alert(), heartbeat.alert_ttl())
+        return {"scheduler": status, "alert": None}
+    last = datetime.fromtimestamp(status["last_tick"], UTC).isoformat(timespec="seconds")
+    subject = f"[Fikiri Jobs] the periodic scheduler is silent: no tick for {status['silent_for']:.0f} s"
+    body = "\n".join([
+        f"No periodic scheduler has ticked since {last} ({status['silent_for']:.0f} s, more than "
+        f"{heartbeat.MISSED_TICKS} intervals of {status['interval']:g} s): periodic jobs (Gmail sync, cleanup, "
+        f"digests, these alerts' own checks) are not being enqueued.",
+        f"Last scheduler: host {status['host']}, pid {status['pid']}. Check fikiri-scheduler (systemctl status).",
+        f"No other alert for this until {get_settings().alert_cooldown} s after it ticks again."])
+    logger.error("ALERT periodic scheduler silent for %.0f s (last tick %s); notifying operators",
+                 status["silent_for"], last)
+    event = {"event": "scheduler.silent", "last_tick": status["last_tick"], "interval": status["interval"],
+             "silent_for": status["silent_for"], "missed_ticks": heartbeat.MISSED_TICKS,
+             "host": status["host"], "pid": status["pid"]}
+    return {"scheduler": status, "alert": {"incident": incident, "jobs": _notify(subject, body, incident, event)}}
+
+
 def deliver_alert_webhook(event: dict[str, Any]) -> dict[str, Any]:
     """POST an alert to ``JOBS_ALERT_WEBHOOK_URL`` (retried with back-off; 4xx fails the job)."""
     url = get_settings().alert_webhook_url
@@ -114,4 +155,5 @@ def deliver_alert_webhook(event: dict[str, Any]) -> dict[str, Any]:
 
 
 email_queue.register_task("check_failure_rates", check_failure_rates, max_retries=0)
+email_queue.register_task("check_scheduler_liveness", check_scheduler_liveness, max_retries=0, fallback=False)
 email_queue.register_task("deliver_alert_webhook", deliver_alert_webhook, max_retries=3)

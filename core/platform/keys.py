@@ -193,6 +193,18 @@ def alert(task: str) -> str:
     return f"{_p()}:alert:{task}"
 
 
+def scheduler_heartbeat() -> str:
+    """HASH: the periodic scheduler's last tick: ``at`` (epoch s), ``interval`` (s), ``host``, ``pid``;
+    written by every pass of any scheduler (core/schedule/heartbeat.py), expires 7 days after the last."""
+    return f"{_p()}:scheduler:heartbeat"
+
+
+def scheduler_alert() -> str:
+    """STRING: set when the "scheduler stopped" alert went out (the incident: the stale tick); like
+    :func:`alert`, renewed while the scheduler stays silent, so it ends JOBS_ALERT_COOLDOWN after."""
+    return f"{_p()}:scheduler:alert"
+
+
 # --- flow control (core/flow/limits.py, claim.lua, release_limits.lua) --------------------------------
 def limiter(name: str) -> str:
     """A limiter's state, ``name`` = ``rate:<key>`` (STRING: GCRA theoretical arrival time, epoch s,

@@ -3,7 +3,8 @@
 One loop per worker process::
 
     promote due delayed jobs (every JOBS_WORKER_PROMOTE_INTERVAL)
-    sweep: take back jobs whose lease expired (every JOBS_WORKER_MAINTENANCE_INTERVAL, one worker)
+    sweep: take back jobs whose lease expired (every JOBS_WORKER_MAINTENANCE_INTERVAL, one worker),
+           and check the periodic scheduler's heartbeat (2 commands; core/schedule/heartbeat.py)
     claim up to <free slots> jobs from the queues in priority order (one script call)
     hand them to the executor, or, with nothing to do, block on the queues' wake-up tokens
 
@@ -236,13 +237,34 @@ class Worker:
     def sweep(self) -> None:
         """Take back abandoned jobs and drop expired registry entries (one worker per queue at a time)."""
         ttl = max(1, int(self.settings.worker_maintenance_interval))
+        swept = False
         for queue in self.queues:
             if not self.connection.set(keys.maintenance_lock(queue), self.name, nx=True, ex=ttl):
                 continue
+            swept = True
             lifecycle.abandon_expired(self.connection, queue)
             lifecycle.expire_registries(self.connection, queue)
             self._clean_worker_registry(queue)
         self._hand_back_spool()
+        if swept:
+            self._watch_scheduler()
+
+    def _watch_scheduler(self) -> None:
+        """A dead periodic scheduler enqueues no check of itself: when it has gone silent and no
+        alert went out yet, enqueue the check that alerts (one job id per incident)."""
+        from core.schedule import heartbeat
+
+        incident = heartbeat.silent_incident(self.connection)
+        if incident is None:
+            return
+        from core.api.queues import email_queue
+
+        try:
+            email_queue.enqueue_job("check_scheduler_liveness", {}, job_id=f"check-{incident}")
+        except REDIS_ERRORS:
+            raise
+        except Exception:
+            logger.exception("could not enqueue the scheduler liveness check")
 
     def _hand_back_spool(self) -> None:
         """Move jobs the web processes on this host spooled while Redis was down into Redis."""

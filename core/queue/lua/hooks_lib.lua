@@ -7,8 +7,8 @@
 --   callbacks    fk_on_success / fk_on_failure: JSON of a job to create (core/workflows/chains.py), its
 --                payload finished here with the parent's result or error
 --   dependents   fikiri:dependents:<id> SET: jobs waiting for this one (status scheduled, score
---                1e308, fk_wait_on "deps", fk_deps_left); released when all their dependencies
---                completed, canceled with the reason when one did not (unless fk_dep_policy "run")
+--                1e308, fk_wait_on "deps", fk_deps_left); released (enqueued_at -> now) when all their
+--                dependencies completed, canceled with the reason when one did not (unless fk_dep_policy "run")
 --   batch        fk_batch: the member's batch hash fikiri:batch:<b> (and its member list <b>:jobs,
 --                expiring with it) counts completed / failed /
 --                canceled; the member that completes the count creates the batch's callback job
@@ -47,8 +47,8 @@ local function with_kwarg(data, name, value)
   return string.sub(data, 1, -3) .. ',' .. cjson.encode(name) .. ':' .. value .. '}]'
 end
 
-local function release_dependent(L, kkey, kid, f)
-  redis.call('HSET', kkey, 'status', 'queued')
+local function release_dependent(L, kkey, kid, f, now_rq)
+  redis.call('HSET', kkey, 'status', 'queued', 'enqueued_at', now_rq)  -- ready now: latency counts from here
   redis.call('HDEL', kkey, 'fk_wait_on', 'fk_reason', 'fk_deps_left')
   redis.call('ZREM', L.scheduled .. f.origin, kid)
   redis.call('RPUSH', prio_list(L, f.prio, f.origin), kid)
@@ -122,7 +122,7 @@ local function job_ended(L, id, outcome, value, now_rq, now_s)
             end
             local left = redis.call('HINCRBY', kkey, 'fk_deps_left', -1)
             if left <= 0 then
-              release_dependent(L, kkey, kid, f)
+              release_dependent(L, kkey, kid, f, now_rq)
             else
               redis.call('HSET', kkey, 'fk_reason', 'waiting for ' .. left .. ' more job(s) to end')
             end
