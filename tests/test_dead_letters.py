@@ -217,3 +217,87 @@ def test_failed_retention_per_queue(jobs_env, setting):
     connection = jobs_env.client()
     assert 590 <= connection.ttl(f"rq:job:{on_crm}") <= 600
     assert 4990 <= connection.ttl(f"rq:job:{on_email}") <= 5000
+
+
+# --- the README's "Failed jobs in bulk" and "Domain retention" blocks, run as written --------------------
+@pytest.fixture
+def outage(jobs_env):
+    """What the README's examples find: three email jobs that failed on a timeout, and one of user 42's."""
+    timeouts = [fail_by_hand(email_queue, "send_email", {"to": f"u{i}@example.com", "subject": "s", "body": "b"},
+                             "smtplib.SMTPServerDisconnected: Timeout", str(i)) for i in range(3)]
+    bad = fail_by_hand(email_queue, "send_email", {"to": "nobody", "subject": "s", "body": "b"},
+                       "ValueError: bad address", "42")
+    return timeouts, bad
+
+
+def test_the_readme_python_example(outage, capsys):
+    from tests.readme_blocks import readme_block
+    from tests.test_readme_blocks import run_python
+
+    timeouts, bad = outage
+    run_python(readme_block("Failed jobs in bulk", "page = list_failed(outage, page=1, limit=20)"))
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"3 {list(reversed(timeouts))}"
+    assert printed[1].startswith("{'matched': 3, 'retried': 0, 'dry_run': True,")
+    assert printed[2].startswith("{'matched': 3, 'retried': 3,")
+    assert printed[3].startswith("{'matched': 1, 'deleted': 1,") and get_job(bad) is None
+    assert all(get_job(j).status.value == "retrying" for j in timeouts)
+
+
+def test_the_readme_cli_lines(outage, tmp_path):
+    from tests.readme_blocks import bash, commands, readme_block, shell_env, substitute
+    from tests.test_readme_blocks import ok
+
+    timeouts, bad = outage
+    block = readme_block("Failed jobs in bulk", ".venv/bin/python -m scripts.jobs failed retry --queue email").code
+    listing, dry, retry, export, delete = commands(substitute(block, {"-o failed.jsonl": f"-o {tmp_path}/f.jsonl"}))
+    env = shell_env(outage_url(), DATABASE_URL="sqlite:///" + str(tmp_path / "unused.db"))
+    listed = ok(bash(listing, env))
+    assert "3 matching" in listed and all(j in listed for j in timeouts)
+    assert "3 failed job(s) match queue=email error='Timeout'; dry run: nothing retried" in ok(bash(dry, env))
+    assert "; 3 retried" in ok(bash(retry, env))
+    ok(bash(export, env))
+    assert [json.loads(line)["job_id"] for line in (tmp_path / "f.jsonl").read_text().splitlines()] == [bad]
+    assert "1 failed job(s) match task=send_email user_id=42; 1 deleted" in ok(bash(delete, env))
+    assert get_job(bad) is None and all(get_job(j).status.value == "retrying" for j in timeouts)
+
+
+def outage_url() -> str:
+    from core.config import get_settings
+
+    return get_settings().redis_url
+
+
+def test_the_readme_curl_lines(outage, api_server):
+    from tests.readme_blocks import bash, commands, readme_block, shell_env, substitute
+    from tests.test_readme_blocks import ok
+
+    timeouts, bad = outage
+    block = readme_block("Failed jobs in bulk", "http://127.0.0.1:5000/api/jobs/failed/retry").code
+    listing, dry, delete = commands(substitute(block, {"127.0.0.1:5000": f"127.0.0.1:{api_server.port}"}))
+    env = shell_env(outage_url(), JOBS_ADMIN_TOKEN=ADMIN_TOKEN)
+    listed = json.loads(ok(bash(listing, env)))["data"]
+    assert listed["total"] == 3 and [j["job_id"] for j in listed["jobs"]] == list(reversed(timeouts))
+    counted = json.loads(ok(bash(dry, env)))["data"]
+    assert (counted["matched"], counted["retried"], counted["dry_run"]) == (3, 0, True)
+    deleted = json.loads(ok(bash(delete, env)))["data"]
+    assert (deleted["matched"], deleted["deleted"], deleted["dry_run"]) == (1, 1, False)
+    assert get_job(bad) is None and all(get_job(j).status.value == "failed" for j in timeouts)
+
+
+def test_the_readme_retention_example(jobs_env, start_worker, capsys):
+    from core.platform.db import session_scope
+    from email_automation.models import SentEmail, SyncJob
+    from tests.readme_blocks import readme_block
+    from tests.test_readme_blocks import run_python
+
+    old = time.time() - 120 * 86_400
+    with session_scope() as session:
+        session.add_all([SyncJob(user_id=f"u{i}", sync_type="manual", status="completed", created_at=old,
+                                 completed_at=old) for i in range(2)])
+        session.add_all([SentEmail(job_key=f"k{i}", to="a@b.c", subject="s", body="b", transport="outbox",
+                                   status="outbox", created_at=old) for i in range(41)])
+    start_worker("email", "--worker-class", "simple")
+    run_python(readme_block("Periodic jobs, metrics and the operator CLI",
+                            'job_id = email_queue.enqueue_job("prune_domain_data", {"days": 90})'))
+    assert capsys.readouterr().out.strip() == "{'email_threads': 0, 'gmail_sync_jobs': 2, 'sent_emails': 41} 43"
