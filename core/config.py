@@ -162,6 +162,9 @@ class Settings:
     failure_ttl_crm: int = 0  # JOBS_FAILURE_TTL_CRM
     # JOBS_FAILED_SCAN_MAX: failed jobs of each queue a filtered list/retry/delete looks at (newest first)
     failed_scan_max: int = 10_000
+    # JOBS_FAILED_EXPORT: failed jobs about to expire (within 2 days) are exported by the nightly cleanup:
+    # appended as JSON Lines to this file, or POSTed as JSON to this http(s) URL (empty: not exported)
+    failed_export: str = ""
     max_payload_bytes: int = 64 * 1024  # JOBS_MAX_PAYLOAD_BYTES: JSON-encoded payload limit
     user_index_size: int = 100  # JOBS_USER_INDEX_SIZE: newest jobs kept per user
     user_index_ttl: int = 7 * 86_400  # JOBS_USER_INDEX_TTL: a user's index expires after this idle time (s)
@@ -373,6 +376,7 @@ def load_settings() -> Settings:
         failure_ttl_ai=_env_int("JOBS_FAILURE_TTL_AI", Settings.failure_ttl_ai, 0),
         failure_ttl_crm=_env_int("JOBS_FAILURE_TTL_CRM", Settings.failure_ttl_crm, 0),
         failed_scan_max=_env_int("JOBS_FAILED_SCAN_MAX", Settings.failed_scan_max, 1),
+        failed_export=_env_str("JOBS_FAILED_EXPORT", ""),
         max_payload_bytes=_env_int("JOBS_MAX_PAYLOAD_BYTES", Settings.max_payload_bytes, 2),
         user_index_size=_env_int("JOBS_USER_INDEX_SIZE", Settings.user_index_size, 1),
         user_index_ttl=_env_int("JOBS_USER_INDEX_TTL", Settings.user_index_ttl, 1),

@@ -301,3 +301,44 @@ def test_the_readme_retention_example(jobs_env, start_worker, capsys):
     run_python(readme_block("Periodic jobs, metrics and the operator CLI",
                             'job_id = email_queue.enqueue_job("prune_domain_data", {"days": 90})'))
     assert capsys.readouterr().out.strip() == "{'email_threads': 0, 'gmail_sync_jobs': 2, 'sent_emails': 41} 43"
+
+
+# --- failed jobs exported before they expire (JOBS_FAILED_EXPORT), by the nightly cleanup ----------------
+def test_jobs_about_to_expire_are_exported_once_to_a_file(jobs_env, setting, tmp_path):
+    from core.ops.maintenance import nightly_cleanup
+
+    target = tmp_path / "export" / "failed.jsonl"
+    setting("JOBS_FAILED_EXPORT", str(target))
+    setting("JOBS_FAILURE_TTL_EMAIL", "3600")  # within the two-day horizon; crm keeps the default 7 days
+    soon = [fail_by_hand(email_queue, "always_fail", {"message": f"e{i}"}, "boom", "7") for i in range(3)]
+    later = fail_by_hand(crm_queue, "crm_echo", {"text": "x"}, "boom")
+    assert nightly_cleanup()["failed_exported"] == {"email": 3, "ai": 0, "crm": 0}
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert sorted(r["job_id"] for r in rows) == sorted(soon) and {r["error"] for r in rows} == {"boom"}
+    assert later not in target.read_text()
+    again = fail_by_hand(email_queue, "always_fail", {"message": "e9"}, "boom again")
+    assert nightly_cleanup()["failed_exported"]["email"] == 1  # only the new one: each failure once
+    assert json.loads(target.read_text().splitlines()[-1])["job_id"] == again
+    assert nightly_cleanup()["failed_exported"]["email"] == 0 and len(target.read_text().splitlines()) == 4
+
+
+def test_jobs_about_to_expire_are_posted_to_a_webhook_and_a_dead_one_does_not_stop_the_cleanup(jobs_env, setting):
+    from core.ops.maintenance import nightly_cleanup
+    from tests.peers import JsonHttpPeer
+
+    peer = JsonHttpPeer(lambda body: {"ok": True})
+    try:
+        setting("JOBS_FAILED_EXPORT", f"{peer.url}/dead-letters")
+        setting("JOBS_FAILURE_TTL_AI", "600")
+        job_id = fail_by_hand(ai_queue, "ai_echo", {"text": "x"}, "TimeoutError: llm", "9")
+        assert nightly_cleanup()["failed_exported"]["ai"] == 1
+        [posted] = peer.requests
+        assert posted["path"] == "/dead-letters" and posted["body"]["event"] == "failed_jobs_expiring"
+        assert posted["body"]["queue"] == "ai" and [j["job_id"] for j in posted["body"]["jobs"]] == [job_id]
+        setting("JOBS_HTTP_MAX_ATTEMPTS", "1")
+        fail_by_hand(ai_queue, "ai_echo", {"text": "y"}, "boom")
+        peer.script.append((500, {}, {"ok": False}))
+        report = nightly_cleanup()
+        assert "answered 500" in report["failed_exported"]["error"] and "user_index_ids_removed" in report
+    finally:
+        peer.stop()
