@@ -309,6 +309,10 @@ def failed(ctx: click.Context, page: int, limit: int, **filters: Any) -> None:
 
     Example: failed --task send_email --error Timeout --since 2026-12-01"""
     if ctx.invoked_subcommand is not None:
+        given = [f"--{name.replace('_id', '')}" for name, value in filters.items() if value is not None]
+        if given:  # never a delete of every failed job because the filter sat before the verb
+            raise click.UsageError(f"put the filters after the subcommand: failed {ctx.invoked_subcommand} "
+                                   f"{' '.join(given)} ...")
         return
     out: Output = ctx.obj
 

@@ -164,6 +164,9 @@ def test_bulk_retry_runs_the_jobs_again_in_a_worker_and_the_cli(jobs_env, start_
     assert [json.loads(line)["job_id"] for line in stdout.splitlines()] == [broken]
     deleted = cli(jobs_env.url, "--json", "failed", "delete", "--task", "fail_times")
     assert json.loads(deleted.stdout)["deleted"] == 2 and all(get_job(j) is None for j in flaky[2:])
+    misplaced = cli(jobs_env.url, "failed", "--task", "always_fail", "delete")  # would otherwise match every job
+    assert misplaced.returncode == 2 and "put the filters after the subcommand: failed delete --task" in misplaced.stderr
+    assert get_job(broken).status.value == "failed"
     bad = cli(jobs_env.url, "failed", "delete", "--since", "last week")
     assert bad.returncode == 2 and "since must be an ISO 8601 time" in bad.stderr
     entry = audit.recent(1)[0]
