@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from ai_assistant import (
     engine,
+    retention,  # noqa: F401  (registers the nightly prune of processed AI rows, email_threads)
     thread_jobs,  # noqa: F401  (registers process_thread_ai, process_unprocessed_threads)
 )
 from core.api.queues import ai_queue

@@ -157,6 +157,14 @@ class Settings:
     retry_backoff_cap: float = 300.0  # JOBS_RETRY_BACKOFF_CAP: ... up to this (s)
     result_ttl: int = 86_400  # JOBS_RESULT_TTL: completed jobs kept (s)
     failure_ttl: int = 7 * 86_400  # JOBS_FAILURE_TTL: failed jobs kept (s), 7 days
+    failure_ttl_email: int = 0  # JOBS_FAILURE_TTL_EMAIL: failed jobs of the email queue kept (s); 0: JOBS_FAILURE_TTL
+    failure_ttl_ai: int = 0  # JOBS_FAILURE_TTL_AI
+    failure_ttl_crm: int = 0  # JOBS_FAILURE_TTL_CRM
+    # JOBS_FAILED_SCAN_MAX: failed jobs of each queue a filtered list/retry/delete looks at (newest first)
+    failed_scan_max: int = 10_000
+    # JOBS_FAILED_EXPORT: failed jobs about to expire (within 2 days) are exported by the nightly cleanup:
+    # appended as JSON Lines to this file, or POSTed as JSON to this http(s) URL (empty: not exported)
+    failed_export: str = ""
     max_payload_bytes: int = 64 * 1024  # JOBS_MAX_PAYLOAD_BYTES: JSON-encoded payload limit
     user_index_size: int = 100  # JOBS_USER_INDEX_SIZE: newest jobs kept per user
     user_index_ttl: int = 7 * 86_400  # JOBS_USER_INDEX_TTL: a user's index expires after this idle time (s)
@@ -241,6 +249,10 @@ class Settings:
     ai_api_key: str = ""  # AI_API_KEY
     ai_model: str = "gpt-4o-mini"  # AI_MODEL
     crm_webhook_url: str = ""  # CRM_WEBHOOK_URL: POSTed on every contact/lead change when set
+    # FIKIRI_DOMAIN_RETENTION_DAYS: finished sync rows, sent mail and processed AI rows older than
+    # this are pruned nightly (0: kept for ever); FIKIRI_DOMAIN_RETENTION_BATCH rows per DELETE
+    domain_retention_days: int = 90
+    domain_retention_batch: int = 500
 
     # --- Flask extension (routes/extension.py): where each part is mounted, and whether --------
     api_prefix: str = "/api/jobs"  # JOBS_API_PREFIX
@@ -305,6 +317,11 @@ class Settings:
             queue_short_name, self.timeout_email
         )
 
+    def failure_ttl_for(self, queue_short_name: str) -> int:
+        """Seconds a failed job of the queue is kept: JOBS_FAILURE_TTL_<QUEUE>, else JOBS_FAILURE_TTL."""
+        per_queue = {"email": self.failure_ttl_email, "ai": self.failure_ttl_ai, "crm": self.failure_ttl_crm}
+        return per_queue.get(queue_short_name) or self.failure_ttl
+
     def queue_rate_limit(self, queue_short_name: str) -> Any:
         """The queue-wide rate limit (:class:`core.platform.rates.Rate`) or None."""
         text = {"email": self.rate_limit_email, "ai": self.rate_limit_ai, "crm": self.rate_limit_crm}.get(
@@ -355,6 +372,11 @@ def load_settings() -> Settings:
         retry_backoff_cap=_env_float("JOBS_RETRY_BACKOFF_CAP", Settings.retry_backoff_cap, 0.0),
         result_ttl=_env_int("JOBS_RESULT_TTL", Settings.result_ttl, 1),
         failure_ttl=_env_int("JOBS_FAILURE_TTL", Settings.failure_ttl, 1),
+        failure_ttl_email=_env_int("JOBS_FAILURE_TTL_EMAIL", Settings.failure_ttl_email, 0),
+        failure_ttl_ai=_env_int("JOBS_FAILURE_TTL_AI", Settings.failure_ttl_ai, 0),
+        failure_ttl_crm=_env_int("JOBS_FAILURE_TTL_CRM", Settings.failure_ttl_crm, 0),
+        failed_scan_max=_env_int("JOBS_FAILED_SCAN_MAX", Settings.failed_scan_max, 1),
+        failed_export=_env_str("JOBS_FAILED_EXPORT", ""),
         max_payload_bytes=_env_int("JOBS_MAX_PAYLOAD_BYTES", Settings.max_payload_bytes, 2),
         user_index_size=_env_int("JOBS_USER_INDEX_SIZE", Settings.user_index_size, 1),
         user_index_ttl=_env_int("JOBS_USER_INDEX_TTL", Settings.user_index_ttl, 1),
@@ -421,6 +443,8 @@ def load_settings() -> Settings:
         ai_api_key=_env_str("AI_API_KEY", ""),
         ai_model=_env_str("AI_MODEL", Settings.ai_model),
         crm_webhook_url=_env_str("CRM_WEBHOOK_URL", ""),
+        domain_retention_days=_env_int("FIKIRI_DOMAIN_RETENTION_DAYS", Settings.domain_retention_days, 0),
+        domain_retention_batch=_env_int("FIKIRI_DOMAIN_RETENTION_BATCH", Settings.domain_retention_batch, 1),
         api_prefix=_env_prefix("JOBS_API_PREFIX", Settings.api_prefix),
         ops_prefix=_env_prefix("JOBS_OPS_PREFIX", _env_prefix("JOBS_API_PREFIX", Settings.api_prefix)),
         metrics_path=_env_prefix("JOBS_METRICS_PATH", Settings.metrics_path),

@@ -40,6 +40,13 @@ class InvalidScheduleError(JobsError):
     code = "invalid_schedule"
 
 
+class InvalidFilterError(JobsError):
+    """A failed-jobs filter that cannot be used: unknown key or queue, malformed task or user, a
+    time that is neither ISO 8601 nor epoch seconds (core/api/dead_letters.py)."""
+
+    code = "invalid_filter"
+
+
 class PayloadTooLargeError(JobsError):
     code = "payload_too_large"
     http_status = 413

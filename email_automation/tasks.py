@@ -6,6 +6,7 @@ from core.api.queues import email_queue
 from email_automation import (
     digests,  # noqa: F401  (registers send_user_digest, send_user_digests)
     gmail_sync_jobs,  # noqa: F401  (registers process_gmail_sync, sync_all_users)
+    retention,  # noqa: F401  (registers the nightly prune of gmail_sync_jobs and sent_emails)
 )
 from email_automation.email_sender import send_email
 

@@ -358,11 +358,49 @@ def job_page(job_id: str):
     return render_template("dashboard/job.html", job=_for_viewer(job), attempts=attempts)
 
 
+def _failed_filter_values(source: Any) -> dict[str, str]:
+    """The failed-jobs filters of a query string or form, as given (empty ones left out)."""
+    from core.api.dead_letters import FILTER_KEYS
+
+    return {k: source.get(k, "").strip() for k in FILTER_KEYS if source.get(k, "").strip()}
+
+
 @dashboard_bp.get("/failures")
 def failures_page():
+    """Failed jobs of every queue, filtered (core/api/dead_letters.py), with bulk retry and delete."""
+    from core.api.dead_letters import FailedFilter, list_failed
+
     _admin_only()
-    per_queue = {q.short_name: q.get_failed_jobs(PAGE_SIZE) for q in all_queues()}
-    return render_template("dashboard/failures.html", per_queue=per_queue)
+    raw = _failed_filter_values(request.args)
+    page = int_arg("page", 1, 1, PAGE_MAX)
+    context = {"queues": [q.short_name for q in all_queues()], "raw": raw, "filters": {}, "error": None,
+               "scan_max": get_settings().failed_scan_max}
+    try:
+        flt = FailedFilter.parse(raw)
+        found = list_failed(flt, page, PAGE_SIZE)
+    except JobsError as exc:
+        return render_template("dashboard/failures.html", **{**context, "error": exc.message}), exc.http_status
+    return render_template("dashboard/failures.html", **{
+        **context, "filters": flt.to_dict(), "found": found, "description": flt.describe(),
+        "pages": max(1, (found.total + PAGE_SIZE - 1) // PAGE_SIZE)})
+
+
+@dashboard_bp.post("/failures/<action>")
+def failed_bulk(action: str):
+    """Retry or delete every failed job matching the form's filters (admin; one audit entry)."""
+    from core.api.dead_letters import FailedFilter, delete_failed, retry_failed
+
+    _admin_only()
+    if action not in ("retry", "delete"):
+        abort(404, description=f"unknown failed-jobs action {action[:40]!r}; accepted: retry, delete")
+    raw = _failed_filter_values(request.form)
+    flt = FailedFilter.parse(raw)
+    outcome = (retry_failed if action == "retry" else delete_failed)(flt)
+    done = outcome["retried" if action == "retry" else "deleted"]
+    audit.record(_actor(), f"failed.{action}", flt.describe(), "dashboard", detail=f"{done} of {outcome['matched']} matched")
+    flash(f"{'requeued' if action == 'retry' else 'deleted'} {done} of {outcome['matched']} failed job(s) matching "
+          f"{flt.describe()}", "ok")
+    return redirect(url_for("dashboard.failures_page", **raw))
 
 
 @dashboard_bp.get("/scheduler")

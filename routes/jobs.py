@@ -45,6 +45,7 @@ LIMIT_MAX = 100
 AUDIT_LIMIT_MAX = 500
 PROMPT_MAX_CHARS = 8000
 LOOKBACK_DAYS_MAX = 3650
+FAILED_PAGE_MAX = 100_000
 
 __all__ = ["UnsupportedMediaTypeError", "jobs_bp", "json_body", "limit_arg", "visible_job", "actor"]
 
@@ -168,6 +169,45 @@ def failed_jobs(queue_name: str):
     queue = get_queue(queue_name)
     jobs = queue.get_failed_jobs(limit_arg())
     return ok({"queue": queue.short_name, "jobs": [_view(j) for j in jobs]})
+
+
+@jobs_bp.get("/failed")
+@require_admin
+def failed_list():
+    """Failed jobs of every queue matching the filters, newest failure first (core/api/dead_letters.py)."""
+    from core.api.dead_letters import FailedFilter, list_failed
+
+    flt = FailedFilter.parse(request.args, strict=False)  # unknown query parameters are ignored, as elsewhere
+    page = list_failed(flt, int_arg("page", 1, 1, FAILED_PAGE_MAX), limit_arg())
+    return ok({**page.to_dict(_view), "filter": flt.to_dict()})
+
+
+@jobs_bp.post("/failed/retry")
+@require_admin
+def failed_retry():
+    """Requeue every failed job matching the body's filters; ``"dry_run": true`` only counts them."""
+    return _failed_bulk("retry")
+
+
+@jobs_bp.post("/failed/delete")
+@require_admin
+def failed_delete():
+    """Delete every failed job matching the body's filters; ``"dry_run": true`` only counts them."""
+    return _failed_bulk("delete")
+
+
+def _failed_bulk(verb: str) -> Any:
+    from core.api.dead_letters import FailedFilter, delete_failed, retry_failed
+
+    body = json_body()
+    dry_run = bool(body_bool(body, "dry_run", False))
+    flt = FailedFilter.parse(body, extra=("dry_run",))
+    outcome = (retry_failed if verb == "retry" else delete_failed)(flt, dry_run=dry_run)
+    if not dry_run:
+        done = outcome["retried" if verb == "retry" else "deleted"]
+        audit.record(actor(current_identity()), f"failed.{verb}", flt.describe(), "api",
+                     detail=f"{done} of {outcome['matched']} matched")
+    return ok(outcome)
 
 
 @jobs_bp.get("/user/<user_id>/recent")

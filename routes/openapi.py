@@ -44,6 +44,34 @@ _LIMIT = {"name": "limit", "in": "query", "required": False,
 _JOB = {"$ref": "#/components/schemas/Job"}
 _STATS = {"$ref": "#/components/schemas/QueueStats"}
 _AUTH = [{"bearerAuth": []}]
+
+_FAILED_FILTER = {  # core/api/dead_letters.py: every filter given must hold
+    "queue": {"type": "string", "description": "email, ai or crm (or the full name)"},
+    "task": {"type": "string", "description": "the task name"},
+    "error": {"type": "string", "maxLength": 200, "description": "a substring of the error text"},
+    "user_id": {"type": "string", "description": "the job's user"},
+    "since": {"type": "string", "description": "failed at or after: ISO 8601 (no zone: UTC) or epoch seconds"},
+    "until": {"type": "string", "description": "failed at or before: ISO 8601 (no zone: UTC) or epoch seconds"},
+}
+_FAILED_FILTER_PARAMS = [{"name": name, "in": "query", "required": False, "schema": schema}
+                         for name, schema in _FAILED_FILTER.items()]
+
+
+def _failed_bulk(verb: str) -> dict[str, Any]:
+    body = {"type": "object", "additionalProperties": False, "properties": {
+        **_FAILED_FILTER, "since": {"oneOf": [_FAILED_FILTER["since"], {"type": "number"}]},
+        "until": {"oneOf": [_FAILED_FILTER["until"], {"type": "number"}]},
+        "dry_run": {"type": "boolean", "default": False, "description": "true: only count the matching jobs"}}}
+    return {"post": {
+        "summary": f"Failed jobs matching every filter given {'requeued' if verb == 'retried' else 'deleted'}; "
+                   f"one audit entry per real run (admin)",
+        "security": _AUTH,
+        "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": _response("how many matched and how many were " + verb, {
+            "type": "object", "required": ["matched", verb], "properties": {
+                "matched": {"type": "integer"}, verb: {"type": "integer"}, "dry_run": {"type": "boolean"},
+                "filter": {"type": "object"}, "scanned": {"type": "integer"}, "complete": {"type": "boolean"}}}),
+            **_errors(400, 401, 403, 415, 503)}}}
 _PERIODIC_ID = {"name": "periodic_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _PERIODIC = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"}, "task": {"type": "string"}, "queue": {"type": "string"},
@@ -195,6 +223,20 @@ def _document() -> dict[str, Any]:
                 "responses": {"200": _response("the failed jobs", {"type": "object", "properties": {
                     "queue": {"type": "string"}, "jobs": {"type": "array", "items": _JOB}}}),
                     **_errors(400, 401, 403, 404, 503)}}},
+            "/api/jobs/failed": {"get": {
+                "summary": "Failed jobs of every queue matching every filter given, newest failure first (admin)",
+                "security": _AUTH, "parameters": [*_FAILED_FILTER_PARAMS, _LIMIT, {
+                    "name": "page", "in": "query", "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 1}}],
+                "responses": {"200": _response("a page of the matching failed jobs", {
+                    "type": "object", "required": ["jobs", "total"], "properties": {
+                        "jobs": {"type": "array", "items": _JOB}, "total": {"type": "integer"},
+                        "page": {"type": "integer"}, "pages": {"type": "integer"}, "limit": {"type": "integer"},
+                        "scanned": {"type": "integer"}, "complete": {"type": "boolean"},
+                        "filter": {"type": "object"}}}),
+                    **_errors(400, 401, 403, 503)}}},
+            "/api/jobs/failed/retry": _failed_bulk("retried"),
+            "/api/jobs/failed/delete": _failed_bulk("deleted"),
             "/api/jobs/user/{user_id}/recent": {"get": {
                 "summary": "A user's newest jobs", "security": _AUTH,
                 "parameters": [{"name": "user_id", "in": "path", "required": True,

@@ -268,16 +268,114 @@ def recent(out: Output, user_id: str, limit: int) -> None:
                          lambda: _jobs_table(j.to_dict() for j in get_user_jobs(user_id, limit))))
 
 
-@cli.command()
-@click.argument("queue")
+class _FailedGroup(click.Group):
+    """``failed [QUEUE] [filters]`` lists; ``failed retry|delete|export [filters]`` act. A first
+    word that is no subcommand is the queue (``failed email``, as before the filters)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            ctx.meta["failed_legacy"] = True  # --json prints the list of jobs, as it did
+            args = ["--queue", args[0], *args[1:]]
+        return super().parse_args(ctx, args)
+
+
+def _failed_filters(command: Callable) -> Callable:
+    """The filters of every ``failed`` command (core/api/dead_letters.py)."""
+    for option in reversed([
+        click.option("--queue", default=None, help="email, ai or crm"),
+        click.option("--task", default=None, help="the task name"),
+        click.option("--error", default=None, help="a substring of the error text"),
+        click.option("--user", "user_id", default=None, help="the job's user"),
+        click.option("--since", default=None, help="failed at or after: ISO 8601 (no zone: UTC) or epoch seconds"),
+        click.option("--until", default=None, help="failed at or before: ISO 8601 or epoch seconds"),
+    ]):
+        command = option(command)
+    return command
+
+
+def _failed_filter(**values: Any) -> Any:
+    from core.api.dead_letters import FailedFilter
+
+    return FailedFilter.parse({k: v for k, v in values.items() if v is not None})
+
+
+@cli.group(cls=_FailedGroup, invoke_without_command=True)
+@_failed_filters
+@click.option("--page", type=click.IntRange(1, 100_000), default=1)
 @click.option("--limit", type=click.IntRange(1, 100), default=20)
-@click.pass_obj
-def failed(out: Output, queue: str, limit: int) -> None:
-    """Failed jobs of QUEUE, newest first."""
+@click.pass_context
+def failed(ctx: click.Context, page: int, limit: int, **filters: Any) -> None:
+    """Failed jobs matching every filter given, newest failure first. Subcommands: retry, delete, export.
+
+    Example: failed --task send_email --error Timeout --since 2026-12-01"""
+    if ctx.invoked_subcommand is not None:
+        given = [f"--{name.replace('_id', '')}" for name, value in filters.items() if value is not None]
+        if given:  # never a delete of every failed job because the filter sat before the verb
+            raise click.UsageError(f"put the filters after the subcommand: failed {ctx.invoked_subcommand} "
+                                   f"{' '.join(given)} ...")
+        return
+    out: Output = ctx.obj
 
     def go() -> None:
-        jobs = [j.to_dict() for j in get_queue(queue).get_failed_jobs(limit)]
-        out.emit(jobs, lambda: _jobs_table(jobs))
+        from core.api.dead_letters import list_failed
+
+        found = list_failed(_failed_filter(**filters), page, limit)
+        data = found.to_dict()
+        if ctx.meta.get("failed_legacy") and out.as_json:
+            out.emit(data["jobs"], str)
+            return
+        note = (f"{found.total} matching (page {data['page']} of {data['pages']}; {found.scanned} failed jobs looked at"
+                f"{'' if found.complete else ', the newest JOBS_FAILED_SCAN_MAX of each queue only'})")
+        out.emit(data, lambda: _jobs_table(data["jobs"]) + "\n" + note)
+
+    run(go)
+
+
+def _failed_action(verb: str) -> Callable:
+    @_failed_filters
+    @click.option("--dry-run", is_flag=True, help="only count the matching jobs")
+    @click.pass_obj
+    def command(out: Output, dry_run: bool, **filters: Any) -> None:
+        from core.api.dead_letters import delete_failed, retry_failed
+
+        def go() -> None:
+            flt = _failed_filter(**filters)
+            outcome = (retry_failed if verb == "retry" else delete_failed)(flt, dry_run=dry_run)
+            done = outcome["retried" if verb == "retry" else "deleted"]
+            if not dry_run:
+                audit.record(audit.cli_actor(), f"failed.{verb}", flt.describe(), "cli",
+                             detail=f"{done} of {outcome['matched']} matched")
+            past = "retried" if verb == "retry" else "deleted"
+            out.emit(outcome, lambda: f"{outcome['matched']} failed job(s) match {flt.describe()}" + (
+                f"; dry run: nothing {past}" if dry_run else f"; {done} {past}"))
+
+        run(go)
+
+    command.__doc__ = (f"{'Requeue' if verb == 'retry' else 'Delete'} every failed job matching the filters "
+                       f"(--dry-run: only count them). One audit entry per real run.")
+    return command
+
+
+failed.command("retry")(_failed_action("retry"))
+failed.command("delete")(_failed_action("delete"))
+
+
+@failed.command("export")
+@_failed_filters
+@click.option("--output", "-o", "path", default="-", help="file to write (default: stdout)")
+def failed_export(path: str, **filters: Any) -> None:
+    """Write every matching failed job as JSON Lines (one job a line, newest failure first)."""
+    from core.api.dead_letters import export_failed
+
+    def go() -> None:
+        flt = _failed_filter(**filters)
+        with click.open_file(path, "w") as stream:
+            count = 0
+            for job in export_failed(flt):
+                stream.write(json.dumps(job.to_dict(), default=str, ensure_ascii=False) + "\n")
+                count += 1
+        if path != "-":
+            click.echo(f"wrote {count} failed job(s) to {path}", err=True)
 
     run(go)
 

@@ -51,18 +51,18 @@ def test_registration_is_idempotent_and_replaces_changed_intervals(fast_periodic
     first = {e["id"]: e for e in register_periodic_jobs()}
     assert set(first) == {"periodic-email-sync", "periodic-ai-processing", "periodic-nightly-cleanup",
                           "periodic-daily-digest", "periodic-ai-threads", "periodic-user-digests",
-                          "periodic-failure-alerts"}
+                          "periodic-failure-alerts", "periodic-domain-retention"}
     assert first["periodic-email-sync"]["trigger"] == "every 3 s"
     assert first["periodic-nightly-cleanup"]["trigger"] == "cron 0 2 * * * UTC"
     client = fast_periodic.client()
-    assert client.zcard("rq:scheduler:scheduled_jobs") == 7
+    assert client.zcard("rq:scheduler:scheduled_jobs") == 8
     again = {e["id"]: e for e in register_periodic_jobs()}
     assert again == first  # unchanged definitions keep their next run
     monkeypatch.setenv("EMAIL_SYNC_INTERVAL_MINUTES", "2")
     reload_settings()
     changed = {e["id"]: e for e in register_periodic_jobs()}
     assert changed["periodic-email-sync"]["trigger"] == "every 2 min"
-    assert client.zcard("rq:scheduler:scheduled_jobs") == 7
+    assert client.zcard("rq:scheduler:scheduled_jobs") == 8
 
 
 def test_periodic_jobs_are_stored_as_json_not_pickle(fast_periodic):
@@ -145,7 +145,7 @@ def test_scheduler_http_endpoints(fast_periodic, client, monkeypatch):
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     register_periodic_jobs()
     status = client.get("/api/jobs/scheduler/status", headers=admin).get_json()["data"]
-    assert status["scheduled_total"] == 7 and {j["id"] for j in status["jobs"]} >= {"periodic-email-sync"}
+    assert status["scheduled_total"] == 8 and {j["id"] for j in status["jobs"]} >= {"periodic-email-sync"}
     paused = client.post("/api/jobs/scheduler/periodic-email-sync/pause", headers=admin).get_json()["data"]
     assert paused["paused"] is True
     assert client.post("/api/jobs/scheduler/periodic-email-sync/resume", headers=admin).get_json()["data"]["paused"] is False
@@ -160,10 +160,10 @@ def test_scheduler_process_survives_a_redis_restart(fast_periodic, tmp_path):
     scheduler = start_scheduler(fast_periodic.url, tmp_path, "restart")
     try:
         client = fast_periodic.client()
-        wait_until(lambda: client.zcard("rq:scheduler:scheduled_jobs") == 7, timeout=20)
+        wait_until(lambda: client.zcard("rq:scheduler:scheduled_jobs") == 8, timeout=20)
         fast_periodic.restart()  # no persistence: Redis comes back empty
         client = fast_periodic.client()
-        wait_until(lambda: client.zcard("rq:scheduler:scheduled_jobs") == 7, timeout=40,
+        wait_until(lambda: client.zcard("rq:scheduler:scheduled_jobs") == 8, timeout=40,
                    message="the scheduler to register its jobs again")
         wait_until(lambda: "periodic-email-sync" in [i.decode() for i in client.lrange("rq:queue:fikiri:email", 0, -1)],
                    timeout=20, message="a run to be enqueued after the restart")

@@ -33,7 +33,7 @@ from tests.servers import ROOT, wait_until, worker_env
 
 SCHEDULED = "rq:scheduler:scheduled_jobs"
 BUILTIN_IDS = {"periodic-email-sync", "periodic-ai-processing", "periodic-nightly-cleanup", "periodic-daily-digest",
-               "periodic-ai-threads", "periodic-user-digests", "periodic-failure-alerts"}
+               "periodic-ai-threads", "periodic-user-digests", "periodic-failure-alerts", "periodic-domain-retention"}
 
 
 def utc(text: str) -> float:
@@ -139,7 +139,7 @@ def test_host_schedule_survives_builtin_registration_and_removals_stay_apart(job
     assert set(entries) == BUILTIN_IDS | {"periodic-host-report"}
     assert entries["periodic-host-report"]["owner"] == "host" and entries["periodic-host-report"]["registered"]
     assert {entries[i]["owner"] for i in BUILTIN_IDS} == {"builtin"}
-    assert client.zcard(SCHEDULED) == 8
+    assert client.zcard(SCHEDULED) == len(BUILTIN_IDS) + 1
 
     remove_periodic("periodic-daily-digest")  # a built-in: unscheduled until the next registration
     assert client.zscore(SCHEDULED, "periodic-host-report") is not None
@@ -259,7 +259,7 @@ def test_the_scheduler_process_runs_a_host_schedule_beside_the_builtins(jobs_env
     client = jobs_env.client()
     queued = [i.decode() for i in client.lrange("rq:queue:fikiri:email", 0, -1)]
     assert "periodic-from-host" in queued and "periodic-email-sync" in queued
-    assert client.zcard(SCHEDULED) == 8
+    assert client.zcard(SCHEDULED) == len(BUILTIN_IDS) + 1
 
 
 # --- CLI --------------------------------------------------------------------------------------------

@@ -49,9 +49,21 @@ def _trim_user_indexes() -> tuple[int, int]:
     return removed, dropped
 
 
+def _export_failed() -> Any:
+    """Failed jobs about to expire, exported first (JOBS_FAILED_EXPORT); a failing export never stops the sweep."""
+    from core.ops.failed_export import export_expiring_failed
+
+    try:
+        return export_expiring_failed()["exported"]
+    except Exception as exc:  # noqa: BLE001 - reported, and the cleanup goes on
+        logger.exception("export of expiring failed jobs to JOBS_FAILED_EXPORT failed")
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
 def nightly_cleanup() -> dict[str, Any]:
     """Sweep expired registry entries, stale user-index ids and over-long metrics history."""
     report: dict[str, Any] = {"queues": {}}
+    report["failed_exported"] = _export_failed()
     connection = get_redis()
     for queue in all_queues():
         report["queues"][queue.short_name] = {"registry_entries_removed": lifecycle.expire_registries(connection, queue.name)}

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
@@ -122,3 +123,36 @@ def dispose_engines() -> None:
         _engines.clear()
         _factories.clear()
         _initialised.clear()
+
+
+def delete_in_batches(table: Any, condition: Any, batch_size: int = 500, url: str | None = None) -> tuple[int, int]:
+    """Delete the rows of ``table`` (a model or Table with an integer ``id``) matching ``condition``,
+    ``batch_size`` rows per transaction, so no lock is held for longer than one small batch; works
+    alike on SQLite and PostgreSQL. Returns (rows deleted, batches).
+
+    Each batch picks the next ids in id order after the last batch (keyset paging on the primary
+    key, so rows that stay never make a later batch read more), then deletes those ids that
+    still match: a row changed in between is left alone."""
+    from sqlalchemy import delete, select
+
+    url = url or get_settings().database_url
+    if url not in _initialised:
+        init_db(url)
+    table = getattr(table, "__table__", table)
+    engine = get_engine(url)
+    deleted = batches = 0
+    after = None
+    while True:
+        with engine.begin() as connection:
+            query = select(table.c.id).where(condition)
+            if after is not None:
+                query = query.where(table.c.id > after)
+            ids = list(connection.scalars(query.order_by(table.c.id).limit(batch_size)))
+            if not ids:
+                break
+            deleted += connection.execute(delete(table).where(table.c.id.in_(ids), condition)).rowcount or 0
+        batches += 1
+        after = ids[-1]
+        if len(ids) < batch_size:
+            break
+    return deleted, batches

@@ -94,6 +94,12 @@ def failed(full_name: str) -> str:
     return f"{RQ}:failed:{full_name}"
 
 
+def failed_exported(full_name: str) -> str:
+    """ZSET: failed jobs of the queue already exported before they expire (``JOBS_FAILED_EXPORT``);
+    score = the expiry they were exported with. Entries past their expiry are dropped by each export run."""
+    return f"{_p()}:failed_exported:{full_name}"
+
+
 def canceled(full_name: str) -> str:
     """ZSET: canceled jobs still kept; score = when they expire (epoch s)."""
     return f"{RQ}:canceled:{full_name}"

@@ -110,7 +110,7 @@ class NewJob:
             "origin", queue,
             "timeout", self.timeout,
             "result_ttl", self.result_ttl or settings.result_ttl,
-            "failure_ttl", self.failure_ttl or settings.failure_ttl,
+            "failure_ttl", self.failure_ttl or settings.failure_ttl_for(short_name(queue)),
             "fk_task", self.task_name,
             "fk_max", self.max_retries,
         ]
@@ -196,14 +196,14 @@ def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
     entries = []
     for o in outcomes:
         full = full_name(o.queue)
-        ttl = settings.result_ttl if o.status == "completed" else settings.failure_ttl
+        ttl = settings.result_ttl if o.status == "completed" else settings.failure_ttl_for(o.queue)
         status = {"completed": "finished", "failed": "failed", "canceled": "canceled"}[o.status]
         fields: list[Any] = [
             "status", status, "created_at", epoch_to_rq_time(o.created_at),
             "enqueued_at", epoch_to_rq_time(o.created_at), "description", call_description(o.task_name, o.kwargs),
             "data", encode_data(o.task_name, o.kwargs, compress=False).decode(),
             "origin", full, "ended_at", epoch_to_rq_time(o.completed_at), "result_ttl", settings.result_ttl,
-            "failure_ttl", settings.failure_ttl, "fk_task", o.task_name, "fk_max", o.max_retries,
+            "failure_ttl", settings.failure_ttl_for(o.queue), "fk_task", o.task_name, "fk_max", o.max_retries,
             "fk_retries", o.retries, "fk_mode", "fallback",
         ]
         if o.started_at:
@@ -635,6 +635,42 @@ def delete(connection: Any, job_id: str, queue: str) -> tuple[bool, str]:
         [job_id, *_events(), short_name(queue), layout_json(), epoch_to_rq_time(time.time()), time.time()],
     )
     return bool(ok), _text(status) or ""
+
+
+def requeue_failed_many(connection: Any, job_ids: list[str], queue: str) -> int:
+    """:func:`requeue_failed` for many jobs of one queue in one pipeline; returns how many were
+    requeued (a job no longer failed is skipped by the script)."""
+    q = short_name(queue)
+    shared = [keys.failed(queue), keys.queue(queue), keys.queue_counters(q), keys.wake(queue),
+              keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()]
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            lua_scripts.run("requeue", pipe, [keys.job(job_id), *shared], [job_id, *_events(), q, format_time()])
+        replies = pipe.execute()
+    done = sum(1 for ok, _status in replies if ok)
+    if done:
+        logger.info("%d failed job(s) of queue=%s requeued by an operator", done, q)
+    return done
+
+
+def delete_failed_many(connection: Any, job_ids: list[str], queue: str) -> int:
+    """Delete many failed jobs of one queue in one pipeline; returns how many were deleted (a job
+    no longer failed, retried meanwhile say, is left alone by the script)."""
+    q = short_name(queue)
+    now = time.time()
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            lua_scripts.run(
+                "delete", pipe,
+                [keys.job(job_id), keys.results(job_id), keys.queue(queue), keys.scheduled(queue), keys.finished(queue),
+                 keys.failed(queue), keys.canceled(queue), keys.queue_counters(q), keys.queue_at(queue, "high"),
+                 keys.queue_at(queue, "low")],
+                [job_id, *_events(), q, layout_json(), epoch_to_rq_time(now), now, "failed"])
+        replies = pipe.execute()
+    done = sum(1 for ok, _status in replies if ok)
+    if done:
+        logger.info("%d failed job(s) of queue=%s deleted by an operator", done, q)
+    return done
 
 
 def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bool) -> tuple[bool, str]:

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 # core's own housekeeping tasks. The domain packages register theirs the way a host app does,
 # through the task-module settings (JOBS_APP_TASK_MODULES, JOBS_TASK_MODULES).
-BUILTIN_TASK_MODULES = ("core.ops.maintenance", "core.ops.alerts", "core.events.webhooks")
+BUILTIN_TASK_MODULES = ("core.ops.maintenance", "core.ops.alerts", "core.events.webhooks", "core.ops.retention")
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ def periodic_definitions() -> list[PeriodicJob]:
         PeriodicJob(f"{ID_PREFIX}nightly-cleanup", "Nightly cleanup", "nightly_cleanup", "email",
                     cron=s.cleanup_cron),
         PeriodicJob(f"{ID_PREFIX}daily-digest", "Daily digest email", "daily_digest", "email", cron=s.digest_cron),
+        PeriodicJob(f"{ID_PREFIX}domain-retention", "Prune old domain rows (FIKIRI_DOMAIN_RETENTION_DAYS)",
+                    "prune_domain_data", "email", cron=s.cleanup_cron),
         PeriodicJob(f"{ID_PREFIX}ai-threads", "AI on unprocessed threads", "process_unprocessed_threads", "ai",
                     kwargs={"limit": s.ai_processing_batch_size},
                     interval=max(1, round(s.ai_processing_interval_minutes * 60))),
@@ -191,7 +193,7 @@ class JsonScheduler(Scheduler):
             job_id=job_id, task_name=definition.task, kwargs=definition.kwargs, max_retries=_max_retries(definition),
             timeout=settings.timeout_for(definition.queue), check_existing=True,
             extra_fields=["meta", json.dumps(_meta(definition)), "description", definition.name],
-            result_ttl=max(2 * 86_400, 2 * interval), failure_ttl=max(settings.failure_ttl, 2 * interval),
+            result_ttl=max(2 * 86_400, 2 * interval), failure_ttl=max(settings.failure_ttl_for(definition.queue), 2 * interval),
         )
         if task_registry.get(definition.queue, definition.task) is None:
             logger.warning("periodic job %s: task %s is not registered in this scheduler (JOBS_TASK_MODULES?); "

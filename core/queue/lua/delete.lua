@@ -9,10 +9,13 @@
 -- fikiri:events STREAM "deleted" (ARGV[2] key, ARGV[3] maxlen, ARGV[4] queue short name)
 -- a job that had not ended and has hooks ends "canceled" first (hooks_lib: dependents canceled,
 -- on_failure, batch count); ARGV[5] the layout JSON, ARGV[6] now (RQ time), ARGV[7] now (epoch s)
--- ARGV[1] id. Returns {1, previous status} when deleted, {0, 'started'} for a running job,
+-- ARGV[1] id; ARGV[8] (optional) the only status to delete from: a job in another one is left
+-- alone (bulk deletes of failed jobs skip one retried meanwhile). Returns {1, previous status}
+-- when deleted, {0, 'started'} for a running job, {0, status} for a job not in ARGV[8]'s status,
 -- {0, ''} when there is no such job.
 local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_user', 'fk_hooks')
 if not f[1] then return {0, ''} end
+if ARGV[8] and ARGV[8] ~= '' and f[1] ~= ARGV[8] then return {0, f[1]} end
 if f[1] == 'started' then return {0, 'started'} end
 if f[4] and (f[1] == 'queued' or f[1] == 'scheduled' or f[1] == 'deferred') then
   job_ended(cjson.decode(ARGV[5]), ARGV[1], 'canceled', 'deleted', ARGV[6], tonumber(ARGV[7]))
