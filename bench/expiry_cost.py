@@ -12,6 +12,13 @@ makes), one job per claim and batches of 10 (a simple worker's prefetch):
 * ``live``: jobs with ``expires`` far ahead (claimed and started as usual);
 * ``expired``: jobs whose ``expires`` has passed (ended ``expired`` by the claim).
 
+Wall time per claimed job (the claim call's round trip from this process, loopback) is shown
+too, as a rough guide: it moves with the machine's load.
+
+Claims are counted until the queue is empty (an empty claim is not charged); enqueue_job's
+commands are counted too (``expires`` adds a field to the hash it writes, not a command), and
+the bytes of a pending job's hash (``MEMORY USAGE``, exact).
+
     .venv/bin/python -m bench.expiry_cost [--jobs N] [--json]
 """
 
@@ -25,7 +32,7 @@ import time
 from typing import Any
 
 from bench.redis_probe import FreshRedis
-from bench.rq_tools_cost import PAYLOAD, _connect
+from bench.rq_tools_cost import PAYLOAD, _connect, _key_bytes
 
 
 def measure(n: int) -> dict[str, Any]:
@@ -49,17 +56,22 @@ def measure(n: int) -> dict[str, Any]:
             cases += [("live", {"expires": 3600}), ("expired", {"expires": 0.05})]
         for label, options in cases:
             for batch in (1, 10):
-                for i in range(n):
-                    email_queue.enqueue_job("noop", {"i": i, **PAYLOAD}, **options)
+                server.reset()
+                ids = [email_queue.enqueue_job("noop", {"i": i, **PAYLOAD}, **options) for i in range(n)]
+                out[f"{label}_enqueue_commands_per_job"] = server.usage().calls / n
+                out[f"{label}_pending_hash_bytes"] = _key_bytes(client, ids, "pending")["pending_hash_bytes"]
                 if label == "expired":
                     time.sleep(0.1)  # every one of them is past its expiry now
                 calls = 0
+                seconds = 0.0
                 by_command: dict[str, int] = {}
                 ended = 0
                 queue_key = f"rq:queue:{email_queue.name}"
                 while client.llen(queue_key):  # claims until the queue is empty (no empty claim counted)
                     server.reset()
+                    started = time.perf_counter()
                     claimed = lifecycle.claim(client, "probe", "c", [email_queue.name], batch, 300)
+                    seconds += time.perf_counter() - started
                     usage = server.usage()
                     calls += usage.calls
                     for k, v in usage.by_command.items():
@@ -68,6 +80,7 @@ def measure(n: int) -> dict[str, Any]:
                     for job in claimed:  # out of the way of the next case, uncounted
                         lifecycle.finish(client, job, lifecycle.AttemptResult(ok=True))
                 out[f"{label}_batch{batch}_commands_per_job"] = calls / n
+                out[f"{label}_batch{batch}_claim_us_per_job"] = round(seconds / n * 1e6, 1)
                 out[f"{label}_batch{batch}_by_command"] = {k: round(v / n, 2) for k, v in sorted(by_command.items())}
                 if label == "expired":
                     out[f"{label}_batch{batch}_ended_expired"] = ended
@@ -90,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         for batch in (1, 10):
             key = f"{label}_batch{batch}"
             if f"{key}_commands_per_job" in result:
-                print(f"claim {label:8} batch {batch:2}: {result[key + '_commands_per_job']:.2f} commands/job  "
+                print(f"claim {label:8} batch {batch:2}: {result[key + '_commands_per_job']:.2f} commands/job, "
+                      f"{result[key + '_claim_us_per_job']:.0f} µs/job (a claim call's round trip, this process)  "
                       f"{result[key + '_by_command']}")
+        if f"{label}_enqueue_commands_per_job" in result:
+            print(f"enqueue_job {label:8}: {result[label + '_enqueue_commands_per_job']:.2f} commands/job, "
+                  f"{result[label + '_pending_hash_bytes']:.0f} bytes per pending job hash (MEMORY USAGE)")
     return 0
 
 

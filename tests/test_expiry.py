@@ -220,3 +220,29 @@ def test_the_fallback_spool_ends_expired_jobs_and_hands_them_back_as_expired(job
     assert email_queue.get_stats()["expired_jobs"] == 1
     events = list(listen_events(job_id=expiring, last_id="0", timeout=0.5, block_ms=100))
     assert [e["event"] for e in events] == ["expired"] and "in the fallback" in events[0]["error"]
+
+
+@pytest.fixture
+def registry_restored(jobs_env):
+    """The README block declares a task in this process: take it away again after."""
+    from core.queue import task_registry
+
+    saved = {queue: dict(tasks) for queue, tasks in task_registry._tasks.items()}
+    yield
+    task_registry._tasks.clear()
+    task_registry._tasks.update(saved)
+
+
+def test_the_readme_example(jobs_env, registry_restored):
+    from tests.readme_blocks import readme_block
+
+    block = readme_block("Enqueue from a Flask handler", "def draft_follow_up(user_id: str, thread_id: str) -> str:")
+    namespace: dict = {}
+    exec(compile(block.code, f"README.md:{block.line}", "exec"), namespace)
+    now = time.time()
+    ahead = {name: get_job(namespace[name]).expires_at - now for name in ("job_id", "answer", "digest")}
+    assert 590 < ahead["job_id"] <= 600 and 290 < ahead["answer"] <= 300 and 7190 < ahead["digest"] <= 7200, ahead
+    before = time.time()
+    default = namespace["draft_follow_up"].enqueue(user_id="42", thread_id="t-10")  # the task's own: an hour
+    assert before + 3600 <= get_job(default).expires_at <= time.time() + 3600
+    assert all(get_job(namespace[n]).status == JobStatus.PENDING for n in ("job_id", "answer", "digest"))
