@@ -22,6 +22,7 @@ from core.errors import InvalidPayloadError
 from core.events import listen_events
 from core.platform import keys
 from core.platform.connection import redis_available
+from core.queue import lifecycle
 from core.queue.job_model import JobStatus
 from tests.conftest import ADMIN_TOKEN, finished
 from tests.servers import wait_until
@@ -51,7 +52,10 @@ def test_task_level_and_per_call_expiry_seconds_and_datetimes(jobs_env, start_wo
         "task-level": email_queue.enqueue_job("note_within_a_second", {"key": key, "value": "b"}),
         "naive-datetime": email_queue.enqueue_job("note_within_an_hour", {"key": key, "value": "c"}, expires=naive),
         "aware-datetime": email_queue.enqueue_job("note_within_an_hour", {"key": key, "value": "d"}, expires=nairobi),
+        "bulk": email_queue.enqueue_many("note_within_an_hour", [{"key": key, "value": "h"}], expires=0.5)[0],
     }
+    batch_id = email_queue.enqueue_batch("note_within_an_hour", [{"key": key, "value": "i"}], expires=0.5)
+    expire["batch member"] = jobs_env.client().lrange(keys.batch(batch_id) + ":jobs", 0, -1)[0].decode()
     run = {
         "call-lengthens": email_queue.enqueue_job("note_within_a_second", {"key": key, "value": "e"}, expires=3600),
         "task-default": email_queue.enqueue_job("note_within_an_hour", {"key": key, "value": "f"}),
@@ -73,7 +77,15 @@ def test_task_level_and_per_call_expiry_seconds_and_datetimes(jobs_env, start_wo
         assert job.error == f"expired: not started by {iso(job.expires_at)} (its expires); it never ran", name
     assert sorted(v.decode() for v in jobs_env.client().lrange(key, 0, -1)) == ["e", "f", "g"]
     stats = email_queue.get_stats()
-    assert (stats["expired_jobs"], stats["canceled_jobs"], stats["completed_jobs"]) == (4, 4, 3)
+    assert (stats["expired_jobs"], stats["canceled_jobs"], stats["completed_jobs"]) == (6, 6, 3)
+    batch = email_queue.get_batch(batch_id)  # an expired member ends the batch's count as canceled
+    assert (batch["done"], batch["canceled"], batch["pending"]) == (True, 1, 0)
+    # the sweep's "*:expired" (registry entries of ended jobs past their TTL) is another count
+    client = jobs_env.client()
+    client.zadd(keys.finished(email_queue.name), {run["task-default"]: time.time() - 10})
+    assert lifecycle.expire_registries(client, email_queue.name) == 1
+    stats = email_queue.get_stats()
+    assert (stats["expired_jobs"], stats["completed_jobs"]) == (6, 2)
 
 
 def test_an_expired_job_through_http_events_rq_and_the_worker_log(jobs_env, client, start_worker):
@@ -99,9 +111,19 @@ def test_an_expired_job_through_http_events_rq_and_the_worker_log(jobs_env, clie
     assert 0 < jobs_env.client().ttl(keys.job(job_id)) <= 7 * 86400  # kept and swept like other ended jobs
     wait_until(lambda: "outcome=expired" in worker.log(), timeout=10, message="the worker's log line")
     assert jobs_env.client().exists("test:expiry:http") == 0
+    from prometheus_client.parser import text_string_to_metric_families
+
     from core.queue.task_metrics import get_task_stats
 
     assert get_task_stats("note_within_an_hour")["note_within_an_hour"]["expired"] == 1
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_data(as_text=True)
+    runs = {(s.labels["task"], s.labels["outcome"]): s.value for family in text_string_to_metric_families(metrics)
+            if family.name == "fikiri_jobs_task_executions" for s in family.samples if s.name.endswith("_total")}
+    assert runs[("note_within_an_hour", "expired")] == 1
+    from tests.test_dashboard_pages import login
+
+    page = login(client).get(f"/dashboard/job/{job_id}").get_data(as_text=True)
+    assert 'class="badge expired"' in page and time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(data["expires_at"])) in page
     # an ended job: cancel answers a conflict
     assert client.post(f"/api/jobs/{job_id}/cancel",
                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 409

@@ -229,6 +229,7 @@ class RedisQueue:
         concurrency_limit: int | None = None,
         concurrency_key: str | None = None,
         concurrency: int | None = None,
+        expires: float | timedelta | datetime | None = None,
     ) -> list[str]:
         """Queue ``task_name`` once per payload in one script call; returns the ids.
 
@@ -238,18 +239,19 @@ class RedisQueue:
         concurrency = concurrency_option(concurrency_limit, concurrency)
         return self._enqueue_many(task_name, payloads, None, max_retries=max_retries, priority=priority,
                                   user_id=user_id, timeout=timeout, rate_limit=rate_limit, rate_key=rate_key,
-                                  concurrency=concurrency, concurrency_key=concurrency_key)
+                                  concurrency=concurrency, concurrency_key=concurrency_key, expires=expires)
 
     def _enqueue_many(self, task_name: str, payloads: list[dict[str, Any]], batch: dict[str, Any] | None,
                       max_retries: int | None = None, priority: str = "normal", user_id: str | int | None = None,
                       timeout: int | None = None, rate_limit: str | None = None, rate_key: str | None = None,
-                      concurrency: int | None = None, concurrency_key: str | None = None) -> list[str]:
+                      concurrency: int | None = None, concurrency_key: str | None = None,
+                      expires: float | timedelta | datetime | None = None) -> list[str]:
         spec = self._spec(task_name)
         limit = get_settings().max_payload_bytes
         encoded = [encode_payload(p, limit) for p in payloads]
         options = check_options(spec, max_retries=max_retries, priority=priority, user_id=user_id, timeout=timeout,
                                 rate_limit=rate_limit, rate_key=rate_key, concurrency=concurrency,
-                                concurrency_key=concurrency_key)
+                                concurrency_key=concurrency_key, expires=expires)
         limit_fields = [options.limits_field(self.short_name, spec.name, kwargs) for kwargs in encoded]
         try:
             with internal_errors(f"bulk enqueue of {spec.name!r} on queue {self.short_name}"):

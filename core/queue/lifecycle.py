@@ -8,6 +8,7 @@ Transitions and who calls them::
     pending|delayed ──cancel──► canceled        failed ──requeue──► pending
     anything but running ──delete──► gone       ended ──(TTL)──► expired (registries swept)
     pending ──claim over a limit──► parked (delayed, with its reason) ──release_limits──► pending
+    pending ──claim after its expires──► expired (RQ's "canceled" + fk_expired; never ran)
     running ──finish(defer: RetryAfter)──► delayed (uncounted)   running ──stop──► canceled
     pending ──enqueue with depends_on──► delayed (waiting) ──its dependencies end──► pending | canceled
 
