@@ -303,3 +303,15 @@ def test_expiry_holds_under_a_sigkill_loop(jobs_env, start_worker):
     assert stats["completed_jobs"] == stats["total_results"] == 161 - len(expired)
     assert stats["pending_jobs"] == stats["delayed_jobs"] == stats["active_jobs"] == 0
     print(f"kill loop: {len(expired)} of 80 expired, {160 - len(expired)} completed, 0 lost")
+
+
+def test_a_periodic_run_of_a_task_with_expires_carries_it(jobs_env):
+    from core.schedule.periodic import JsonScheduler, register_periodic
+
+    now = time.time()
+    register_periodic("expiring-note", "note_within_an_hour", every=60, payload={"key": "k", "value": "v"}, now=now)
+    register_periodic("plain-note", "record_run", every=60, payload={"key": "k"}, now=now)
+    before = time.time()
+    expiring, plain = JsonScheduler().run_due(now=now + 1)
+    assert before + 3600 <= get_job(expiring).expires_at <= time.time() + 3600
+    assert get_job(plain).expires_at is None
