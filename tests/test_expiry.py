@@ -5,6 +5,7 @@ list (or file) its task appends to."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -315,3 +316,15 @@ def test_a_periodic_run_of_a_task_with_expires_carries_it(jobs_env):
     expiring, plain = JsonScheduler().run_due(now=now + 1)
     assert before + 3600 <= get_job(expiring).expires_at <= time.time() + 3600
     assert get_job(plain).expires_at is None
+
+
+def test_the_cli_enqueues_with_expires_and_refuses_a_bad_one(jobs_env):
+    from tests.test_ops_cli import cli
+
+    made = cli(jobs_env.url, "--json", "enqueue", "email", "add", "--payload", '{"a": 1, "b": 2}', "--expires", "600")
+    assert made.returncode == 0, made.stderr
+    job_id = json.loads(made.stdout)["job_id"]
+    shown = json.loads(cli(jobs_env.url, "--json", "status", job_id).stdout)
+    assert shown["status"] == "pending" and 0 < shown["expires_at"] - time.time() <= 600
+    bad = cli(jobs_env.url, "enqueue", "email", "add", "--payload", '{"a": 1, "b": 2}', "--expires", "-3")
+    assert bad.returncode == 2 and "expires must be a finite number of seconds > 0 after enqueue, got -3" in bad.stderr
