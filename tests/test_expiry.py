@@ -17,7 +17,7 @@ from rq.registry import CanceledJobRegistry
 from rq.serializers import JSONSerializer
 
 import tests.expiry_tasks  # noqa: F401  (registers the tasks in this process too)
-from core.api.jobs import get_job
+from core.api.jobs import get_job, retry_job
 from core.api.queues import email_queue
 from core.errors import InvalidPayloadError
 from core.events import listen_events
@@ -149,6 +149,14 @@ def test_delayed_and_retrying_jobs_expire_when_their_turn_comes_late(jobs_env, s
         assert (job.status, job.mode) == (JobStatus.EXPIRED, "redis"), job.error
     assert finished(retried).retry_count == 1
     assert [v.decode() for v in jobs_env.client().lrange(key, 0, -1)] == ["attempt", "on time"]
+    # an operator's retry of a failed job runs it, whatever its expires said
+    failed = email_queue.enqueue_job("always_fail", {"message": "boom"}, expires=2)
+    assert finished(failed).status == JobStatus.FAILED
+    wait_past(failed)
+    retry_job(failed)
+    again = wait_until(lambda: (j := get_job(failed)).status == JobStatus.FAILED and j.retry_count == 1 and j,
+                       timeout=30, message="the operator's retry to run and fail again")
+    assert again.expires_at is None and "ValueError: boom" in again.error
 
 
 def test_a_job_parked_by_a_limit_expires_without_taking_the_slot(jobs_env, start_worker):
