@@ -93,7 +93,7 @@ def test_an_expired_job_through_http_events_rq_and_the_worker_log(jobs_env, clie
     """GET /api/jobs/<id> says "expired"; the events stream has "expired"; RQ's Job.fetch reads it
     (as RQ's "canceled", in RQ's canceled registry); the worker logs it; metrics count it."""
     job_id = email_queue.enqueue_job("note_within_an_hour", {"key": "test:expiry:http", "value": "x"}, expires=0.3,
-                                     user_id="u-exp")
+                                     user_id="u-exp", job_id="exp-http-1")
     wait_past(job_id)
     worker = start_worker(*WORKER)
     assert finished(job_id).status == JobStatus.EXPIRED
@@ -128,6 +128,10 @@ def test_an_expired_job_through_http_events_rq_and_the_worker_log(jobs_env, clie
     # an ended job: cancel answers a conflict
     assert client.post(f"/api/jobs/{job_id}/cancel",
                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 409
+    # it ended: the same caller-chosen id starts a new run, which runs
+    assert email_queue.enqueue_job("note_within_an_hour", {"key": "test:expiry:http", "value": "y"},
+                                   job_id=job_id) == job_id
+    assert (finished(job_id).status, jobs_env.client().lrange("test:expiry:http", 0, -1)) == (JobStatus.COMPLETED, [b"y"])
 
 
 def test_delayed_and_retrying_jobs_expire_when_their_turn_comes_late(jobs_env, start_worker):
