@@ -340,3 +340,15 @@ def test_the_cli_enqueues_with_expires_and_refuses_a_bad_one(jobs_env):
     assert shown["status"] == "pending" and 0 < shown["expires_at"] - time.time() <= 600
     bad = cli(jobs_env.url, "enqueue", "email", "add", "--payload", '{"a": 1, "b": 2}', "--expires", "-3")
     assert bad.returncode == 2 and "expires must be a finite number of seconds > 0 after enqueue, got -3" in bad.stderr
+
+
+def test_a_chain_step_takes_expires_counted_from_the_chain(jobs_env):
+    from core.workflows import Step, chain
+
+    with pytest.raises(InvalidPayloadError, match=r"chain step 1 \(note_within_an_hour\): expires must be a finite"):
+        chain([Step("note_within_an_hour", {"key": "k", "value": "1"}),
+               Step("note_within_an_hour", {"key": "k", "value": "2"}, options={"expires": 0})])
+    first, second = chain([Step("note_within_an_hour", {"key": "k", "value": "1"}, options={"expires": 60}),
+                           Step("note_within_an_hour", {"key": "k", "value": "2"}, options={"expires": 120})])
+    assert (get_job(first).status, get_job(second).status) == (JobStatus.PENDING, JobStatus.DELAYED)
+    assert 0 < get_job(second).expires_at - get_job(first).expires_at <= 60 + 1
