@@ -79,7 +79,14 @@ def _mark_processed(message_ids: list[int], at: float) -> None:
         session.execute(update(EmailMessage).where(EmailMessage.id.in_(message_ids)).values(ai_processed_at=at))
 
 
-@ai_queue.task(max_retries=2)
+# A thread's AI pass (its reply draft above all) is worth little once the user has moved on: not
+# started within an hour (a backlog, an LLM outage), it ends "expired" without spending tokens.
+# An hour rides out a worker restart or a short provider outage; the messages stay unprocessed, so
+# the next bulk run (every AI_PROCESSING_INTERVAL_MINUTES) queues the thread again with what is new.
+DRAFT_EXPIRES = 3600
+
+
+@ai_queue.task(max_retries=2, expires=DRAFT_EXPIRES)
 def process_thread_ai(user_id: str, thread_id: str, tasks: list[str] | None = None,
                       force: bool = False) -> dict[str, Any]:
     """Run the AI tasks on one thread and store each result on its ``email_threads`` row."""

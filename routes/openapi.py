@@ -7,7 +7,7 @@ from typing import Any
 from core.config import QUEUE_NAMES, get_settings
 from core.platform.keys import PRIORITIES
 
-_JOB_STATUSES = ["pending", "delayed", "running", "completed", "failed", "retrying", "canceled"]
+_JOB_STATUSES = ["pending", "delayed", "running", "completed", "failed", "retrying", "canceled", "expired"]
 
 
 def _ok(data_schema: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +158,9 @@ def _document() -> dict[str, Any]:
                                        "description": "why a delayed job waits (a rate or concurrency limit, a "
                                                       "Retry-After), or that a running job is being stopped"},
                             "deferrals": {"type": "integer"},
-                            "batch_id": {"type": "string", "nullable": True}}},
+                            "batch_id": {"type": "string", "nullable": True},
+                            "expires_at": {"type": "number", "nullable": True,
+                                           "description": "not started by then (epoch s), it ends expired"}}},
                 "QueueStats": {"type": "object", "required": ["queue", "stats"], "properties": {
                     "queue": {"type": "string"},
                     "stats": {"type": "object", "properties": {
@@ -359,7 +361,7 @@ def _document() -> dict[str, Any]:
 
 # --- live events (routes/events.py) and webhooks (routes/webhooks.py) ----------------------------
 _EVENT_NAMES = ["enqueued", "delayed", "pending", "started", "parked", "released", "progress", "completed",
-                "failed", "retrying", "deferred", "canceled", "stopping", "abandoned", "requeued", "deleted"]
+                "failed", "retrying", "deferred", "canceled", "stopping", "abandoned", "requeued", "deleted", "expired"]
 _LAST_EVENT_ID = [
     {"name": "Last-Event-ID", "in": "header", "required": False,
      "description": "resume after this event (the 'id:' of the last message received)",

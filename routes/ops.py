@@ -155,6 +155,7 @@ class JobsCollector:
         for task, stats in task_metrics.get_task_stats().items():
             runs.add_metric([task, "succeeded"], stats["succeeded"])
             runs.add_metric([task, "failed"], stats["failed"])
+            runs.add_metric([task, "expired"], stats["expired"])  # never ran: not started before its expires
             buckets = task_metrics.get_duration_buckets(task)
             cumulative, points = 0, []
             for bound in task_metrics.DURATION_BUCKETS:

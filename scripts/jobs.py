@@ -95,9 +95,10 @@ def cli(ctx: click.Context, as_json: bool) -> None:
 @click.option("--priority", type=click.Choice(list(PRIORITIES)), default="normal")
 @click.option("--user", "user_id", default=None)
 @click.option("--max-retries", type=int, default=None)
+@click.option("--expires", type=float, default=None, help="seconds: not started by then, it ends expired, never runs")
 @click.pass_obj
 def enqueue(out: Output, queue: str, task: str, payload: str, delay: float | None, priority: str,
-            user_id: str | None, max_retries: int | None) -> None:
+            user_id: str | None, max_retries: int | None, expires: float | None) -> None:
     """Queue TASK on QUEUE. Example: enqueue email send_email --payload '{"to": "a@b.c", ...}'"""
 
     def go() -> None:
@@ -106,7 +107,7 @@ def enqueue(out: Output, queue: str, task: str, payload: str, delay: float | Non
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"--payload is not valid JSON: {exc}") from exc
         job_id = get_queue(queue).enqueue_job(task, data, delay=delay, priority=priority, user_id=user_id,
-                                              max_retries=max_retries)
+                                              max_retries=max_retries, expires=expires)
         out.emit({"job_id": job_id}, lambda: job_id)
 
     run(go)

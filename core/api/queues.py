@@ -51,6 +51,7 @@ from core.queue.hooks import Hooks, check_hooks
 from core.queue.job_model import Job, JobStatus
 from core.queue.job_options import (
     EnqueueOptions,
+    check_expires,
     check_options,
     encode_payload,
     validate_job_id,
@@ -84,7 +85,8 @@ class RedisQueue:
     def register_task(self, name: str, func: Callable[..., Any], max_retries: int | None = None,
                       fallback: bool = True, *, rate_limit: str | None = None, rate_key: str | None = None,
                       concurrency_limit: int | None = None, concurrency_key: str | None = None,
-                      concurrency: int | None = None) -> TaskSpec:
+                      concurrency: int | None = None,
+                      expires: float | timedelta | datetime | None = None) -> TaskSpec:
         """Allow workers to run ``func`` for jobs naming ``name`` on this queue.
 
         ``fallback=False``: while Redis is down, enqueue raises :class:`QueueUnavailableError`
@@ -93,23 +95,27 @@ class RedisQueue:
         ``"{user_id}"``) and ``concurrency=N`` (per ``concurrency_key``) are enforced in Redis
         across every worker and host; see :mod:`core.flow.limits`. ``concurrency_limit`` is DESIGN.md's
         name, ``concurrency`` the same option's older one. Registering a name again keeps the
-        limits it was declared with (see :func:`core.queue.task_registry.register`)."""
+        limits it was declared with (see :func:`core.queue.task_registry.register`).
+        ``expires``: the default of every run (see :meth:`enqueue_job`)."""
         concurrency = concurrency_option(concurrency_limit, concurrency)
         try:
             limits = check_limits(rate_limit, rate_key, concurrency, concurrency_key)
+            check_expires(expires)
         except JobsError as exc:
             raise ValueError(f"task {name!r}: {exc.message}") from exc
-        return task_registry.register(self.short_name, name, func, max_retries, fallback, limits)
+        return task_registry.register(self.short_name, name, func, max_retries, fallback, limits, expires=expires)
 
     def task(self, max_retries: int | None = None, name: str | None = None, fallback: bool = True, *,
              rate_limit: str | None = None, rate_key: str | None = None, concurrency_limit: int | None = None,
-             concurrency_key: str | None = None, concurrency: int | None = None) -> Callable:
+             concurrency_key: str | None = None, concurrency: int | None = None,
+             expires: float | timedelta | datetime | None = None) -> Callable:
         """Decorator: register the function as a task under its own name (or ``name``)."""
         concurrency = concurrency_option(concurrency_limit, concurrency)
 
         def decorate(func: Callable[..., Any]) -> Task:
             self.register_task(name or func.__name__, func, max_retries, fallback, rate_limit=rate_limit,
-                               rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key)
+                               rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key,
+                               expires=expires)
             return Task(self, name or func.__name__, func)  # the function, plus .enqueue/.delay
 
         return decorate
@@ -156,6 +162,7 @@ class RedisQueue:
         on_dependency_failure: str = "cancel",
         on_success: str | None = None,
         on_failure: str | None = None,
+        expires: float | timedelta | datetime | None = None,
     ) -> str:
         """Queue ``task_name(**payload)`` and return the job id.
 
@@ -167,13 +174,16 @@ class RedisQueue:
         ``concurrency``/``concurrency_key`` override the task's limits for this run.
         ``depends_on``, ``on_dependency_failure``, ``on_success`` and ``on_failure``: see
         :mod:`core.queue.hooks` (they need Redis: with Redis down they answer 503).
+        ``expires``: seconds after enqueue (or a timedelta), or a datetime (naive = UTC); a job not
+        started by then ends ``expired`` and never runs (default: the task's ``expires``, else none).
         """
         concurrency = concurrency_option(concurrency_limit, concurrency)
         hooks = check_hooks(self.short_name, depends_on, on_dependency_failure, on_success, on_failure)
         return self._enqueue_one(task_name, payload, hooks, None, max_retries=max_retries, delay=delay, at=at,
                                  priority=priority, job_id=job_id, user_id=user_id, timeout=timeout,
                                  unique_for=unique_for, unique_key=unique_key, rate_limit=rate_limit,
-                                 rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key)
+                                 rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key,
+                                 expires=expires)
 
     def check_enqueue(self, task_name: str, payload: dict[str, Any] | None,
                       **option_values: Any) -> tuple[TaskSpec, dict[str, Any], EnqueueOptions, str | None]:
@@ -220,6 +230,7 @@ class RedisQueue:
         concurrency_limit: int | None = None,
         concurrency_key: str | None = None,
         concurrency: int | None = None,
+        expires: float | timedelta | datetime | None = None,
     ) -> list[str]:
         """Queue ``task_name`` once per payload in one script call; returns the ids.
 
@@ -229,18 +240,19 @@ class RedisQueue:
         concurrency = concurrency_option(concurrency_limit, concurrency)
         return self._enqueue_many(task_name, payloads, None, max_retries=max_retries, priority=priority,
                                   user_id=user_id, timeout=timeout, rate_limit=rate_limit, rate_key=rate_key,
-                                  concurrency=concurrency, concurrency_key=concurrency_key)
+                                  concurrency=concurrency, concurrency_key=concurrency_key, expires=expires)
 
     def _enqueue_many(self, task_name: str, payloads: list[dict[str, Any]], batch: dict[str, Any] | None,
                       max_retries: int | None = None, priority: str = "normal", user_id: str | int | None = None,
                       timeout: int | None = None, rate_limit: str | None = None, rate_key: str | None = None,
-                      concurrency: int | None = None, concurrency_key: str | None = None) -> list[str]:
+                      concurrency: int | None = None, concurrency_key: str | None = None,
+                      expires: float | timedelta | datetime | None = None) -> list[str]:
         spec = self._spec(task_name)
         limit = get_settings().max_payload_bytes
         encoded = [encode_payload(p, limit) for p in payloads]
         options = check_options(spec, max_retries=max_retries, priority=priority, user_id=user_id, timeout=timeout,
                                 rate_limit=rate_limit, rate_key=rate_key, concurrency=concurrency,
-                                concurrency_key=concurrency_key)
+                                concurrency_key=concurrency_key, expires=expires)
         limit_fields = [options.limits_field(self.short_name, spec.name, kwargs) for kwargs in encoded]
         try:
             with internal_errors(f"bulk enqueue of {spec.name!r} on queue {self.short_name}"):
@@ -276,7 +288,7 @@ class RedisQueue:
                     priority=options.priority, check_existing=options.job_id is not None,
                     unique_key=unique, unique_for=options.unique_for, extra_fields=extra, limits=job_limits,
                     depends_on=hooks.depends_on if hooks else None, dependency_policy=hooks.policy if hooks else "cancel",
-                    pass_result=pass_result,
+                    pass_result=pass_result, expires_at=options.expires_at,
                 ))
             ids = lifecycle.enqueue(get_redis(), self.short_name, jobs, options.user_id,
                                     {"key": batch["key"], "fields": batch["fields"]} if batch is not None else None)
@@ -305,6 +317,7 @@ class RedisQueue:
             user_id=options.user_id,
             created_at=time.time(),
             mode="fallback",
+            expires_at=options.expires_at,
         )
         return fallback.submit(job, spec, delay, timeout=options.timeout, priority=options.priority,
                                limits=job_limits)
@@ -360,6 +373,8 @@ class RedisQueue:
             "paused": bool(paused),
             "limited_jobs": limited,  # delayed jobs waiting for a rate or concurrency limit
             "deferred_jobs": events.get("deferred", 0),  # lifetime RetryAfter deferrals
+            # lifetime: ended by a claim without running, their expires passed ("*:expired" counts registry sweeps)
+            "expired_jobs": events.get("expired", 0) - int(raw.get(b"*:expired", 0)),
             "latency_seconds": latency,  # age of the oldest job waiting to run, 0 when none
             "latency_by_priority": by_priority,  # the same per priority list: high, normal, low
         }

@@ -8,12 +8,12 @@ in the same atomic step as the transition. This module reads it::
 
     for event in listen_events(job_id="abc123", timeout=60):
         print(event["event"], event["status"], event["at"])      # enqueued pending ..., started running ...
-        if event["status"] in ("completed", "failed", "canceled"):
+        if event["status"] in ("completed", "failed", "canceled", "expired"):
             break
 
 An event is ``{"id", "job_id", "event", "status", "queue", "task_name", "user_id", "at"}`` plus,
 where it applies, ``detail`` (the raw text) and its reading: ``error`` (failed, retrying,
-abandoned, canceled), ``progress`` (decoded JSON) or ``reason`` (parked, deferred, stopping).
+abandoned, canceled, expired), ``progress`` (decoded JSON) or ``reason`` (parked, deferred, stopping).
 ``id`` is the stream entry id (``<ms>-<seq>``): pass it back as ``last_id`` to resume after it,
 missing nothing and repeating nothing (as long as the stream still holds it).
 
@@ -64,11 +64,12 @@ EVENT_STATUS: dict[str, str | None] = {
     "parked": "delayed", "released": "pending", "progress": "running", "completed": "completed",
     "failed": "failed", "retrying": "retrying", "deferred": "delayed", "canceled": "canceled",
     "stopping": "running", "abandoned": None, "requeued": "pending", "deleted": None,
+    "expired": "expired",  # not started before its expires: ended by the claim, never ran
 }
 EVENTS = tuple(EVENT_STATUS)
 RUN_STARTS = frozenset({"enqueued", "delayed"})  # the first event of a run (a re-run of an id starts again)
-FINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
-_DETAIL_AS = {"failed": "error", "retrying": "error", "abandoned": "error", "canceled": "error",
+FINAL_STATUSES = frozenset({"completed", "failed", "canceled", "expired"})
+_DETAIL_AS = {"failed": "error", "retrying": "error", "abandoned": "error", "canceled": "error", "expired": "error",
               "parked": "reason", "deferred": "reason", "stopping": "reason", "delayed": "reason"}
 
 

@@ -251,7 +251,7 @@ def _new_job(row: SpooledJob) -> lifecycle.NewJob:
         run_at=row.run_at if row.run_at > time.time() else None, retries=row.retry_count, only_if_absent=True,
         extra_fields=(["fk_error", row.error] if row.error else []) +
                      (["fk_deferrals", row.deferrals] if row.deferrals else []),
-        limits=row.limits,
+        limits=row.limits, expires_at=row.expires_at,
     )
 
 
@@ -261,7 +261,7 @@ def _outcome(row: SpooledJob) -> lifecycle.ImportedOutcome:
         job_id=row.id, queue=row.queue, task_name=row.task, kwargs=row.payload, status=row.status,
         result_json=row.result, error=row.error, retries=row.retry_count, max_retries=row.max_retries,
         user_id=row.user_id, created_at=row.created_at, started_at=row.started_at,
-        completed_at=row.completed_at or time.time(),
+        completed_at=row.completed_at or time.time(), expires_at=row.expires_at,
     )
 
 

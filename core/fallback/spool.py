@@ -33,12 +33,13 @@ from core.errors import QueueUnavailableError
 from core.fallback import spool_limits
 from core.platform.keys import PRIORITIES
 from core.queue.job_model import Job, JobStatus
+from core.queue.job_options import expired_reason
 
 logger = logging.getLogger(__name__)
 
 WAITING = ("pending", "delayed", "retrying")
 LIVE = (*WAITING, "running", "handing")
-FINAL = ("completed", "failed", "canceled")
+FINAL = ("completed", "failed", "canceled", "expired")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -63,7 +64,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     size INTEGER NOT NULL DEFAULT 0,
     limits TEXT,
     reason TEXT,
-    deferrals INTEGER NOT NULL DEFAULT 0
+    deferrals INTEGER NOT NULL DEFAULT 0,
+    expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
@@ -79,7 +81,7 @@ _COUNT = "UPDATE meta SET value = value + ? WHERE key = 'unfinished'"
 # jobs held by one limiter that a fallback sees in practice, few enough to read in ~1 ms.
 CLAIM_SCAN = 500
 # Columns later releases added to ``jobs``: a spool file that lacks one gains it on open.
-ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT NULL DEFAULT 0"}
+ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT NULL DEFAULT 0", "expires_at": "REAL"}
 
 
 class SpoolFullError(QueueUnavailableError):
@@ -121,11 +123,12 @@ class SpooledJob:
     limits: str | None = None  # fk_limits JSON (core.flow.limits.job_limits), enforced by core.fallback.spool_limits
     reason: str | None = None  # why a job waits: the limit holding it, or its Retry-After
     deferrals: int = 0  # Retry-After deferrals so far (they use no retry)
+    expires_at: float | None = None  # epoch s: a claim after it ends the job 'expired' instead of running it
 
     def to_job(self) -> Job:
         status = {"pending": JobStatus.PENDING, "delayed": JobStatus.DELAYED, "retrying": JobStatus.RETRYING,
                   "running": JobStatus.RUNNING, "handing": JobStatus.PENDING, "completed": JobStatus.COMPLETED,
-                  "failed": JobStatus.FAILED, "canceled": JobStatus.CANCELED}[self.status]
+                  "failed": JobStatus.FAILED, "canceled": JobStatus.CANCELED, "expired": JobStatus.EXPIRED}[self.status]
         held = self.reason if self.status in WAITING else None
         if held:  # as in Redis: a job a limit holds back shows as delayed, with the reason
             status = JobStatus.DELAYED
@@ -137,12 +140,13 @@ class SpooledJob:
             user_id=self.user_id, created_at=self.created_at, started_at=self.started_at,
             completed_at=self.completed_at if status.is_final else None, mode="fallback",
             priority=priority_name(self.priority), reason=held, deferrals=self.deferrals,
+            expires_at=self.expires_at,
         )
 
 
 _COLUMNS = ("id, queue, task, payload, status, run_at, priority, max_retries, retry_count, timeout, user_id, "
             "created_at, started_at, completed_at, result, error, progress, owner, lease_until, limits, reason, "
-            "deferrals")
+            "deferrals, expires_at")
 
 
 def _row(values: tuple) -> SpooledJob:
@@ -245,9 +249,10 @@ class Spool:
             db.execute(_COUNT, (1,))
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
-                f"NULL, NULL, NULL, ?, NULL, 0)",
+                f"NULL, NULL, NULL, ?, NULL, 0, ?)",
                 (job.job_id, job.queue, job.task_name, payload, "delayed" if run_at > time.time() else "pending",
-                 run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits),
+                 run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits,
+                 job.expires_at),
             )
             return job.job_id
 
@@ -259,17 +264,24 @@ class Spool:
         Returns (job, abandoned). ``queue_limit(queue)``: that queue's rate limit entry, or ''.
 
         A job held back by a limit stays waiting and the next one is looked at, so other tasks are
-        not held up behind it; a limiter found blocking is not asked again in the same claim."""
+        not held up behind it; a limiter found blocking is not asked again in the same claim. A job
+        whose ``expires_at`` has passed is ended ``expired`` instead (before its limits are asked),
+        as claim.lua does in Redis, and the next one is looked at."""
         now = time.time()
 
         def work(db: sqlite3.Connection) -> tuple[SpooledJob | None, bool]:
             blocked: dict[str, str] = {}  # limiter name -> the label shown on the jobs it holds
+            expired: list[tuple[str, str, str, float]] = []  # ended after the scan (not under its cursor)
+            found = None
             # read lazily, and only what the limits need: the first row that may start ends the scan
-            for job_id, queue, raw_limits in db.execute(
-                f"SELECT id, queue, limits FROM jobs WHERE (status IN {WAITING} AND run_at <= ?) "
+            for job_id, queue, raw_limits, expires_at, task in db.execute(
+                f"SELECT id, queue, limits, expires_at, task FROM jobs WHERE (status IN {WAITING} AND run_at <= ?) "
                 f"OR (status = 'running' AND lease_until < ?) ORDER BY priority, run_at LIMIT ?",
                 (now, now, CLAIM_SCAN),
             ):
+                if expires_at is not None and expires_at <= now:
+                    expired.append((job_id, queue, task, expires_at))
+                    continue
                 limits = spool_limits.entries(raw_limits, queue_limit(queue))
                 if limits:
                     held = next((blocked[e["n"]] for e in limits if e["n"] in blocked), None)
@@ -279,11 +291,24 @@ class Spool:
                         db.execute("UPDATE jobs SET reason = ? WHERE id = ? AND reason IS NOT ?",
                                    (held, job_id, held))
                         continue
-                job = _row(db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone())
-                return self._start(db, job, owner, now, lease)
-            return None, False
+                found = job_id
+                break
+            for job_id, queue, task, expires_at in expired:
+                self._expire(db, job_id, queue, task, expires_at, now)
+            if found is None:
+                return None, False
+            job = _row(db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (found,)).fetchone())
+            return self._start(db, job, owner, now, lease)
 
         return self._write(work)
+
+    @staticmethod
+    def _expire(db: sqlite3.Connection, job_id: str, queue: str, task: str, expires_at: float, now: float) -> None:
+        db.execute("UPDATE jobs SET status = 'expired', completed_at = ?, error = ?, reason = NULL, owner = NULL, "
+                   "lease_until = NULL WHERE id = ?", (now, expired_reason(expires_at), job_id))
+        db.execute(_COUNT, (-1,))
+        logger.warning("job %s task=%s queue=%s outcome=expired mode=fallback: not started before its expires, "
+                       "never ran", job_id, task, queue)
 
     @staticmethod
     def _start(db: sqlite3.Connection, job: SpooledJob, owner: str, now: float,

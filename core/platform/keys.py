@@ -101,7 +101,7 @@ def failed_exported(full_name: str) -> str:
 
 
 def canceled(full_name: str) -> str:
-    """ZSET: canceled jobs still kept; score = when they expire (epoch s)."""
+    """ZSET: canceled jobs still kept, and expired ones (never started: ``fk_expired``); score = when they expire (epoch s)."""
     return f"{RQ}:canceled:{full_name}"
 
 
@@ -133,8 +133,9 @@ def worker_name(member: str | bytes) -> str:
 # --- ours ------------------------------------------------------------------------------------
 def queue_counters(queue_short: str) -> str:
     """HASH: lifetime counters of a queue, one field per ``<task>:<event>`` (enqueued, completed,
-    failed, retried, abandoned, canceled, requeued, deleted, expired). Stats sum them per event;
-    task metrics read them per task, so both come from the same increments."""
+    failed, retried, abandoned, canceled, requeued, deleted, expired: never ran, past its ``expires``), and
+    ``*:expired``: registry entries swept after their TTL. Stats sum them per event; task metrics
+    read them per task, so both come from the same increments."""
     return f"{_p()}:stats:{queue_short}"
 
 

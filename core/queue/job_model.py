@@ -24,10 +24,11 @@ class JobStatus(str, Enum):
     FAILED = "failed"
     RETRYING = "retrying"
     CANCELED = "canceled"
+    EXPIRED = "expired"  # not started before its ``expires``: ended without running (stored as RQ's canceled)
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Job:
     reason: str | None = None
     deferrals: int = 0  # times it was rescheduled by RetryAfter (not failures)
     batch_id: str | None = None  # the batch it is a member of (core.api.batches.enqueue_batch)
+    expires_at: float | None = None  # epoch s: not started by then, it ends expired and never runs
 
     def wait(self, timeout: float) -> Job:
         """Block until this job has ended and return it (:func:`core.api.jobs.wait_for`, which
@@ -85,7 +87,7 @@ _STATUS = {
 # Fields a status read needs (HMGET, not HGETALL: a job hash also carries RQ fields we never show).
 READ_FIELDS = ("status", "data", "origin", "created_at", "started_at", "ended_at", "fk_task", "fk_max",
                "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta", "fk_mode",
-               "fk_prio", "fk_reason", "fk_stop", "fk_deferrals", "fk_batch")
+               "fk_prio", "fk_reason", "fk_stop", "fk_deferrals", "fk_batch", "fk_expires", "fk_expired")
 
 
 def map_status(rq_status: str | None, retry_count: int) -> JobStatus:
@@ -120,6 +122,8 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
     max_retries = int(raw["fk_max"] or meta.get("max_retries", 0) or 0)
     retry_count = int(raw["fk_retries"] or 0) + int(raw["fk_manual"] or 0)
     status = map_status(raw["status"].decode() if raw["status"] else None, retry_count)
+    if status == JobStatus.CANCELED and raw["fk_expired"]:  # RQ's tools read "canceled"; we say why
+        status = JobStatus.EXPIRED
     error = raw["fk_error"].decode(errors="replace") if raw["fk_error"] else meta.get("error")
     progress = _json(raw["fk_progress"]) if raw["fk_progress"] is not None else meta.get("progress")
     user = raw["fk_user"].decode() if raw["fk_user"] else meta.get("user_id")
@@ -144,6 +148,7 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
         reason=_reason(status, raw["fk_reason"], raw["fk_stop"]),
         deferrals=int(raw["fk_deferrals"] or 0),
         batch_id=raw["fk_batch"].decode() if raw["fk_batch"] else None,
+        expires_at=float(raw["fk_expires"]) if raw["fk_expires"] else None,
     )
 
 

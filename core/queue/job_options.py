@@ -99,6 +99,43 @@ def _requested_time(delay: Any, at: Any) -> float | None:
     return None
 
 
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def expired_reason(expires_at: float) -> str:
+    """What an expired job records as its error (claim.lua writes the same words)."""
+    return f"expired: not started by {_iso(expires_at)} (its expires); it never ran"
+
+
+def check_expires(expires: Any) -> None:
+    """Raise :class:`InvalidPayloadError` unless ``expires`` is what :func:`expiry_time` takes."""
+    expiry_time(expires, time.time(), check_past=False)
+
+
+def expiry_time(expires: Any, now: float, *, check_past: bool = True) -> float | None:
+    """``expires`` as epoch seconds: seconds after ``now`` (a number or a timedelta), or a datetime
+    (naive means UTC, as ``at=``). None stays None. A time already past is refused."""
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        at = (expires.replace(tzinfo=UTC) if expires.tzinfo is None else expires.astimezone(UTC)).timestamp()
+        if check_past and at <= now:
+            raise InvalidPayloadError(f"expires {_iso(at)} has already passed (now {_iso(now)}): the job could "
+                                      f"never run; give a later datetime or seconds after enqueue")
+        return at
+    if isinstance(expires, timedelta):
+        seconds = expires.total_seconds()
+    elif isinstance(expires, int | float) and not isinstance(expires, bool):
+        seconds = float(expires)
+    else:
+        raise InvalidPayloadError(f"expires must be seconds after enqueue (a number > 0), a timedelta or a datetime "
+                                  f"(naive = UTC), got {type(expires).__name__} {str(expires)[:80]!r}")
+    if not 0 < seconds < math.inf:
+        raise InvalidPayloadError(f"expires must be a finite number of seconds > 0 after enqueue, got {expires!r}")
+    return now + seconds
+
+
 @dataclass(frozen=True)
 class EnqueueOptions:
     """Validated options of one enqueue call (see :func:`check_options`)."""
@@ -112,6 +149,7 @@ class EnqueueOptions:
     unique_for: int | None = None
     unique_key: str | None = None
     limits: job_limits.Limits = job_limits.Limits()  # the task's, with this call's overrides
+    expires_at: float | None = None  # epoch seconds: not started by then, the job ends expired
 
     def limits_field(self, queue_short: str, task_name: str, payload: dict[str, Any]) -> str | None:
         """The job's ``fk_limits`` for this payload (a template key is filled from it, then from
@@ -137,6 +175,7 @@ def check_options(
     rate_key: Any = None,
     concurrency: Any = None,
     concurrency_key: Any = None,
+    expires: Any = None,
 ) -> EnqueueOptions:
     """Every option checked, defaults filled from the task, then the queue's settings."""
     settings = get_settings()
@@ -162,11 +201,24 @@ def check_options(
         if not isinstance(unique_key, str) or not 1 <= len(unique_key) <= 200:
             raise InvalidPayloadError(f"unique_key must be a string of 1-200 characters, got {str(unique_key)[:80]!r}")
     run_at = _requested_time(delay, at)
+    if run_at is not None:
+        run_at = float(math.ceil(run_at))
+    expires_at = _expires_at(expires if expires is not None else spec.expires, run_at)
     limits = job_limits.merge(spec.limits, job_limits.check_limits(rate_limit, rate_key, concurrency, concurrency_key,
                                                                    declared=spec.limits))
     return EnqueueOptions(
         max_retries=max_retries, timeout=timeout,
-        run_at=float(math.ceil(run_at)) if run_at is not None else None,
+        run_at=run_at,
         priority=priority, job_id=job_id, user_id=validate_user_id(user_id),
-        unique_for=unique_for, unique_key=unique_key, limits=limits,
+        unique_for=unique_for, unique_key=unique_key, limits=limits, expires_at=expires_at,
     )
+
+
+def _expires_at(expires: Any, run_at: float | None) -> float | None:
+    """The job's expiry (epoch s), checked against when it may first run."""
+    expires_at = expiry_time(expires, time.time())
+    if expires_at is not None and run_at is not None and expires_at <= run_at:
+        raise InvalidPayloadError(f"expires {_iso(expires_at)} is not after the job's run time {_iso(run_at)} "
+                                  f"(delay/at): it would expire before it may start; give a later expires "
+                                  f"(seconds count from enqueue, not from the run time)")
+    return expires_at

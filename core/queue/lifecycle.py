@@ -8,6 +8,7 @@ Transitions and who calls them::
     pending|delayed ──cancel──► canceled        failed ──requeue──► pending
     anything but running ──delete──► gone       ended ──(TTL)──► expired (registries swept)
     pending ──claim over a limit──► parked (delayed, with its reason) ──release_limits──► pending
+    pending ──claim after its expires──► expired (RQ's "canceled" + fk_expired; never ran)
     running ──finish(defer: RetryAfter)──► delayed (uncounted)   running ──stop──► canceled
     pending ──enqueue with depends_on──► delayed (waiting) ──its dependencies end──► pending | canceled
 
@@ -98,6 +99,7 @@ class NewJob:
     depends_on: list[str] | None = None  # ids it waits for (core/workflows/chains.py)
     dependency_policy: str = "cancel"  # a dependency failed or was canceled: cancel this job, or "run" it
     pass_result: str | None = None  # a completed dependency's result goes into the payload under this name
+    expires_at: float | None = None  # fk_expires (epoch s): a claim after it ends the job expired (claim.lua)
 
     def fields(self, queue: str, user: str | None, now: str) -> list[Any]:
         """The job hash's fields (``data`` is passed separately: it may be binary)."""
@@ -122,6 +124,8 @@ class NewJob:
             out += ["fk_retries", self.retries]
         if self.limits:
             out += ["fk_limits", self.limits]
+        if self.expires_at is not None:
+            out += ["fk_expires", repr(self.expires_at)]
         if self.depends_on:
             out += ["fk_dep_policy", self.dependency_policy]
             if self.pass_result:
@@ -179,7 +183,7 @@ class ImportedOutcome:
     queue: str  # short name
     task_name: str
     kwargs: dict[str, Any]
-    status: str  # completed | failed | canceled
+    status: str  # completed | failed | canceled | expired
     result_json: str | None
     error: str | None
     retries: int
@@ -188,6 +192,7 @@ class ImportedOutcome:
     created_at: float
     started_at: float | None
     completed_at: float
+    expires_at: float | None = None
 
 
 def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
@@ -197,7 +202,7 @@ def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
     for o in outcomes:
         full = full_name(o.queue)
         ttl = settings.result_ttl if o.status == "completed" else settings.failure_ttl_for(o.queue)
-        status = {"completed": "finished", "failed": "failed", "canceled": "canceled"}[o.status]
+        status = {"completed": "finished", "failed": "failed", "canceled": "canceled", "expired": "canceled"}[o.status]
         fields: list[Any] = [
             "status", status, "created_at", epoch_to_rq_time(o.created_at),
             "enqueued_at", epoch_to_rq_time(o.created_at), "description", call_description(o.task_name, o.kwargs),
@@ -214,13 +219,19 @@ def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
             fields += ["fk_result", o.result_json]
         if o.error:
             fields += ["fk_error", o.error[-MAX_ERROR_CHARS:]]
-        registry = {"completed": keys.finished, "failed": keys.failed, "canceled": keys.canceled}[o.status](full)
+        if o.expires_at is not None:
+            fields += ["fk_expires", repr(o.expires_at)]
+        if o.status == "expired":  # RQ's "canceled" plus our field (core/queue/job_model.py reads it back)
+            fields += ["fk_expired", "1"]
+        registry = {"completed": keys.finished, "failed": keys.failed, "canceled": keys.canceled,
+                    "expired": keys.canceled}[o.status](full)
         entries.append({
             "key": keys.job(o.job_id), "registry": registry, "counters": keys.queue_counters(o.queue),
             "fields": fields, "id": o.job_id, "ttl": ttl, "expiry": time.time() + ttl, "task": o.task_name,
             "event": o.status, "retries": o.retries, "queue": o.queue,
             "user_key": keys.user_jobs(o.user_id) if o.user_id else None, "user": o.user_id,
             "queue_key": keys.queue(full), "results": keys.results(o.job_id), **_imported_result(o),
+            "detail": f"in the fallback: {o.error}"[:300] if o.status == "expired" else None,
         })
     request = {"users": keys.users_with_jobs(), "queues": keys.all_queues(), "user_size": settings.user_index_size,
                "user_ttl": settings.user_index_ttl, "entries": entries, "events": keys.events(),
@@ -339,9 +350,11 @@ CLAIM_FIELDS = 18  # per job in claim.lua's reply
 
 
 class ClaimBatch(list):
-    """The jobs of one claim, plus when a limiter it touched lets its next parked job run."""
+    """The jobs of one claim, plus when a limiter it touched lets its next parked job run, and the
+    jobs it ended expired instead of starting them: ``(job_id, task, full queue name)``."""
 
     due_in: float | None = None
+    expired: list[tuple[str, str, str]] = []
 
 
 def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str], limit: int,
@@ -356,9 +369,14 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
                        keys.job_prefix(), *_events()]
     for queue in queues:
         args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), queue_limit_entry(queue)]
-    flat, due = lua_scripts.run("claim", connection, [], args)
+    flat, due, ended = lua_scripts.run("claim", connection, [], args)
     claimed = ClaimBatch()
     claimed.due_in = float(due) if due else None
+    claimed.expired = [(_text(ended[i]), _text(ended[i + 1]) or "?", queues[int(ended[i + 2])])
+                       for i in range(0, len(ended), 3)]
+    for job_id, task, queue in claimed.expired:
+        logger.warning("job %s task=%s queue=%s outcome=expired: not started before its expires, never ran",
+                       job_id, task, short_name(queue))
     settings = get_settings()
     for i in range(0, len(flat), CLAIM_FIELDS):
         (job_id, claim_id, queue_index, data, timeout, task, max_retries, retries, manual, user,

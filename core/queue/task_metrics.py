@@ -201,7 +201,7 @@ def get_task_stats(task: str | None = None) -> dict[str, dict[str, Any]]:
         raw, history = replies[2 * index], replies[2 * index + 1]
         count = counts.get(name, {})
         total = count.get("completed", 0) + count.get("failed", 0) + count.get("retried", 0)
-        if not raw and not total:
+        if not raw and not total and not count.get("expired"):
             continue
         data = {k.decode(): v.decode() for k, v in raw.items()}
         timed = total - count.get("abandoned", 0)
@@ -213,6 +213,7 @@ def get_task_stats(task: str | None = None) -> dict[str, dict[str, Any]]:
             "failed": count.get("failed", 0),
             "retried": count.get("retried", 0),
             "abandoned": count.get("abandoned", 0),
+            "expired": count.get("expired", 0),  # ended without running (not counted in total)
             "total_duration": round(total_duration, 6),
             "avg_duration": round(total_duration / timed, 6) if timed > 0 else 0.0,
             "p95_duration": round(_p95(durations), 6),

@@ -33,6 +33,7 @@ class TaskSpec:
     max_retries: int | None  # None: the queue's default
     fallback: bool = True  # False: never run in a web process while Redis is down (enqueue answers 503)
     limits: Limits = Limits()  # rate / concurrency limits declared on the task (core.flow.limits)
+    expires: Any = None  # default expiry: seconds after enqueue, a timedelta or a datetime (core.queue.job_options)
 
 
 _tasks: dict[str, dict[str, TaskSpec]] = {}
@@ -41,7 +42,7 @@ _loaded_modules: set[str] = set()
 
 
 def register(queue: str, name: str, func: Callable[..., Any], max_retries: int | None = None,
-             fallback: bool = True, limits: Limits | None = None) -> TaskSpec:
+             fallback: bool = True, limits: Limits | None = None, expires: Any = None) -> TaskSpec:
     """Register ``func`` as task ``name`` on ``queue``.
 
     Registering a name again (the seeds' pattern: a web handler re-registers
@@ -67,7 +68,10 @@ def register(queue: str, name: str, func: Callable[..., Any], max_retries: int |
             limits = existing.limits
         if existing is not None and max_retries is None:
             max_retries = existing.max_retries
-        spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback, limits=limits)
+        if existing is not None and expires is None:
+            expires = existing.expires
+        spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback, limits=limits,
+                        expires=expires)
         _tasks.setdefault(queue, {})[name] = spec
     return spec
 

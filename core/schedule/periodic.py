@@ -42,6 +42,7 @@ from core.errors import InvalidScheduleError, JobNotFoundError, JobsError
 from core.platform import keys
 from core.platform.connection import get_redis
 from core.queue import lifecycle, lua_scripts, task_registry
+from core.queue.job_options import expiry_time
 from core.schedule.cron import next_fire, parse_cron
 from core.schedule.spec import BUILTIN, HOST, ID_PREFIX, PeriodicJob, check_name, host_definition, schedule_id
 
@@ -189,13 +190,15 @@ class JsonScheduler(Scheduler):
         job_id = definition.id if definition.overlap == "skip" else f"{definition.id}-{int(due)}"
         settings = get_settings()
         interval = definition.interval or 0
+        spec = task_registry.get(definition.queue, definition.task)  # its expires counts from this enqueue
         run = lifecycle.NewJob(
             job_id=job_id, task_name=definition.task, kwargs=definition.kwargs, max_retries=_max_retries(definition),
             timeout=settings.timeout_for(definition.queue), check_existing=True,
             extra_fields=["meta", json.dumps(_meta(definition)), "description", definition.name],
             result_ttl=max(2 * 86_400, 2 * interval), failure_ttl=max(settings.failure_ttl_for(definition.queue), 2 * interval),
+            expires_at=expiry_time(spec.expires, time.time(), check_past=False) if spec is not None else None,
         )
-        if task_registry.get(definition.queue, definition.task) is None:
+        if spec is None:
             logger.warning("periodic job %s: task %s is not registered in this scheduler (JOBS_TASK_MODULES?); "
                            "enqueued anyway for a worker that has it", definition.id, definition.task)
         lifecycle.enqueue(self.connection, definition.queue, [run])

@@ -88,7 +88,7 @@ def chain(steps: list[Step], user_id: str | int | None = None) -> list[str]:
 
 
 _STEP_OPTIONS = ("max_retries", "priority", "timeout", "job_id", "unique_for", "unique_key", "rate_limit",
-                 "rate_key", "concurrency", "concurrency_key")  # delay/at: a step runs when the previous ends
+                 "rate_key", "concurrency", "concurrency_key", "expires")  # delay/at: a step runs when the previous ends
 
 
 def _check_step(queue: Any, step: Step, index: int, user_id: Any) -> None:

@@ -6,17 +6,18 @@
 -- Keys, named per entry by the caller (core/platform/keys.py):
 --   rq:job:<id>                HASH  the ended job (RQ's fields plus ours), expiring with its TTL
 --   rq:finished|failed|canceled:<q>  ZSET  score = expiry
---   fikiri:stats:<q>           HASH  "<task>:enqueued" and "<task>:<completed|failed|canceled|retried>"
+--   fikiri:stats:<q>           HASH  "<task>:enqueued" and "<task>:<completed|failed|canceled|expired|retried>"
 --   fikiri:user:<u>:jobs       LIST  the user's index (trimmed, expiring), fikiri:users SET
 --   rq:queues                  SET   the job's queue key (its queue may have had no job in Redis yet)
 --   rq:results:<id>            STREAM RQ's result record of a completed or failed job (rq_lib), expiring with it
 --
---   fikiri:events              STREAM the outcome ("completed" | "failed" | "canceled", detail "ran in the fallback")
+--   fikiri:events              STREAM the outcome ("completed" | "failed" | "canceled" | "expired", detail "ran in the
+--                                     fallback"; an expired job is stored as "canceled" plus fk_expired)
 --
 -- ARGV[1] JSON {"events": key, "maxlen": n, "users": key, "user_size": n, "user_ttl": s, "queues": rq:queues,
 --               "entries": [{"key", "registry", "counters", "fields": [k, v, ...], "id", "ttl", "expiry", "event", "task",
 --               "retries", "user_key", "user", "queue", "queue_key": rq:queue:<q>, "results": rq:results:<id>,
---               "rq_type": 1|2|null, "rv": return_value|null, "rx": exc_string|null}]}
+--               "rq_type": 1|2|null, "rv": return_value|null, "rx": exc_string|null, "detail": event detail|null}]}
 -- Returns how many were written.
 local req = cjson.decode(ARGV[1])
 local written = 0
@@ -37,7 +38,9 @@ for _, e in ipairs(req.entries) do
       redis.call('SADD', req.users, e.user)
     end
     written = written + 1
-    emit(req.events, req.maxlen, e.id, e.event, e.queue, e.task, e.user, 'ran in the fallback')
+    local detail = 'ran in the fallback'
+    if e.detail ~= nil and e.detail ~= cjson.null then detail = e.detail end  -- an expired job never ran
+    emit(req.events, req.maxlen, e.id, e.event, e.queue, e.task, e.user, detail)
   end
 end
 return written

@@ -1,7 +1,8 @@
 -- uses: events_lib
 -- requeue.lua: run a failed job once more (an operator's retry), keeping its id and history.
 --
---   KEYS[1] rq:job:<id>        HASH  status -> queued, enqueued_at -> now, fk_manual + 1, no expiry while pending
+--   KEYS[1] rq:job:<id>        HASH  status -> queued, enqueued_at -> now, fk_manual + 1, no expiry while pending,
+--                                    fk_expires dropped (an operator's retry runs, whatever the job's expires said)
 --   KEYS[2] rq:failed:<q>      ZSET  removed from
 --   KEYS[3] rq:queue:<q>       LIST  pushed at the tail
 --   KEYS[4] fikiri:stats:<q>   HASH  "<task>:requeued" + 1
@@ -18,7 +19,7 @@ local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_prio', 'fk_user'
 if f[1] ~= 'failed' then return {0, f[1] or ''} end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', ARGV[5])
-redis.call('HDEL', KEYS[1], 'ended_at')
+redis.call('HDEL', KEYS[1], 'ended_at', 'fk_expires')
 redis.call('HINCRBY', KEYS[1], 'fk_manual', 1)
 redis.call('PERSIST', KEYS[1])
 local list = KEYS[3]

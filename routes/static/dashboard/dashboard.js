@@ -88,7 +88,7 @@
     statusBadge.className = "badge " + event.status;
     var reason = document.getElementById("job-reason");
     if (reason && (event.reason || event.status !== "delayed")) { reason.textContent = event.reason || "-"; }
-    if (event.status === "completed" || event.status === "failed" || event.status === "canceled") {
+    if (event.status === "completed" || event.status === "failed" || event.status === "canceled" || event.status === "expired") {
       reloadMain();
     }
   }
