@@ -10,8 +10,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 req=requirements.txt
 [ "${FIKIRI_DEV:-0}" = 1 ] && req=requirements-dev.txt
-stamp=".venv/.installed-$(cat requirements*.txt | sha1sum | cut -c1-12)-$(basename $req .txt)"
-if [ ! -f "$stamp" ]; then
+hash=$(cat requirements*.txt | sha1sum | cut -c1-12)
+stamp=".venv/.installed-$hash-$(basename $req .txt)"
+# requirements-dev.txt includes requirements.txt: after the tests' install the demo needs none
+if [ ! -f "$stamp" ] && [ ! -f ".venv/.installed-$hash-requirements-dev" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"
   if [ "${FIKIRI_DEV:-0}" = 1 ]; then  # test tools whose declared ranges exclude our pins (see the file)
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt

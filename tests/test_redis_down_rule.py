@@ -101,7 +101,7 @@ def test_a_burst_worker_without_redis_exits_1_naming_the_redis(tmp_path):
 def test_a_package_missing_a_lua_script_fails_loudly_naming_the_file(tmp_path):
     for package in ("core", "scripts", "routes", "email_automation", "ai_assistant", "crm"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    missing = tmp_path / "core" / "lua" / "claim.lua"
+    missing = tmp_path / "core" / "queue" / "lua" / "claim.lua"
     missing.unlink()
     env = worker_env("redis://127.0.0.1:1/0")
     env["PYTHONPATH"] = str(tmp_path)
