@@ -79,7 +79,7 @@ def _mark_processed(message_ids: list[int], at: float) -> None:
         session.execute(update(EmailMessage).where(EmailMessage.id.in_(message_ids)).values(ai_processed_at=at))
 
 
-@ai_queue.task(max_retries=2)
+@ai_queue.task(max_retries=2, retry_backoff=(30, 120), retry_jitter="full")  # as ai_assistant.tasks.AI_RETRY
 def process_thread_ai(user_id: str, thread_id: str, tasks: list[str] | None = None,
                       force: bool = False) -> dict[str, Any]:
     """Run the AI tasks on one thread and store each result on its ``email_threads`` row."""

@@ -130,7 +130,11 @@ def _document() -> dict[str, Any]:
                                        "description": "why a delayed job waits (a rate or concurrency limit, a "
                                                       "Retry-After), or that a running job is being stopped"},
                             "deferrals": {"type": "integer"},
-                            "batch_id": {"type": "string", "nullable": True}}},
+                            "batch_id": {"type": "string", "nullable": True},
+                            "retry_policy": {"type": "object", "nullable": True,
+                                             "description": "how a failure waits and which failures retry: "
+                                                            "backoff [base, cap] or delays [...], jitter "
+                                                            "(full | none), retry_on, dont_retry_on"}}},
                 "QueueStats": {"type": "object", "required": ["queue", "stats"], "properties": {
                     "queue": {"type": "string"},
                     "stats": {"type": "object", "properties": {"paused": {"type": "boolean"}},

@@ -32,7 +32,7 @@ from core.config import get_settings
 from core.errors import QueueUnavailableError
 from core.fallback import spool_limits
 from core.platform.keys import PRIORITIES
-from core.queue.job_model import Job, JobStatus
+from core.queue.job_model import Job, JobStatus, policy_view
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     size INTEGER NOT NULL DEFAULT 0,
     limits TEXT,
     reason TEXT,
-    deferrals INTEGER NOT NULL DEFAULT 0
+    deferrals INTEGER NOT NULL DEFAULT 0,
+    retry_policy TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
@@ -79,7 +80,7 @@ _COUNT = "UPDATE meta SET value = value + ? WHERE key = 'unfinished'"
 # jobs held by one limiter that a fallback sees in practice, few enough to read in ~1 ms.
 CLAIM_SCAN = 500
 # Columns later releases added to ``jobs``: a spool file that lacks one gains it on open.
-ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT NULL DEFAULT 0"}
+ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT NULL DEFAULT 0", "retry_policy": "TEXT"}
 
 
 class SpoolFullError(QueueUnavailableError):
@@ -121,6 +122,7 @@ class SpooledJob:
     limits: str | None = None  # fk_limits JSON (core.flow.limits.job_limits), enforced by core.fallback.spool_limits
     reason: str | None = None  # why a job waits: the limit holding it, or its Retry-After
     deferrals: int = 0  # Retry-After deferrals so far (they use no retry)
+    retry_policy: str | None = None  # fk_retry JSON (core.queue.backoff); None: the task's policy
 
     def to_job(self) -> Job:
         status = {"pending": JobStatus.PENDING, "delayed": JobStatus.DELAYED, "retrying": JobStatus.RETRYING,
@@ -137,12 +139,13 @@ class SpooledJob:
             user_id=self.user_id, created_at=self.created_at, started_at=self.started_at,
             completed_at=self.completed_at if status.is_final else None, mode="fallback",
             priority=priority_name(self.priority), reason=held, deferrals=self.deferrals,
+            retry_policy=policy_view(self.retry_policy),
         )
 
 
 _COLUMNS = ("id, queue, task, payload, status, run_at, priority, max_retries, retry_count, timeout, user_id, "
             "created_at, started_at, completed_at, result, error, progress, owner, lease_until, limits, reason, "
-            "deferrals")
+            "deferrals, retry_policy")
 
 
 def _row(values: tuple) -> SpooledJob:
@@ -227,9 +230,10 @@ class Spool:
 
     # --- writing -------------------------------------------------------------------------------
     def add(self, job: Job, run_at: float, priority: int, timeout: int | None, limit: int,
-            limits: str | None = None) -> str:
+            limits: str | None = None, retry_policy: str | None = None) -> str:
         """Spool a new run; a live job with the same id makes it a no-op (returns the id).
-        ``limits``: the job's ``fk_limits`` (:mod:`core.fallback.spool_limits`)."""
+        ``limits``: the job's ``fk_limits`` (:mod:`core.fallback.spool_limits`); ``retry_policy``:
+        its ``fk_retry``."""
         payload = json.dumps(job.payload, separators=(",", ":"))
 
         def work(db: sqlite3.Connection) -> str:
@@ -245,9 +249,10 @@ class Spool:
             db.execute(_COUNT, (1,))
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
-                f"NULL, NULL, NULL, ?, NULL, 0)",
+                f"NULL, NULL, NULL, ?, NULL, 0, ?)",
                 (job.job_id, job.queue, job.task_name, payload, "delayed" if run_at > time.time() else "pending",
-                 run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits),
+                 run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits,
+                 retry_policy),
             )
             return job.job_id
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from core.queue.backoff import DEFAULT_POLICY, RetryPolicy
 from core.queue.rq_compat import decode_data, parse_time
 
 
@@ -52,6 +53,9 @@ class Job:
     reason: str | None = None
     deferrals: int = 0  # times it was rescheduled by RetryAfter (not failures)
     batch_id: str | None = None  # the batch it is a member of (core.api.batches.enqueue_batch)
+    # how a failure waits and which failures retry: {"backoff": [base, cap] | None, "delays": [...] | None,
+    # "jitter": "full" | "none", "retry_on": [names], "dont_retry_on": [names]} (core.queue.backoff)
+    retry_policy: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -68,7 +72,7 @@ _STATUS = {
 # Fields a status read needs (HMGET, not HGETALL: a job hash also carries RQ fields we never show).
 READ_FIELDS = ("status", "data", "origin", "created_at", "started_at", "ended_at", "fk_task", "fk_max",
                "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta", "fk_mode",
-               "fk_prio", "fk_reason", "fk_stop", "fk_deferrals", "fk_batch")
+               "fk_prio", "fk_reason", "fk_stop", "fk_deferrals", "fk_batch", "fk_retry")
 
 
 def map_status(rq_status: str | None, retry_count: int) -> JobStatus:
@@ -127,7 +131,13 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
         reason=_reason(status, raw["fk_reason"], raw["fk_stop"]),
         deferrals=int(raw["fk_deferrals"] or 0),
         batch_id=raw["fk_batch"].decode() if raw["fk_batch"] else None,
+        retry_policy=policy_view(raw["fk_retry"]),
     )
+
+
+def policy_view(stored: str | bytes | None) -> dict[str, Any]:
+    """A job's effective retry policy for display, from its ``fk_retry`` (absent: the default)."""
+    return (RetryPolicy.from_field(stored) or DEFAULT_POLICY).describe()
 
 
 def _reason(status: JobStatus, waiting: bytes | None, stop: bytes | None) -> str | None:

@@ -19,6 +19,7 @@ from core.config import get_settings
 from core.errors import InvalidPayloadError, JobsError, PayloadTooLargeError
 from core.flow import limits as job_limits
 from core.platform import keys
+from core.queue.backoff import RetryPolicy
 from core.queue.rq_compat import JOB_ID_PATTERN
 from core.queue.task_registry import TaskSpec
 
@@ -112,6 +113,12 @@ class EnqueueOptions:
     unique_for: int | None = None
     unique_key: str | None = None
     limits: job_limits.Limits = job_limits.Limits()  # the task's, with this call's overrides
+    retry: RetryPolicy = RetryPolicy()  # the task's, with this call's retry_backoff/_jitter/_delays on top
+
+    @property
+    def retry_field(self) -> str | None:
+        """The job's ``fk_retry`` (None: the default policy)."""
+        return self.retry.to_field()
 
     def limits_field(self, queue_short: str, task_name: str, payload: dict[str, Any]) -> str | None:
         """The job's ``fk_limits`` for this payload (a template key is filled from it, then from
@@ -137,9 +144,15 @@ def check_options(
     rate_key: Any = None,
     concurrency: Any = None,
     concurrency_key: Any = None,
+    retry_backoff: Any = None,
+    retry_jitter: Any = None,
+    retry_delays: Any = None,
 ) -> EnqueueOptions:
     """Every option checked, defaults filled from the task, then the queue's settings."""
     settings = get_settings()
+    call_retry = RetryPolicy.declare(retry_backoff, retry_jitter, retry_delays)
+    if max_retries is None and call_retry.delays is not None:
+        max_retries = len(call_retry.delays)  # one retry per delay, as on a task
     if max_retries is None:
         max_retries = spec.max_retries if spec.max_retries is not None else settings.default_max_retries
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_RETRIES_LIMIT:
@@ -168,5 +181,5 @@ def check_options(
         max_retries=max_retries, timeout=timeout,
         run_at=float(math.ceil(run_at)) if run_at is not None else None,
         priority=priority, job_id=job_id, user_id=validate_user_id(user_id),
-        unique_for=unique_for, unique_key=unique_key, limits=limits,
+        unique_for=unique_for, unique_key=unique_key, limits=limits, retry=spec.retry.override(call_retry),
     )

@@ -187,13 +187,15 @@ class JsonScheduler(Scheduler):
         job_id = definition.id if definition.overlap == "skip" else f"{definition.id}-{int(due)}"
         settings = get_settings()
         interval = definition.interval or 0
+        spec = task_registry.get(definition.queue, definition.task)
         run = lifecycle.NewJob(
             job_id=job_id, task_name=definition.task, kwargs=definition.kwargs, max_retries=_max_retries(definition),
             timeout=settings.timeout_for(definition.queue), check_existing=True,
             extra_fields=["meta", json.dumps(_meta(definition)), "description", definition.name],
             result_ttl=max(2 * 86_400, 2 * interval), failure_ttl=max(settings.failure_ttl, 2 * interval),
+            retry_policy=spec.retry.to_field() if spec is not None else None,  # else the worker's view of the task
         )
-        if task_registry.get(definition.queue, definition.task) is None:
+        if spec is None:
             logger.warning("periodic job %s: task %s is not registered in this scheduler (JOBS_TASK_MODULES?); "
                            "enqueued anyway for a worker that has it", definition.id, definition.task)
         lifecycle.enqueue(self.connection, definition.queue, [run])
