@@ -15,14 +15,18 @@ from core.api.queues import ai_queue
 from core.platform.db import session_scope
 from email_automation.models import EmailMessage
 
+# AI calls: the seeds' 30 s / 60 s / 120 s back-off, with full jitter, so requests that failed together in
+# a provider outage do not all come back at once. A 429 with Retry-After defers instead (core.platform.http).
+AI_RETRY = {"retry_backoff": (30, 120), "retry_jitter": "full"}
 
-@ai_queue.task(max_retries=2)
+
+@ai_queue.task(max_retries=2, **AI_RETRY)
 def process_ai_request(prompt: str, user_id: str | None = None) -> dict[str, Any]:
     """Answer a prompt with the configured provider or the local engine."""
     return {"user_id": user_id, **engine.answer(prompt)}
 
 
-@ai_queue.task(max_retries=2)
+@ai_queue.task(max_retries=2, dont_retry_on=(LookupError,), **AI_RETRY)  # a deleted message stays deleted
 def classify_email(message_id: int) -> dict[str, Any]:
     """Classify one stored message and save the category on its row."""
     with session_scope() as session:

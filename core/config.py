@@ -166,6 +166,7 @@ class Settings:
     # appended as JSON Lines to this file, or POSTed as JSON to this http(s) URL (empty: not exported)
     failed_export: str = ""
     max_payload_bytes: int = 64 * 1024  # JOBS_MAX_PAYLOAD_BYTES: JSON-encoded payload limit
+    result_max_bytes: int = 1024 * 1024  # JOBS_RESULT_MAX_BYTES: a larger JSON result fails the job (not retried)
     user_index_size: int = 100  # JOBS_USER_INDEX_SIZE: newest jobs kept per user
     user_index_ttl: int = 7 * 86_400  # JOBS_USER_INDEX_TTL: a user's index expires after this idle time (s)
     task_modules: tuple[str, ...] = ()  # JOBS_TASK_MODULES: extra modules that register tasks
@@ -378,6 +379,7 @@ def load_settings() -> Settings:
         failed_scan_max=_env_int("JOBS_FAILED_SCAN_MAX", Settings.failed_scan_max, 1),
         failed_export=_env_str("JOBS_FAILED_EXPORT", ""),
         max_payload_bytes=_env_int("JOBS_MAX_PAYLOAD_BYTES", Settings.max_payload_bytes, 2),
+        result_max_bytes=_env_int("JOBS_RESULT_MAX_BYTES", Settings.result_max_bytes, 16),
         user_index_size=_env_int("JOBS_USER_INDEX_SIZE", Settings.user_index_size, 1),
         user_index_ttl=_env_int("JOBS_USER_INDEX_TTL", Settings.user_index_ttl, 1),
         task_modules=_env_list("JOBS_TASK_MODULES"),

@@ -95,5 +95,6 @@ def send_user_digests() -> dict[str, Any]:
     return {"day": day, "queued": len(jobs), "jobs": jobs}
 
 
-email_queue.register_task("send_user_digest", send_user_digest, max_retries=3)
+# A user notification: not retried (the seeds' rule, "fail fast"); tomorrow's digest covers the day.
+email_queue.register_task("send_user_digest", send_user_digest, max_retries=0)
 email_queue.register_task("send_user_digests", send_user_digests, max_retries=0)

@@ -312,6 +312,8 @@ def sync_all_users(lookback_days: int | None = None) -> dict[str, Any]:
 
 # One running sync per user, across every worker and host: a permit per user, released when the
 # sync ends or its worker's lease runs out (core.flow.limits). The database keeps one active row per user.
+# A failed sync waits 60, 120, then 240 s (the seeds' schedule: Gmail's own hiccups pass in minutes);
+# a run retried after the row moved on finds it ended and skips.
 email_queue.register_task("process_gmail_sync", process_gmail_sync, max_retries=3, concurrency=1,
-                          concurrency_key="gmail-sync:{user_id}")
+                          concurrency_key="gmail-sync:{user_id}", retry_delays=[60, 120, 240])
 email_queue.register_task("sync_all_users", sync_all_users, max_retries=0)

@@ -10,4 +10,6 @@ from email_automation import (
 )
 from email_automation.email_sender import send_email
 
-email_queue.register_task("send_email", send_email, max_retries=3)
+# A transport, not a notification of its own: an SMTP hiccup (an OSError) is retried with the jittered
+# back-off, and a retried job never sends twice. A bad address (ValueError) will not get better: not retried.
+email_queue.register_task("send_email", send_email, max_retries=3, dont_retry_on=(ValueError,))

@@ -160,7 +160,11 @@ def _document() -> dict[str, Any]:
                             "deferrals": {"type": "integer"},
                             "batch_id": {"type": "string", "nullable": True},
                             "expires_at": {"type": "number", "nullable": True,
-                                           "description": "not started by then (epoch s), it ends expired"}}},
+                                           "description": "not started by then (epoch s), it ends expired"},
+                            "retry_policy": {"type": "object", "nullable": True,
+                                             "description": "how a failure waits and which failures retry: "
+                                                            "backoff [base, cap] or delays [...], jitter "
+                                                            "(full | none), retry_on, dont_retry_on"}}},
                 "QueueStats": {"type": "object", "required": ["queue", "stats"], "properties": {
                     "queue": {"type": "string"},
                     "stats": {"type": "object", "properties": {

@@ -17,7 +17,8 @@ def test_job_runs_in_worker_and_status_is_readable(start_worker):
 
 
 def test_retries_then_succeeds_with_growing_delays(start_worker, jobs_env):
-    job_id = email_queue.enqueue_job("fail_times", {"key": "test:ft", "times": 2}, max_retries=3)
+    # without jitter (the default is full jitter: tests/test_retry_policy.py), the waits are exact
+    job_id = email_queue.enqueue_job("fail_times", {"key": "test:ft", "times": 2}, max_retries=3, retry_jitter="none")
     start_worker("email")
     job = wait_until(lambda: (j := get_job(job_id)) and j.status == JobStatus.COMPLETED and j, timeout=30)
     assert job.result == {"attempts": 3}

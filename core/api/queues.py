@@ -47,6 +47,7 @@ from core.flow.limits import check_limits
 from core.platform import keys, tracing
 from core.platform.connection import REDIS_DOWN, get_redis, internal_errors, mark_redis_down, redis_available
 from core.queue import lifecycle, task_registry
+from core.queue.backoff import InvalidRetryPolicyError, RetryPolicy
 from core.queue.hooks import Hooks, check_hooks
 from core.queue.job_model import Job, JobStatus
 from core.queue.job_options import (
@@ -86,7 +87,10 @@ class RedisQueue:
                       fallback: bool = True, *, rate_limit: str | None = None, rate_key: str | None = None,
                       concurrency_limit: int | None = None, concurrency_key: str | None = None,
                       concurrency: int | None = None,
-                      expires: float | timedelta | datetime | None = None) -> TaskSpec:
+                      expires: float | timedelta | datetime | None = None,
+                      retry_backoff: tuple[float, float] | None = None,
+                      retry_jitter: str | None = None, retry_on: Any = None, dont_retry_on: Any = None,
+                      retry_delays: list[float] | None = None) -> TaskSpec:
         """Allow workers to run ``func`` for jobs naming ``name`` on this queue.
 
         ``fallback=False``: while Redis is down, enqueue raises :class:`QueueUnavailableError`
@@ -96,26 +100,42 @@ class RedisQueue:
         across every worker and host; see :mod:`core.flow.limits`. ``concurrency_limit`` is DESIGN.md's
         name, ``concurrency`` the same option's older one. Registering a name again keeps the
         limits it was declared with (see :func:`core.queue.task_registry.register`).
-        ``expires``: the default of every run (see :meth:`enqueue_job`)."""
+        ``expires``: the default of every run (see :meth:`enqueue_job`).
+
+        Retry policy (:mod:`core.queue.backoff`): ``retry_backoff=(base, cap)`` seconds and
+        ``retry_jitter="full"`` (default) or ``"none"``, or a fixed schedule ``retry_delays=[60, 120,
+        240]`` (then ``max_retries`` defaults to its length); ``retry_on`` / ``dont_retry_on``
+        (exception types, subclasses included) choose which failures retry at all. A bad value
+        raises :class:`~core.queue.backoff.InvalidRetryPolicyError` (a JobsError and a ValueError)."""
         concurrency = concurrency_option(concurrency_limit, concurrency)
         try:
             limits = check_limits(rate_limit, rate_key, concurrency, concurrency_key)
             check_expires(expires)
         except JobsError as exc:
             raise ValueError(f"task {name!r}: {exc.message}") from exc
-        return task_registry.register(self.short_name, name, func, max_retries, fallback, limits, expires=expires)
+        try:
+            retry = RetryPolicy.declare(retry_backoff, retry_jitter, retry_delays, retry_on, dont_retry_on)
+        except InvalidRetryPolicyError as exc:
+            raise InvalidRetryPolicyError(f"task {name!r}: {exc.message}") from None
+        return task_registry.register(self.short_name, name, func, max_retries, fallback, limits, retry,
+                                      expires=expires)
 
     def task(self, max_retries: int | None = None, name: str | None = None, fallback: bool = True, *,
              rate_limit: str | None = None, rate_key: str | None = None, concurrency_limit: int | None = None,
              concurrency_key: str | None = None, concurrency: int | None = None,
-             expires: float | timedelta | datetime | None = None) -> Callable:
-        """Decorator: register the function as a task under its own name (or ``name``)."""
+             expires: float | timedelta | datetime | None = None,
+             retry_backoff: tuple[float, float] | None = None, retry_jitter: str | None = None,
+             retry_on: Any = None, dont_retry_on: Any = None, retry_delays: list[float] | None = None) -> Callable:
+        """Decorator: register the function as a task under its own name (or ``name``); the options
+        are :meth:`register_task`'s."""
         concurrency = concurrency_option(concurrency_limit, concurrency)
+        retry_options = {"retry_backoff": retry_backoff, "retry_jitter": retry_jitter, "retry_on": retry_on,
+                         "dont_retry_on": dont_retry_on, "retry_delays": retry_delays}
 
         def decorate(func: Callable[..., Any]) -> Task:
             self.register_task(name or func.__name__, func, max_retries, fallback, rate_limit=rate_limit,
                                rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key,
-                               expires=expires)
+                               expires=expires, **retry_options)
             return Task(self, name or func.__name__, func)  # the function, plus .enqueue/.delay
 
         return decorate
@@ -163,6 +183,9 @@ class RedisQueue:
         on_success: str | None = None,
         on_failure: str | None = None,
         expires: float | timedelta | datetime | None = None,
+        retry_backoff: tuple[float, float] | None = None,
+        retry_jitter: str | None = None,
+        retry_delays: list[float] | None = None,
     ) -> str:
         """Queue ``task_name(**payload)`` and return the job id.
 
@@ -176,6 +199,9 @@ class RedisQueue:
         :mod:`core.queue.hooks` (they need Redis: with Redis down they answer 503).
         ``expires``: seconds after enqueue (or a timedelta), or a datetime (naive = UTC); a job not
         started by then ends ``expired`` and never runs (default: the task's ``expires``, else none).
+        ``retry_backoff``, ``retry_jitter`` and ``retry_delays`` override the task's retry policy
+        for this run (a call's schedule replaces the task's; its ``retry_on`` filters stay);
+        the job carries the result in its hash (see :mod:`core.queue.backoff`).
         """
         concurrency = concurrency_option(concurrency_limit, concurrency)
         hooks = check_hooks(self.short_name, depends_on, on_dependency_failure, on_success, on_failure)
@@ -183,7 +209,8 @@ class RedisQueue:
                                  priority=priority, job_id=job_id, user_id=user_id, timeout=timeout,
                                  unique_for=unique_for, unique_key=unique_key, rate_limit=rate_limit,
                                  rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key,
-                                 expires=expires)
+                                 expires=expires, retry_backoff=retry_backoff, retry_jitter=retry_jitter,
+                                 retry_delays=retry_delays)
 
     def check_enqueue(self, task_name: str, payload: dict[str, Any] | None,
                       **option_values: Any) -> tuple[TaskSpec, dict[str, Any], EnqueueOptions, str | None]:
@@ -231,6 +258,9 @@ class RedisQueue:
         concurrency_key: str | None = None,
         concurrency: int | None = None,
         expires: float | timedelta | datetime | None = None,
+        retry_backoff: tuple[float, float] | None = None,
+        retry_jitter: str | None = None,
+        retry_delays: list[float] | None = None,
     ) -> list[str]:
         """Queue ``task_name`` once per payload in one script call; returns the ids.
 
@@ -240,19 +270,22 @@ class RedisQueue:
         concurrency = concurrency_option(concurrency_limit, concurrency)
         return self._enqueue_many(task_name, payloads, None, max_retries=max_retries, priority=priority,
                                   user_id=user_id, timeout=timeout, rate_limit=rate_limit, rate_key=rate_key,
-                                  concurrency=concurrency, concurrency_key=concurrency_key, expires=expires)
+                                  concurrency=concurrency, concurrency_key=concurrency_key, expires=expires,
+                                  retry_backoff=retry_backoff, retry_jitter=retry_jitter, retry_delays=retry_delays)
 
     def _enqueue_many(self, task_name: str, payloads: list[dict[str, Any]], batch: dict[str, Any] | None,
                       max_retries: int | None = None, priority: str = "normal", user_id: str | int | None = None,
                       timeout: int | None = None, rate_limit: str | None = None, rate_key: str | None = None,
                       concurrency: int | None = None, concurrency_key: str | None = None,
-                      expires: float | timedelta | datetime | None = None) -> list[str]:
+                      expires: float | timedelta | datetime | None = None, retry_backoff: Any = None,
+                      retry_jitter: Any = None, retry_delays: Any = None) -> list[str]:
         spec = self._spec(task_name)
         limit = get_settings().max_payload_bytes
         encoded = [encode_payload(p, limit) for p in payloads]
         options = check_options(spec, max_retries=max_retries, priority=priority, user_id=user_id, timeout=timeout,
                                 rate_limit=rate_limit, rate_key=rate_key, concurrency=concurrency,
-                                concurrency_key=concurrency_key, expires=expires)
+                                concurrency_key=concurrency_key, expires=expires, retry_backoff=retry_backoff,
+                                retry_jitter=retry_jitter, retry_delays=retry_delays)
         limit_fields = [options.limits_field(self.short_name, spec.name, kwargs) for kwargs in encoded]
         try:
             with internal_errors(f"bulk enqueue of {spec.name!r} on queue {self.short_name}"):
@@ -288,7 +321,7 @@ class RedisQueue:
                     priority=options.priority, check_existing=options.job_id is not None,
                     unique_key=unique, unique_for=options.unique_for, extra_fields=extra, limits=job_limits,
                     depends_on=hooks.depends_on if hooks else None, dependency_policy=hooks.policy if hooks else "cancel",
-                    pass_result=pass_result, expires_at=options.expires_at,
+                    pass_result=pass_result, expires_at=options.expires_at, retry_policy=options.retry_field,
                 ))
             ids = lifecycle.enqueue(get_redis(), self.short_name, jobs, options.user_id,
                                     {"key": batch["key"], "fields": batch["fields"]} if batch is not None else None)
@@ -320,7 +353,7 @@ class RedisQueue:
             expires_at=options.expires_at,
         )
         return fallback.submit(job, spec, delay, timeout=options.timeout, priority=options.priority,
-                               limits=job_limits)
+                               limits=job_limits, retry_policy=options.retry_field)
 
     # --- reading ------------------------------------------------------------------------------
     def get_job_status(self, job_id: str) -> Job | None:

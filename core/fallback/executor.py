@@ -66,12 +66,13 @@ class FallbackExecutor:
 
     # --- submitting -----------------------------------------------------------------------
     def submit(self, job: Job, spec: TaskSpec, delay: float = 0.0, timeout: int | None = None,
-               priority: str = "normal", limits: str | None = None) -> str:
+               priority: str = "normal", limits: str | None = None, retry_policy: str | None = None) -> str:
         """Spool ``job`` (committed to disk before this returns) and make sure runners are going.
-        ``limits``: its ``fk_limits``, held here too and handed back with it."""
+        ``limits``: its ``fk_limits``, held here too and handed back with it; ``retry_policy``: its
+        ``fk_retry`` (core.queue.backoff), applied here and handed back with it."""
         settings = get_settings()
         job_id = self.spool.add(job, time.time() + delay, priority_rank(priority), timeout,
-                                settings.fallback_max_pending, limits)
+                                settings.fallback_max_pending, limits, retry_policy)
         self._warn(job)
         self.start()
         self._wake.set()
@@ -139,7 +140,8 @@ class FallbackExecutor:
             return
         attempt = run_attempt(job.id, job.queue, job.task, job.payload, job.timeout,
                               lambda value: self.spool.set_progress(job.id, value))
-        decided = lifecycle.attempt_outcome(attempt, job.retry_count, job.max_retries, job.deferrals)
+        policy = lifecycle.retry_policy_of(job.retry_policy, job.queue, job.task)
+        decided = lifecycle.attempt_outcome(attempt, job.retry_count, job.max_retries, job.deferrals, policy)
         if decided.kind == "done":
             outcome = "completed"
             self.spool.end(job.id, self.owner, "completed", attempt.result_json, None)
@@ -251,7 +253,7 @@ def _new_job(row: SpooledJob) -> lifecycle.NewJob:
         run_at=row.run_at if row.run_at > time.time() else None, retries=row.retry_count, only_if_absent=True,
         extra_fields=(["fk_error", row.error] if row.error else []) +
                      (["fk_deferrals", row.deferrals] if row.deferrals else []),
-        limits=row.limits, expires_at=row.expires_at,
+        limits=row.limits, expires_at=row.expires_at, retry_policy=row.retry_policy,
     )
 
 
@@ -261,7 +263,7 @@ def _outcome(row: SpooledJob) -> lifecycle.ImportedOutcome:
         job_id=row.id, queue=row.queue, task_name=row.task, kwargs=row.payload, status=row.status,
         result_json=row.result, error=row.error, retries=row.retry_count, max_retries=row.max_retries,
         user_id=row.user_id, created_at=row.created_at, started_at=row.started_at,
-        completed_at=row.completed_at or time.time(), expires_at=row.expires_at,
+        completed_at=row.completed_at or time.time(), expires_at=row.expires_at, retry_policy=row.retry_policy,
     )
 
 

@@ -32,7 +32,7 @@ from core.config import get_settings
 from core.errors import QueueUnavailableError
 from core.fallback import spool_limits
 from core.platform.keys import PRIORITIES
-from core.queue.job_model import Job, JobStatus
+from core.queue.job_model import Job, JobStatus, policy_view
 from core.queue.job_options import expired_reason
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     limits TEXT,
     reason TEXT,
     deferrals INTEGER NOT NULL DEFAULT 0,
-    expires_at REAL
+    expires_at REAL,
+    retry_policy TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
@@ -81,7 +82,8 @@ _COUNT = "UPDATE meta SET value = value + ? WHERE key = 'unfinished'"
 # jobs held by one limiter that a fallback sees in practice, few enough to read in ~1 ms.
 CLAIM_SCAN = 500
 # Columns later releases added to ``jobs``: a spool file that lacks one gains it on open.
-ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT NULL DEFAULT 0", "expires_at": "REAL"}
+ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT NULL DEFAULT 0", "expires_at": "REAL",
+                 "retry_policy": "TEXT"}
 
 
 class SpoolFullError(QueueUnavailableError):
@@ -124,6 +126,7 @@ class SpooledJob:
     reason: str | None = None  # why a job waits: the limit holding it, or its Retry-After
     deferrals: int = 0  # Retry-After deferrals so far (they use no retry)
     expires_at: float | None = None  # epoch s: a claim after it ends the job 'expired' instead of running it
+    retry_policy: str | None = None  # fk_retry JSON (core.queue.backoff); None: the task's policy
 
     def to_job(self) -> Job:
         status = {"pending": JobStatus.PENDING, "delayed": JobStatus.DELAYED, "retrying": JobStatus.RETRYING,
@@ -141,12 +144,13 @@ class SpooledJob:
             completed_at=self.completed_at if status.is_final else None, mode="fallback",
             priority=priority_name(self.priority), reason=held, deferrals=self.deferrals,
             expires_at=self.expires_at,
+            retry_policy=policy_view(self.retry_policy),
         )
 
 
 _COLUMNS = ("id, queue, task, payload, status, run_at, priority, max_retries, retry_count, timeout, user_id, "
             "created_at, started_at, completed_at, result, error, progress, owner, lease_until, limits, reason, "
-            "deferrals, expires_at")
+            "deferrals, expires_at, retry_policy")
 
 
 def _row(values: tuple) -> SpooledJob:
@@ -231,9 +235,10 @@ class Spool:
 
     # --- writing -------------------------------------------------------------------------------
     def add(self, job: Job, run_at: float, priority: int, timeout: int | None, limit: int,
-            limits: str | None = None) -> str:
+            limits: str | None = None, retry_policy: str | None = None) -> str:
         """Spool a new run; a live job with the same id makes it a no-op (returns the id).
-        ``limits``: the job's ``fk_limits`` (:mod:`core.fallback.spool_limits`)."""
+        ``limits``: the job's ``fk_limits`` (:mod:`core.fallback.spool_limits`); ``retry_policy``:
+        its ``fk_retry``."""
         payload = json.dumps(job.payload, separators=(",", ":"))
 
         def work(db: sqlite3.Connection) -> str:
@@ -249,10 +254,10 @@ class Spool:
             db.execute(_COUNT, (1,))
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
-                f"NULL, NULL, NULL, ?, NULL, 0, ?)",
+                f"NULL, NULL, NULL, ?, NULL, 0, ?, ?)",
                 (job.job_id, job.queue, job.task_name, payload, "delayed" if run_at > time.time() else "pending",
                  run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits,
-                 job.expires_at),
+                 job.expires_at, retry_policy),
             )
             return job.job_id
 

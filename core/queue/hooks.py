@@ -52,7 +52,7 @@ def callback_spec(queue: str, task: str, key_name: str, key_value: str, user: st
     job_id = uuid.uuid4().hex
     max_retries = spec.max_retries if spec and spec.max_retries is not None else settings.default_max_retries
     new = lifecycle.NewJob(job_id=job_id, task_name=task, kwargs={}, max_retries=max_retries,
-                           timeout=settings.timeout_for(queue))
+                           timeout=settings.timeout_for(queue), retry_policy=spec.retry.to_field() if spec else None)
     fields = new.fields(full, user, format_time())
     prefix = json.dumps([task, None, [], {key_name: key_value}], separators=(",", ":"))[:-2]  # open the kwargs
     return json.dumps({"id": job_id, "key": keys.job(job_id), "list": keys.queue(full), "wake": keys.wake(full),

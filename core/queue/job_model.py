@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from core.queue.backoff import DEFAULT_POLICY, RetryPolicy
 from core.queue.rq_compat import decode_data, parse_time
 
 
@@ -55,6 +56,9 @@ class Job:
     deferrals: int = 0  # times it was rescheduled by RetryAfter (not failures)
     batch_id: str | None = None  # the batch it is a member of (core.api.batches.enqueue_batch)
     expires_at: float | None = None  # epoch s: not started by then, it ends expired and never runs
+    # how a failure waits and which failures retry: {"backoff": [base, cap] | None, "delays": [...] | None,
+    # "jitter": "full" | "none", "retry_on": [names], "dont_retry_on": [names]} (core.queue.backoff)
+    retry_policy: dict[str, Any] | None = None
 
     def wait(self, timeout: float) -> Job:
         """Block until this job has ended and return it (:func:`core.api.jobs.wait_for`, which
@@ -87,7 +91,8 @@ _STATUS = {
 # Fields a status read needs (HMGET, not HGETALL: a job hash also carries RQ fields we never show).
 READ_FIELDS = ("status", "data", "origin", "created_at", "started_at", "ended_at", "fk_task", "fk_max",
                "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta", "fk_mode",
-               "fk_prio", "fk_reason", "fk_stop", "fk_deferrals", "fk_batch", "fk_expires", "fk_expired")
+               "fk_prio", "fk_reason", "fk_stop", "fk_deferrals", "fk_batch", "fk_expires", "fk_expired",
+               "fk_retry")
 
 
 def map_status(rq_status: str | None, retry_count: int) -> JobStatus:
@@ -149,7 +154,13 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
         deferrals=int(raw["fk_deferrals"] or 0),
         batch_id=raw["fk_batch"].decode() if raw["fk_batch"] else None,
         expires_at=float(raw["fk_expires"]) if raw["fk_expires"] else None,
+        retry_policy=policy_view(raw["fk_retry"]),
     )
+
+
+def policy_view(stored: str | bytes | None) -> dict[str, Any]:
+    """A job's effective retry policy for display, from its ``fk_retry`` (absent: the default)."""
+    return (RetryPolicy.from_field(stored) or DEFAULT_POLICY).describe()
 
 
 def _reason(status: JobStatus, waiting: bytes | None, stop: bytes | None) -> str | None:

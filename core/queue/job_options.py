@@ -19,6 +19,7 @@ from core.config import get_settings
 from core.errors import InvalidPayloadError, JobsError, PayloadTooLargeError
 from core.flow import limits as job_limits
 from core.platform import keys
+from core.queue.backoff import RetryPolicy
 from core.queue.rq_compat import JOB_ID_PATTERN
 from core.queue.task_registry import TaskSpec
 
@@ -150,6 +151,12 @@ class EnqueueOptions:
     unique_key: str | None = None
     limits: job_limits.Limits = job_limits.Limits()  # the task's, with this call's overrides
     expires_at: float | None = None  # epoch seconds: not started by then, the job ends expired
+    retry: RetryPolicy = RetryPolicy()  # the task's, with this call's retry_backoff/_jitter/_delays on top
+
+    @property
+    def retry_field(self) -> str | None:
+        """The job's ``fk_retry`` (None: the default policy)."""
+        return self.retry.to_field()
 
     def limits_field(self, queue_short: str, task_name: str, payload: dict[str, Any]) -> str | None:
         """The job's ``fk_limits`` for this payload (a template key is filled from it, then from
@@ -176,9 +183,15 @@ def check_options(
     concurrency: Any = None,
     concurrency_key: Any = None,
     expires: Any = None,
+    retry_backoff: Any = None,
+    retry_jitter: Any = None,
+    retry_delays: Any = None,
 ) -> EnqueueOptions:
     """Every option checked, defaults filled from the task, then the queue's settings."""
     settings = get_settings()
+    call_retry = RetryPolicy.declare(retry_backoff, retry_jitter, retry_delays)
+    if max_retries is None and call_retry.delays is not None:
+        max_retries = len(call_retry.delays)  # one retry per delay, as on a task
     if max_retries is None:
         max_retries = spec.max_retries if spec.max_retries is not None else settings.default_max_retries
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_RETRIES_LIMIT:
@@ -211,6 +224,7 @@ def check_options(
         run_at=run_at,
         priority=priority, job_id=job_id, user_id=validate_user_id(user_id),
         unique_for=unique_for, unique_key=unique_key, limits=limits, expires_at=expires_at,
+        retry=spec.retry.override(call_retry),
     )
 
 

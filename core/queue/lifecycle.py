@@ -37,8 +37,8 @@ from typing import Any
 from core.config import get_settings
 from core.flow import limits
 from core.platform import keys
-from core.queue import lua_scripts, task_metrics
-from core.queue.backoff import retry_delays
+from core.queue import lua_scripts, task_metrics, task_registry
+from core.queue.backoff import DEFAULT_POLICY, RetryPolicy
 from core.queue.rq_compat import (
     RESULT_FAILED,
     RESULT_SUCCESSFUL,
@@ -100,6 +100,7 @@ class NewJob:
     dependency_policy: str = "cancel"  # a dependency failed or was canceled: cancel this job, or "run" it
     pass_result: str | None = None  # a completed dependency's result goes into the payload under this name
     expires_at: float | None = None  # fk_expires (epoch s): a claim after it ends the job expired (claim.lua)
+    retry_policy: str | None = None  # fk_retry: the job's retry policy as JSON (core.queue.backoff); None: default
 
     def fields(self, queue: str, user: str | None, now: str) -> list[Any]:
         """The job hash's fields (``data`` is passed separately: it may be binary)."""
@@ -126,6 +127,8 @@ class NewJob:
             out += ["fk_limits", self.limits]
         if self.expires_at is not None:
             out += ["fk_expires", repr(self.expires_at)]
+        if self.retry_policy:
+            out += ["fk_retry", self.retry_policy]
         if self.depends_on:
             out += ["fk_dep_policy", self.dependency_policy]
             if self.pass_result:
@@ -193,6 +196,7 @@ class ImportedOutcome:
     started_at: float | None
     completed_at: float
     expires_at: float | None = None
+    retry_policy: str | None = None  # fk_retry, kept for the job's view
 
 
 def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
@@ -223,6 +227,8 @@ def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
             fields += ["fk_expires", repr(o.expires_at)]
         if o.status == "expired":  # RQ's "canceled" plus our field (core/queue/job_model.py reads it back)
             fields += ["fk_expired", "1"]
+        if o.retry_policy:
+            fields += ["fk_retry", o.retry_policy]
         registry = {"completed": keys.finished, "failed": keys.failed, "canceled": keys.canceled,
                     "expired": keys.canceled}[o.status](full)
         entries.append({
@@ -274,6 +280,7 @@ class ClaimedJob:
     held: list[str] = field(default_factory=list)  # concurrency limiters whose permit this claim holds
     deferrals: int = 0  # RetryAfter deferrals so far
     stop_reason: str | None = None  # set when someone stopped it while it ran ("stopped by <who>")
+    retry_policy: str | None = None  # fk_retry (JSON); None: the task's policy (core.queue.backoff)
 
     @property
     def member(self) -> str:
@@ -346,7 +353,7 @@ def queue_limit_entry(queue: str) -> str:
     return _QUEUE_LIMITS[key]
 
 
-CLAIM_FIELDS = 18  # per job in claim.lua's reply
+CLAIM_FIELDS = 19  # per job in claim.lua's reply
 
 
 class ClaimBatch(list):
@@ -380,7 +387,8 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
     settings = get_settings()
     for i in range(0, len(flat), CLAIM_FIELDS):
         (job_id, claim_id, queue_index, data, timeout, task, max_retries, retries, manual, user,
-         result_ttl, failure_ttl, prio, created, waited, trace, job_limits, deferrals) = flat[i:i + CLAIM_FIELDS]
+         result_ttl, failure_ttl, prio, created, waited, trace, job_limits, deferrals,
+         retry_policy) = flat[i:i + CLAIM_FIELDS]
         queue = queues[int(queue_index)]
         undecodable = None
         try:
@@ -396,7 +404,7 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
             result_ttl=_int(result_ttl, settings.result_ttl), failure_ttl=_int(failure_ttl, settings.failure_ttl),
             priority=_text(prio) or "normal", created_at=parse_time(created), undecodable=undecodable,
             waited=waited is not None, trace=_trace(trace), held=limits.held_permits(job_limits),
-            deferrals=_int(deferrals),
+            deferrals=_int(deferrals), retry_policy=_text(retry_policy),
         ))
     return claimed
 
@@ -433,12 +441,24 @@ class AttemptOutcome:
     reason: str | None = None  # defer: what the job shows while it waits
 
 
-def attempt_outcome(attempt: AttemptResult, retries: int, max_retries: int, deferrals: int) -> AttemptOutcome:
+def retry_policy_of(stored: str | None, queue_short: str, task_name: str) -> RetryPolicy:
+    """The retry policy a job's next attempt waits by: the one it carries (``fk_retry``), else its
+    task's as registered here (a job written without one: a callback, a periodic run), else the
+    default (the settings' back-off with full jitter)."""
+    policy = RetryPolicy.from_field(stored)
+    if policy is not None:
+        return policy
+    spec = task_registry.get(queue_short, task_name)
+    return spec.retry if spec is not None else DEFAULT_POLICY
+
+
+def attempt_outcome(attempt: AttemptResult, retries: int, max_retries: int, deferrals: int,
+                    policy: RetryPolicy = DEFAULT_POLICY) -> AttemptOutcome:
     """The one rule for an attempt's end, used by the workers (finish) and the fallback alike.
 
     A success is done. A Retry-After is a deferral, using no retry, up to ``JOBS_MAX_DEFERRALS``
-    (then the job fails, saying so). A retryable error retries with back-off while retries are
-    left. Anything else fails."""
+    (then the job fails, saying so). A retryable error retries while retries are left, after the
+    wait ``policy`` gives (back-off or schedule, with its jitter). Anything else fails."""
     if attempt.ok:
         return AttemptOutcome("done")
     settings = get_settings()
@@ -451,15 +471,21 @@ def attempt_outcome(attempt: AttemptResult, retries: int, max_retries: int, defe
         return AttemptOutcome("fail", 0.0, f"{error}\n(deferred {deferrals} times by Retry-After, the most allowed: "
                                            f"JOBS_MAX_DEFERRALS={settings.max_deferrals})")
     if attempt.retryable and retries < max_retries:
-        return AttemptOutcome("retry", retry_delays(max_retries)[retries], error)
+        delay = policy.delay(retries)
+        return AttemptOutcome("retry", delay, error, retry_reason(policy, retries, max_retries, delay))
     return AttemptOutcome("fail", 0.0, error)
+
+
+def retry_reason(policy: RetryPolicy, retries: int, max_retries: int, delay: float) -> str:
+    """What a job shows while its retry waits: ``retry 2 of 3 in 3.172s (back-off 4s, full jitter)``."""
+    return f"retry {retries + 1} of {max_retries} in {delay:g}s ({policy.describe_wait(retries)})"
 
 
 def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[dict[str, Any], str, str | None]:
     """What finish.lua writes for one attempt: (entry, outcome, error text or None)."""
     queue = job.queue
     decided = AttemptOutcome("stop") if job.stop_reason is not None else attempt_outcome(
-        attempt, job.retries, job.max_retries, job.deferrals)
+        attempt, job.retries, job.max_retries, job.deferrals, _policy_if_needed(job, attempt))
     value, reason = decided.error, decided.reason
     if decided.kind == "stop":
         mode, outcome, target, counter = "stop", STOPPED, keys.canceled(queue), "canceled"
@@ -494,6 +520,13 @@ def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[
     elif mode in ("fail", "stop"):
         entry["rx"] = result_exc_string(value)
     return entry, outcome, None if attempt.ok and mode != "stop" else value
+
+
+def _policy_if_needed(job: ClaimedJob, attempt: AttemptResult) -> RetryPolicy:
+    """The job's retry policy when the attempt may retry (a success or a final failure needs none)."""
+    if attempt.ok or not attempt.retryable or attempt.defer is not None or job.retries >= job.max_retries:
+        return DEFAULT_POLICY
+    return retry_policy_of(job.retry_policy, job.queue_short, job.task_name)
 
 
 def _last_line(text: str | None) -> str:
@@ -692,9 +725,13 @@ def delete_failed_many(connection: Any, job_ids: list[str], queue: str) -> int:
 
 
 def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bool) -> tuple[bool, str]:
-    """An operator fails a job that has not started. Returns (done, new or current status)."""
-    fields = connection.hmget(keys.job(job_id), "fk_max")
-    delays = retry_delays(_int(fields[0]))
+    """An operator fails a job that has not started. Returns (done, new or current status).
+
+    With ``retry`` the job waits by its own retry policy, as after a failed attempt."""
+    max_retries, stored, task = connection.hmget(keys.job(job_id), "fk_max", "fk_retry", "fk_task")
+    policy = retry_policy_of(_text(stored), short_name(queue), _text(task) or "") if retry else DEFAULT_POLICY
+    delays = [policy.delay(n) for n in range(_int(max_retries))] if retry else []
+    reasons = [retry_reason(policy, n, _int(max_retries), delay) for n, delay in enumerate(delays)]
     now = time.time()
     ok, status = lua_scripts.run(
         "fail", connection,
@@ -702,7 +739,8 @@ def fail_pending(connection: Any, job_id: str, queue: str, error: str, retry: bo
          keys.queue_counters(short_name(queue)), keys.queue_at(queue, "high"), keys.queue_at(queue, "low"),
          keys.results(job_id)],
         [job_id, error[-MAX_ERROR_CHARS:], "1" if retry else "0", now, epoch_to_rq_time(now), json.dumps(delays),
-         *_events(), short_name(queue), layout_json(), result_exc_string(error[-MAX_ERROR_CHARS:])],
+         *_events(), short_name(queue), layout_json(), result_exc_string(error[-MAX_ERROR_CHARS:]),
+         json.dumps(reasons)],
     )
     if ok:
         logger.warning("job %s queue=%s outcome=%s by hand error=%r", job_id, short_name(queue), _text(status), error[:300])

@@ -17,6 +17,7 @@ from typing import Any
 
 from core.config import get_settings
 from core.flow.limits import Limits
+from core.queue.backoff import DEFAULT_POLICY, RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class TaskSpec:
     fallback: bool = True  # False: never run in a web process while Redis is down (enqueue answers 503)
     limits: Limits = Limits()  # rate / concurrency limits declared on the task (core.flow.limits)
     expires: Any = None  # default expiry: seconds after enqueue, a timedelta or a datetime (core.queue.job_options)
+    retry: RetryPolicy = DEFAULT_POLICY  # back-off, jitter, schedule and filters (core.queue.backoff)
 
 
 _tasks: dict[str, dict[str, TaskSpec]] = {}
@@ -42,12 +44,14 @@ _loaded_modules: set[str] = set()
 
 
 def register(queue: str, name: str, func: Callable[..., Any], max_retries: int | None = None,
-             fallback: bool = True, limits: Limits | None = None, expires: Any = None) -> TaskSpec:
+             fallback: bool = True, limits: Limits | None = None, retry: RetryPolicy | None = None,
+             expires: Any = None) -> TaskSpec:
     """Register ``func`` as task ``name`` on ``queue``.
 
     Registering a name again (the seeds' pattern: a web handler re-registers
     ``process_gmail_sync`` before enqueueing it) keeps what the first registration declared: its
-    limits, and its retries when this call gives none. Workers run with the limits their own
+    limits, and its retries and retry policy when this call gives none. A ``retry_delays``
+    schedule with no ``max_retries`` allows one retry per delay. Workers run with the limits their own
     import declared, so a second registration that dropped them would weaken them in this
     process only; one that declares other limits is refused with a clear error instead."""
     if not callable(func):
@@ -57,6 +61,9 @@ def register(queue: str, name: str, func: Callable[..., Any], max_retries: int |
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         raise ValueError(f"max_retries for task {name!r} must be a whole number >= 0, got {max_retries!r}")
     limits = limits or Limits()
+    retry = retry or DEFAULT_POLICY
+    if max_retries is None and retry.delays is not None:
+        max_retries = len(retry.delays)
     with _lock:
         existing = _tasks.get(queue, {}).get(name)
         if existing is not None and existing.limits:
@@ -70,8 +77,10 @@ def register(queue: str, name: str, func: Callable[..., Any], max_retries: int |
             max_retries = existing.max_retries
         if existing is not None and expires is None:
             expires = existing.expires
+        if existing is not None and not retry:
+            retry = existing.retry
         spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback, limits=limits,
-                        expires=expires)
+                        expires=expires, retry=retry or DEFAULT_POLICY)
         _tasks.setdefault(queue, {})[name] = spec
     return spec
 

@@ -197,6 +197,7 @@ class JsonScheduler(Scheduler):
             extra_fields=["meta", json.dumps(_meta(definition)), "description", definition.name],
             result_ttl=max(2 * 86_400, 2 * interval), failure_ttl=max(settings.failure_ttl_for(definition.queue), 2 * interval),
             expires_at=expiry_time(spec.expires, time.time(), check_past=False) if spec is not None else None,
+            retry_policy=spec.retry.to_field() if spec is not None else None,  # else the worker's view of the task
         )
         if spec is None:
             logger.warning("periodic job %s: task %s is not registered in this scheduler (JOBS_TASK_MODULES?); "

@@ -31,7 +31,7 @@
 -- ARGV[13..] groups of 7: full queue name, high list, normal list, low list, wip key, wake key,
 --            the queue's own rate limit (JSON, '' for none).
 -- Returns {jobs, due, expired}: jobs is a flat list, per job id, claim, queue index, then the 15 fields below
--- (false if unset); due is the seconds until a limiter touched here lets its next parked job run
+-- (data .. fk_deferrals) and fk_retry (false if unset); due is the seconds until a limiter touched here lets its next parked job run
 -- (false if none), so the claiming worker runs release_limits right then; expired is a flat list,
 -- per job ended expired, id, task, queue index.
 local GROUP = 7
@@ -88,7 +88,7 @@ for qi = 1, #names do
           local f = redis.call('HMGET', key, 'status', 'data', 'timeout', 'fk_task', 'fk_max', 'fk_retries',
                                'fk_manual', 'fk_user', 'result_ttl', 'failure_ttl', 'fk_prio', 'created_at', 'fk_wait',
                                'fk_trace', 'fk_limits', 'fk_deferrals', 'fk_released', 'fk_expires',
-                               'fk_hooks')
+                               'fk_hooks', 'fk_retry')
           -- a hash that is gone (deleted, expired) or no longer queued is not claimable: drop the id
           if f[1] == 'queued' and f[18] and tonumber(f[18]) <= clock then
             L = L or cjson.decode(ARGV[8])
@@ -142,6 +142,7 @@ for qi = 1, #names do
               out[#out + 1] = claim
               out[#out + 1] = qi - 1
               for j = 2, 16 do out[#out + 1] = f[j] end
+              out[#out + 1] = f[20]  -- fk_retry: the job's retry policy
             end
           end
         end

@@ -1,7 +1,7 @@
 -- uses: events_lib, limits_lib, hooks_lib, rq_lib, waiting_lib
 -- fail.lua: an operator fails a job that has not started (fail_job), with or without a retry.
 --
---   KEYS[1] rq:job:<id>        HASH  status, fk_error, fk_retries, ended_at
+--   KEYS[1] rq:job:<id>        HASH  status, fk_error, fk_retries, ended_at, fk_reason (a retry's wait)
 --   KEYS[2] rq:queue:<q>       LIST  removed from
 --   KEYS[3] rq:scheduled:<q>   ZSET  removed from; the retry is added back with its run time
 --   KEYS[4] rq:failed:<q>      ZSET  added when it ends failed (score = expiry)
@@ -13,7 +13,8 @@
 -- ARGV[5] now (RQ time format), ARGV[6] retry run time for each retry number as a JSON list
 -- ARGV[7] events stream key, ARGV[8] its maxlen, ARGV[9] queue short name ("retrying" or "failed"),
 -- ARGV[10] the layout JSON (a final failure of a job with hooks: hooks_lib),
--- ARGV[11] the error as the result record's exc_string (core/queue/rq_compat.py result_exc_string)
+-- ARGV[11] the error as the result record's exc_string (core/queue/rq_compat.py result_exc_string),
+-- ARGV[12] the reason shown while each retry waits, as a JSON list like ARGV[6] (the job's retry policy)
 -- Returns {1, 'retrying' | 'failed'} or {0, current status or ''}.
 local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'fk_prio', 'fk_user',
                       'fk_hooks')
@@ -26,7 +27,9 @@ local retries = tonumber(f[4] or '0')
 local max = tonumber(f[3] or '0')
 if ARGV[3] == '1' and retries < max then
   local delays = cjson.decode(ARGV[6])
-  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'fk_error', ARGV[2], 'fk_retries', retries + 1)
+  local reasons = cjson.decode(ARGV[12])
+  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'fk_error', ARGV[2], 'fk_retries', retries + 1,
+             'fk_reason', reasons[retries + 1])
   redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + delays[retries + 1], ARGV[1])
   redis.call('HINCRBY', KEYS[5], task .. ':retried', 1)
   emit(ARGV[7], ARGV[8], ARGV[1], 'retrying', ARGV[9], task, f[7], last_line(ARGV[2]))

@@ -24,7 +24,8 @@
 --   "events": stream key, "maxlen": n, "layout_json": the layout (decoded when permits or hooks need it),
 --   "worker": worker name (RQ's result record),
 --   "entries": [{"job", "wip", "target", "canceled", "counters", "wake", "done", "results", "member", "id", "task",
---   "mode": done|fail|retry|requeue|defer|stop, "score", "ttl", "fttl", "counter", "value", "reason",
+--   "mode": done|fail|retry|requeue|defer|stop, "score", "ttl", "fttl", "counter", "value",
+--   "reason" (defer: the Retry-After's; retry: the wait the job's retry policy chose, e.g. "retry 1 of 3 in 1.2s ..."),
 --   "retries", "deferrals", "held": [limiter names],
 --   "rv": the result record's return_value (done), "rx": its exc_string (fail, stop)}]}
 -- Returns, per entry, the mode written (a failure of a job being stopped becomes 'stop') or 0 (lease lost).
@@ -65,7 +66,11 @@ for i, e in ipairs(req.entries) do
       redis.call('EXPIRE', e.job, e.ttl)
       rq_result(e.results, e.ttl, 2, req.worker, nil, e.rx)
     elseif mode == 'retry' then
-      redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries)
+      if e.reason ~= nil and e.reason ~= cjson.null then  -- the wait its retry policy chose (dropped by promote)
+        redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries, 'fk_reason', e.reason)
+      else
+        redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries)
+      end
     elseif mode == 'defer' then
       redis.call('HSET', e.job, 'status', 'scheduled', 'fk_reason', e.reason, 'fk_deferrals', e.deferrals)
     else
