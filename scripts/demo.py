@@ -33,6 +33,7 @@ import redis  # noqa: E402
 import requests  # noqa: E402
 
 logger = logging.getLogger("fikiri.demo")
+STOP_GRACE = 20.0  # s: the services get this long, together, to stop after Ctrl-C; then they are killed
 
 DEMO_TASK_MODULE = "scripts.demo_tasks"
 
@@ -70,12 +71,14 @@ class Services:
         for _name, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE  # one bound for all: they stop side by side
         for name, proc in reversed(self.procs):
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 logger.warning("%s did not stop in time; killing PID %s", name, proc.pid)
                 proc.kill()
+                proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -37,7 +37,8 @@ def totals() -> dict[str, int]:
     out: dict[str, int] = {}
     for queue in QUEUES:
         for name, value in queue.get_stats().items():
-            out[name] = out.get(name, 0) + value
+            if isinstance(value, int | float):  # the counts (latency_by_priority is a dict of ages)
+                out[name] = out.get(name, 0) + value
     return out
 
 
