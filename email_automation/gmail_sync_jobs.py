@@ -211,7 +211,7 @@ class GmailSyncJobManager:
     @staticmethod
     def _row(session: Any, job_id: int | str) -> SyncJob:
         """The row by id, or by the queue job id ``queue_sync_job`` returned (``gmail-sync-<id>-<hex>``)."""
-        if isinstance(job_id, str) and not job_id.isdigit():
+        if isinstance(job_id, str) and not (job_id.isascii() and job_id.isdigit()):
             row = session.scalar(select(SyncJob).where(SyncJob.queue_job_id == job_id))
         else:
             try:
