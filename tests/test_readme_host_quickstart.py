@@ -139,6 +139,13 @@ def test_the_quick_start_in_a_fresh_venv_outside_the_checkout(redis_server, tmp_
                 time.sleep(0.1)
             else:
                 os.kill(pid, signal.SIGKILL)
+        # the script itself (its wait-for-health loop, when the services never came up) and anything
+        # else it started: its own process group, from start_new_session
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
 
 
 def test_editable_install_gives_the_packages_and_console_scripts(tmp_path):
