@@ -139,7 +139,7 @@ class FallbackExecutor:
             logger.warning("fallback job %s task=%s outcome=failed abandoned=1", job.id, job.task)
             return
         attempt = run_attempt(job.id, job.queue, job.task, job.payload, job.timeout,
-                              lambda value: self.spool.set_progress(job.id, value))
+                              lambda value: self.spool.set_progress(job.id, value, self.owner))
         policy = lifecycle.retry_policy_of(job.retry_policy, job.queue, job.task)
         decided = lifecycle.attempt_outcome(attempt, job.retry_count, job.max_retries, job.deferrals, policy)
         if decided.kind == "done":

@@ -360,8 +360,15 @@ class Spool:
 
         return self._write(work)
 
-    def set_progress(self, job_id: str, value: Any) -> None:
-        self._write(lambda db: db.execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(value), job_id)))
+    def set_progress(self, job_id: str, value: Any, owner: str | None = None) -> bool:
+        """Write a job's progress; with ``owner``, only while that process still holds the job (a
+        stale attempt, whose lease another process took over, writes nothing). True if written."""
+        if owner is None:
+            return self._write(lambda db: db.execute("UPDATE jobs SET progress = ? WHERE id = ?",
+                                                     (json.dumps(value), job_id)).rowcount == 1)
+        return self._write(lambda db: db.execute(
+            "UPDATE jobs SET progress = ? WHERE id = ? AND owner = ? AND status = 'running'",
+            (json.dumps(value), job_id, owner)).rowcount == 1)
 
     def cancel(self, job_id: str, reason: str = "canceled") -> tuple[SpooledJob | None, bool]:
         """Cancel a waiting job, recording ``reason``: (the row after the attempt or None if unknown,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from core.config import get_settings
 from core.execution import stopping
 from core.execution.runner import run_attempt
-from core.platform import keys, tracing
+from core.platform import tracing
 from core.platform.connection import REDIS_DOWN, new_redis
 from core.queue import lifecycle, task_metrics
 from core.queue.lifecycle import AttemptResult, ClaimedJob
@@ -51,20 +51,18 @@ HARD_KILL_GRACE = 10.0  # s past a job's timeout before the parent kills a child
 
 
 def progress_sink(connection: Any, job: ClaimedJob) -> Any:
-    """Progress goes to the job hash and, as a "progress" event, to the events stream (one round trip)."""
+    """Progress goes to the job hash and, as a "progress" event, to the events stream (one script
+    call, progress.lua), fenced by the attempt's claim: a stale attempt (its job taken back after a
+    lost lease) writes nothing, and that is logged once."""
     maxlen = get_settings().events_maxlen
+    refused = False
 
     def sink(value: Any) -> None:
-        text = json.dumps(value)
-        with connection.pipeline(transaction=False) as pipe:
-            pipe.hset(keys.job(job.job_id), "fk_progress", text)
-            if maxlen:
-                event = {"job": job.job_id, "event": "progress", "queue": job.queue_short, "task": job.task_name,
-                         "detail": text[:1000]}
-                if job.user_id:
-                    event["user"] = job.user_id
-                pipe.xadd(keys.events(), event, maxlen=maxlen, approximate=True)
-            pipe.execute()
+        nonlocal refused
+        if not lifecycle.report_progress(connection, job, json.dumps(value), maxlen) and not refused:
+            refused = True
+            logger.warning("job %s task=%s attempt %s: progress refused, its lease was lost and the job taken back "
+                           "(a stale attempt writes nothing)", job.job_id, job.task_name, job.claim)
 
     return sink
 
@@ -102,6 +100,16 @@ def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptRes
             return [None] * len(finished)
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+def record_stall(connection: Any, job: ClaimedJob, reason: str) -> None:
+    """A work-horse died under its job (OOM killer, a segfault, a SIGKILL from outside): a stall
+    (DESIGN.md "Crashes are stalls"), recorded now rather than after its lease. If Redis is away,
+    the lease runs out and the sweep records the same stall."""
+    try:
+        lifecycle.stalled(connection, [job], reason)
+    except REDIS_ERRORS as exc:
+        logger.warning("job %s: could not record its stall now (%s); the sweep will after its lease", job.job_id, exc)
 
 
 def stop_in_thread(job: ClaimedJob, grace: float) -> None:
@@ -259,6 +267,7 @@ class _Child:
         self.result_file = result_file
         self.job: ClaimedJob | None = None
         self.busy_since = 0.0
+        self.timed_out = False  # the parent killed it past its job's timeout: a failed attempt, not a stall
 
 
 class PreforkExecutor:
@@ -346,6 +355,7 @@ class PreforkExecutor:
             if job is not None and job.timeout and now - child.busy_since > job.timeout + HARD_KILL_GRACE:
                 logger.error("work-horse %s ignored the %ss timeout of job %s; killing it", child.pid, job.timeout,
                              job.job_id)
+                child.timed_out = True
                 _kill(child.pid)
 
     def _retire(self, child: _Child) -> None:
@@ -362,8 +372,11 @@ class PreforkExecutor:
         if job is not None:
             reason = f"work-horse {child.pid} died ({status}) while running the job"
             logger.error("job %s: %s", job.job_id, reason)
-            lost = AttemptResult(ok=False, error=reason, duration=time.monotonic() - child.busy_since)
-            finish_retrying(self.worker.connection, [(job, lost)], self.worker.name)
+            if job.stop_reason is None and not child.timed_out:
+                record_stall(self.worker.connection, job, reason)
+            else:  # stopped, or killed past its timeout: the attempt ends as such
+                lost = AttemptResult(ok=False, error=reason, duration=time.monotonic() - child.busy_since)
+                finish_retrying(self.worker.connection, [(job, lost)], self.worker.name)
             self.worker.job_done(job)
         if not self._stopping:
             self._spawn()
@@ -443,6 +456,23 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+PARENT_CHECK = 0.5  # s: how often a work-horse checks that its parent is alive (besides PR_SET_PDEATHSIG)
+
+
+def _watch_parent(parent: int) -> None:
+    """A second guard beside PR_SET_PDEATHSIG (which fires on the death of the *thread* that forked,
+    and exists only on Linux): a thread checks the parent's pid every PARENT_CHECK and ends this
+    work-horse, job and all, once it is orphaned. The sweep takes the job back only after its lease
+    (seconds), so the orphan is gone well before another run can start."""
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="fikiri-parent-watch", daemon=True).start()
+
+
 def rss_kb(pid: int | str = "self") -> int:
     """Resident memory of a process now (not its peak), from /proc; 0 where that is unreadable."""
     try:
@@ -459,6 +489,7 @@ def _rss_mb() -> float:
 def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_jobs: int, max_rss_mb: int) -> None:
     """A work-horse: read a job per line, run it, record it, answer ``d`` (or ``r``: retiring)."""
     _die_with_parent(parent)
+    _watch_parent(parent)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     task_metrics.reset_buffer()  # what the parent had not flushed yet is the parent's to flush
@@ -475,7 +506,7 @@ def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_
             task_metrics.buffer().flush(connection)
             last_flush, dirty = time.monotonic(), False
         line = jobs_in.readline()
-        if not line:
+        if not line or os.getppid() != parent:  # closed, or orphaned: never start a job without a parent
             break
         job = ClaimedJob.from_wire(json.loads(line))
         execute(connection, job, worker_name)

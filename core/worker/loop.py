@@ -341,18 +341,16 @@ class Worker:
         expiry = time.time() + self.settings.worker_lease
         try:
             with connection.pipeline(transaction=False) as pipe:
-                by_queue: dict[str, dict[str, float]] = {}
-                for job in jobs:
-                    by_queue.setdefault(job.queue, {})[job.member] = expiry
-                for queue, members in by_queue.items():
-                    pipe.zadd(keys.started(queue), members, xx=True)
+                leased = lifecycle.extend_leases(pipe, jobs, expiry)  # fenced: a stale member is never re-added
                 pipe.hset(keys.worker(self.name), mapping={
                     "last_heartbeat": lifecycle.epoch_to_rq_time(time.time()), "state": "busy" if jobs else "idle",
                     "current_jobs": len(jobs), "current_job_ids": ",".join(j.job_id for j in jobs[:20]),
                     "processed": self.processed, "rss_kb": rss_kb() + self.executor.children_rss_kb()})
                 pipe.expire(keys.worker(self.name), self.settings.worker_ttl)
                 pipe.lpop(keys.stop_requests(self.name), 100)
-                stops = pipe.execute()[-1]
+                replies = pipe.execute()
+                stops = replies[-1]
+            self._drop_stale(jobs, [m for reply in replies[:len(leased)] for m in reply])
             if any(job.held for job in jobs):
                 lifecycle.extend_permits(connection, jobs, self.settings.worker_lease)
             if stops:
@@ -360,6 +358,19 @@ class Worker:
             task_metrics.buffer().flush(connection)
         except REDIS_ERRORS as exc:
             logger.warning("heartbeat of worker %s failed (%s)", self.name, exc)
+
+    def _drop_stale(self, jobs: list[ClaimedJob], stale: list[bytes]) -> None:
+        """Attempts whose lease the sweep already took back (this worker was stopped or starved past
+        its lease): the job may run elsewhere now, so stop this run; its finish is fenced anyway."""
+        if not stale:
+            return
+        gone = {m.decode() if isinstance(m, bytes) else m for m in stale}
+        for job in jobs:
+            if job.member in gone:
+                logger.warning("worker %s: job %s attempt %s lost its lease (the sweep took it back); stopping this "
+                               "stale run, its end will not be written", self.name, job.job_id, job.claim)
+                job.stop_reason = "stale attempt: its lease was lost and the job taken back"
+                self.executor.stop_job(job)
 
     def _stop_jobs(self, connection: Any, job_ids: list[str]) -> None:
         """Someone asked to stop these running jobs (core.api.jobs.stop_job): end them here."""
