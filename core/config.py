@@ -201,6 +201,10 @@ class Settings:
     worker_maintenance_interval: int = 10  # JOBS_WORKER_MAINTENANCE_INTERVAL (s): the sweep for abandoned jobs
     worker_heartbeat_interval: int = 2  # JOBS_WORKER_HEARTBEAT_INTERVAL (s): leases extended, metrics flushed
     worker_heartbeat_grace: int = 15  # JOBS_WORKER_HEARTBEAT_GRACE (s) past a missed heartbeat
+    # JOBS_WORKER_SHUTDOWN_TIMEOUT (s): after SIGTERM, jobs in hand get this long to finish; then the
+    # interruptible ones are interrupted and requeued (no retry, no stall) and the worker exits 0.
+    # 25 s + the 2 s interrupt grace stays under Kubernetes' 30 s terminationGracePeriodSeconds.
+    worker_shutdown_timeout: float = 25.0
     worker_promote_interval: float = 0.5  # JOBS_WORKER_PROMOTE_INTERVAL (s): delayed jobs and retries run this late at most
     worker_idle_wait: float = 1.0  # JOBS_WORKER_IDLE_WAIT (s): longest block on the wake-up tokens
     worker_class: str = "prefork"  # JOBS_WORKER_CLASS: prefork | fork | simple | threaded
@@ -406,6 +410,7 @@ def load_settings() -> Settings:
         ),
         worker_heartbeat_interval=_env_int("JOBS_WORKER_HEARTBEAT_INTERVAL", Settings.worker_heartbeat_interval, 1),
         worker_heartbeat_grace=_env_int("JOBS_WORKER_HEARTBEAT_GRACE", Settings.worker_heartbeat_grace, 1),
+        worker_shutdown_timeout=_env_float("JOBS_WORKER_SHUTDOWN_TIMEOUT", Settings.worker_shutdown_timeout, 0.0),
         worker_promote_interval=_env_float("JOBS_WORKER_PROMOTE_INTERVAL", Settings.worker_promote_interval, 0.01),
         worker_idle_wait=_env_float("JOBS_WORKER_IDLE_WAIT", Settings.worker_idle_wait, 0.01),
         worker_class=_env_str("JOBS_WORKER_CLASS", Settings.worker_class),

@@ -287,6 +287,8 @@ class ClaimedJob:
     deferrals: int = 0  # RetryAfter deferrals so far
     stop_reason: str | None = None  # set when someone stopped it while it ran ("stopped by <who>")
     retry_policy: str | None = None  # fk_retry (JSON); None: the task's policy (core.queue.backoff)
+    requeue_reason: str | None = None  # a shutdown's deadline passed: interrupt it, requeue it (no retry, no stall)
+    interrupted: bool = False  # it was interrupted (or never started) for requeue_reason: its end is a requeue
 
     @property
     def member(self) -> str:
@@ -599,6 +601,17 @@ def release(connection: Any, jobs: list[ClaimedJob], reason: str) -> list[tuple[
         members = [j.member for j in jobs if j.queue == queue]
         out += _abandon(connection, queue, members, reason, False, len(members))
     return out
+
+
+def yield_leases(connection: Any, jobs: list[ClaimedJob]) -> None:
+    """A worker about to exit with these attempts still running (stuck in C past its shutdown
+    deadline, so neither finished nor safely interrupted) marks them ``fk_yield``: when their
+    lease runs out, the sweep requeues them without counting a stall (abandon.lua). Nothing is
+    requeued before the lease, so they never run twice at once."""
+    with connection.pipeline(transaction=False) as pipe:
+        for job in jobs:
+            pipe.hset(keys.job(job.job_id), "fk_yield", job.member)
+        pipe.execute()
 
 
 def _abandon(connection: Any, queue: str, members: list[str], reason: str, count: bool,

@@ -48,6 +48,7 @@ PR_SET_PDEATHSIG = 1
 IDLE_FLUSH = 0.5  # s: a pre-forked child flushes its timings this long after its last job
 GROUP_COMMIT_WINDOW = 0.002  # s: results of short jobs run back to back are committed together
 HARD_KILL_GRACE = 10.0  # s past a job's timeout before the parent kills a child that ignores SIGALRM
+SHUTDOWN_GRACE = 2.0  # s: a job interrupted at the shutdown deadline may stop by itself this long before it is ended
 
 
 def progress_sink(connection: Any, job: ClaimedJob) -> Any:
@@ -72,6 +73,9 @@ def attempt(connection: Any, job: ClaimedJob) -> AttemptResult:
     waited in the worker (prefetched, or queued for a pool thread) is not started at all."""
     if job.stop_reason is not None:
         return AttemptResult(ok=False, retryable=False, error=job.stop_reason)
+    if job.requeue_reason is not None:  # the shutdown deadline passed before it started: back to its queue
+        job.interrupted = True
+        return AttemptResult(ok=False, retryable=False, error=job.requeue_reason)
     return run_attempt(job.job_id, job.queue_short, job.task_name, job.kwargs, job.timeout,
                        progress_sink(connection, job), job.undecodable, job.trace)
 
@@ -88,6 +92,8 @@ def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptRes
     If Redis stays away longer, the outcomes are dropped and the jobs' leases expire: the sweep
     retries them (at least once, never lost).
     """
+    if any(job.interrupted for job, _attempt in finished):
+        return _finish_interrupted(connection, finished, worker_name, patience)
     delay, deadline = 0.2, time.monotonic() + patience
     while True:
         try:
@@ -100,6 +106,39 @@ def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptRes
             return [None] * len(finished)
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+def _finish_interrupted(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]], worker_name: str,
+                       patience: float) -> list[str | None]:
+    """Attempts interrupted at the shutdown deadline go back to the head of their queues (no retry,
+    no stall: lifecycle.release); the others are recorded as usual."""
+    interrupted = [job for job, _attempt in finished if job.interrupted]
+    delay, deadline = 0.2, time.monotonic() + patience
+    while True:
+        try:
+            lifecycle.release(connection, interrupted, interrupted[0].requeue_reason or "interrupted")
+            break
+        except REDIS_ERRORS as exc:
+            if time.monotonic() > deadline:
+                logger.error("could not requeue %d interrupted job(s) (%s); the sweep will", len(interrupted), exc)
+                break
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+    rest = [(job, result) for job, result in finished if not job.interrupted]
+    outcomes = iter(finish_retrying(connection, rest, worker_name, patience) if rest else [])
+    return ["requeued" if job.interrupted else next(outcomes) for job, _attempt in finished]
+
+
+def interrupt_in_thread(job: ClaimedJob) -> None:
+    """The shutdown deadline passed (core/worker/loop.py): ask the job to stop, end it after
+    SHUTDOWN_GRACE, and requeue it when it returns. A job not started yet never starts (attempt). A
+    job blocked in C (a long socket read, time.sleep) is ended only when that call returns: the
+    worker yields such a job's lease instead (core.queue.lifecycle.yield_leases)."""
+    if stopping.request(job.job_id):
+        job.interrupted = True
+        timer = threading.Timer(SHUTDOWN_GRACE, stopping.hard_stop, [job.job_id])
+        timer.daemon = True
+        timer.start()
 
 
 def record_stall(connection: Any, job: ClaimedJob, reason: str) -> None:
@@ -168,6 +207,9 @@ class SimpleExecutor:
 
     def stop_job(self, job: ClaimedJob) -> None:
         stop_in_thread(job, self.worker.settings.stop_grace)
+
+    def interrupt_job(self, job: ClaimedJob) -> None:
+        interrupt_in_thread(job)
 
     def stop(self, wait: bool) -> None:
         pass
@@ -252,6 +294,9 @@ class ThreadedExecutor:
 
     def stop_job(self, job: ClaimedJob) -> None:
         stop_in_thread(job, self.worker.settings.stop_grace)
+
+    def interrupt_job(self, job: ClaimedJob) -> None:
+        interrupt_in_thread(job)
 
     def stop(self, wait: bool) -> None:
         self._pool.shutdown(wait=wait)
@@ -372,7 +417,10 @@ class PreforkExecutor:
         if job is not None:
             reason = f"work-horse {child.pid} died ({status}) while running the job"
             logger.error("job %s: %s", job.job_id, reason)
-            if job.stop_reason is None and not child.timed_out:
+            if job.interrupted:  # the shutdown deadline: back to its queue, no retry, no stall
+                finish_retrying(self.worker.connection, [(job, AttemptResult(ok=False, error=reason))],
+                                self.worker.name)
+            elif job.stop_reason is None and not child.timed_out:
                 record_stall(self.worker.connection, job, reason)
             else:  # stopped, or killed past its timeout: the attempt ends as such
                 lost = AttemptResult(ok=False, error=reason, duration=time.monotonic() - child.busy_since)
@@ -404,6 +452,14 @@ class PreforkExecutor:
         for child in list(self._children.values()):
             if child.job is not None and child.job.job_id == job.job_id:
                 child.job.stop_reason = job.stop_reason
+                _kill(child.pid)
+
+    def interrupt_job(self, job: ClaimedJob) -> None:
+        """The shutdown deadline passed: end the work-horse running ``job``; the parent requeues it
+        (_child_gone). A work-horse is a process, so this works whatever the job is blocked in."""
+        for child in list(self._children.values()):
+            if child.job is job:
+                job.interrupted = True
                 _kill(child.pid)
 
     def stop(self, wait: bool) -> None:

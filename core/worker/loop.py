@@ -25,8 +25,14 @@ Redis and for how long once a minute; a ``--burst`` worker gives up after
 ``JOBS_WORKER_BURST_REDIS_TIMEOUT`` (30 s) and exits 1 naming the Redis and the last error
 (a CI step or cron job must not hang on a Redis that is not there).
 
-Signals: SIGTERM/SIGINT stop claiming, finish the jobs in hand and exit 0; a second one puts the
-jobs in hand back at the head of their queues (not counted as attempts) and exits 1 at once.
+Signals: SIGTERM/SIGINT stop claiming and give the jobs in hand ``JOBS_WORKER_SHUTDOWN_TIMEOUT``
+(25 s) to finish; then the ones still running are interrupted (a work-horse is killed, a job in a
+thread gets :func:`~core.execution.stopping.should_stop` and, ``SHUTDOWN_GRACE`` later, JobStopped)
+and requeued at the head of their queues without using a retry or a stall, and the worker exits 0.
+A task declared ``interruptible=False`` is waited for until it ends (or systemd's TimeoutStopSec
+SIGKILLs it: a stall). A job in a thread still blocked in C after the grace is not requeued under
+its running code: its lease is yielded (it goes back after the lease, uncounted) and the worker
+exits 0. A second signal puts the jobs in hand back at once and exits 1.
 """
 
 from __future__ import annotations
@@ -43,9 +49,9 @@ from typing import Any
 from core.config import Settings, get_settings
 from core.platform import keys, tracing
 from core.platform.connection import REDIS_DOWN, new_redis, redis_description
-from core.queue import lifecycle, task_metrics
+from core.queue import lifecycle, task_metrics, task_registry
 from core.queue.lifecycle import ClaimedJob
-from core.worker.executors import PreforkExecutor, SimpleExecutor, ThreadedExecutor, rss_kb
+from core.worker.executors import SHUTDOWN_GRACE, PreforkExecutor, SimpleExecutor, ThreadedExecutor, rss_kb
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ class Worker:
         self._in_flight: dict[str, ClaimedJob] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._stopped = threading.Event()  # set when the worker has shut down: the deadline watch ends
         self._signals = 0
         self.processed = 0
         self._next_promote = 0.0
@@ -400,8 +407,46 @@ class Worker:
             logger.info("worker %s: %s received; finishing %d job(s) in hand, then exiting (send it again to "
                         "stop at once)", self.name, signal.Signals(signum).name, len(self.in_hand()))
             self._stop.set()
+            threading.Thread(target=self._shutdown_deadline, name="fikiri-shutdown-deadline", daemon=True).start()
             return
         self._cold_stop()
+
+    def _shutdown_deadline(self) -> None:
+        """JOBS_WORKER_SHUTDOWN_TIMEOUT after the first signal: interrupt and requeue what still runs."""
+        timeout = self.settings.worker_shutdown_timeout
+        if self._stopped.wait(timeout):
+            return
+        reason = (f"interrupted: its worker's shutdown deadline passed (JOBS_WORKER_SHUTDOWN_TIMEOUT={timeout:g}s); "
+                  f"requeued without using a retry or a stall")
+        waited = []
+        for job in self.in_hand():
+            spec = task_registry.get(job.queue_short, job.task_name)
+            if spec is not None and not spec.interruptible:
+                waited.append(job.job_id)
+                continue
+            job.requeue_reason = reason
+            self.executor.interrupt_job(job)
+        logger.warning("worker %s: shutdown deadline of %gs passed; interrupting and requeueing the jobs still in "
+                       "hand%s", self.name, timeout,
+                       f", waiting for {len(waited)} not interruptible: {', '.join(waited[:10])}" if waited else "")
+        while not self._stopped.wait(SHUTDOWN_GRACE + 0.5):
+            held = self.in_hand()
+            if held and all(job.requeue_reason is not None for job in held):
+                self._exit_yielding(held)
+
+    def _exit_yielding(self, jobs: list[ClaimedJob]) -> None:
+        """Jobs interrupted at the deadline that still have not returned (blocked in C, in a thread):
+        yield their leases (requeued after the lease, not a stall, never while their code may still
+        run here) and exit 0 now."""
+        logger.warning("worker %s: %d interrupted job(s) did not return (%s); yielding their leases and exiting",
+                       self.name, len(jobs), ", ".join(j.job_id for j in jobs[:10]))
+        try:
+            lifecycle.yield_leases(self.connection, jobs)
+        except REDIS_ERRORS as exc:
+            logger.error("could not yield %d lease(s) (%s); the sweep will count them as stalls", len(jobs), exc)
+        self._unregister()
+        logging.shutdown()
+        os._exit(0)
 
     def _cold_stop(self) -> None:
         """Second signal: stop the jobs in hand, put them back at the head of their queues, exit 1."""
@@ -425,4 +470,5 @@ class Worker:
         except REDIS_ERRORS:
             pass
         self._unregister()
+        self._stopped.set()
         logger.info("worker %s stopped after %d job(s)", self.name, self.processed)

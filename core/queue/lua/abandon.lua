@@ -15,7 +15,8 @@
 --   KEYS[4] fikiri:wake:<q>   LIST  one token when something was requeued
 --   KEYS[5] rq:canceled:<q>   ZSET  a stopped job
 --   rq:job:<id>               HASH  built from the layout: status, fk_stalls, fk_error, fk_lost (the member taken
---                             back: its stale holder's heartbeat learns it, lease.lua); fk_mstalls read
+--                             back: its stale holder's heartbeat learns it, lease.lua); fk_mstalls read, and
+--                             fk_yield (a member its worker yielded at a shutdown deadline: requeued uncounted)
 --   rq:results:<id>           STREAM built from the layout (L.results): RQ's result record of a job this
 --                             ends (rq_lib): failed with the reason, or stopped with the stop's reason
 --   the job's priority list (LIST, requeued at the head) and the limiter keys of limits_lib
@@ -43,7 +44,7 @@ for _, member in ipairs(members) do
     local id = string.match(member, '^(.*):[^:]*$') or member
     local key = L.job .. id
     local f = redis.call('HMGET', key, 'fk_task', 'fk_stalls', 'fk_mstalls', 'failure_ttl', 'status', 'fk_prio',
-                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks')
+                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks', 'fk_yield')
     local q = short_queue(ARGV[8])
     if f[5] == 'started' then
       redis.call('HSET', key, 'fk_lost', member)  -- this attempt's heartbeat learns it was taken back (lease.lua)
@@ -51,7 +52,8 @@ for _, member in ipairs(members) do
       local stalls = tonumber(f[2] or '0')
       local max_stalls = tonumber(f[3] or '1')
       local ttl = tonumber(f[4] or '604800')
-      local counted = ARGV[4] == '1'
+      -- a worker that exited past its shutdown deadline yielded this attempt (lifecycle.yield_leases): not a stall
+      local counted = ARGV[4] == '1' and f[11] ~= member
       if counted then
         redis.call('HINCRBY', KEYS[3], task .. ':abandoned', 1)
         stalls = stalls + 1
