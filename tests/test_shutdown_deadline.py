@@ -101,3 +101,36 @@ def test_a_thread_blocked_in_c_past_the_deadline_yields_its_lease(jobs_env, star
     wait_until(lambda: client.get("test:yield:started") == b"2", timeout=30, message="the job to run again")
     job = get_job(job_id)
     assert job.stalls == 0 and job.retry_count == 0
+
+
+DEFAULT_LEASE = {"JOBS_WORKER_HEARTBEAT_INTERVAL": "1", "JOBS_WORKER_HEARTBEAT_GRACE": "6",
+                 "JOBS_WORKER_MAINTENANCE_INTERVAL": "2"}  # the defaults (the tests' own are faster)
+
+
+def test_the_lease_defaults_are_the_documented_arithmetic():
+    from core.config import Settings
+
+    settings = Settings()
+    assert (settings.worker_heartbeat_interval, settings.worker_heartbeat_grace,
+            settings.worker_maintenance_interval) == (1, 6, 2)
+    assert settings.worker_lease + settings.worker_maintenance_interval < 10  # recovery bound
+    assert settings.worker_lease - settings.worker_heartbeat_interval >= 5  # a 5 s pause keeps its lease
+
+
+def test_a_worker_sigstopped_5s_keeps_its_job(jobs_env, start_worker, tmp_path):
+    """With the default lease (7 s), a worker paused 5 s (SIGSTOP: a GC pause, a starved VM) while
+    another worker sweeps does not lose its job: one run, no stall."""
+    job_id = email_queue.enqueue_job("logged_run", {"directory": str(tmp_path), "seconds": 7})
+    paused = start_worker("email", "--concurrency", "1", *IMPORT, env=DEFAULT_LEASE)
+    _started(tmp_path / job_id)
+    start_worker("email", "--concurrency", "1", *IMPORT, env=DEFAULT_LEASE)  # sweeps meanwhile
+    time.sleep(0.5)
+    for pid in [paused.pid, *paused.children()]:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(5)
+    for pid in [paused.pid, *paused.children()]:
+        os.kill(pid, signal.SIGCONT)
+    job = wait_until(lambda: (j := get_job(job_id)) and j.status == JobStatus.COMPLETED and j, timeout=30)
+    assert job.stalls == 0 and job.retry_count == 0
+    [run] = runs(tmp_path / job_id)
+    assert run["ended"]

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import get_settings
+from core.errors import DurabilityError
 from core.flow import limits
 from core.platform import keys
 from core.queue import lua_scripts, task_metrics, task_registry
@@ -174,14 +175,34 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
         now_s = time.time()
         request.update({"layout": json.loads(layout_json()), "batch": batch, "now": epoch_to_rq_time(now_s),
                         "now_s": now_s, "failure_ttl": settings.failure_ttl})
-    replies = lua_scripts.run(
-        "enqueue", connection,
-        [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
-         keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs(),
-         keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()],
-        [json.dumps(request, separators=(",", ":")), *blobs],
-    )
+    script_keys = [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
+                   keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs(),
+                   keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()]
+    script_args = [json.dumps(request, separators=(",", ":")), *blobs]
+    if settings.enqueue_durability == "none":
+        replies = lua_scripts.run("enqueue", connection, script_keys, script_args)
+    else:
+        replies = _enqueue_durably(connection, script_keys, script_args, settings)
     return [r.decode() if isinstance(r, bytes) else r for r in replies]
+
+
+def _enqueue_durably(connection: Any, script_keys: list[str], script_args: list[Any], settings: Any) -> Any:
+    """The enqueue script, then WAIT 1 on the same connection (one pipeline: WAIT covers the writes
+    of the connection it is sent on). Raises DurabilityError when no replica confirms within
+    JOBS_ENQUEUE_DURABILITY_TIMEOUT. Cost: one replication round trip per enqueue (bench.durability)."""
+    timeout_ms = max(1, int(settings.enqueue_durability_timeout * 1000))
+    with connection.pipeline(transaction=False) as pipe:
+        lua_scripts.run("enqueue", pipe, script_keys, script_args)
+        pipe.execute_command("WAIT", 1, timeout_ms)
+        replies, acked = pipe.execute()
+    if int(acked) < 1:
+        ids = ", ".join(r.decode() if isinstance(r, bytes) else str(r) for r in replies)
+        raise DurabilityError(
+            f"JOBS_ENQUEUE_DURABILITY={settings.enqueue_durability}: no replica confirmed the enqueue of job {ids} "
+            f"within {settings.enqueue_durability_timeout:g}s (WAIT 1 answered 0 replicas; is one connected and in "
+            f"sync?). The job is written on the primary and may run, but a failover now could lose it. Accepted "
+            f"values: none, replica; JOBS_ENQUEUE_DURABILITY_TIMEOUT (s) sets the wait")
+    return replies
 
 
 @dataclass

@@ -11,8 +11,9 @@ One loop per worker process::
 A claimed job sits in its queue's in-flight registry with a lease; a heartbeat thread extends
 every lease in one pipeline per ``JOBS_WORKER_HEARTBEAT_INTERVAL``. When a worker dies, its
 leases run out and the sweep of any other worker takes the jobs back, counting the lost
-attempt (:func:`core.queue.lifecycle.abandon_expired`). Recovery bound: lease
-(``JOBS_WORKER_HEARTBEAT_INTERVAL`` + ``JOBS_WORKER_HEARTBEAT_GRACE``) + one maintenance interval.
+attempt as a stall (:func:`core.queue.lifecycle.abandon_expired`). Recovery bound: lease
+(``JOBS_WORKER_HEARTBEAT_INTERVAL`` + ``JOBS_WORKER_HEARTBEAT_GRACE``, 1 + 6 s) + one maintenance
+interval (2 s) = 9 s; the arithmetic is in core/config.py.
 
 Idle cost, measured over 20 s on the three queues (simple worker, 2026-12-01): 47 Redis
 commands/s in 12 round trips/s — the promote script twice a second per queue, the limiter release
@@ -243,10 +244,12 @@ class Worker:
 
     def sweep(self) -> None:
         """Take back abandoned jobs and drop expired registry entries (one worker per queue at a time)."""
-        ttl = max(1, int(self.settings.worker_maintenance_interval))
+        # the lock lapses a little before this worker's next turn, so one live worker alone still
+        # sweeps every interval (an exact ttl could lapse just after it and skip a turn: 2x late)
+        ttl_ms = max(100, int(self.settings.worker_maintenance_interval * 1000) - 200)
         swept = False
         for queue in self.queues:
-            if not self.connection.set(keys.maintenance_lock(queue), self.name, nx=True, ex=ttl):
+            if not self.connection.set(keys.maintenance_lock(queue), self.name, nx=True, px=ttl_ms):
                 continue
             swept = True
             lifecycle.abandon_expired(self.connection, queue)
