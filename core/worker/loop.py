@@ -422,13 +422,14 @@ class Worker:
         reason = (f"interrupted: its worker's shutdown deadline passed (JOBS_WORKER_SHUTDOWN_TIMEOUT={timeout:g}s); "
                   f"requeued without using a retry or a stall")
         waited = []
+        interrupt = getattr(self.executor, "interrupt_job", None)  # an executor without it: wait for its jobs
         for job in self.in_hand():
             spec = task_registry.get(job.queue_short, job.task_name)
-            if spec is not None and not spec.interruptible:
+            if interrupt is None or (spec is not None and not spec.interruptible):
                 waited.append(job.job_id)
                 continue
             job.requeue_reason = reason
-            self.executor.interrupt_job(job)
+            interrupt(job)
         logger.warning("worker %s: shutdown deadline of %gs passed; interrupting and requeueing the jobs still in "
                        "hand%s", self.name, timeout,
                        f", waiting for {len(waited)} not interruptible: {', '.join(waited[:10])}" if waited else "")
