@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -180,3 +181,19 @@ def test_json_log_lines_carry_the_attempt_fields(jobs_env, start_worker):
     assert (attempt["task"], attempt["queue"], attempt["outcome"], attempt["level"]) == ("add", "email", "completed",
                                                                                        "INFO")
     assert isinstance(attempt["duration"], float) and attempt["logger"] == "core.queue.lifecycle"
+
+
+def test_a_work_horse_killed_alone_is_a_stall_recorded_at_once(jobs_env, start_worker):
+    """The OOM killer takes the work-horse, not the worker: the parent sees it die and records a
+    stall now (no wait for the lease), and the job runs again, using no retry."""
+    client = jobs_env.client()
+    job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 2, "key": "test:oom"}, max_retries=0)
+    worker = start_worker("email", "--concurrency", "1",
+                          env={"JOBS_WORKER_HEARTBEAT_GRACE": "60"})  # a sweep could not be what requeued it
+    wait_until(lambda: client.get("test:oom:started") == b"1", timeout=20, message="the task to start")
+    [horse] = worker.children()
+    os.kill(horse, signal.SIGKILL)
+    job = completed(job_id, timeout=30)
+    assert job.stalls == 1 and job.retry_count == 0
+    assert int(client.get("test:oom:started")) == 2 and int(client.get("test:oom")) == 1
+    assert "died (killed by signal 9)" in worker.log()
