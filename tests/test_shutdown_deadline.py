@@ -134,3 +134,28 @@ def test_a_worker_sigstopped_5s_keeps_its_job(jobs_env, start_worker, tmp_path):
     assert job.stalls == 0 and job.retry_count == 0
     [run] = runs(tmp_path / job_id)
     assert run["ended"]
+
+
+def test_a_worker_paused_past_its_lease_is_fenced_and_stops_its_stale_run(jobs_env, start_worker, tmp_path):
+    """Paused longer than its lease (3 s with the tests' settings), a worker loses its job to another
+    one. On waking, its heartbeat learns the job was taken back and stops that stale run (whose
+    progress and finish the scripts refuse): the job ends once, by the new run."""
+    job_id = email_queue.enqueue_job("logged_run", {"directory": str(tmp_path), "seconds": 6, "progress": True})
+    paused = start_worker("email", "--concurrency", "1", *IMPORT)
+    _started(tmp_path / job_id)
+    start_worker("email", "--concurrency", "1", *IMPORT)
+    group = [paused.pid, *paused.children()]
+    for pid in group:
+        os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: len(runs(tmp_path / job_id)) == 2, timeout=30, message="the job to run again elsewhere")
+    woke = time.time()
+    for pid in group:
+        os.kill(pid, signal.SIGCONT)
+    job = wait_until(lambda: (j := get_job(job_id)) and j.status == JobStatus.COMPLETED and j, timeout=30)
+    stale, fresh = runs(tmp_path / job_id)
+    assert not stale["ended"] and fresh["ended"] and job.result == fresh["run"]
+    assert stale["last"] < woke + 3  # stopped within a heartbeat or two of waking
+    assert job.stalls == 1 and job.retry_count == 0
+    # (whether its progress was refused first depends on which wakes first, the run or the heartbeat
+    # that ends it; tests/test_attempt_fencing.py checks the refusal itself)
+    assert "lost its lease (the sweep took it back); stopping this stale run" in paused.log()
