@@ -15,10 +15,11 @@ attempt as a stall (:func:`core.queue.lifecycle.abandon_expired`). Recovery boun
 (``JOBS_WORKER_HEARTBEAT_INTERVAL`` + ``JOBS_WORKER_HEARTBEAT_GRACE``, 1 + 6 s) + one maintenance
 interval (2 s) = 9 s; the arithmetic is in core/config.py.
 
-Idle cost, measured over 20 s on the three queues (simple worker, 2026-12-01): 47 Redis
-commands/s in 12 round trips/s — the promote script twice a second per queue, the limiter release
+Idle cost, measured over 20 s on the three queues (default worker, 2026-12-07): 59 Redis
+commands/s in 21 round trips/s — the promote script twice a second per queue, the limiter release
 twice a second, a claim (9 LPOPs on the three priority lists of three queues, inside the script)
-and a BLPOP per wake-up, the heartbeat pipeline, the webhook dispatcher's EXISTS every 2 s. Wake-up
+and a BLPOP per wake-up, the heartbeat pipeline every second, the sweep every 2 s, the webhook
+dispatcher's EXISTS every 2 s. Wake-up
 latency after an enqueue is one round trip.
 
 Redis unreachable: a long-running worker retries every second, as systemd expects, and logs which
