@@ -82,3 +82,14 @@ def test_an_unknown_durability_is_refused_at_start_with_the_accepted_values(monk
     assert "JOBS_ENQUEUE_DURABILITY" in str(caught.value) and "none, replica" in str(caught.value)
     monkeypatch.delenv("JOBS_ENQUEUE_DURABILITY")
     reload_settings()
+
+
+def test_the_http_api_answers_503_not_durable_never_a_500(client, monkeypatch):
+    from tests.conftest import ADMIN_TOKEN
+
+    _durable(monkeypatch, timeout="0.1")
+    answer = client.post("/api/jobs/ai/trigger", json={"prompt": "hi", "user_id": "u1"},
+                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert answer.status_code == 503
+    error = answer.get_json()["error"]
+    assert error["code"] == "not_durable" and "JOBS_ENQUEUE_DURABILITY=replica" in error["message"]
