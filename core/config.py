@@ -195,12 +195,31 @@ class Settings:
     fallback_lease: float = 30.0  # JOBS_FALLBACK_LEASE (s): a dead process's spooled jobs are taken over after this
 
     # --- worker --------------------------------------------------------------------------
-    # A job abandoned by a dead worker is taken back within lease + maintenance interval, where
-    # lease = heartbeat interval + grace (the in-flight entry's expiry, extended every heartbeat).
+    # Lease arithmetic (issue 21 item 4). A claimed job's lease is heartbeat interval + grace
+    # (1 + 6 = 7 s), extended every heartbeat; the sweep runs every maintenance interval (2 s).
+    # * Recovery: a dead worker's last heartbeat renewed its leases at most 7 s before they expire,
+    #   and the next sweep comes within 2 s of that, so its jobs are back in their queue at most
+    #   lease + sweep = 9 s after it died (bench/recovery.py: p99 under 10 s).
+    # * No false recovery: a live worker renews every 1 s, so a pause (SIGSTOP, GC, CPU starvation)
+    #   of up to grace = 6 s never loses a lease: 7 s lease - 1 s since the last renewal >= 6 s. A
+    #   longer pause loses it; the late attempt is then fenced by its claim (finish, progress and
+    #   heartbeat refused: finish.lua, progress.lua, lease.lua) and the worker stops that run.
+    # Costs: one heartbeat pipeline per worker per second, one sweep (SET NX + one script) per
+    # queue per 2 s across all workers.
     worker_ttl: int = 60  # JOBS_WORKER_TTL: a worker's registration outlives its last heartbeat by this (s)
-    worker_maintenance_interval: int = 10  # JOBS_WORKER_MAINTENANCE_INTERVAL (s): the sweep for abandoned jobs
-    worker_heartbeat_interval: int = 2  # JOBS_WORKER_HEARTBEAT_INTERVAL (s): leases extended, metrics flushed
-    worker_heartbeat_grace: int = 15  # JOBS_WORKER_HEARTBEAT_GRACE (s) past a missed heartbeat
+    worker_maintenance_interval: int = 2  # JOBS_WORKER_MAINTENANCE_INTERVAL (s): the sweep for abandoned jobs
+    worker_heartbeat_interval: int = 1  # JOBS_WORKER_HEARTBEAT_INTERVAL (s): leases extended, metrics flushed
+    worker_heartbeat_grace: int = 6  # JOBS_WORKER_HEARTBEAT_GRACE (s) past a missed heartbeat: the longest safe pause
+    # JOBS_WORKER_SHUTDOWN_TIMEOUT (s): after SIGTERM, jobs in hand get this long to finish; then the
+    # interruptible ones are interrupted and requeued (no retry, no stall) and the worker exits 0.
+    # 25 s + the 2 s interrupt grace stays under Kubernetes' 30 s terminationGracePeriodSeconds.
+    worker_shutdown_timeout: float = 25.0
+    # JOBS_ENQUEUE_DURABILITY: "none" (default) or "replica": enqueue returns only after WAIT 1
+    # confirms a replica has the write, so an acknowledged job survives a failover to that replica.
+    # (WAITAOF, Redis >= 7.2, would also wait for the replica's AOF fsync; not offered yet: the
+    # servers we test on are 7.0, and it never confirms when the replica runs without AOF.)
+    enqueue_durability: str = "none"
+    enqueue_durability_timeout: float = 1.0  # JOBS_ENQUEUE_DURABILITY_TIMEOUT (s): the WAIT's bound
     worker_promote_interval: float = 0.5  # JOBS_WORKER_PROMOTE_INTERVAL (s): delayed jobs and retries run this late at most
     worker_idle_wait: float = 1.0  # JOBS_WORKER_IDLE_WAIT (s): longest block on the wake-up tokens
     worker_class: str = "prefork"  # JOBS_WORKER_CLASS: prefork | fork | simple | threaded
@@ -406,6 +425,11 @@ def load_settings() -> Settings:
         ),
         worker_heartbeat_interval=_env_int("JOBS_WORKER_HEARTBEAT_INTERVAL", Settings.worker_heartbeat_interval, 1),
         worker_heartbeat_grace=_env_int("JOBS_WORKER_HEARTBEAT_GRACE", Settings.worker_heartbeat_grace, 1),
+        enqueue_durability=_env_choice("JOBS_ENQUEUE_DURABILITY", Settings.enqueue_durability,
+                                       ("none", "replica")),
+        enqueue_durability_timeout=_env_float("JOBS_ENQUEUE_DURABILITY_TIMEOUT", Settings.enqueue_durability_timeout,
+                                              0.001),
+        worker_shutdown_timeout=_env_float("JOBS_WORKER_SHUTDOWN_TIMEOUT", Settings.worker_shutdown_timeout, 0.0),
         worker_promote_interval=_env_float("JOBS_WORKER_PROMOTE_INTERVAL", Settings.worker_promote_interval, 0.01),
         worker_idle_wait=_env_float("JOBS_WORKER_IDLE_WAIT", Settings.worker_idle_wait, 0.01),
         worker_class=_env_str("JOBS_WORKER_CLASS", Settings.worker_class),

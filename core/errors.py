@@ -76,6 +76,15 @@ class QueueUnavailableError(JobsError):
     http_status = 503
 
 
+class DurabilityError(JobsError):
+    """``JOBS_ENQUEUE_DURABILITY=replica``: no replica confirmed the enqueue in time (none connected,
+    or lagging). The job was written on the primary and may still run: the caller learns that its
+    acknowledgement is not the durable one it asked for."""
+
+    code = "not_durable"
+    http_status = 503
+
+
 class JobsInternalError(JobsError):
     """Something other than a lost connection went wrong inside the job layer: Redis answered an
     error (``WRONGTYPE``, ``OOM``, a script error), refused our credentials, or our code failed.

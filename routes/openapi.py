@@ -158,6 +158,10 @@ def _document() -> dict[str, Any]:
                                        "description": "why a delayed job waits (a rate or concurrency limit, a "
                                                       "Retry-After), or that a running job is being stopped"},
                             "deferrals": {"type": "integer"},
+                            "stalls": {"type": "integer",
+                                       "description": "attempts lost to a crash (worker killed, lease expired); "
+                                                      "they use no retry, and past the task's max_stalls the "
+                                                      "next one fails the job"},
                             "batch_id": {"type": "string", "nullable": True},
                             "expires_at": {"type": "number", "nullable": True,
                                            "description": "not started by then (epoch s), it ends expired"},

@@ -85,18 +85,18 @@ def _mark(key: str, item: str, seconds: float) -> str:
     return item
 
 
-@ai_queue.task(max_retries=10)
+@ai_queue.task(max_retries=10, max_stalls=10)  # the fault loops kill workers under it
 def ai_mark_done(key: str, item: str, seconds: float = 0.0) -> str:
     """mark_done on the ai queue (kill and restart loops spread work over every queue)."""
     return _mark(key, item, seconds)
 
 
-@crm_queue.task(max_retries=10)
+@crm_queue.task(max_retries=10, max_stalls=10)  # the fault loops kill workers under it
 def crm_mark_done(key: str, item: str, seconds: float = 0.0) -> str:
     return _mark(key, item, seconds)
 
 
-@email_queue.task(max_retries=10)
+@email_queue.task(max_retries=10, max_stalls=10)  # the fault loops kill workers under it
 def email_mark_done(key: str, item: str, seconds: float = 0.0) -> str:
     return _mark(key, item, seconds)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def test_second_sigterm_requeues_the_job_for_another_worker(jobs_env, start_work
     assert int(jobs_env.client().get("test:cold:started")) == 2
 
 
-def test_sigkill_mid_job_is_retried_by_another_worker(jobs_env, start_worker):
+def test_sigkill_mid_job_is_a_stall_run_again_by_another_worker(jobs_env, start_worker):
     job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 3, "key": "test:killed"}, max_retries=2)
     victim = start_worker("email")
     wait_until(lambda: jobs_env.client().get("test:killed:started"), timeout=20, message="the task to start")
@@ -61,11 +62,11 @@ def test_sigkill_mid_job_is_retried_by_another_worker(jobs_env, start_worker):
     start_worker("email")
     job = completed(job_id, timeout=60)
     recovery = time.monotonic() - killed_at
-    assert job.retry_count == 1  # the SIGKILLed attempt counts
+    assert job.retry_count == 0 and job.stalls == 1  # the SIGKILLed attempt is a stall, not a retry
     assert int(jobs_env.client().get("test:killed")) == 1
     assert int(jobs_env.client().get("test:killed:started")) == 2
     stats = email_queue.get_stats()
-    assert stats["abandoned_jobs"] == 1 and stats["retried_jobs"] == 1 and stats["completed_jobs"] == 1
+    assert stats["abandoned_jobs"] == 1 and stats["retried_jobs"] == 0 and stats["completed_jobs"] == 1
     from core.queue.task_metrics import get_task_stats
 
     metrics = get_task_stats("sleep_then_count")["sleep_then_count"]
@@ -74,16 +75,28 @@ def test_sigkill_mid_job_is_retried_by_another_worker(jobs_env, start_worker):
     assert recovery < 45, f"recovery took {recovery:.1f}s"
 
 
-def test_sigkill_with_no_attempts_left_ends_failed_with_a_reason(jobs_env, start_worker):
-    job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 5, "key": "test:lost"}, max_retries=0)
+def test_a_second_sigkill_past_max_stalls_fails_the_job_as_a_repeat_crash(jobs_env, start_worker):
+    """max_retries=0 and the default max_stalls=1: the first SIGKILL is a stall (the job runs again),
+    the second fails it as a repeat crash, with both stalls in its events."""
+    client = jobs_env.client()
+    job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 30, "key": "test:lost"}, max_retries=0)
     victim = start_worker("email")
-    running(job_id)
+    wait_until(lambda: client.get("test:lost:started") == b"1", timeout=20, message="the first run to start")
     victim.kill_hard()
+    second = start_worker("email")
+    wait_until(lambda: client.get("test:lost:started") == b"2", timeout=60, message="the second run to start")
+    assert get_job(job_id).stalls == 1 and get_job(job_id).retry_count == 0
+    second.kill_hard()
     start_worker("email")
     job = wait_until(lambda: (j := get_job(job_id)) and j.status == JobStatus.FAILED and j, timeout=60)
-    assert job.error and "abandoned" in job.error and job.retry_count == 0
+    assert job.error and "repeat crash" in job.error and "max_stalls=1" in job.error
+    assert job.retry_count == 0 and job.stalls == 2
     stats = email_queue.get_stats()
-    assert stats["abandoned_jobs"] == 1 and stats["failed_jobs"] == 1 and stats["retried_jobs"] == 0
+    assert stats["abandoned_jobs"] == 2 and stats["failed_jobs"] == 1 and stats["retried_jobs"] == 0
+    from core.platform import keys
+
+    events = [f[b"event"].decode() for _id, f in client.xrange(keys.events()) if f[b"job"] == job_id.encode()]
+    assert events.count("abandoned") == 2 and events[-1] == "failed"
 
 
 def test_worker_serves_only_the_named_queues(jobs_env, start_worker):
@@ -152,7 +165,7 @@ def test_sigkill_of_the_main_process_alone_never_leaves_the_job_running_twice(jo
     wait_until(lambda: not any(_alive(pid) for pid in horses), timeout=5, message="the horse to die with its parent")
     start_worker("email")
     job = completed(job_id, timeout=60)
-    assert job.retry_count == 1
+    assert job.retry_count == 0 and job.stalls == 1  # a stall, not a retry
     assert int(jobs_env.client().get("test:orphan")) == 1  # only the retry finished: the horse never did
 
 
@@ -168,3 +181,19 @@ def test_json_log_lines_carry_the_attempt_fields(jobs_env, start_worker):
     assert (attempt["task"], attempt["queue"], attempt["outcome"], attempt["level"]) == ("add", "email", "completed",
                                                                                        "INFO")
     assert isinstance(attempt["duration"], float) and attempt["logger"] == "core.queue.lifecycle"
+
+
+def test_a_work_horse_killed_alone_is_a_stall_recorded_at_once(jobs_env, start_worker):
+    """The OOM killer takes the work-horse, not the worker: the parent sees it die and records a
+    stall now (no wait for the lease), and the job runs again, using no retry."""
+    client = jobs_env.client()
+    job_id = email_queue.enqueue_job("sleep_then_count", {"seconds": 2, "key": "test:oom"}, max_retries=0)
+    worker = start_worker("email", "--concurrency", "1",
+                          env={"JOBS_WORKER_HEARTBEAT_GRACE": "60"})  # a sweep could not be what requeued it
+    wait_until(lambda: client.get("test:oom:started") == b"1", timeout=20, message="the task to start")
+    [horse] = worker.children()
+    os.kill(horse, signal.SIGKILL)
+    job = completed(job_id, timeout=30)
+    assert job.stalls == 1 and job.retry_count == 0
+    assert int(client.get("test:oom:started")) == 2 and int(client.get("test:oom")) == 1
+    assert "died (killed by signal 9)" in worker.log()

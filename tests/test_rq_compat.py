@@ -183,8 +183,9 @@ def test_stopped_and_abandoned_jobs_read_through_rq(jobs_env):
     record = job.latest_result()
     assert record.type.value == rq_compat.RESULT_STOPPED and record.exc_string == reason
 
-    lost = email_queue.enqueue_job("add", {"a": 6, "b": 6})  # max_retries=0: a lost lease fails it
+    lost = email_queue.enqueue_job("add", {"a": 6, "b": 6})  # one stall already: a lost lease fails it
     lifecycle.claim(client, "w2", "c", [email_queue.name], 1, -1)  # its lease already ran out
+    client.hset(keys.job(lost), "fk_stalls", 1)
     [(job_id, _task, outcome)] = lifecycle.abandon_expired(client, email_queue.name)
     assert (job_id, outcome) == (lost, "failed")
     job = _fetch(client, lost)

@@ -61,6 +61,10 @@ def test_unit_settings(unit):
     assert service["EnvironmentFile"].startswith("-")
     longest_job = max(get_settings().timeout_for(q) for q in ("email", "ai", "crm"))
     assert int(service["TimeoutStopSec"]) > longest_job
+    if unit.name.startswith("fikiri-rq-worker"):  # the shutdown deadline, then the interrupt's grace
+        from core.worker.executors import SHUTDOWN_GRACE
+
+        assert int(service["TimeoutStopSec"]) > get_settings().worker_shutdown_timeout + SHUTDOWN_GRACE
     # `systemctl enable` needs an [Install] section; `journalctl -u <unit>` reads what systemd
     # collects from stdout/stderr, so neither is sent elsewhere
     assert parse(unit)["Install"]["WantedBy"] == "multi-user.target"

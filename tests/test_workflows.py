@@ -121,6 +121,9 @@ def test_batch_of_200_on_2_workers_with_sigkills_runs_its_callback_exactly_once(
     payloads = [{"key": "test:members", "item": i, "seconds": 0.05} for i in range(200)]
     batch_id = enqueue_batch("email", "batch_member", payloads, on_complete="batch_done", user_id="ops")
     rng = random.Random(7)
+    # the workers serve before the first kill: under load their start-up (imports) can outlast all
+    # six kills, which then hit no running member and the last assertion fails
+    wait_until(lambda: get_redis().scard("test:members") >= 1, timeout=60, message="the members to start running")
     for _ in range(6):
         time.sleep(rng.uniform(0.3, 0.8))
         victim = rng.randrange(len(workers))

@@ -90,7 +90,8 @@ class RedisQueue:
                       expires: float | timedelta | datetime | None = None,
                       retry_backoff: tuple[float, float] | None = None,
                       retry_jitter: str | None = None, retry_on: Any = None, dont_retry_on: Any = None,
-                      retry_delays: list[float] | None = None) -> TaskSpec:
+                      retry_delays: list[float] | None = None, max_stalls: int = 1,
+                      interruptible: bool = True) -> TaskSpec:
         """Allow workers to run ``func`` for jobs naming ``name`` on this queue.
 
         ``fallback=False``: while Redis is down, enqueue raises :class:`QueueUnavailableError`
@@ -101,6 +102,10 @@ class RedisQueue:
         name, ``concurrency`` the same option's older one. Registering a name again keeps the
         limits it was declared with (see :func:`core.queue.task_registry.register`).
         ``expires``: the default of every run (see :meth:`enqueue_job`).
+        ``max_stalls`` (default 1): attempts lost to a crash (the worker SIGKILLed or OOM-killed, its
+        lease expired) go back to waiting without using a retry; the next one after ``max_stalls``
+        fails the job as a repeat crash. ``interruptible=False``: a worker's shutdown waits for this
+        task past ``JOBS_WORKER_SHUTDOWN_TIMEOUT`` instead of interrupting and requeueing it.
 
         Retry policy (:mod:`core.queue.backoff`): ``retry_backoff=(base, cap)`` seconds and
         ``retry_jitter="full"`` (default) or ``"none"``, or a fixed schedule ``retry_delays=[60, 120,
@@ -118,14 +123,15 @@ class RedisQueue:
         except InvalidRetryPolicyError as exc:
             raise InvalidRetryPolicyError(f"task {name!r}: {exc.message}") from None
         return task_registry.register(self.short_name, name, func, max_retries, fallback, limits, retry,
-                                      expires=expires)
+                                      expires=expires, max_stalls=max_stalls, interruptible=interruptible)
 
     def task(self, max_retries: int | None = None, name: str | None = None, fallback: bool = True, *,
              rate_limit: str | None = None, rate_key: str | None = None, concurrency_limit: int | None = None,
              concurrency_key: str | None = None, concurrency: int | None = None,
              expires: float | timedelta | datetime | None = None,
              retry_backoff: tuple[float, float] | None = None, retry_jitter: str | None = None,
-             retry_on: Any = None, dont_retry_on: Any = None, retry_delays: list[float] | None = None) -> Callable:
+             retry_on: Any = None, dont_retry_on: Any = None, retry_delays: list[float] | None = None,
+             max_stalls: int = 1, interruptible: bool = True) -> Callable:
         """Decorator: register the function as a task under its own name (or ``name``); the options
         are :meth:`register_task`'s."""
         concurrency = concurrency_option(concurrency_limit, concurrency)
@@ -135,7 +141,8 @@ class RedisQueue:
         def decorate(func: Callable[..., Any]) -> Task:
             self.register_task(name or func.__name__, func, max_retries, fallback, rate_limit=rate_limit,
                                rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key,
-                               expires=expires, **retry_options)
+                               expires=expires, max_stalls=max_stalls, interruptible=interruptible,
+                               **retry_options)
             return Task(self, name or func.__name__, func)  # the function, plus .enqueue/.delay
 
         return decorate
@@ -322,6 +329,7 @@ class RedisQueue:
                     unique_key=unique, unique_for=options.unique_for, extra_fields=extra, limits=job_limits,
                     depends_on=hooks.depends_on if hooks else None, dependency_policy=hooks.policy if hooks else "cancel",
                     pass_result=pass_result, expires_at=options.expires_at, retry_policy=options.retry_field,
+                    max_stalls=spec.max_stalls,
                 ))
             ids = lifecycle.enqueue(get_redis(), self.short_name, jobs, options.user_id,
                                     {"key": batch["key"], "fields": batch["fields"]} if batch is not None else None)

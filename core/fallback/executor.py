@@ -40,7 +40,7 @@ from typing import Any
 from core.config import get_settings
 from core.fallback.spool import FINAL, Spool, SpooledJob, priority_name, priority_rank
 from core.platform.connection import get_redis, redis_available, redis_description
-from core.queue import lifecycle
+from core.queue import lifecycle, task_registry
 from core.queue.job_model import Job
 from core.queue.task_registry import TaskSpec
 
@@ -133,13 +133,20 @@ class FallbackExecutor:
     def _run(self, job: SpooledJob, abandoned: bool) -> None:
         from core.execution.runner import run_attempt
 
-        if abandoned and job.retry_count > job.max_retries:
-            reason = "abandoned: the process running it in the fallback died"
-            self.spool.end(job.id, self.owner, "failed", None, reason)
-            logger.warning("fallback job %s task=%s outcome=failed abandoned=1", job.id, job.task)
-            return
+        if abandoned:  # a stall: its last holder died mid-attempt (DESIGN.md "Crashes are stalls")
+            spec = task_registry.get(job.queue, job.task)
+            max_stalls = spec.max_stalls if spec is not None else 1
+            logger.warning("fallback job %s task=%s queue=%s abandoned=1 stalls=%d max_stalls=%d mode=fallback: the "
+                           "process running it died; its lease was taken over", job.id, job.task, job.queue,
+                           job.stalls, max_stalls)
+            if job.stalls > max_stalls:
+                reason = (f"repeat crash: its attempt was lost {job.stalls} times (max_stalls={max_stalls}); last: "
+                          f"abandoned: the process running it in the fallback died")
+                self.spool.end(job.id, self.owner, "failed", None, reason)
+                logger.warning("fallback job %s task=%s outcome=failed (repeat crash)", job.id, job.task)
+                return
         attempt = run_attempt(job.id, job.queue, job.task, job.payload, job.timeout,
-                              lambda value: self.spool.set_progress(job.id, value))
+                              lambda value: self.spool.set_progress(job.id, value, self.owner))
         policy = lifecycle.retry_policy_of(job.retry_policy, job.queue, job.task)
         decided = lifecycle.attempt_outcome(attempt, job.retry_count, job.max_retries, job.deferrals, policy)
         if decided.kind == "done":
@@ -254,6 +261,8 @@ def _new_job(row: SpooledJob) -> lifecycle.NewJob:
         extra_fields=(["fk_error", row.error] if row.error else []) +
                      (["fk_deferrals", row.deferrals] if row.deferrals else []),
         limits=row.limits, expires_at=row.expires_at, retry_policy=row.retry_policy,
+        max_stalls=spec.max_stalls if (spec := task_registry.get(row.queue, row.task)) is not None else 1,
+        stalls=row.stalls,
     )
 
 

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     reason TEXT,
     deferrals INTEGER NOT NULL DEFAULT 0,
     expires_at REAL,
-    retry_policy TEXT
+    retry_policy TEXT,
+    stalls INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
@@ -83,7 +84,7 @@ _COUNT = "UPDATE meta SET value = value + ? WHERE key = 'unfinished'"
 CLAIM_SCAN = 500
 # Columns later releases added to ``jobs``: a spool file that lacks one gains it on open.
 ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT NULL DEFAULT 0", "expires_at": "REAL",
-                 "retry_policy": "TEXT"}
+                 "retry_policy": "TEXT", "stalls": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class SpoolFullError(QueueUnavailableError):
@@ -127,6 +128,7 @@ class SpooledJob:
     deferrals: int = 0  # Retry-After deferrals so far (they use no retry)
     expires_at: float | None = None  # epoch s: a claim after it ends the job 'expired' instead of running it
     retry_policy: str | None = None  # fk_retry JSON (core.queue.backoff); None: the task's policy
+    stalls: int = 0  # attempts lost with the process that ran them (lease taken over): they use no retry
 
     def to_job(self) -> Job:
         status = {"pending": JobStatus.PENDING, "delayed": JobStatus.DELAYED, "retrying": JobStatus.RETRYING,
@@ -144,13 +146,13 @@ class SpooledJob:
             completed_at=self.completed_at if status.is_final else None, mode="fallback",
             priority=priority_name(self.priority), reason=held, deferrals=self.deferrals,
             expires_at=self.expires_at,
-            retry_policy=policy_view(self.retry_policy),
+            retry_policy=policy_view(self.retry_policy), stalls=self.stalls,
         )
 
 
 _COLUMNS = ("id, queue, task, payload, status, run_at, priority, max_retries, retry_count, timeout, user_id, "
             "created_at, started_at, completed_at, result, error, progress, owner, lease_until, limits, reason, "
-            "deferrals, expires_at, retry_policy")
+            "deferrals, expires_at, retry_policy, stalls")
 
 
 def _row(values: tuple) -> SpooledJob:
@@ -254,7 +256,7 @@ class Spool:
             db.execute(_COUNT, (1,))
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
-                f"NULL, NULL, NULL, ?, NULL, 0, ?, ?)",
+                f"NULL, NULL, NULL, ?, NULL, 0, ?, ?, 0)",
                 (job.job_id, job.queue, job.task_name, payload, "delayed" if run_at > time.time() else "pending",
                  run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits,
                  job.expires_at, retry_policy),
@@ -318,13 +320,14 @@ class Spool:
     @staticmethod
     def _start(db: sqlite3.Connection, job: SpooledJob, owner: str, now: float,
                lease: float) -> tuple[SpooledJob, bool]:
-        # a job whose holder died mid-attempt: that attempt counts. A row being handed back is
-        # never run here: its hand-back may already have reached Redis.
+        # a job whose holder died mid-attempt: that attempt is a stall (DESIGN.md "Crashes are
+        # stalls"), not a retry. A row being handed back is never run here: its hand-back may
+        # already have reached Redis.
         abandoned = job.status == "running"
         if abandoned:
-            job.retry_count += 1
+            job.stalls += 1
         db.execute("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?, "
-                   "retry_count = ?, reason = NULL WHERE id = ?", (owner, now + lease, now, job.retry_count, job.id))
+                   "stalls = ?, reason = NULL WHERE id = ?", (owner, now + lease, now, job.stalls, job.id))
         job.status, job.owner, job.started_at, job.reason = "running", owner, now, None
         return job, abandoned
 
@@ -360,8 +363,15 @@ class Spool:
 
         return self._write(work)
 
-    def set_progress(self, job_id: str, value: Any) -> None:
-        self._write(lambda db: db.execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(value), job_id)))
+    def set_progress(self, job_id: str, value: Any, owner: str | None = None) -> bool:
+        """Write a job's progress; with ``owner``, only while that process still holds the job (a
+        stale attempt, whose lease another process took over, writes nothing). True if written."""
+        if owner is None:
+            return self._write(lambda db: db.execute("UPDATE jobs SET progress = ? WHERE id = ?",
+                                                     (json.dumps(value), job_id)).rowcount == 1)
+        return self._write(lambda db: db.execute(
+            "UPDATE jobs SET progress = ? WHERE id = ? AND owner = ? AND status = 'running'",
+            (json.dumps(value), job_id, owner)).rowcount == 1)
 
     def cancel(self, job_id: str, reason: str = "canceled") -> tuple[SpooledJob | None, bool]:
         """Cancel a waiting job, recording ``reason``: (the row after the attempt or None if unknown,
@@ -386,10 +396,10 @@ class Spool:
                 f"OR (status IN ('running', 'handing') AND lease_until < ?) ORDER BY priority, run_at LIMIT ?",
                 (now, limit)).fetchall()]
             for row in rows:
-                if row.status == "running":  # its holder died mid-attempt: that attempt counts
-                    row.retry_count += 1
-                db.execute("UPDATE jobs SET status = 'handing', owner = ?, lease_until = ?, retry_count = ? "
-                           "WHERE id = ?", (owner, now + lease, row.retry_count, row.id))
+                if row.status == "running":  # its holder died mid-attempt: a stall, not a retry
+                    row.stalls += 1
+                db.execute("UPDATE jobs SET status = 'handing', owner = ?, lease_until = ?, stalls = ? "
+                           "WHERE id = ?", (owner, now + lease, row.stalls, row.id))
             return rows
 
         return self._write(work)

@@ -54,6 +54,7 @@ class Job:
     # running job was asked to stop ("stopping: stopped by alice")
     reason: str | None = None
     deferrals: int = 0  # times it was rescheduled by RetryAfter (not failures)
+    stalls: int = 0  # attempts lost to a crash (its worker died, its lease expired): they use no retry
     batch_id: str | None = None  # the batch it is a member of (core.api.batches.enqueue_batch)
     expires_at: float | None = None  # epoch s: not started by then, it ends expired and never runs
     # how a failure waits and which failures retry: {"backoff": [base, cap] | None, "delays": [...] | None,
@@ -92,7 +93,7 @@ _STATUS = {
 READ_FIELDS = ("status", "data", "origin", "created_at", "started_at", "ended_at", "fk_task", "fk_max",
                "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta", "fk_mode",
                "fk_prio", "fk_reason", "fk_stop", "fk_deferrals", "fk_batch", "fk_expires", "fk_expired",
-               "fk_retry")
+               "fk_retry", "fk_stalls")
 
 
 def map_status(rq_status: str | None, retry_count: int) -> JobStatus:
@@ -155,6 +156,7 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
         batch_id=raw["fk_batch"].decode() if raw["fk_batch"] else None,
         expires_at=float(raw["fk_expires"]) if raw["fk_expires"] else None,
         retry_policy=policy_view(raw["fk_retry"]),
+        stalls=int(raw["fk_stalls"] or 0),
     )
 
 

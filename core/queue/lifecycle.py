@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import get_settings
+from core.errors import DurabilityError
 from core.flow import limits
 from core.platform import keys
 from core.queue import lua_scripts, task_metrics, task_registry
@@ -62,8 +63,8 @@ COMPLETED = "completed"
 DEFERRED = "deferred"  # the task asked to run later (RetryAfter): not a failure, not an attempt
 STOPPED = "canceled"  # someone stopped it while it ran (counter "canceled")
 FAILED = "failed"  # final: no attempts left, or not retryable
-RETRYING = "retrying"  # failed or abandoned; another attempt is scheduled (counter "retried")
-ABANDONED = "abandoned"  # its worker died; counted in addition to retrying/failed
+RETRYING = "retrying"  # failed; another attempt is scheduled (counter "retried")
+ABANDONED = "abandoned"  # its worker died: a stall (counted in addition to stalled/failed)
 
 
 def short_name(full_queue_name: str) -> str:
@@ -101,6 +102,8 @@ class NewJob:
     pass_result: str | None = None  # a completed dependency's result goes into the payload under this name
     expires_at: float | None = None  # fk_expires (epoch s): a claim after it ends the job expired (claim.lua)
     retry_policy: str | None = None  # fk_retry: the job's retry policy as JSON (core.queue.backoff); None: default
+    max_stalls: int = 1  # fk_mstalls (written only when not 1): lost attempts allowed before a repeat crash fails it
+    stalls: int = 0  # fk_stalls: attempts already lost to crashes (a job handed back from the fallback spool)
 
     def fields(self, queue: str, user: str | None, now: str) -> list[Any]:
         """The job hash's fields (``data`` is passed separately: it may be binary)."""
@@ -129,6 +132,10 @@ class NewJob:
             out += ["fk_expires", repr(self.expires_at)]
         if self.retry_policy:
             out += ["fk_retry", self.retry_policy]
+        if self.max_stalls != 1:
+            out += ["fk_mstalls", self.max_stalls]
+        if self.stalls:
+            out += ["fk_stalls", self.stalls]
         if self.depends_on:
             out += ["fk_dep_policy", self.dependency_policy]
             if self.pass_result:
@@ -168,14 +175,34 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
         now_s = time.time()
         request.update({"layout": json.loads(layout_json()), "batch": batch, "now": epoch_to_rq_time(now_s),
                         "now_s": now_s, "failure_ttl": settings.failure_ttl})
-    replies = lua_scripts.run(
-        "enqueue", connection,
-        [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
-         keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs(),
-         keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()],
-        [json.dumps(request, separators=(",", ":")), *blobs],
-    )
+    script_keys = [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
+                   keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs(),
+                   keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()]
+    script_args = [json.dumps(request, separators=(",", ":")), *blobs]
+    if settings.enqueue_durability == "none":
+        replies = lua_scripts.run("enqueue", connection, script_keys, script_args)
+    else:
+        replies = _enqueue_durably(connection, script_keys, script_args, settings)
     return [r.decode() if isinstance(r, bytes) else r for r in replies]
+
+
+def _enqueue_durably(connection: Any, script_keys: list[str], script_args: list[Any], settings: Any) -> Any:
+    """The enqueue script, then WAIT 1 on the same connection (one pipeline: WAIT covers the writes
+    of the connection it is sent on). Raises DurabilityError when no replica confirms within
+    JOBS_ENQUEUE_DURABILITY_TIMEOUT. Cost: one replication round trip per enqueue (bench.durability)."""
+    timeout_ms = max(1, int(settings.enqueue_durability_timeout * 1000))
+    with connection.pipeline(transaction=False) as pipe:
+        lua_scripts.run("enqueue", pipe, script_keys, script_args)
+        pipe.execute_command("WAIT", 1, timeout_ms)
+        replies, acked = pipe.execute()
+    if int(acked) < 1:
+        ids = ", ".join(r.decode() if isinstance(r, bytes) else str(r) for r in replies)
+        raise DurabilityError(
+            f"JOBS_ENQUEUE_DURABILITY={settings.enqueue_durability}: no replica confirmed the enqueue of job {ids} "
+            f"within {settings.enqueue_durability_timeout:g}s (WAIT 1 answered 0 replicas; is one connected and in "
+            f"sync?). The job is written on the primary and may run, but a failover now could lose it. Accepted "
+            f"values: none, replica; JOBS_ENQUEUE_DURABILITY_TIMEOUT (s) sets the wait")
+    return replies
 
 
 @dataclass
@@ -281,6 +308,8 @@ class ClaimedJob:
     deferrals: int = 0  # RetryAfter deferrals so far
     stop_reason: str | None = None  # set when someone stopped it while it ran ("stopped by <who>")
     retry_policy: str | None = None  # fk_retry (JSON); None: the task's policy (core.queue.backoff)
+    requeue_reason: str | None = None  # a shutdown's deadline passed: interrupt it, requeue it (no retry, no stall)
+    interrupted: bool = False  # it was interrupted (or never started) for requeue_reason: its end is a requeue
 
     @property
     def member(self) -> str:
@@ -571,17 +600,39 @@ def _log_attempt(job: ClaimedJob, outcome: str, duration: float, error: str | No
 
 # --- taking jobs back from dead or stopping workers ---------------------------------------------
 def abandon_expired(connection: Any, queue: str, limit: int = 500) -> list[tuple[str, str, str]]:
-    """Take back every job whose lease expired on ``queue``: each is an attempt that counts."""
+    """Take back every job whose lease expired on ``queue``: each lost attempt is a stall
+    (``stalls`` + 1, no retry used; a repeat crash past the task's ``max_stalls`` fails the job)."""
     return _abandon(connection, queue, [], "abandoned: its worker stopped heartbeating (killed or lost)", True, limit)
 
 
+def stalled(connection: Any, jobs: list[ClaimedJob], reason: str) -> list[tuple[str, str, str]]:
+    """Record jobs in hand whose attempt was lost to a crash seen at once (a work-horse killed by
+    the OOM killer, say) as stalls, as the sweep would after their lease: no need to wait for it."""
+    out = []
+    for queue in sorted({j.queue for j in jobs}):
+        members = [j.member for j in jobs if j.queue == queue]
+        out += _abandon(connection, queue, members, reason, True, len(members))
+    return out
+
+
 def release(connection: Any, jobs: list[ClaimedJob], reason: str) -> list[tuple[str, str, str]]:
-    """Put jobs in hand back at the head of their queues now (cold shutdown); not counted."""
+    """Put jobs in hand back at the head of their queues now (a shutdown); neither a retry nor a stall."""
     out = []
     for queue in sorted({j.queue for j in jobs}):
         members = [j.member for j in jobs if j.queue == queue]
         out += _abandon(connection, queue, members, reason, False, len(members))
     return out
+
+
+def yield_leases(connection: Any, jobs: list[ClaimedJob]) -> None:
+    """A worker about to exit with these attempts still running (stuck in C past its shutdown
+    deadline, so neither finished nor safely interrupted) marks them ``fk_yield``: when their
+    lease runs out, the sweep requeues them without counting a stall (abandon.lua). Nothing is
+    requeued before the lease, so they never run twice at once."""
+    with connection.pipeline(transaction=False) as pipe:
+        for job in jobs:
+            pipe.hset(keys.job(job.job_id), "fk_yield", job.member)
+        pipe.execute()
 
 
 def _abandon(connection: Any, queue: str, members: list[str], reason: str, count: bool,
@@ -620,6 +671,25 @@ def release_limits(connection: Any, limit: int = 100) -> tuple[int, float | None
                                  [layout_json(), get_settings().worker_lease, limit])
     seconds = float(wait)
     return int(released), (seconds if seconds >= 0 else None)
+
+
+def report_progress(connection: Any, job: ClaimedJob, value_json: str, maxlen: int) -> bool:
+    """Write a running attempt's progress, only while its lease is its own (progress.lua): False,
+    and nothing written, for a stale attempt whose job was taken back (it may run elsewhere)."""
+    return bool(lua_scripts.run("progress", connection, [keys.started(job.queue), keys.job(job.job_id), keys.events()],
+                                [job.member, value_json, maxlen, job.job_id, job.queue_short, job.task_name,
+                                 job.user_id or ""]))
+
+
+def extend_leases(pipe: Any, jobs: list[ClaimedJob], expiry: float) -> list[str]:
+    """Queue on ``pipe`` one lease.lua call per queue extending these attempts' leases; returns the
+    queues in call order (each reply lists that queue's stale members: taken back, never re-added)."""
+    by_queue: dict[str, list[str]] = {}
+    for job in jobs:
+        by_queue.setdefault(job.queue, []).append(job.member)
+    for queue, members in by_queue.items():
+        lua_scripts.run("lease", pipe, [keys.started(queue)], [expiry, keys.job_prefix(), *members])
+    return list(by_queue)
 
 
 def extend_permits(connection: Any, jobs: list[ClaimedJob], lease_seconds: float) -> int:

@@ -4,7 +4,7 @@ Each script lives in ``core/queue/lua/<name>.lua`` with a header listing every k
 Dramatiq ``dispatch.lua`` rule: one script owns its keys). redis-py sends ``EVALSHA`` and loads
 the script again by itself after a Redis restart (``NOSCRIPT``).
 
-Every script is read when this module is imported (17 small files, about 1 ms), so an install
+Every script is read when this module is imported (19 small files, about 1 ms), so an install
 that lacks one fails at import or at worker start with :class:`MissingScriptError` naming the
 file, never later as an ``OSError`` in the middle of an enqueue (which once read as "Redis is
 down" and sent every job to the in-process fallback).
@@ -20,7 +20,7 @@ from redis.commands.core import Script
 
 _DIR = Path(__file__).resolve().parent / "lua"
 NAMES = ("enqueue", "claim", "finish", "abandon", "cancel", "requeue", "promote", "delete", "fail", "periodic_claim",
-         "import", "release_limits", "stop", "extend_permits")
+         "import", "release_limits", "stop", "extend_permits", "progress", "lease")
 USES = "-- uses: "
 _scripts: dict[str, Script] = {}
 _lock = threading.Lock()

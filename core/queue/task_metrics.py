@@ -185,8 +185,9 @@ def _p95(durations: list[float]) -> float:
 def get_task_stats(task: str | None = None) -> dict[str, dict[str, Any]]:
     """Metrics per task (one task if named; unknown task: an empty dict).
 
-    ``total`` counts attempts that ended: completed + failed + retried (an abandoned attempt is
-    among retried or failed, and also counted in ``abandoned``).
+    ``total`` counts attempts that ended: completed + failed + retried + stalled (an abandoned
+    attempt is a stall: among stalled, or failed when it was a repeat crash, and also counted in
+    ``abandoned``).
     """
     connection = get_redis()
     counts = task_counts(connection)
@@ -200,7 +201,8 @@ def get_task_stats(task: str | None = None) -> dict[str, dict[str, Any]]:
     for index, name in enumerate(names):
         raw, history = replies[2 * index], replies[2 * index + 1]
         count = counts.get(name, {})
-        total = count.get("completed", 0) + count.get("failed", 0) + count.get("retried", 0)
+        total = (count.get("completed", 0) + count.get("failed", 0) + count.get("retried", 0)
+                 + count.get("stalled", 0))
         if not raw and not total and not count.get("expired"):
             continue
         data = {k.decode(): v.decode() for k, v in raw.items()}

@@ -36,6 +36,8 @@ class TaskSpec:
     limits: Limits = Limits()  # rate / concurrency limits declared on the task (core.flow.limits)
     expires: Any = None  # default expiry: seconds after enqueue, a timedelta or a datetime (core.queue.job_options)
     retry: RetryPolicy = DEFAULT_POLICY  # back-off, jitter, schedule and filters (core.queue.backoff)
+    max_stalls: int = 1  # attempts lost to crashes before the next one fails the job (DESIGN.md "Crashes are stalls")
+    interruptible: bool = True  # False: a shutdown waits for it past JOBS_WORKER_SHUTDOWN_TIMEOUT (core/worker/loop.py)
 
 
 _tasks: dict[str, dict[str, TaskSpec]] = {}
@@ -45,7 +47,7 @@ _loaded_modules: set[str] = set()
 
 def register(queue: str, name: str, func: Callable[..., Any], max_retries: int | None = None,
              fallback: bool = True, limits: Limits | None = None, retry: RetryPolicy | None = None,
-             expires: Any = None) -> TaskSpec:
+             expires: Any = None, max_stalls: int = 1, interruptible: bool = True) -> TaskSpec:
     """Register ``func`` as task ``name`` on ``queue``.
 
     Registering a name again (the seeds' pattern: a web handler re-registers
@@ -60,6 +62,10 @@ def register(queue: str, name: str, func: Callable[..., Any], max_retries: int |
         raise ValueError("a task name must be a non-empty string")
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         raise ValueError(f"max_retries for task {name!r} must be a whole number >= 0, got {max_retries!r}")
+    if isinstance(max_stalls, bool) or not isinstance(max_stalls, int) or not 0 <= max_stalls <= 100:
+        raise ValueError(f"max_stalls for task {name!r} must be a whole number from 0 to 100, got {max_stalls!r}")
+    if not isinstance(interruptible, bool):
+        raise ValueError(f"interruptible for task {name!r} must be True or False, got {interruptible!r}")
     limits = limits or Limits()
     retry = retry or DEFAULT_POLICY
     if max_retries is None and retry.delays is not None:
@@ -79,8 +85,11 @@ def register(queue: str, name: str, func: Callable[..., Any], max_retries: int |
             expires = existing.expires
         if existing is not None and not retry:
             retry = existing.retry
+        if existing is not None and max_stalls == 1 and interruptible:  # defaults: keep what was declared
+            max_stalls, interruptible = existing.max_stalls, existing.interruptible
         spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback, limits=limits,
-                        expires=expires, retry=retry or DEFAULT_POLICY)
+                        expires=expires, retry=retry or DEFAULT_POLICY, max_stalls=max_stalls,
+                        interruptible=interruptible)
         _tasks.setdefault(queue, {})[name] = spec
     return spec
 

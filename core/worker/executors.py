@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from core.config import get_settings
 from core.execution import stopping
 from core.execution.runner import run_attempt
-from core.platform import keys, tracing
+from core.platform import tracing
 from core.platform.connection import REDIS_DOWN, new_redis
 from core.queue import lifecycle, task_metrics
 from core.queue.lifecycle import AttemptResult, ClaimedJob
@@ -48,23 +48,22 @@ PR_SET_PDEATHSIG = 1
 IDLE_FLUSH = 0.5  # s: a pre-forked child flushes its timings this long after its last job
 GROUP_COMMIT_WINDOW = 0.002  # s: results of short jobs run back to back are committed together
 HARD_KILL_GRACE = 10.0  # s past a job's timeout before the parent kills a child that ignores SIGALRM
+SHUTDOWN_GRACE = 2.0  # s: a job interrupted at the shutdown deadline may stop by itself this long before it is ended
 
 
 def progress_sink(connection: Any, job: ClaimedJob) -> Any:
-    """Progress goes to the job hash and, as a "progress" event, to the events stream (one round trip)."""
+    """Progress goes to the job hash and, as a "progress" event, to the events stream (one script
+    call, progress.lua), fenced by the attempt's claim: a stale attempt (its job taken back after a
+    lost lease) writes nothing, and that is logged once."""
     maxlen = get_settings().events_maxlen
+    refused = False
 
     def sink(value: Any) -> None:
-        text = json.dumps(value)
-        with connection.pipeline(transaction=False) as pipe:
-            pipe.hset(keys.job(job.job_id), "fk_progress", text)
-            if maxlen:
-                event = {"job": job.job_id, "event": "progress", "queue": job.queue_short, "task": job.task_name,
-                         "detail": text[:1000]}
-                if job.user_id:
-                    event["user"] = job.user_id
-                pipe.xadd(keys.events(), event, maxlen=maxlen, approximate=True)
-            pipe.execute()
+        nonlocal refused
+        if not lifecycle.report_progress(connection, job, json.dumps(value), maxlen) and not refused:
+            refused = True
+            logger.warning("job %s task=%s attempt %s: progress refused, its lease was lost and the job taken back "
+                           "(a stale attempt writes nothing)", job.job_id, job.task_name, job.claim)
 
     return sink
 
@@ -74,6 +73,9 @@ def attempt(connection: Any, job: ClaimedJob) -> AttemptResult:
     waited in the worker (prefetched, or queued for a pool thread) is not started at all."""
     if job.stop_reason is not None:
         return AttemptResult(ok=False, retryable=False, error=job.stop_reason)
+    if job.requeue_reason is not None:  # the shutdown deadline passed before it started: back to its queue
+        job.interrupted = True
+        return AttemptResult(ok=False, retryable=False, error=job.requeue_reason)
     return run_attempt(job.job_id, job.queue_short, job.task_name, job.kwargs, job.timeout,
                        progress_sink(connection, job), job.undecodable, job.trace)
 
@@ -90,6 +92,8 @@ def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptRes
     If Redis stays away longer, the outcomes are dropped and the jobs' leases expire: the sweep
     retries them (at least once, never lost).
     """
+    if any(job.interrupted for job, _attempt in finished):
+        return _finish_interrupted(connection, finished, worker_name, patience)
     delay, deadline = 0.2, time.monotonic() + patience
     while True:
         try:
@@ -102,6 +106,49 @@ def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptRes
             return [None] * len(finished)
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+def _finish_interrupted(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]], worker_name: str,
+                       patience: float) -> list[str | None]:
+    """Attempts interrupted at the shutdown deadline go back to the head of their queues (no retry,
+    no stall: lifecycle.release); the others are recorded as usual."""
+    interrupted = [job for job, _attempt in finished if job.interrupted]
+    delay, deadline = 0.2, time.monotonic() + patience
+    while True:
+        try:
+            lifecycle.release(connection, interrupted, interrupted[0].requeue_reason or "interrupted")
+            break
+        except REDIS_ERRORS as exc:
+            if time.monotonic() > deadline:
+                logger.error("could not requeue %d interrupted job(s) (%s); the sweep will", len(interrupted), exc)
+                break
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+    rest = [(job, result) for job, result in finished if not job.interrupted]
+    outcomes = iter(finish_retrying(connection, rest, worker_name, patience) if rest else [])
+    return ["requeued" if job.interrupted else next(outcomes) for job, _attempt in finished]
+
+
+def interrupt_in_thread(job: ClaimedJob) -> None:
+    """The shutdown deadline passed (core/worker/loop.py): ask the job to stop, end it after
+    SHUTDOWN_GRACE, and requeue it when it returns. A job not started yet never starts (attempt). A
+    job blocked in C (a long socket read, time.sleep) is ended only when that call returns: the
+    worker yields such a job's lease instead (core.queue.lifecycle.yield_leases)."""
+    if stopping.request(job.job_id):
+        job.interrupted = True
+        timer = threading.Timer(SHUTDOWN_GRACE, stopping.hard_stop, [job.job_id])
+        timer.daemon = True
+        timer.start()
+
+
+def record_stall(connection: Any, job: ClaimedJob, reason: str) -> None:
+    """A work-horse died under its job (OOM killer, a segfault, a SIGKILL from outside): a stall
+    (DESIGN.md "Crashes are stalls"), recorded now rather than after its lease. If Redis is away,
+    the lease runs out and the sweep records the same stall."""
+    try:
+        lifecycle.stalled(connection, [job], reason)
+    except REDIS_ERRORS as exc:
+        logger.warning("job %s: could not record its stall now (%s); the sweep will after its lease", job.job_id, exc)
 
 
 def stop_in_thread(job: ClaimedJob, grace: float) -> None:
@@ -160,6 +207,9 @@ class SimpleExecutor:
 
     def stop_job(self, job: ClaimedJob) -> None:
         stop_in_thread(job, self.worker.settings.stop_grace)
+
+    def interrupt_job(self, job: ClaimedJob) -> None:
+        interrupt_in_thread(job)
 
     def stop(self, wait: bool) -> None:
         pass
@@ -245,6 +295,9 @@ class ThreadedExecutor:
     def stop_job(self, job: ClaimedJob) -> None:
         stop_in_thread(job, self.worker.settings.stop_grace)
 
+    def interrupt_job(self, job: ClaimedJob) -> None:
+        interrupt_in_thread(job)
+
     def stop(self, wait: bool) -> None:
         self._pool.shutdown(wait=wait)
 
@@ -259,6 +312,7 @@ class _Child:
         self.result_file = result_file
         self.job: ClaimedJob | None = None
         self.busy_since = 0.0
+        self.timed_out = False  # the parent killed it past its job's timeout: a failed attempt, not a stall
 
 
 class PreforkExecutor:
@@ -346,6 +400,7 @@ class PreforkExecutor:
             if job is not None and job.timeout and now - child.busy_since > job.timeout + HARD_KILL_GRACE:
                 logger.error("work-horse %s ignored the %ss timeout of job %s; killing it", child.pid, job.timeout,
                              job.job_id)
+                child.timed_out = True
                 _kill(child.pid)
 
     def _retire(self, child: _Child) -> None:
@@ -362,8 +417,14 @@ class PreforkExecutor:
         if job is not None:
             reason = f"work-horse {child.pid} died ({status}) while running the job"
             logger.error("job %s: %s", job.job_id, reason)
-            lost = AttemptResult(ok=False, error=reason, duration=time.monotonic() - child.busy_since)
-            finish_retrying(self.worker.connection, [(job, lost)], self.worker.name)
+            if job.interrupted:  # the shutdown deadline: back to its queue, no retry, no stall
+                finish_retrying(self.worker.connection, [(job, AttemptResult(ok=False, error=reason))],
+                                self.worker.name)
+            elif job.stop_reason is None and not child.timed_out:
+                record_stall(self.worker.connection, job, reason)
+            else:  # stopped, or killed past its timeout: the attempt ends as such
+                lost = AttemptResult(ok=False, error=reason, duration=time.monotonic() - child.busy_since)
+                finish_retrying(self.worker.connection, [(job, lost)], self.worker.name)
             self.worker.job_done(job)
         if not self._stopping:
             self._spawn()
@@ -391,6 +452,14 @@ class PreforkExecutor:
         for child in list(self._children.values()):
             if child.job is not None and child.job.job_id == job.job_id:
                 child.job.stop_reason = job.stop_reason
+                _kill(child.pid)
+
+    def interrupt_job(self, job: ClaimedJob) -> None:
+        """The shutdown deadline passed: end the work-horse running ``job``; the parent requeues it
+        (_child_gone). A work-horse is a process, so this works whatever the job is blocked in."""
+        for child in list(self._children.values()):
+            if child.job is job:
+                job.interrupted = True
                 _kill(child.pid)
 
     def stop(self, wait: bool) -> None:
@@ -443,6 +512,23 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+PARENT_CHECK = 0.5  # s: how often a work-horse checks that its parent is alive (besides PR_SET_PDEATHSIG)
+
+
+def _watch_parent(parent: int) -> None:
+    """A second guard beside PR_SET_PDEATHSIG (which fires on the death of the *thread* that forked,
+    and exists only on Linux): a thread checks the parent's pid every PARENT_CHECK and ends this
+    work-horse, job and all, once it is orphaned. The sweep takes the job back only after its lease
+    (seconds), so the orphan is gone well before another run can start."""
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="fikiri-parent-watch", daemon=True).start()
+
+
 def rss_kb(pid: int | str = "self") -> int:
     """Resident memory of a process now (not its peak), from /proc; 0 where that is unreadable."""
     try:
@@ -459,6 +545,7 @@ def _rss_mb() -> float:
 def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_jobs: int, max_rss_mb: int) -> None:
     """A work-horse: read a job per line, run it, record it, answer ``d`` (or ``r``: retiring)."""
     _die_with_parent(parent)
+    _watch_parent(parent)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     task_metrics.reset_buffer()  # what the parent had not flushed yet is the parent's to flush
@@ -475,7 +562,7 @@ def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_
             task_metrics.buffer().flush(connection)
             last_flush, dirty = time.monotonic(), False
         line = jobs_in.readline()
-        if not line:
+        if not line or os.getppid() != parent:  # closed, or orphaned: never start a job without a parent
             break
         job = ClaimedJob.from_wire(json.loads(line))
         execute(connection, job, worker_name)

@@ -11,13 +11,15 @@ One loop per worker process::
 A claimed job sits in its queue's in-flight registry with a lease; a heartbeat thread extends
 every lease in one pipeline per ``JOBS_WORKER_HEARTBEAT_INTERVAL``. When a worker dies, its
 leases run out and the sweep of any other worker takes the jobs back, counting the lost
-attempt (:func:`core.queue.lifecycle.abandon_expired`). Recovery bound: lease
-(``JOBS_WORKER_HEARTBEAT_INTERVAL`` + ``JOBS_WORKER_HEARTBEAT_GRACE``) + one maintenance interval.
+attempt as a stall (:func:`core.queue.lifecycle.abandon_expired`). Recovery bound: lease
+(``JOBS_WORKER_HEARTBEAT_INTERVAL`` + ``JOBS_WORKER_HEARTBEAT_GRACE``, 1 + 6 s) + one maintenance
+interval (2 s) = 9 s; the arithmetic is in core/config.py.
 
-Idle cost, measured over 20 s on the three queues (simple worker, 2026-12-01): 47 Redis
-commands/s in 12 round trips/s — the promote script twice a second per queue, the limiter release
+Idle cost, measured over 20 s on the three queues (default worker, 2026-12-07): 59 Redis
+commands/s in 21 round trips/s — the promote script twice a second per queue, the limiter release
 twice a second, a claim (9 LPOPs on the three priority lists of three queues, inside the script)
-and a BLPOP per wake-up, the heartbeat pipeline, the webhook dispatcher's EXISTS every 2 s. Wake-up
+and a BLPOP per wake-up, the heartbeat pipeline every second, the sweep every 2 s, the webhook
+dispatcher's EXISTS every 2 s. Wake-up
 latency after an enqueue is one round trip.
 
 Redis unreachable: a long-running worker retries every second, as systemd expects, and logs which
@@ -25,8 +27,14 @@ Redis and for how long once a minute; a ``--burst`` worker gives up after
 ``JOBS_WORKER_BURST_REDIS_TIMEOUT`` (30 s) and exits 1 naming the Redis and the last error
 (a CI step or cron job must not hang on a Redis that is not there).
 
-Signals: SIGTERM/SIGINT stop claiming, finish the jobs in hand and exit 0; a second one puts the
-jobs in hand back at the head of their queues (not counted as attempts) and exits 1 at once.
+Signals: SIGTERM/SIGINT stop claiming and give the jobs in hand ``JOBS_WORKER_SHUTDOWN_TIMEOUT``
+(25 s) to finish; then the ones still running are interrupted (a work-horse is killed, a job in a
+thread gets :func:`~core.execution.stopping.should_stop` and, ``SHUTDOWN_GRACE`` later, JobStopped)
+and requeued at the head of their queues without using a retry or a stall, and the worker exits 0.
+A task declared ``interruptible=False`` is waited for until it ends (or systemd's TimeoutStopSec
+SIGKILLs it: a stall). A job in a thread still blocked in C after the grace is not requeued under
+its running code: its lease is yielded (it goes back after the lease, uncounted) and the worker
+exits 0. A second signal puts the jobs in hand back at once and exits 1.
 """
 
 from __future__ import annotations
@@ -43,9 +51,9 @@ from typing import Any
 from core.config import Settings, get_settings
 from core.platform import keys, tracing
 from core.platform.connection import REDIS_DOWN, new_redis, redis_description
-from core.queue import lifecycle, task_metrics
+from core.queue import lifecycle, task_metrics, task_registry
 from core.queue.lifecycle import ClaimedJob
-from core.worker.executors import PreforkExecutor, SimpleExecutor, ThreadedExecutor, rss_kb
+from core.worker.executors import SHUTDOWN_GRACE, PreforkExecutor, SimpleExecutor, ThreadedExecutor, rss_kb
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +96,7 @@ class Worker:
         self._in_flight: dict[str, ClaimedJob] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._stopped = threading.Event()  # set when the worker has shut down: the deadline watch ends
         self._signals = 0
         self.processed = 0
         self._next_promote = 0.0
@@ -236,10 +245,12 @@ class Worker:
 
     def sweep(self) -> None:
         """Take back abandoned jobs and drop expired registry entries (one worker per queue at a time)."""
-        ttl = max(1, int(self.settings.worker_maintenance_interval))
+        # the lock lapses a little before this worker's next turn, so one live worker alone still
+        # sweeps every interval (an exact ttl could lapse just after it and skip a turn: 2x late)
+        ttl_ms = max(100, int(self.settings.worker_maintenance_interval * 1000) - 200)
         swept = False
         for queue in self.queues:
-            if not self.connection.set(keys.maintenance_lock(queue), self.name, nx=True, ex=ttl):
+            if not self.connection.set(keys.maintenance_lock(queue), self.name, nx=True, px=ttl_ms):
                 continue
             swept = True
             lifecycle.abandon_expired(self.connection, queue)
@@ -341,18 +352,16 @@ class Worker:
         expiry = time.time() + self.settings.worker_lease
         try:
             with connection.pipeline(transaction=False) as pipe:
-                by_queue: dict[str, dict[str, float]] = {}
-                for job in jobs:
-                    by_queue.setdefault(job.queue, {})[job.member] = expiry
-                for queue, members in by_queue.items():
-                    pipe.zadd(keys.started(queue), members, xx=True)
+                leased = lifecycle.extend_leases(pipe, jobs, expiry)  # fenced: a stale member is never re-added
                 pipe.hset(keys.worker(self.name), mapping={
                     "last_heartbeat": lifecycle.epoch_to_rq_time(time.time()), "state": "busy" if jobs else "idle",
                     "current_jobs": len(jobs), "current_job_ids": ",".join(j.job_id for j in jobs[:20]),
                     "processed": self.processed, "rss_kb": rss_kb() + self.executor.children_rss_kb()})
                 pipe.expire(keys.worker(self.name), self.settings.worker_ttl)
                 pipe.lpop(keys.stop_requests(self.name), 100)
-                stops = pipe.execute()[-1]
+                replies = pipe.execute()
+                stops = replies[-1]
+            self._drop_stale(jobs, [m for reply in replies[:len(leased)] for m in reply])
             if any(job.held for job in jobs):
                 lifecycle.extend_permits(connection, jobs, self.settings.worker_lease)
             if stops:
@@ -360,6 +369,19 @@ class Worker:
             task_metrics.buffer().flush(connection)
         except REDIS_ERRORS as exc:
             logger.warning("heartbeat of worker %s failed (%s)", self.name, exc)
+
+    def _drop_stale(self, jobs: list[ClaimedJob], stale: list[bytes]) -> None:
+        """Attempts whose lease the sweep already took back (this worker was stopped or starved past
+        its lease): the job may run elsewhere now, so stop this run; its finish is fenced anyway."""
+        if not stale:
+            return
+        gone = {m.decode() if isinstance(m, bytes) else m for m in stale}
+        for job in jobs:
+            if job.member in gone:
+                logger.warning("worker %s: job %s attempt %s lost its lease (the sweep took it back); stopping this "
+                               "stale run, its end will not be written", self.name, job.job_id, job.claim)
+                job.stop_reason = "stale attempt: its lease was lost and the job taken back"
+                self.executor.stop_job(job)
 
     def _stop_jobs(self, connection: Any, job_ids: list[str]) -> None:
         """Someone asked to stop these running jobs (core.api.jobs.stop_job): end them here."""
@@ -389,8 +411,47 @@ class Worker:
             logger.info("worker %s: %s received; finishing %d job(s) in hand, then exiting (send it again to "
                         "stop at once)", self.name, signal.Signals(signum).name, len(self.in_hand()))
             self._stop.set()
+            threading.Thread(target=self._shutdown_deadline, name="fikiri-shutdown-deadline", daemon=True).start()
             return
         self._cold_stop()
+
+    def _shutdown_deadline(self) -> None:
+        """JOBS_WORKER_SHUTDOWN_TIMEOUT after the first signal: interrupt and requeue what still runs."""
+        timeout = self.settings.worker_shutdown_timeout
+        if self._stopped.wait(timeout):
+            return
+        reason = (f"interrupted: its worker's shutdown deadline passed (JOBS_WORKER_SHUTDOWN_TIMEOUT={timeout:g}s); "
+                  f"requeued without using a retry or a stall")
+        waited = []
+        interrupt = getattr(self.executor, "interrupt_job", None)  # an executor without it: wait for its jobs
+        for job in self.in_hand():
+            spec = task_registry.get(job.queue_short, job.task_name)
+            if interrupt is None or (spec is not None and not spec.interruptible):
+                waited.append(job.job_id)
+                continue
+            job.requeue_reason = reason
+            interrupt(job)
+        logger.warning("worker %s: shutdown deadline of %gs passed; interrupting and requeueing the jobs still in "
+                       "hand%s", self.name, timeout,
+                       f", waiting for {len(waited)} not interruptible: {', '.join(waited[:10])}" if waited else "")
+        while not self._stopped.wait(SHUTDOWN_GRACE + 0.5):
+            held = self.in_hand()
+            if held and all(job.requeue_reason is not None for job in held):
+                self._exit_yielding(held)
+
+    def _exit_yielding(self, jobs: list[ClaimedJob]) -> None:
+        """Jobs interrupted at the deadline that still have not returned (blocked in C, in a thread):
+        yield their leases (requeued after the lease, not a stall, never while their code may still
+        run here) and exit 0 now."""
+        logger.warning("worker %s: %d interrupted job(s) did not return (%s); yielding their leases and exiting",
+                       self.name, len(jobs), ", ".join(j.job_id for j in jobs[:10]))
+        try:
+            lifecycle.yield_leases(self.connection, jobs)
+        except REDIS_ERRORS as exc:
+            logger.error("could not yield %d lease(s) (%s); the sweep will count them as stalls", len(jobs), exc)
+        self._unregister()
+        logging.shutdown()
+        os._exit(0)
 
     def _cold_stop(self) -> None:
         """Second signal: stop the jobs in hand, put them back at the head of their queues, exit 1."""
@@ -414,4 +475,5 @@ class Worker:
         except REDIS_ERRORS:
             pass
         self._unregister()
+        self._stopped.set()
         logger.info("worker %s stopped after %d job(s)", self.name, self.processed)

@@ -1,29 +1,34 @@
 -- uses: events_lib, limits_lib, hooks_lib, rq_lib
 -- abandon.lua: take back jobs whose worker is gone (lease expired) or is stopping at once.
--- Each one is an attempt that did not finish: with ARGV[4] = '1' it counts (retry_count + 1,
--- "<task>:abandoned" + 1, against max_retries); a cold shutdown passes '0' (the operator
--- stopped it, the job did nothing wrong) and it goes back to the head of its queue uncounted.
+-- Each one is an attempt that did not finish. With ARGV[4] = '1' it is a stall (DESIGN.md "Crashes
+-- are stalls"): fk_stalls + 1, "<task>:abandoned" + 1, an "abandoned" event, and the job goes back to
+-- waiting without using a retry; once fk_stalls passes fk_mstalls (the task's max_stalls, absent = 1)
+-- the job fails as a repeat crash (its stalls are its "abandoned" events). A shutdown passes '0' (the
+-- operator stopped it, the job did nothing wrong): back to the head of its queue, uncounted.
 -- A job someone asked to stop (fk_stop) ends canceled instead. Concurrency permits the job held
 -- are returned (limits_lib), so the next job waiting for one starts now.
 --
 --   KEYS[1] rq:wip:<q>        ZSET  expired entries (score < ARGV[1]) or the members in ARGV[9..]
---   KEYS[2] rq:failed:<q>     ZSET  when no attempts are left
---   KEYS[3] fikiri:stats:<q>  HASH  "<task>:abandoned", "<task>:retried", "<task>:failed", "<task>:canceled"
+--   KEYS[2] rq:failed:<q>     ZSET  a repeat crash (more stalls than max_stalls)
+--   KEYS[3] fikiri:stats:<q>  HASH  "<task>:abandoned", "<task>:stalled" (back to waiting), "<task>:failed",
+--                                   "<task>:canceled"
 --   KEYS[4] fikiri:wake:<q>   LIST  one token when something was requeued
 --   KEYS[5] rq:canceled:<q>   ZSET  a stopped job
---   rq:job:<id>               HASH  built from the layout
+--   rq:job:<id>               HASH  built from the layout: status, fk_stalls, fk_error, fk_lost (the member taken
+--                             back: its stale holder's heartbeat learns it, lease.lua); fk_mstalls read, and
+--                             fk_yield (a member its worker yielded at a shutdown deadline: requeued uncounted)
 --   rq:results:<id>           STREAM built from the layout (L.results): RQ's result record of a job this
 --                             ends (rq_lib): failed with the reason, or stopped with the stop's reason
 --   the job's priority list (LIST, requeued at the head) and the limiter keys of limits_lib
---   fikiri:events             STREAM "abandoned" (counted), then "retrying" | "failed" | "requeued" | "canceled"
+--   fikiri:events             STREAM "abandoned" (a stall), then "requeued" | "failed" | "canceled"
 --                             (key and maxlen from the layout: L.events, L.maxlen)
 --   a final end of a job with hooks: the keys of hooks_lib (callbacks, dependents, batch)
 --
 -- ARGV[1] now (epoch s), ARGV[2] now (RQ time format), ARGV[3] reason, ARGV[4] count the attempt,
 -- ARGV[5] limit, ARGV[6] layout JSON, ARGV[7] lease (s), ARGV[8] queue full name,
--- ARGV[9] the reason as a result record's exc_string (core/queue/rq_compat.py result_exc_string),
+-- ARGV[9] unused (was the reason's exc_string: a repeat crash's is built here, rq_lib rq_exc),
 -- ARGV[10..] explicit members (none: take the expired ones)
--- Returns triples: id, task, outcome ("retrying" | "failed" | "requeued" | "canceled").
+-- Returns triples: id, task, outcome ("stalled": back to waiting after a stall | "failed" | "requeued" | "canceled").
 local L = cjson.decode(ARGV[6])
 local members
 if #ARGV >= 10 then
@@ -38,21 +43,24 @@ for _, member in ipairs(members) do
   if redis.call('ZREM', KEYS[1], member) == 1 then
     local id = string.match(member, '^(.*):[^:]*$') or member
     local key = L.job .. id
-    local f = redis.call('HMGET', key, 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'status', 'fk_prio',
-                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks')
+    local f = redis.call('HMGET', key, 'fk_task', 'fk_stalls', 'fk_mstalls', 'failure_ttl', 'status', 'fk_prio',
+                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks', 'fk_yield')
     local q = short_queue(ARGV[8])
     if f[5] == 'started' then
+      redis.call('HSET', key, 'fk_lost', member)  -- this attempt's heartbeat learns it was taken back (lease.lua)
       local task = f[1] or '?'
-      local retries = tonumber(f[3] or '0')
-      local max = tonumber(f[2] or '0')
+      local stalls = tonumber(f[2] or '0')
+      local max_stalls = tonumber(f[3] or '1')
       local ttl = tonumber(f[4] or '604800')
-      local counted = ARGV[4] == '1'
+      -- a worker that exited past its shutdown deadline yielded this attempt (lifecycle.yield_leases): not a stall
+      local counted = ARGV[4] == '1' and f[11] ~= member
       if counted then
         redis.call('HINCRBY', KEYS[3], task .. ':abandoned', 1)
-        retries = retries + 1
-        emit(L.events, L.maxlen, id, 'abandoned', q, task, f[9], ARGV[3])
+        stalls = stalls + 1
+        redis.call('HSET', key, 'fk_stalls', stalls)
+        emit(L.events, L.maxlen, id, 'abandoned', q, task, f[9], 'stall ' .. stalls .. ' of ' .. max_stalls .. ' allowed: ' .. ARGV[3])
       end
-      -- the attempt ends the job: canceled (someone stopped it) or failed (no attempts left)
+      -- the attempt ends the job: canceled (someone stopped it) or failed (a repeat crash)
       local function end_job(outcome, status, registry, error, kind, exc)
         redis.call('HSET', key, 'status', status, 'fk_error', error, 'ended_at', ARGV[2])
         redis.call('EXPIRE', key, ttl)
@@ -65,17 +73,18 @@ for _, member in ipairs(members) do
       end
       if f[7] then
         end_job('canceled', 'canceled', KEYS[5], f[7], 3, rq_exc(f[7]))
-      elseif not counted or retries <= max then
-        redis.call('HSET', key, 'status', 'queued', 'fk_retries', retries, 'fk_error', ARGV[3])
+      elseif not counted or stalls <= max_stalls then
+        redis.call('HSET', key, 'status', 'queued', 'fk_error', ARGV[3])
         redis.call('LPUSH', prio_list(L, f[6], ARGV[8]), id)
-        if counted then redis.call('HINCRBY', KEYS[3], task .. ':retried', 1) end
+        if counted then redis.call('HINCRBY', KEYS[3], task .. ':stalled', 1) end
         requeued = true
         out[#out + 1] = id; out[#out + 1] = task
-        out[#out + 1] = counted and 'retrying' or 'requeued'
-        emit(L.events, L.maxlen, id, counted and 'retrying' or 'requeued', q, task, f[9], ARGV[3])
+        out[#out + 1] = counted and 'stalled' or 'requeued'
+        emit(L.events, L.maxlen, id, 'requeued', q, task, f[9], ARGV[3])
       else
-        redis.call('HSET', key, 'fk_retries', retries - 1)
-        end_job('failed', 'failed', KEYS[2], ARGV[3], 2, ARGV[9])
+        local error = 'repeat crash: its attempt was lost ' .. stalls .. ' times (max_stalls=' .. max_stalls ..
+                      '; each stall is an "abandoned" event in its history); last: ' .. ARGV[3]
+        end_job('failed', 'failed', KEYS[2], error, 2, rq_exc(error))
       end
       if f[8] then
         local held = {}
