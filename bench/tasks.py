@@ -27,3 +27,9 @@ def noop_result(i: int = -1, **_payload: object) -> int:
     """Like ``noop`` but returns a value, so systems that skip storing None still store a result."""
     mark(i)
     return i
+
+
+def sleep_1ms(i: int = -1, **_payload: object) -> None:
+    """A 1 ms job: what bench.wait_latency waits on."""
+    time.sleep(0.001)
+    mark(i)

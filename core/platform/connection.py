@@ -80,6 +80,9 @@ _lock = threading.Lock()
 _client: redis.Redis | None = None
 _client_url: object = None
 _probe: redis.Redis | None = None
+_blocking: redis.Redis | None = None
+_blocking_key: object = None
+BLOCK_MAX = 30.0  # s: the longest one blocking read on get_blocking_redis() may ask for
 
 
 def _tls_kwargs(settings: Settings) -> dict[str, Any]:
@@ -140,6 +143,21 @@ def get_redis() -> redis.Redis:
             _client_url = key
             _health.reset()
         return _client
+
+
+def get_blocking_redis() -> redis.Redis:
+    """The process-wide client for blocking reads of at most :data:`BLOCK_MAX` seconds
+    (``wait_for``): its socket timeout is that plus ``JOBS_REDIS_SOCKET_TIMEOUT``, so a block is
+    never cut by the short request-path timeout, and its pool reuses connections across waits."""
+    global _blocking, _blocking_key
+    settings = get_settings()
+    with _lock:
+        key = _connection_key(settings)
+        if _blocking is None or _blocking_key != key:
+            timeout = BLOCK_MAX + settings.redis_socket_timeout
+            _blocking = build_redis(timeout, settings.redis_socket_timeout, health_check_interval=30)
+            _blocking_key = key
+        return _blocking
 
 
 def new_redis(socket_timeout: float | None = None) -> redis.Redis:
@@ -207,9 +225,11 @@ def mark_redis_down() -> None:
 
 def reset_connections() -> None:
     """Drop cached clients and health state (tests that restart Redis on another port)."""
-    global _client, _client_url, _probe
+    global _client, _client_url, _probe, _blocking, _blocking_key
     with _lock:
         _client = None
         _client_url = None
         _probe = None
+        _blocking = None
+        _blocking_key = None
     _health.reset()
