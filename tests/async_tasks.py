@@ -69,3 +69,16 @@ async def async_span(seconds: float, key: str) -> str:
     await asyncio.sleep(seconds)
     get_redis().rpush(key, f"{start},{loop.time()}")
     return "spanned"
+
+
+# --- the fork class (tests/test_fork_worker.py): sync, but here with the other process-level probes
+@email_queue.task(max_retries=0)
+def pid_span(key: str, seconds: float = 0.05) -> int:
+    """Record "pid,start,end" (wall clock) in the list ``key`` and return the pid that ran the job."""
+    import os
+    import time
+
+    start = time.time()
+    time.sleep(seconds)
+    get_redis().rpush(key, f"{os.getpid()},{start},{time.time()}")
+    return os.getpid()

@@ -141,3 +141,35 @@ def test_readme_async_tasks_blocks(jobs_env, tmp_path, monkeypatch):
         task_registry._tasks.update(saved)
         for name in ("myapp", "myapp.async_tasks"):
             sys.modules.pop(name, None)
+
+
+def test_a_hard_stop_always_ends_an_awaiting_task_as_stopped(jobs_env):
+    """The runner itself, 200 times: a hard stop from another thread (the heartbeat's timer) while
+    the task awaits must end it as JobStopped, never let the cancellation escape the runner. The
+    stop's mark was once set after the cancel, and a loop that ran first saw a bare cancellation."""
+    import asyncio
+    import threading
+
+    from core.execution import stopping
+    from core.execution.runner import run_attempt_async
+
+    for i in range(200):
+        job_id = f"race-{i}"
+        out: list = []
+
+        def run(job_id: str = job_id, i: int = i, out: list = out) -> None:
+            try:
+                out.append(asyncio.run(run_attempt_async(job_id, "email", "async_sleep",
+                                                         {"seconds": 30, "key": f"test:race:{i}"}, 60)))
+            except BaseException as exc:  # noqa: BLE001 - what escaped the runner is the failure
+                out.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        wait_until(lambda job_id=job_id: stopping.is_running(job_id), timeout=10)
+        assert stopping.request(job_id) and stopping.hard_stop(job_id)
+        thread.join(10)
+        assert not thread.is_alive()
+        result = out[0]
+        assert not isinstance(result, BaseException), f"run {i}: {result!r} escaped the runner"
+        assert not result.ok and not result.retryable and result.error.startswith("JobStopped"), result

@@ -148,7 +148,11 @@ def run_attempt(job_id: str, queue: str, task_name: str, kwargs: dict[str, Any],
         assert refused is not None
         return refused
     if inspect.iscoroutinefunction(spec.func):
-        return asyncio.run(run_attempt_async(job_id, queue, task_name, kwargs, timeout, progress_sink, None, trace))
+        started = time.perf_counter()
+        try:
+            return asyncio.run(run_attempt_async(job_id, queue, task_name, kwargs, timeout, progress_sink, None, trace))
+        except asyncio.CancelledError as exc:  # a cancellation that was not a stop: still an outcome, never a crash
+            return _failed(exc, spec, task_name, timeout, started)
     started = time.perf_counter()
     token = progress.bind(job_id, progress_sink or (lambda _value: None))
     try:

@@ -108,8 +108,8 @@ def hard_stop(job_id: str) -> bool:
         if entry is None or entry.injected:
             return False
         if entry.cancel is not None:
+            entry.injected = True  # first: the task may see its CancelledError before cancel() returns here
             entry.cancel()
-            entry.injected = True
         else:
             done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(entry.thread_id),
                                                               ctypes.py_object(JobStopped))

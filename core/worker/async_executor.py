@@ -88,6 +88,9 @@ class AsyncExecutor:
                                                  progress_sink(connection, job), None, job.trace)
             else:  # a sync task (or a refusal): in a thread, so the loop never blocks on it
                 result = await self._loop.run_in_executor(self._sync_pool, attempt, connection, job)
+        except asyncio.CancelledError:  # not a stop (run_attempt_async turns those into JobStopped)
+            logger.warning("job %s: its task was cancelled", job.job_id)
+            result = AttemptResult(ok=False, error="CancelledError: the job's asyncio task was cancelled")
         except Exception as exc:  # the runners never raise; this is a last resort
             logger.exception("job %s crashed the async worker's loop", job.job_id)
             result = AttemptResult(ok=False, error=f"async worker crashed running it: {exc!r}")
