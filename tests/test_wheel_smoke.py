@@ -44,7 +44,7 @@ EXTRAS = PYPROJECT["project"]["optional-dependencies"]
 # what the runtime dependencies leave to extras: (import name, distribution, extra)
 LEFT_TO_EXTRAS = [("gunicorn", "gunicorn", "server"), ("prometheus_client", "prometheus_client", "metrics"),
                   ("opentelemetry.sdk", "opentelemetry-sdk", "otel"), ("sentry_sdk", "sentry-sdk", "sentry"),
-                  ("psycopg2", "psycopg2-binary", "postgres")]
+                  ("psycopg2", "psycopg2-binary", "postgres"), ("httpx", "httpx", "aio")]
 ADMIN_TOKEN = "smoke-admin-token-0123456789abcdef"
 
 
