@@ -14,6 +14,7 @@ from typing import Any
 import requests
 
 from core.config import get_settings
+from core.platform.aio_http import arequest_with_backoff, async_client
 from core.platform.http import UpstreamError, request_with_backoff
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,34 @@ def _chat(messages: list[dict[str, str]]) -> str:
         return response.json()["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise UpstreamError(f"AI provider sent an unexpected body: {response.text[:200]}") from exc
+
+
+async def _achat(messages: list[dict[str, str]]) -> str:
+    """:func:`_chat` awaited on the event loop (core.platform.aio_http): an async task waiting on the
+    provider holds no thread."""
+    settings = get_settings()
+    async with async_client() as client:
+        response = await arequest_with_backoff(
+            client, "POST", settings.ai_base_url.rstrip("/") + "/chat/completions",
+            # no key, no header: httpx refuses "Bearer " with nothing after it (a local provider needs none)
+            headers={"Authorization": f"Bearer {settings.ai_api_key}"} if settings.ai_api_key else {},
+            json={"model": settings.ai_model, "messages": messages, "temperature": 0},
+        )
+    if response.status_code != 200:
+        raise UpstreamError(f"AI provider answered {response.status_code}: {response.text[:200]}", response.status_code)
+    try:
+        return response.json()["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise UpstreamError(f"AI provider sent an unexpected body: {response.text[:200]}") from exc
+
+
+async def aanswer(prompt: str) -> dict[str, Any]:
+    """:func:`answer` for async tasks: the same result, the provider awaited."""
+    if not get_settings().ai_base_url:
+        return answer(prompt)  # the local engine does not wait on anything
+    content = await _achat([{"role": "system", "content": "You are Fikiri's email assistant."},
+                            {"role": "user", "content": prompt}])
+    return {"engine": get_settings().ai_model, "answer": content}
 
 
 def answer(prompt: str) -> dict[str, Any]:

@@ -26,6 +26,13 @@ def process_ai_request(prompt: str, user_id: str | None = None) -> dict[str, Any
     return {"user_id": user_id, **engine.answer(prompt)}
 
 
+@ai_queue.task(max_retries=2, **AI_RETRY)
+async def process_ai_request_aio(prompt: str, user_id: str | None = None) -> dict[str, Any]:
+    """:func:`process_ai_request` as an ``async def``: on the ``async`` worker, hundreds of prompts
+    wait on the provider at once on one event loop (it runs in every other worker class too)."""
+    return {"user_id": user_id, **await engine.aanswer(prompt)}
+
+
 @ai_queue.task(max_retries=2, dont_retry_on=(LookupError,), **AI_RETRY)  # a deleted message stays deleted
 def classify_email(message_id: int) -> dict[str, Any]:
     """Classify one stored message and save the category on its row."""

@@ -4,12 +4,14 @@ This is the only place, with ``bench.systems.Ours``, that imports our queue API;
 moves it, change it here.
 """
 
-from bench.tasks import noop, noop_result, sleep_io
+from bench.tasks import async_sleep_io, noop, noop_result, sleep_1ms, sleep_io
 from core.api.queues import email_queue
 
 email_queue.register_task("noop", noop, max_retries=0)
 email_queue.register_task("noop_result", noop_result, max_retries=0)
 email_queue.register_task("sleep_100ms", sleep_io, max_retries=0)
+email_queue.register_task("sleep_1ms", sleep_1ms, max_retries=0)
+email_queue.register_task("async_sleep_100ms", async_sleep_io, max_retries=0)
 
 # the limiter's cost (bench.limiter): the same no-op under limits far above the rate reached
 email_queue.register_task("noop_rate_limited", noop, max_retries=0, rate_limit="1000000/s", rate_key="bench")

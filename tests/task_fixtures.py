@@ -120,4 +120,4 @@ def heavy_ai(text: str) -> str:
     """A task that must never run in a web process (fallback=False)."""
     return text
 
-from tests import flow_tasks, retry_tasks  # noqa: E402,F401  the flow-control and retry-policy tests' tasks
+from tests import async_tasks, flow_tasks, retry_tasks  # noqa: E402,F401  the async, flow-control and retry-policy tests' tasks

@@ -32,10 +32,11 @@ def _started(path) -> None:
     wait_until(lambda: os.path.exists(path), timeout=30, message="the run to start")
 
 
-@pytest.mark.parametrize("kind", ["simple", "threaded", "prefork", "fork"])
+@pytest.mark.parametrize("kind", ["simple", "threaded", "prefork", "fork", "async"])
 def test_sigterm_past_the_deadline_requeues_the_job_uncounted_and_exits_zero(jobs_env, start_worker, tmp_path,
                                                                              kind):
-    job_id = email_queue.enqueue_job("logged_run", {"directory": str(tmp_path), "seconds": 120})
+    task = "logged_run_async" if kind == "async" else "logged_run"  # the async class cancels it at an await
+    job_id = email_queue.enqueue_job(task, {"directory": str(tmp_path), "seconds": 120})
     worker = start_worker("email", "--worker-class", kind, "--concurrency", "1", *IMPORT, env=DEADLINE)
     _started(tmp_path / job_id)
     signaled = time.monotonic()

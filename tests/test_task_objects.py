@@ -44,14 +44,14 @@ def test_wait_for_times_out_and_names_the_state(jobs_env):
         wait_for(job_id, timeout=0.3)
 
 
-def test_wait_for_wakes_on_the_done_token_not_a_recheck(jobs_env, start_worker, monkeypatch):
-    """With the re-read pushed out to 120 s, only the token the finishing worker pushes can end
-    the wait early: no polling."""
+def test_wait_for_wakes_on_the_end_not_a_recheck(jobs_env, start_worker, monkeypatch):
+    """With the re-read of a waiting job pushed out to 120 s, only the job's end (its result
+    record) can end the wait early: no polling."""
     import time
 
-    from core.api import jobs
+    from core.api import waiting
 
-    monkeypatch.setattr(jobs, "WAIT_SLICE", 120.0)
+    monkeypatch.setattr(waiting, "PENDING_RECHECK", 120.0)
     job_id = sleep_then_count.enqueue(seconds=1, key="test:wake")
     start_worker("email")
     started = time.monotonic()

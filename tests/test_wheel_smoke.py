@@ -44,7 +44,7 @@ EXTRAS = PYPROJECT["project"]["optional-dependencies"]
 # what the runtime dependencies leave to extras: (import name, distribution, extra)
 LEFT_TO_EXTRAS = [("gunicorn", "gunicorn", "server"), ("prometheus_client", "prometheus_client", "metrics"),
                   ("opentelemetry.sdk", "opentelemetry-sdk", "otel"), ("sentry_sdk", "sentry-sdk", "sentry"),
-                  ("psycopg2", "psycopg2-binary", "postgres"), ("hiredis", "hiredis", "hiredis")]
+                  ("psycopg2", "psycopg2-binary", "postgres"), ("httpx", "httpx", "aio")]
 ADMIN_TOKEN = "smoke-admin-token-0123456789abcdef"
 
 
@@ -253,6 +253,13 @@ def test_each_optional_part_is_an_extra_not_a_runtime_dependency(module, distrib
     assert requirement_name(distribution) not in runtime
     assert any(requirement_name(r) == requirement_name(distribution) for r in EXTRAS[extra]), EXTRAS[extra]
     assert f"fikiri-jobs[{','.join(e for _, _, e in LEFT_TO_EXTRAS)}]" in EXTRAS["all"]
+
+
+def test_hiredis_is_a_runtime_dependency_not_an_opt_in():
+    """The fast reply parser comes with the plain install (issue 22): no user has to know of it."""
+    runtime = {requirement_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    assert requirement_name("hiredis") in runtime
+    assert "hiredis" not in EXTRAS["all"]
 
 
 def test_the_venv_has_none_of_the_extras_packages(installed):

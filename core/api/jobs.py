@@ -7,22 +7,21 @@ Every change goes through :mod:`core.queue.lifecycle`; nothing here writes a job
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
+from core.api.waiting import wait_for  # noqa: F401  (re-exported: core.api.jobs.wait_for)
 from core.config import QUEUE_NAMES, get_settings
 from core.errors import InvalidJobStateError, JobNotFoundError, UnknownQueueError
 from core.fallback.executor import get_fallback
 from core.platform import keys
-from core.platform.connection import REDIS_DOWN, get_redis, mark_redis_down, new_redis, redis_available
+from core.platform.connection import REDIS_DOWN, get_redis, mark_redis_down, redis_available
 from core.queue import lifecycle
-from core.queue.job_model import READ_FIELDS, Job, job_from_fields, set_waiter
+from core.queue.job_model import READ_FIELDS, Job, job_from_fields
 from core.queue.job_options import validate_job_id, validate_user_id
 
 logger = logging.getLogger(__name__)
 
 
-WAIT_SLICE = 1.0  # s: wait_for re-reads the job at least this often (ends that push no token)
 STATES = ("pending", "delayed", "running", "completed", "failed", "canceled")
 
 
@@ -208,33 +207,3 @@ def _page_pending(connection: Any, full: str, start: int, count: int) -> tuple[l
 def page_jobs(queue_short: str, state: str, start: int = 0, count: int = 20) -> tuple[list[Job], int]:
     ids, total = page_ids(queue_short, state, start, count)
     return fetch_jobs(ids), total
-
-
-def wait_for(job_id: str, timeout: float) -> Job:
-    """Block until the job has ended (completed, failed or canceled) and return it.
-
-    Raises :class:`TimeoutError` when it is still going at ``timeout`` seconds. No busy polling:
-    the caller marks the job as waited on (``fk_wait``), and the worker that finishes it pushes a
-    token to ``fikiri:done:<id>``; the wait blocks on that list in slices of at most a second,
-    re-reading the job between slices (a job claimed before the mark ends without a token).
-    """
-    validate_job_id(job_id)
-    deadline = time.monotonic() + timeout
-    job = must_get(job_id)
-    if job.mode == "redis" and not job.status.is_final:
-        get_redis().hset(keys.job(job_id), "fk_wait", 1)
-    while True:
-        job = must_get(job_id)
-        if job.status.is_final:
-            return job
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout}s")
-        if job.mode == "fallback":
-            time.sleep(min(0.05, remaining))
-        else:
-            connection = new_redis(socket_timeout=WAIT_SLICE + 5) if WAIT_SLICE > 1.5 else get_redis()
-            connection.blpop([keys.done(job_id)], timeout=max(0.01, min(WAIT_SLICE, remaining)))
-
-
-set_waiter(wait_for)  # Job.wait (core.queue cannot import this layer)

@@ -14,8 +14,8 @@ Options are the keyword arguments of ``RedisQueue.enqueue_job`` (``delay``, ``at
 ``priority``, ``job_id``, ``user_id``, ``timeout``, ``max_retries`` ...). A payload key cannot
 start with ``_``: that prefix is how an option is told apart from the payload.
 
-:func:`wait_for` does not poll: it blocks on a token the worker pushes when the job ends (see
-:func:`core.api.jobs.wait_for`).
+:func:`wait_for` does not poll: it wakes on the result record the worker writes when the job ends
+(see :func:`core.api.waiting.wait_for`).
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def wait_for(job_id: str, timeout: float) -> Job:
 
     Raises :class:`TimeoutError` when it is still going after ``timeout`` seconds, and
     :class:`~core.errors.JobNotFoundError` when no such job exists. See
-    :func:`core.api.jobs.wait_for`: it blocks on a token the finishing worker pushes, no polling.
+    :func:`core.api.waiting.wait_for`: it wakes on the job's end (its result record), no polling.
     """
-    from core.api.jobs import wait_for as wait
+    from core.api.waiting import wait_for as wait
 
     return wait(job_id, timeout)

@@ -14,6 +14,8 @@ the job, not retried, the error giving both sizes).
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import threading
@@ -85,18 +87,72 @@ def _not_retried(spec: task_registry.TaskSpec, kind: type[BaseException], error:
     return AttemptResult(ok=False, retryable=False, error=f"{error.rstrip()}; {why}")
 
 
+def _prepared(job_id: str, queue: str, task_name: str,
+              undecodable: str | None) -> tuple[task_registry.TaskSpec | None, AttemptResult | None]:
+    """The task to run, or the refusal that ends the attempt before it starts."""
+    if undecodable:
+        return None, AttemptResult(ok=False, retryable=False, error=f"refused to run job {job_id}: {undecodable}")
+    spec = task_registry.get(queue, task_name)
+    if spec is None:
+        return None, refusal(task_name, queue)
+    return spec, None
+
+
+def _failed(exc: BaseException, spec: task_registry.TaskSpec, task_name: str, timeout: int | None,
+            started: float) -> AttemptResult:
+    """What an exception out of the task means; the one mapping sync and async tasks share."""
+    duration = time.perf_counter() - started
+    if isinstance(exc, RetryAfter):
+        return AttemptResult(ok=False, error=exc.reason, defer=exc.seconds, duration=duration)
+    if isinstance(exc, JobStopped):
+        return AttemptResult(ok=False, retryable=False, error=f"JobStopped: task {task_name!r} was stopped and did "
+                             f"not end by itself; it was ended", duration=duration)
+    if isinstance(exc, JobTimeoutException):
+        error = f"JobTimeoutException: task {task_name!r} exceeded its timeout of {timeout}s"
+        # the job-timeout is a TimeoutError to retry_on / dont_retry_on (a JobTimeoutException to RQ)
+        filtered = _not_retried(spec, _JobTimeout, error, "the job timeout (a TimeoutError)")
+        return replace(filtered or AttemptResult(ok=False, error=error), duration=duration)
+    error = "".join(traceback.format_exception(exc)).strip()
+    if isinstance(exc, PermanentJobError):
+        return AttemptResult(ok=False, error=error, retryable=False, duration=duration)
+    filtered = _not_retried(spec, type(exc), error)
+    return replace(filtered or AttemptResult(ok=False, error=error), duration=duration)
+
+
+def _succeeded(task_name: str, value: Any, started: float) -> AttemptResult:
+    duration = time.perf_counter() - started
+    text, problem = encode_result(task_name, value)
+    if problem is not None:
+        return AttemptResult(ok=False, error=problem, retryable=False, duration=duration)
+    return AttemptResult(ok=True, result_json=text or "null", duration=duration)
+
+
+def is_async(queue: str, task_name: str) -> bool:
+    """True for a registered ``async def`` task (the async worker awaits it on its loop)."""
+    spec = task_registry.get(queue, task_name)
+    return spec is not None and inspect.iscoroutinefunction(spec.func)
+
+
 def run_attempt(job_id: str, queue: str, task_name: str, kwargs: dict[str, Any], timeout: int | None,
                 progress_sink: Callable[[Any], None] | None = None, undecodable: str | None = None,
                 trace: dict[str, Any] | None = None) -> AttemptResult:
     """Run the registered task once; never raises (a crash becomes a failed AttemptResult).
 
     With tracing on (``[otel]``), the task runs in a CONSUMER span joined to the enqueue span
-    through ``trace``; with Sentry initialised, a failure is reported tagged with the job."""
-    if undecodable:
-        return AttemptResult(ok=False, retryable=False, error=f"refused to run job {job_id}: {undecodable}")
-    spec = task_registry.get(queue, task_name)
+    through ``trace``; with Sentry initialised, a failure is reported tagged with the job.
+    An ``async def`` task runs to its end on an event loop of its own (``asyncio.run``, about
+    0.1 ms per job), through :func:`run_attempt_async`: the worker classes without a loop and the
+    fallback run async tasks too."""
+    spec, refused = _prepared(job_id, queue, task_name, undecodable)
     if spec is None:
-        return refusal(task_name, queue)
+        assert refused is not None
+        return refused
+    if inspect.iscoroutinefunction(spec.func):
+        started = time.perf_counter()
+        try:
+            return asyncio.run(run_attempt_async(job_id, queue, task_name, kwargs, timeout, progress_sink, None, trace))
+        except asyncio.CancelledError as exc:  # a cancellation that was not a stop: still an outcome, never a crash
+            return _failed(exc, spec, task_name, timeout, started)
     started = time.perf_counter()
     token = progress.bind(job_id, progress_sink or (lambda _value: None))
     try:
@@ -107,28 +163,58 @@ def run_attempt(job_id: str, queue: str, task_name: str, kwargs: dict[str, Any],
             else:
                 with penalty:
                     value = spec.func(**kwargs)
-    except RetryAfter as exc:
-        return AttemptResult(ok=False, error=exc.reason, defer=exc.seconds, duration=time.perf_counter() - started)
-    except JobStopped:
-        return AttemptResult(ok=False, retryable=False, error=f"JobStopped: task {task_name!r} was stopped and did "
-                             f"not end by itself; it was ended", duration=time.perf_counter() - started)
-    except JobTimeoutException:
-        error = f"JobTimeoutException: task {task_name!r} exceeded its timeout of {timeout}s"
-        # the job-timeout is a TimeoutError to retry_on / dont_retry_on (a JobTimeoutException to RQ)
-        filtered = _not_retried(spec, _JobTimeout, error, "the job timeout (a TimeoutError)")
-        return replace(filtered or AttemptResult(ok=False, error=error), duration=time.perf_counter() - started)
     except BaseException as exc:  # noqa: BLE001 - a task's SystemExit/KeyboardInterrupt is its failure too
         if isinstance(exc, KeyboardInterrupt | SystemExit) and threading.current_thread() is threading.main_thread():
             raise
-        error = "".join(traceback.format_exception(exc)).strip()
-        if isinstance(exc, PermanentJobError):
-            return AttemptResult(ok=False, error=error, retryable=False, duration=time.perf_counter() - started)
-        filtered = _not_retried(spec, type(exc), error)
-        return replace(filtered or AttemptResult(ok=False, error=error), duration=time.perf_counter() - started)
+        return _failed(exc, spec, task_name, timeout, started)
     finally:
         progress.unbind(token)
-    duration = time.perf_counter() - started
-    text, problem = encode_result(task_name, value)
-    if problem is not None:
-        return AttemptResult(ok=False, error=problem, retryable=False, duration=duration)
-    return AttemptResult(ok=True, result_json=text or "null", duration=duration)
+    return _succeeded(task_name, value, started)
+
+
+async def run_attempt_async(job_id: str, queue: str, task_name: str, kwargs: dict[str, Any], timeout: int | None,
+                            progress_sink: Callable[[Any], None] | None = None, undecodable: str | None = None,
+                            trace: dict[str, Any] | None = None) -> AttemptResult:
+    """:func:`run_attempt` for an ``async def`` task, awaited in the current event loop.
+
+    The same refusals, retry filters, result rules and outcome as a sync task. The timeout is the
+    loop's (``asyncio.timeout``) and a hard stop cancels the task (:func:`stopping.guard_task`):
+    both interrupt a task at the ``await`` it waits in, without touching the loop's other jobs.
+    A cancellation that is neither (the worker's loop shutting down) propagates."""
+    spec, refused = _prepared(job_id, queue, task_name, undecodable)
+    if spec is None:
+        assert refused is not None
+        return refused
+    if not inspect.iscoroutinefunction(spec.func):
+        raise TypeError(f"task {task_name!r} is not an async def; run it with run_attempt")
+    started = time.perf_counter()
+    token = progress.bind(job_id, progress_sink or (lambda _value: None))
+    try:
+        with tracing.job_span(trace, task_name, queue, job_id), stopping.guard_task(job_id) as entry:
+            try:
+                if timeout and timeout > 0:
+                    async with asyncio.timeout(timeout) as deadline:
+                        value = await spec.func(**kwargs)
+                else:
+                    deadline = None
+                    value = await spec.func(**kwargs)
+            except TimeoutError as exc:
+                if deadline is not None and deadline.expired():
+                    raise JobTimeoutException(f"exceeded {timeout}s") from exc
+                raise
+            except asyncio.CancelledError as exc:
+                if entry.injected:  # the hard stop's cancellation, not the loop's: the task ends here
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()
+                    raise JobStopped() from exc
+                raise
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - as run_attempt
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        return _failed(exc, spec, task_name, timeout, started)
+    finally:
+        progress.unbind(token)
+    return _succeeded(task_name, value, started)

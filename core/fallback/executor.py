@@ -63,6 +63,8 @@ class FallbackExecutor:
         self._lock = threading.Lock()
         self._last_warning = 0.0
         self._handing_back = threading.Lock()
+        self._ended = threading.Condition()  # notified when a runner here ends an attempt (wait_for)
+        self.ends = 0  # attempts ended by this process's runners (read under no lock: a wait's marker)
 
     # --- submitting -----------------------------------------------------------------------
     def submit(self, job: Job, spec: TaskSpec, delay: float = 0.0, timeout: int | None = None,
@@ -167,6 +169,9 @@ class FallbackExecutor:
         logger.log(logging.INFO if attempt.ok else logging.WARNING,
                    "job %s task=%s queue=%s duration=%.3fs outcome=%s attempt=%d mode=fallback%s", job.id, job.task,
                    job.queue, attempt.duration, outcome, job.retry_count + 1, f" error={last[0][:300]!r}" if last else "")
+        with self._ended:
+            self.ends += 1
+            self._ended.notify_all()
         self.spool.prune(get_settings().fallback_keep, get_settings().fallback_keep_bytes)
 
     def _renew_loop(self) -> None:
@@ -220,6 +225,14 @@ class FallbackExecutor:
         self.resume_if_needed()
         row = self.spool.get(job_id)
         return row.to_job() if row is not None else None
+
+    def wait_for_an_end(self, seen: int, timeout: float) -> None:
+        """Block until a runner thread of this process has ended an attempt since :attr:`ends`
+        was ``seen``, or ``timeout`` s pass: a ``wait_for`` on a spooled job wakes on its end when
+        it runs here (an end between the caller's read and this call returns at once), and re-reads
+        the spool after ``timeout`` when another process (or the hand-back) may have ended it."""
+        with self._ended:
+            self._ended.wait_for(lambda: self.ends != seen, timeout)
 
     def jobs_for_user(self, user_id: str, limit: int) -> list[Job]:
         if not self.spool.exists():

@@ -62,7 +62,7 @@ class Job:
     retry_policy: dict[str, Any] | None = None
 
     def wait(self, timeout: float) -> Job:
-        """Block until this job has ended and return it (:func:`core.api.jobs.wait_for`, which
+        """Block until this job has ended and return it (:func:`core.api.waiting.wait_for`, which
         registers itself here: this layer cannot import the API that reads the fallback too)."""
         if _waiter is None:
             raise RuntimeError("Job.wait needs core.api (import core.redis_queues first)")
@@ -78,7 +78,7 @@ _waiter: Callable[[str, float], Job] | None = None
 
 
 def set_waiter(waiter: Callable[[str, float], Job]) -> None:
-    """How :meth:`Job.wait` waits: :func:`core.api.jobs.wait_for` sets itself at import."""
+    """How :meth:`Job.wait` waits: :func:`core.api.waiting.wait_for` sets itself at import."""
     global _waiter
     _waiter = waiter
 

@@ -71,7 +71,19 @@ class MetricsBuffer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._forwarded: list[list[Any]] | None = None  # set: add() keeps raw records for another process
         self._reset()
+
+    def forward(self) -> None:
+        """From now on keep each :meth:`add` as a raw record for :meth:`take_forwarded` instead of
+        aggregating it: a fork-class work-horse hands its one job's timing to its parent, which
+        flushes many jobs' in one pipeline (one round trip and 7 commands less per job)."""
+        self._forwarded = []
+
+    def take_forwarded(self) -> list[list[Any]]:
+        with self._lock:
+            records, self._forwarded = self._forwarded or [], []
+        return records
 
     def _reset(self) -> None:
         self._duration: dict[str, float] = defaultdict(float)
@@ -81,8 +93,13 @@ class MetricsBuffer:
         self._failures: list[str] = []
         self._minutes: dict[tuple[int, str], int] = defaultdict(int)
 
-    def add(self, job_id: str, queue: str, task: str, outcome: str, duration: float, error: str | None) -> None:
-        finished = time.time()
+    def add(self, job_id: str, queue: str, task: str, outcome: str, duration: float, error: str | None,
+            finished: float | None = None) -> None:
+        finished = finished or time.time()
+        if self._forwarded is not None:
+            with self._lock:
+                self._forwarded.append([job_id, queue, task, outcome, duration, error, finished])
+            return
         ok = outcome == "completed"
         entry = {"job_id": job_id, "queue": queue, "task": task, "status": outcome,
                  "duration": round(duration, 6), "finished_at": finished}

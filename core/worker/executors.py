@@ -18,6 +18,7 @@ job running as an orphan while the sweep hands it to another worker.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from core.execution import stopping
 from core.execution.runner import run_attempt
 from core.platform import tracing
 from core.platform.connection import REDIS_DOWN, new_redis
-from core.queue import lifecycle, task_metrics
+from core.queue import lifecycle, lua_scripts, task_metrics
 from core.queue.lifecycle import AttemptResult, ClaimedJob
 
 if TYPE_CHECKING:
@@ -313,6 +314,7 @@ class _Child:
         self.job: ClaimedJob | None = None
         self.busy_since = 0.0
         self.timed_out = False  # the parent killed it past its job's timeout: a failed attempt, not a stall
+        self.partial = b""  # a message line not read to its end yet
 
 
 class PreforkExecutor:
@@ -327,9 +329,13 @@ class PreforkExecutor:
         self._children: dict[int, _Child] = {}
         self._selector = selectors.DefaultSelector()
         self._stopping = False
+        self._exiting: list[int] = []  # retired children not reaped yet (waitpid WNOHANG in poll)
 
     # --- children ----------------------------------------------------------------------------
     def start(self) -> None:
+        lua_scripts.warm(self.worker.connection)  # before the first fork: no child hashes a script
+        _load_libc()
+        gc.freeze()  # what the worker has built so far is never walked by a collection again: fewer CoW copies
         for _ in range(self.size):
             self._spawn()
 
@@ -356,9 +362,20 @@ class PreforkExecutor:
         self._children[pid] = child
         self._selector.register(child.result_file, selectors.EVENT_READ, child)
 
+    def _top_up(self) -> None:
+        """Fork the children that should be waiting idle: the pool's free slots (prefork), or for
+        ``fork`` one spare per slot, forked while the current job runs so the next job finds a
+        child ready (issue 22: forking and reaping on the job's path cost ``fork`` 0.64x RQ)."""
+        idle = sum(1 for c in self._children.values() if c.job is None)
+        busy = len(self._children) - idle
+        want = self.size if self.kind == "fork" else self.size - busy
+        for _ in range(want - idle):
+            self._spawn()
+
     def free_slots(self) -> int:
         self.poll(0)
-        return sum(1 for c in self._children.values() if c.job is None)
+        idle = sum(1 for c in self._children.values() if c.job is None)
+        return max(0, min(idle, self.size - (len(self._children) - idle)))
 
     def submit_many(self, jobs: list[ClaimedJob]) -> None:
         for job in jobs:
@@ -373,19 +390,28 @@ class PreforkExecutor:
             os.write(child.job_fd, data) if len(data) < 65536 else _write_all(child.job_fd, data)
         except OSError:
             self._child_gone(child)
+            return
+        if self.kind == "fork" and not self._stopping:
+            self._top_up()
 
     def wait(self, timeout: float) -> None:
         self.poll(timeout)
 
     def poll(self, timeout: float) -> None:
         """Handle finished jobs and dead children; block up to ``timeout`` for the first event."""
+        if self._exiting:
+            self._exiting = [pid for pid in self._exiting if not _reaped(pid)]
         for key, _events in self._selector.select(timeout):
             child: _Child = key.data
-            line = child.result_file.read(64)
-            if not line:
+            data = child.result_file.read(65536)
+            if not data:
                 self._child_gone(child)
                 continue
-            for message in line.split(b"\n"):
+            *messages, child.partial = (child.partial + data).split(b"\n")
+            for message in messages:
+                if message.startswith(b"m"):  # a work-horse's timings (task_metrics.forward)
+                    _add_metrics(message[1:])
+                    continue
                 if message in (b"d", b"r") and child.job is not None:
                     self.worker.job_done(child.job)
                     child.job = None
@@ -406,9 +432,10 @@ class PreforkExecutor:
     def _retire(self, child: _Child) -> None:
         """A child that reached its job or memory limit exits; put a fresh one in its place."""
         self._forget(child)
-        _reap(child.pid)
         if not self._stopping:
-            self._spawn()
+            self._top_up()  # before the reap: the old child's exit (its address space) is off the job path
+        if not _reaped(child.pid):
+            self._exiting.append(child.pid)
 
     def _child_gone(self, child: _Child) -> None:
         self._forget(child)
@@ -427,7 +454,7 @@ class PreforkExecutor:
                 finish_retrying(self.worker.connection, [(job, lost)], self.worker.name)
             self.worker.job_done(job)
         if not self._stopping:
-            self._spawn()
+            self._top_up()
 
     def _forget(self, child: _Child) -> None:
         self._children.pop(child.pid, None)
@@ -470,12 +497,26 @@ class PreforkExecutor:
         for child in list(self._children.values()):
             self._forget(child)
             _reap(child.pid, block=True)
+        for pid in self._exiting:
+            _reap(pid, block=True)
+        self._exiting = []
 
     def kill(self) -> None:
         self._stopping = True
         for child in list(self._children.values()):
             _kill(child.pid)
             _reap(child.pid, block=True)
+        for pid in self._exiting:
+            _reap(pid, block=True)
+        self._exiting = []
+
+
+def _add_metrics(text: bytes) -> None:
+    try:
+        for record in json.loads(text):
+            task_metrics.buffer().add(*record)
+    except (ValueError, TypeError):
+        logger.warning("a work-horse sent unreadable timings: %r", text[:200])
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -502,9 +543,30 @@ def _reap(pid: int, block: bool = True) -> str:
     return f"exit code {os.WEXITSTATUS(status)}"
 
 
+def _reaped(pid: int) -> bool:
+    """Reap an exited child without waiting; False while it is still exiting."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
+_libc: Any = None  # loaded once in the parent (start): a work-horse inherits it
+
+
+def _load_libc() -> Any:
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _libc = False
+    return _libc
+
+
 def _die_with_parent(parent: int) -> None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _load_libc()
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: the lease still fences a late finish
         logger.debug("PR_SET_PDEATHSIG is not available")
@@ -542,15 +604,33 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _connect_now(connection: Any) -> None:
+    """Open the work-horse's connection before its job arrives: the TCP connect and handshake (and
+    the copy-on-write faults of that code) happen while the previous job runs, off this job's path."""
+    pool = connection.connection_pool
+    try:
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # redis-py 5 names the command
+            conn = pool.get_connection("PING")
+        pool.release(conn)
+    except REDIS_ERRORS:
+        pass  # the job's own commands retry the connection and report an outage
+
+
 def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_jobs: int, max_rss_mb: int) -> None:
     """A work-horse: read a job per line, run it, record it, answer ``d`` (or ``r``: retiring)."""
+    gc.freeze()  # the parent's objects: a collection never walks (and so never copies) their pages
     _die_with_parent(parent)
     _watch_parent(parent)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     task_metrics.reset_buffer()  # what the parent had not flushed yet is the parent's to flush
+    if max_jobs == 1:  # one job: its timing goes to the parent with its "done", not in a round trip of its own
+        task_metrics.buffer().forward()
     tracing.after_fork()
     connection = new_redis()
+    _connect_now(connection)
     jobs_in = os.fdopen(job_fd, "rb")
     done = 0
     last_flush = time.monotonic()
@@ -572,7 +652,11 @@ def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_
             task_metrics.buffer().flush(connection)
             last_flush, dirty = time.monotonic(), False
         retiring = done >= max_jobs or (max_rss_mb and _rss_mb() > max_rss_mb)
-        os.write(result_fd, b"r\n" if retiring else b"d\n")
+        answer = b"r\n" if retiring else b"d\n"
+        forwarded = task_metrics.buffer().take_forwarded()
+        if forwarded:
+            answer = b"m" + json.dumps(forwarded, separators=(",", ":")).encode() + b"\n" + answer
+        _write_all(result_fd, answer)
         if retiring:
             break
     task_metrics.buffer().flush(connection)

@@ -57,7 +57,7 @@ from core.worker.executors import SHUTDOWN_GRACE, PreforkExecutor, SimpleExecuto
 
 logger = logging.getLogger(__name__)
 
-WORKER_CLASSES = ("prefork", "fork", "simple", "threaded")
+WORKER_CLASSES = ("prefork", "fork", "simple", "threaded", "async")
 REDIS_ERRORS = REDIS_DOWN  # core.platform.connection holds the one rule for "Redis is down"
 DOWN_LOG_EVERY = 60.0  # s: while Redis stays unreachable, one log line per minute
 
@@ -76,6 +76,10 @@ def build_executor(worker: Worker, kind: str, concurrency: int | None, settings:
     if kind == "prefork":
         size = concurrency or settings.worker_pool_size or os.cpu_count() or 2
         return PreforkExecutor(worker, size, settings.worker_max_jobs_per_child, settings.worker_max_child_memory_mb)
+    if kind == "async":
+        from core.worker.async_executor import AsyncExecutor  # its own module: asyncio only for this class
+
+        return AsyncExecutor(worker, concurrency or settings.worker_async_concurrency, settings.worker_concurrency)
     raise ValueError(f"unknown worker class {kind!r}; accepted: {', '.join(WORKER_CLASSES)}")
 
 
