@@ -19,6 +19,7 @@ from core.config import get_settings
 from core.errors import InvalidPayloadError, JobsError, PayloadTooLargeError
 from core.flow import limits as job_limits
 from core.platform import keys
+from core.queue import groups
 from core.queue.backoff import RetryPolicy
 from core.queue.rq_compat import JOB_ID_PATTERN
 from core.queue.task_registry import TaskSpec
@@ -152,6 +153,12 @@ class EnqueueOptions:
     limits: job_limits.Limits = job_limits.Limits()  # the task's, with this call's overrides
     expires_at: float | None = None  # epoch seconds: not started by then, the job ends expired
     retry: RetryPolicy = RetryPolicy()  # the task's, with this call's retry_backoff/_jitter/_delays on top
+    group: str | None = None  # the group key template (the call's, else the task's; core.queue.groups)
+    group_concurrency: int | None = None
+
+    def group_of(self, payload: dict[str, Any]) -> str | None:
+        """The job's group for this payload (a template is filled from it, then from ``user_id``)."""
+        return groups.resolve_group(self.group, payload, self.user_id)
 
     @property
     def retry_field(self) -> str | None:
@@ -186,6 +193,8 @@ def check_options(
     retry_backoff: Any = None,
     retry_jitter: Any = None,
     retry_delays: Any = None,
+    group: Any = None,
+    group_concurrency: Any = None,
 ) -> EnqueueOptions:
     """Every option checked, defaults filled from the task, then the queue's settings."""
     settings = get_settings()
@@ -219,12 +228,16 @@ def check_options(
     expires_at = _expires_at(expires if expires is not None else spec.expires, run_at)
     limits = job_limits.merge(spec.limits, job_limits.check_limits(rate_limit, rate_key, concurrency, concurrency_key,
                                                                    declared=spec.limits))
+    group_template = groups.check_group_template(group) if group is not None else spec.group
+    if group_concurrency is None:
+        group_concurrency = spec.group_concurrency
+    group_concurrency = groups.check_group_concurrency(group_concurrency, group_template)
     return EnqueueOptions(
         max_retries=max_retries, timeout=timeout,
         run_at=run_at,
         priority=priority, job_id=job_id, user_id=validate_user_id(user_id),
         unique_for=unique_for, unique_key=unique_key, limits=limits, expires_at=expires_at,
-        retry=spec.retry.override(call_retry),
+        retry=spec.retry.override(call_retry), group=group_template, group_concurrency=group_concurrency,
     )
 
 

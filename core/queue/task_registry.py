@@ -36,6 +36,8 @@ class TaskSpec:
     limits: Limits = Limits()  # rate / concurrency limits declared on the task (core.flow.limits)
     expires: Any = None  # default expiry: seconds after enqueue, a timedelta or a datetime (core.queue.job_options)
     retry: RetryPolicy = DEFAULT_POLICY  # back-off, jitter, schedule and filters (core.queue.backoff)
+    group: str | None = None  # group key template, e.g. "{user_id}" (core.queue.groups)
+    group_concurrency: int | None = None  # at most this many of one group's jobs run at once
 
 
 _tasks: dict[str, dict[str, TaskSpec]] = {}
@@ -45,7 +47,7 @@ _loaded_modules: set[str] = set()
 
 def register(queue: str, name: str, func: Callable[..., Any], max_retries: int | None = None,
              fallback: bool = True, limits: Limits | None = None, retry: RetryPolicy | None = None,
-             expires: Any = None) -> TaskSpec:
+             expires: Any = None, group: str | None = None, group_concurrency: int | None = None) -> TaskSpec:
     """Register ``func`` as task ``name`` on ``queue``.
 
     Registering a name again (the seeds' pattern: a web handler re-registers
@@ -79,8 +81,11 @@ def register(queue: str, name: str, func: Callable[..., Any], max_retries: int |
             expires = existing.expires
         if existing is not None and not retry:
             retry = existing.retry
+        if existing is not None and group is None:
+            group, group_concurrency = existing.group, existing.group_concurrency
         spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback, limits=limits,
-                        expires=expires, retry=retry or DEFAULT_POLICY)
+                        expires=expires, retry=retry or DEFAULT_POLICY, group=group,
+                        group_concurrency=group_concurrency)
         _tasks.setdefault(queue, {})[name] = spec
     return spec
 
