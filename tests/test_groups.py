@@ -10,6 +10,7 @@ import random
 import time
 
 import pytest
+import redis
 
 from core.api.jobs import cancel_job, delete_job, get_job
 from core.api.queues import email_queue
@@ -19,7 +20,7 @@ from core.platform.connection import get_redis
 from core.queue import lifecycle
 from core.queue.groups import InvalidGroupError
 from core.queue.job_model import JobStatus
-from tests.servers import wait_until
+from tests.servers import RedisServer, point_this_process_at, wait_until
 
 Q = email_queue
 
@@ -204,18 +205,26 @@ def test_workers_run_every_grouped_job_fairly_end_to_end(jobs_env, start_worker)
 
 def spans_within_limit(key: str, limit: int) -> tuple[int, int]:
     """(runs recorded, the most runs of one tenant that overlapped in time)."""
-    by_tenant: dict[str, list[tuple[float, int]]] = {}
-    raw = get_redis().lrange(f"{key}:spans", 0, -1)
-    for entry in raw:
-        tenant, start, end = entry.decode().split("|")
-        by_tenant.setdefault(tenant, []).extend([(float(start), 1), (float(end), -1)])
-    worst = 0
-    for points in by_tenant.values():
-        running = 0
-        for _at, step in sorted(points, key=lambda p: (p[0], p[1])):  # an end before a start at the same instant
-            running += step
-            worst = max(worst, running)
-    return len(raw), worst
+    return spans_within_limit_on(get_redis(), key)
+
+
+def snapshot_is_exact(client, tenant_names: list[str], total: int) -> None:
+    """One MULTI snapshot: every job is in exactly one place, and the groups' running counts sum to
+    the in-flight entries (every job here is grouped), each within its group_concurrency of 2."""
+    full = Q.name
+    with client.pipeline(transaction=True) as pipe:
+        for tenant in tenant_names:
+            pipe.llen(keys.group_waiting(full, "normal", tenant))
+        pipe.llen(keys.queue(full))
+        pipe.zcard(keys.scheduled(full))
+        pipe.zcard(keys.started(full))
+        pipe.zcard(keys.finished(full))
+        pipe.hgetall(keys.group_running(full))
+        *waiting, inbox, scheduled, wip, finished, running = pipe.execute()
+    counts = {k.decode(): int(v) for k, v in running.items()}
+    assert sum(counts.values()) == wip, (counts, wip)
+    assert all(0 < n <= 2 for n in counts.values()), counts
+    assert sum(waiting) + inbox + scheduled + wip + finished == total, (waiting, inbox, scheduled, wip, finished)
 
 
 @pytest.mark.timeout(600)
@@ -223,14 +232,15 @@ def test_kill_loop_with_groups_loses_nothing_and_keeps_group_concurrency_and_cou
     per_tenant, tenant_names = 40, [f"t{i}" for i in range(5)]
     for tenant in tenant_names:
         enqueue(tenant, per_tenant, key="test:gk", group_concurrency=2)
-    for tenant in tenant_names:  # a second wave, each with a short sleep, so kills land mid-run
-        Q.enqueue_many("group_mark", [{"key": "test:gk", "item": f"{tenant}-s{i}", "tenant": tenant, "seconds": 0.05}
-                                      for i in range(10)], group_concurrency=2)
-    total = len(tenant_names) * (per_tenant + 10)
+    for tenant in tenant_names:  # a second wave of slower jobs, so kills land mid-run
+        Q.enqueue_many("group_mark", [{"key": "test:gk", "item": f"{tenant}-s{i}", "tenant": tenant, "seconds": 0.2}
+                                      for i in range(30)], group_concurrency=2)
+    total = len(tenant_names) * (per_tenant + 30)
     rng = random.Random(23)
     workers = [start_worker("email", "--concurrency", "2") for _ in range(2)]
     for _kill in range(12):
         time.sleep(rng.uniform(0.2, 0.8))
+        snapshot_is_exact(get_redis(), tenant_names, total)
         victim = workers.pop(rng.randrange(len(workers)))
         victim.kill_hard()
         workers.append(start_worker("email", "--concurrency", "2"))
@@ -243,3 +253,64 @@ def test_kill_loop_with_groups_loses_nothing_and_keeps_group_concurrency_and_cou
     assert stats["pending_jobs"] == 0 and stats["active_jobs"] == 0 and stats["failed_jobs"] == 0
     runs, worst = spans_within_limit("test:gk", 2)
     assert runs >= total and worst <= 2, (runs, worst)
+    assert stats["abandoned_jobs"] > 0, "no kill landed on a running job: the loop did not exercise the sweep"
+
+
+@pytest.mark.timeout(600)
+def test_restart_loop_with_groups_redis_restarted_with_aof_loses_nothing_and_counts_stay_exact(
+        monkeypatch, start_worker_factory):
+    server = RedisServer(appendonly=True).start()
+    try:
+        point_this_process_at(server, monkeypatch)
+        tenant_names = [f"r{i}" for i in range(4)]
+        for tenant in tenant_names:
+            Q.enqueue_many("group_mark", [{"key": "test:gr", "item": f"{tenant}-{i}", "tenant": tenant, "seconds": 0.1}
+                                          for i in range(60)], group_concurrency=2)
+        total = 240
+        start_worker_factory(server.url, "email", "--concurrency", "2")
+        start_worker_factory(server.url, "email", "--worker-class", "threaded", "--concurrency", "4")
+        wait_until(lambda: server.client().scard("test:gr") >= 10, timeout=60)
+        assert server.client().scard("test:gr") < total, "the work ended before the restarts began"
+        for _restart in range(6):
+            server.restart()
+            time.sleep(0.8)
+            wait_until(lambda: _snapshot_ok(server, tenant_names, total), timeout=10, interval=0.2,
+                       message="an exact snapshot after the restart")
+        client = server.client()
+        wait_until(lambda: client.scard("test:gr") == total, timeout=240, interval=0.5, message=f"all {total} items")
+        wait_until(lambda: _no_group_keys(client), timeout=120, interval=0.5,
+                   message="running counts back to 0, idle groups gone")
+        runs, worst = spans_within_limit_on(client, "test:gr")
+        assert runs >= total and worst <= 2, (runs, worst)
+    finally:
+        server.cleanup()
+
+
+def _snapshot_ok(server, tenant_names: list[str], total: int) -> bool:
+    try:
+        snapshot_is_exact(server.client(), tenant_names, total)
+    except (redis.ConnectionError, redis.BusyLoadingError):  # the server may still be loading its AOF
+        return False
+    return True
+
+
+def _no_group_keys(client) -> bool:
+    from core.config import get_settings
+    prefix = get_settings().queue_prefix
+    return not any(True for p in ("gwait", "grot", "grun") for _k in client.scan_iter(f"{prefix}:{p}:*"))
+
+
+def spans_within_limit_on(client, key: str) -> tuple[int, int]:
+    """(runs recorded under ``key``, the most runs of one tenant that overlapped in time)."""
+    by_tenant: dict[str, list[tuple[float, int]]] = {}
+    raw = client.lrange(f"{key}:spans", 0, -1)
+    for entry in raw:
+        tenant, start, end = entry.decode().split("|")
+        by_tenant.setdefault(tenant, []).extend([(float(start), 1), (float(end), -1)])
+    worst = 0
+    for points in by_tenant.values():
+        running = 0
+        for _at, step in sorted(points, key=lambda p: (p[0], p[1])):
+            running += step
+            worst = max(worst, running)
+    return len(raw), worst
