@@ -157,6 +157,20 @@ def queue_stats(queue_name: str):
     return ok({"queue": queue.short_name, "stats": queue.get_stats()})
 
 
+@jobs_bp.get("/queue/<queue_name>/groups")
+@require_admin
+def queue_groups(queue_name: str):
+    """The queue's job groups with jobs waiting or running, largest backlog first, paged
+    (``?page=&limit=``): waiting, running, oldest_age (s), weight, paused (core/queue/groups.py)."""
+    from core.queue.groups import list_groups
+
+    queue = get_queue(queue_name)
+    limit = limit_arg()
+    page = int_arg("page", 1, 1, FAILED_PAGE_MAX)
+    listed = list_groups(queue.short_name, limit=limit, offset=(page - 1) * limit)
+    return ok({"queue": queue.short_name, "page": page, "limit": limit, **listed})
+
+
 @jobs_bp.get("/queues/stats")
 @require_admin
 def all_queue_stats():

@@ -171,7 +171,9 @@ def _document() -> dict[str, Any]:
                         "paused": {"type": "boolean"},
                         "latency_seconds": {"type": "number", "minimum": 0,
                                             "description": "age of the oldest job waiting to run (0: none)"},
-                        "latency_by_priority": {"type": "object", "additionalProperties": {"type": "number"}}},
+                        "latency_by_priority": {"type": "object", "additionalProperties": {"type": "number"}},
+                        "top_groups": {"type": "array", "items": {"type": "object"},
+                                       "description": "the job groups with the most jobs waiting"}},
                               "additionalProperties": {"type": "integer"}}}},
                 "QueueControl": {"type": "object", "required": ["queue", "paused", "changed"], "properties": {
                     "queue": {"type": "string"}, "paused": {"type": "boolean"}, "changed": {"type": "boolean"}}},
@@ -220,6 +222,18 @@ def _document() -> dict[str, Any]:
             "/api/jobs/queue/{queue_name}/stats": {"get": {
                 "summary": "One queue's counts (admin)", "security": _AUTH, "parameters": [_queue_param()],
                 "responses": {"200": _response("the counts", _STATS), **_errors(401, 403, 404, 503)}}},
+            "/api/jobs/queue/{queue_name}/groups": {"get": {
+                "summary": "The queue's job groups, largest backlog first, paged (admin)", "security": _AUTH,
+                "parameters": [_queue_param(), _LIMIT, {
+                    "name": "page", "in": "query", "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100000}}],
+                "responses": {"200": _response("one page of groups", {"type": "object", "properties": {
+                    "queue": {"type": "string"}, "page": {"type": "integer"}, "limit": {"type": "integer"},
+                    "total": {"type": "integer"}, "groups": {"type": "array", "items": {"type": "object", "properties": {
+                        "group": {"type": "string"}, "waiting": {"type": "integer"}, "running": {"type": "integer"},
+                        "oldest_age": {"type": "number"}, "weight": {"type": "number"},
+                        "paused": {"type": "boolean"}}}}}}),
+                    **_errors(400, 401, 403, 404, 503)}}},
             "/api/jobs/queues/stats": {"get": {
                 "summary": "Every queue's counts (admin)", "security": _AUTH,
                 "responses": {"200": _response("the counts", {"type": "array", "items": _STATS}),

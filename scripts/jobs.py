@@ -243,6 +243,27 @@ def show(out: Output, job_id: str) -> None:
 
 
 @cli.command()
+@click.argument("queue")
+@click.option("--limit", default=20, show_default=True, help="groups per page (1-1000)")
+@click.option("--page", default=1, show_default=True, help="page number, from 1")
+@click.pass_obj
+def groups(out: Output, queue: str, limit: int, page: int) -> None:
+    """A queue's job groups with jobs waiting or running, largest backlog first."""
+    from core.queue.groups import InvalidGroupError, list_groups
+
+    def go() -> None:
+        if page < 1:
+            raise InvalidGroupError(f"page must be a whole number >= 1, got {page}")
+        listed = list_groups(get_queue(queue).short_name, limit=limit, offset=(page - 1) * limit)
+        shown = [{**row, "paused": "yes" if row["paused"] else "no"} for row in listed["groups"]]
+        out.emit({"queue": queue, "page": page, **listed},
+                 lambda: _table(shown, ["group", "waiting", "running", "oldest_age", "weight", "paused"])
+                 + f"\n{listed['total']} group(s)")
+
+    run(go)
+
+
+@cli.command()
 @click.argument("queue", required=False)
 @click.pass_obj
 def stats(out: Output, queue: str | None) -> None:

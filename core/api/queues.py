@@ -406,7 +406,8 @@ class RedisQueue:
             (high, normal, low, delayed, active, completed, failed, canceled, limited, raw, workers,
              paused, *heads, first_delayed) = pipe.execute()
         latency, by_priority = queue_latency(connection, heads, first_delayed)
-        pending = high + normal + low + groups.waiting_total(connection, full)  # grouped jobs wait in their groups
+        grouped = groups.list_groups(self.short_name, limit=groups.TOP_GROUPS)
+        pending = high + normal + low + grouped["waiting"]  # grouped jobs wait in their group's list
         events: dict[str, int] = {}
         for field_name, value in raw.items():
             event = field_name.decode().rpartition(":")[2]
@@ -431,6 +432,8 @@ class RedisQueue:
             "expired_jobs": events.get("expired", 0) - int(raw.get(b"*:expired", 0)),
             "latency_seconds": latency,  # age of the oldest job waiting to run, 0 when none
             "latency_by_priority": by_priority,  # the same per priority list: high, normal, low
+            "groups": grouped["total"],  # job groups with jobs waiting or running (core.queue.groups)
+            "top_groups": grouped["groups"],  # the 5 with the most waiting: group, waiting, running, oldest_age
         }
 
     def get_failed_jobs(self, limit: int = 20) -> list[Job]:

@@ -148,29 +148,10 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-def waiting_total(connection: Any, full: str) -> int:
-    """Grouped jobs waiting on a queue (every priority): one LLEN per group waiting."""
-    names = _waiting_groups(connection, full)
-    if not names:
-        return 0
-    with connection.pipeline(transaction=False) as pipe:
-        for group, priority in names:
-            pipe.llen(keys.group_waiting(full, priority, group))
-        return sum(pipe.execute())
-
-
-def _waiting_groups(connection: Any, full: str) -> list[tuple[str, str]]:
-    with connection.pipeline(transaction=False) as pipe:
-        for priority in keys.PRIORITIES:
-            pipe.zrange(keys.group_rotation(full, priority), 0, SCAN_GROUPS - 1)
-        rotations = pipe.execute()
-    return [(_text(m), priority) for priority, members in zip(keys.PRIORITIES, rotations) for m in members
-            if _text(m) != keys.UNGROUPED]
-
-
 def list_groups(queue_short: str, limit: int = 20, offset: int = 0) -> dict[str, Any]:
     """The groups of a queue with jobs waiting or running, largest backlog first:
-    ``{"groups": [{"group", "waiting", "running", "oldest_age", "weight", "paused"}], "total": N}``.
+    ``{"groups": [{"group", "waiting", "running", "oldest_age", "weight", "paused"}], "total": N,
+    "waiting": grouped jobs waiting in all}``.
 
     Cost: O(groups) reads (one LLEN per group and priority, pipelined; at most 10,000 groups per
     rotation are looked at), then one job read per listed group for its oldest job's age."""
@@ -180,14 +161,21 @@ def list_groups(queue_short: str, limit: int = 20, offset: int = 0) -> dict[str,
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidGroupError(f"offset must be a whole number >= 0, got {offset!r}")
     connection = get_redis()
-    waiting_at = _waiting_groups(connection, full)
+    with connection.pipeline(transaction=False) as pipe:
+        for priority in keys.PRIORITIES:
+            pipe.zrange(keys.group_rotation(full, priority), 0, SCAN_GROUPS - 1)
+        pipe.hgetall(keys.group_running(full))
+        *rotations, running_raw = pipe.execute()
+    waiting_at = [(_text(m), priority) for priority, members in zip(keys.PRIORITIES, rotations) for m in members
+                  if _text(m) != keys.UNGROUPED]
+    if not waiting_at and not running_raw:  # a queue without groups: 4 commands in all
+        return {"groups": [], "total": 0, "waiting": 0}
     with connection.pipeline(transaction=False) as pipe:
         for group, priority in waiting_at:
             pipe.llen(keys.group_waiting(full, priority, group))
-        pipe.hgetall(keys.group_running(full))
         pipe.hgetall(keys.group_weights(full))
         pipe.smembers(keys.group_paused(full))
-        *lengths, running_raw, weights_raw, paused_raw = pipe.execute()
+        *lengths, weights_raw, paused_raw = pipe.execute()
     waiting: dict[str, int] = {}
     for (group, _priority), length in zip(waiting_at, lengths):
         waiting[group] = waiting.get(group, 0) + int(length)
@@ -199,7 +187,7 @@ def list_groups(queue_short: str, limit: int = 20, offset: int = 0) -> dict[str,
     ages = _oldest_ages(connection, full, page)
     rows = [{"group": g, "waiting": waiting.get(g, 0), "running": running.get(g, 0), "oldest_age": ages.get(g, 0.0),
              "weight": weights.get(g, 1.0), "paused": g in paused} for g in page]
-    return {"groups": rows, "total": len(names)}
+    return {"groups": rows, "total": len(names), "waiting": sum(waiting.values())}
 
 
 def _oldest_ages(connection: Any, full: str, groups: list[str]) -> dict[str, float]:
@@ -225,7 +213,5 @@ def _oldest_ages(connection: Any, full: str, groups: list[str]) -> dict[str, flo
     return ages
 
 
-def top_groups(queue_short: str, limit: int = 5) -> list[dict[str, Any]]:
-    """The ``limit`` groups with the most jobs waiting (get_stats, /metrics, the dashboard)."""
-    return list_groups(queue_short, limit=limit)["groups"]
+TOP_GROUPS = 5  # groups get_stats shows (and so /metrics and the dashboard)
 

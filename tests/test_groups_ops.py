@@ -1,0 +1,68 @@
+"""Operators see job groups: GET /api/jobs/queue/<q>/groups (admin, paged) through gunicorn,
+`fikiri-jobs groups <queue>`, get_stats()' top groups, /metrics and the dashboard's queue page."""
+
+from __future__ import annotations
+
+import json
+
+import requests
+
+from core.api.queues import email_queue
+from core.platform.auth import issue_user_token
+from tests.conftest import ADMIN_TOKEN
+from tests.test_dashboard_pages import login
+from tests.test_ops_cli import cli
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def backlog() -> None:
+    """Three tenants with 5, 3 and 1 jobs waiting."""
+    for tenant, n in (("big", 5), ("mid", 3), ("one", 1)):
+        email_queue.enqueue_many("group_mark", [{"key": "test:ops", "item": f"{tenant}{i}", "tenant": tenant}
+                                                for i in range(n)])
+
+
+def test_http_lists_groups_largest_backlog_first_paged_admin_only(api_server):
+    backlog()
+    url = api_server.url("/api/jobs/queue/email/groups")
+    body = requests.get(url, headers=ADMIN, timeout=5).json()["data"]
+    assert [(g["group"], g["waiting"], g["running"]) for g in body["groups"]] == [("big", 5, 0), ("mid", 3, 0),
+                                                                                 ("one", 1, 0)]
+    assert body["total"] == 3 and all(g["oldest_age"] >= 0 for g in body["groups"])
+    second = requests.get(url, params={"limit": 1, "page": 2}, headers=ADMIN, timeout=5).json()["data"]
+    assert [g["group"] for g in second["groups"]] == ["mid"] and second["page"] == 2
+    user = {"Authorization": f"Bearer {issue_user_token('alice')}"}
+    assert requests.get(url, headers=user, timeout=5).status_code == 403
+    bad = requests.get(url, params={"limit": 0}, headers=ADMIN, timeout=5)
+    assert bad.status_code == 400 and "limit" in bad.json()["error"]["message"]
+    unknown = requests.get(api_server.url("/api/jobs/queue/nope/groups"), headers=ADMIN, timeout=5)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_queue"
+
+
+def test_cli_groups_table_json_and_bad_input(jobs_env):
+    backlog()
+    email_queue.pause_group("mid")
+    table = cli(jobs_env.url, "groups", "email")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["GROUP", "WAITING", "RUNNING", "OLDEST_AGE", "WEIGHT", "PAUSED"]
+    assert [line.split()[0] for line in lines[1:4]] == ["big", "mid", "one"] and lines[-1] == "3 group(s)"
+    assert lines[2].split()[-1] == "yes"
+    data = json.loads(cli(jobs_env.url, "--json", "groups", "email", "--limit", "2", "--page", "2").stdout)
+    assert [g["group"] for g in data["groups"]] == ["one"] and data["total"] == 3
+    bad = cli(jobs_env.url, "groups", "email", "--limit", "0")
+    assert bad.returncode == 2 and "limit must be a whole number from 1 to 1000, got 0" in bad.stderr
+
+
+def test_stats_metrics_and_dashboard_show_the_top_groups(client):
+    backlog()
+    stats = email_queue.get_stats()
+    assert stats["pending_jobs"] == 9 and stats["groups"] == 3
+    assert [(g["group"], g["waiting"]) for g in stats["top_groups"]] == [("big", 5), ("mid", 3), ("one", 1)]
+    text = client.get("/metrics", headers=ADMIN).get_data(as_text=True)
+    assert 'fikiri_group_waiting_jobs{group="big",queue="email"} 5.0' in text
+    assert 'fikiri_group_running_jobs{group="one",queue="email"} 0.0' in text
+    login(client)
+    page = client.get("/dashboard/queue/email").get_data(as_text=True)
+    assert 'id="queue-groups"' in page and "<td>big</td><td>5</td><td>0</td>" in page
