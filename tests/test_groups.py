@@ -314,3 +314,19 @@ def spans_within_limit_on(client, key: str) -> tuple[int, int]:
             running += step
             worst = max(worst, running)
     return len(raw), worst
+
+
+def test_domain_tasks_declare_their_user_as_the_group(jobs_env):
+    from core.api.queues import ai_queue, crm_queue
+
+    thread = ai_queue.enqueue_job("process_thread_ai", {"user_id": "u1", "thread_id": "t1"}, user_id="u1")
+    sync = Q.enqueue_job("process_gmail_sync", {"job_id": 1, "user_id": "u2"}, user_id="u2")
+    digest = Q.enqueue_job("send_user_digest", {"user_id": "u3"}, user_id="u3")
+    contact = crm_queue.enqueue_job("upsert_contact", {"external_id": "c1", "email": "a@b.c"}, user_id="u4")
+    system = crm_queue.enqueue_job("upsert_lead", {"external_id": "l1", "email": "a@b.c"})  # no user: ungrouped
+    groups_of = {job_id: get_redis().hget(keys.job(job_id), "fk_group") for job_id in
+                 (thread, sync, digest, contact, system)}
+    assert groups_of == {thread: b"u1", sync: b"u2", digest: b"u3", contact: b"u4", system: None}
+    assert get_redis().lrange(keys.queue(crm_queue.name), 0, -1) == [system.encode()]  # RQ's list, as before
+    with pytest.raises(InvalidPayloadError, match="group '\\{user_id\\}' needs payload field 'user_id'"):
+        crm_queue.enqueue_job("upsert_lead", {"external_id": "l2", "email": "a@b.c"}, group="{user_id}")

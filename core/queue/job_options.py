@@ -155,9 +155,19 @@ class EnqueueOptions:
     retry: RetryPolicy = RetryPolicy()  # the task's, with this call's retry_backoff/_jitter/_delays on top
     group: str | None = None  # the group key template (the call's, else the task's; core.queue.groups)
     group_concurrency: int | None = None
+    group_declared: bool = False  # the template is the task's, not this call's
 
     def group_of(self, payload: dict[str, Any]) -> str | None:
-        """The job's group for this payload (a template is filled from it, then from ``user_id``)."""
+        """The job's group for this payload (a template is filled from it, then from ``user_id``).
+
+        A call's own ``group=`` must resolve (else a clear error). A task's declared template that
+        this job cannot fill (a CRM update queued by the system, with no user) leaves the job
+        ungrouped: it waits with the queue's other ungrouped jobs, one member of the rotation."""
+        if self.group_declared:
+            try:
+                return groups.resolve_group(self.group, payload, self.user_id)
+            except JobsError:
+                return None
         return groups.resolve_group(self.group, payload, self.user_id)
 
     @property
@@ -238,6 +248,7 @@ def check_options(
         priority=priority, job_id=job_id, user_id=validate_user_id(user_id),
         unique_for=unique_for, unique_key=unique_key, limits=limits, expires_at=expires_at,
         retry=spec.retry.override(call_retry), group=group_template, group_concurrency=group_concurrency,
+        group_declared=group is None and group_template is not None,
     )
 
 
