@@ -264,13 +264,14 @@ def group_waiting(full_name: str, priority: str, group: str) -> str:
 def group_rotation(full_name: str, priority: str) -> str:
     """ZSET: groups of a queue with jobs waiting at one priority (plus :data:`UNGROUPED` while the
     queue's own list has jobs), score = virtual time: a claim serves the lowest and adds 1/weight;
-    a group leaves it when its list empties, so it is bounded by the groups waiting."""
+    a group leaves it when a claim finds its list empty, so it is bounded by the groups waiting."""
     return f"{_p()}:grot:{priority}:{full_name}"
 
 
 def group_running(full_name: str) -> str:
-    """HASH: group -> its jobs running now (claimed, not yet finished or taken back); a field is
-    deleted when it reaches 0. Kept exact by claim, finish and abandon in the same scripts."""
+    """HASH: group -> its jobs running now that carry ``group_concurrency`` (claimed, not yet
+    finished or taken back: the limit reads it); a field is deleted when it reaches 0. Kept exact by
+    claim, finish and abandon in the same scripts."""
     return f"{_p()}:grun:{full_name}"
 
 

@@ -22,14 +22,18 @@ Design (the lifecycle scripts, ``core/queue/lua/groups_lib.lua``, do the work at
   one. A joining group starts at the current lowest score (no credit for idle time). Priorities still
   come first: every high job of any group runs before any normal job.
 * **Limits.** ``group_concurrency=N`` (stored on each job as ``fk_gconc``) caps the group's running
-  jobs across every worker and host: the running count (``fikiri:grun:<q>``) is +1 in the claim and
-  -1 in finish or abandon, in the same script that moves the job in or out of ``rq:wip:<q>``, so it is
-  exact under SIGKILL and a Redis restart with AOF. A group at its limit, or paused, is skipped by the
-  rotation (its jobs stay in its list), never parked at the head of the queue. Rate limits can key on
-  the group with the same template (``rate_key="{user_id}"``).
-* **Idle groups leave.** A group's list vanishes when empty and the group leaves the rotation in the
-  same step; its running field is deleted at 0. Only an operator's weight or pause outlives that,
-  until the operator resets it.
+  jobs across every worker and host: the running count (``fikiri:grun:<q>``) of jobs carrying it is
+  +1 in the claim and -1 in finish or abandon, in the same script that moves the job in or out of
+  ``rq:wip:<q>``, so it is exact under SIGKILL and a Redis restart with AOF. Jobs without a limit are
+  not counted there (it would cost each grouped job 2-3 more commands, over the issue's budget of 3);
+  :func:`list_groups` reads every group's running jobs from ``rq:wip:<q>`` itself, exact as well. A
+  group at its limit, or paused, is skipped by the rotation (its jobs stay in its list), never parked
+  at the head of the queue. Rate limits can key on the group with the same template
+  (``rate_key="{user_id}"``).
+* **Idle groups leave.** A group's list vanishes when empty, and the next claim that reaches the group
+  in the rotation finds it so and removes it (one LPOP; workers claim again right after a full batch,
+  so this is immediate in practice); its running field is deleted at 0. Only an operator's weight or
+  pause outlives that, until the operator resets it.
 
 Measured costs are in docs/BENCHMARKS.md ("Job groups").
 """
@@ -154,7 +158,10 @@ def list_groups(queue_short: str, limit: int = 20, offset: int = 0) -> dict[str,
     "waiting": grouped jobs waiting in all}``.
 
     Cost: O(groups) reads (one LLEN per group and priority, pipelined; at most 10,000 groups per
-    rotation are looked at), then one job read per listed group for its oldest job's age."""
+    rotation are looked at), one HGET per job running (``running`` is read from ``rq:wip:<q>``,
+    exact for every group; at most 10,000 in-flight jobs are looked at), then one job read per
+    listed group for its oldest job's age. A queue with no group waiting and nothing running costs 4
+    commands."""
     full = _full(queue_short)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_GROUPS_LISTED:
         raise InvalidGroupError(f"limit must be a whole number from 1 to {MAX_GROUPS_LISTED}, got {limit!r}")
@@ -164,25 +171,31 @@ def list_groups(queue_short: str, limit: int = 20, offset: int = 0) -> dict[str,
     with connection.pipeline(transaction=False) as pipe:
         for priority in keys.PRIORITIES:
             pipe.zrange(keys.group_rotation(full, priority), 0, SCAN_GROUPS - 1)
-        pipe.hgetall(keys.group_running(full))
-        *rotations, running_raw = pipe.execute()
+        pipe.zrange(keys.started(full), 0, SCAN_GROUPS - 1)
+        *rotations, in_flight = pipe.execute()
     waiting_at = [(_text(m), priority) for priority, members in zip(keys.PRIORITIES, rotations) for m in members
                   if _text(m) != keys.UNGROUPED]
-    if not waiting_at and not running_raw:  # a queue without groups: 4 commands in all
+    if not waiting_at and not in_flight:  # nothing waits in a group, nothing runs: 4 commands in all
         return {"groups": [], "total": 0, "waiting": 0}
     with connection.pipeline(transaction=False) as pipe:
         for group, priority in waiting_at:
             pipe.llen(keys.group_waiting(full, priority, group))
+        for member in in_flight:
+            pipe.hget(keys.job(_text(member).rpartition(":")[0]), "fk_group")
         pipe.hgetall(keys.group_weights(full))
         pipe.smembers(keys.group_paused(full))
-        *lengths, weights_raw, paused_raw = pipe.execute()
+        *counts, weights_raw, paused_raw = pipe.execute()
+    lengths, running_groups = counts[:len(waiting_at)], counts[len(waiting_at):]
     waiting: dict[str, int] = {}
     for (group, _priority), length in zip(waiting_at, lengths):
         waiting[group] = waiting.get(group, 0) + int(length)
-    running = {_text(g): int(n) for g, n in running_raw.items()}
+    running: dict[str, int] = {}
+    for raw in running_groups:
+        if raw is not None:
+            running[_text(raw)] = running.get(_text(raw), 0) + 1
     weights = {_text(g): float(w) for g, w in weights_raw.items()}
     paused = {_text(g) for g in paused_raw}
-    names = sorted(set(waiting) | set(running), key=lambda g: (-waiting.get(g, 0), -running.get(g, 0), g))
+    names = sorted({g for g, n in waiting.items() if n} | set(running), key=lambda g: (-waiting.get(g, 0), -running.get(g, 0), g))
     page = names[offset:offset + limit]
     ages = _oldest_ages(connection, full, page)
     rows = [{"group": g, "waiting": waiting.get(g, 0), "running": running.get(g, 0), "oldest_age": ages.get(g, 0.0),

@@ -12,7 +12,7 @@
 --   KEYS[4] fikiri:wake:<q>   LIST  one token when something was requeued
 --   KEYS[5] rq:canceled:<q>   ZSET  a stopped job
 --   rq:job:<id>               HASH  built from the layout
---   fikiri:grun:<q>           HASH  a grouped job's running count - 1 (groups_lib; L.grun .. ARGV[8])
+--   fikiri:grun:<q>           HASH  a job with fk_group and fk_gconc: its group's running count - 1 (groups_lib)
 --   rq:results:<id>           STREAM built from the layout (L.results): RQ's result record of a job this
 --                             ends (rq_lib): failed with the reason, or stopped with the stop's reason
 --   the job's priority list (LIST, requeued at the head) and the limiter keys of limits_lib
@@ -40,8 +40,8 @@ for _, member in ipairs(members) do
     local id = string.match(member, '^(.*):[^:]*$') or member
     local key = L.job .. id
     local f = redis.call('HMGET', key, 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'status', 'fk_prio',
-                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks', 'fk_group')
-    if f[11] then group_release(L.grun .. ARGV[8], f[11]) end  -- its claim counted it running
+                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks', 'fk_group', 'fk_gconc')
+    if f[11] and f[12] then group_release(L.grun .. ARGV[8], f[11]) end  -- its claim counted it running
     local q = short_queue(ARGV[8])
     if f[5] == 'started' then
       local task = f[1] or '?'

@@ -15,7 +15,8 @@
 -- then gets 1/weight added: round-robin across groups, weighted. A paused group, and a group whose
 -- running count is at the head job's fk_gconc (group_concurrency), is skipped, not parked; at most
 -- 64 members are skipped per priority and call (the rest wait for the next call). A skipped member is
--- raised to the served member's new score, so a group held for a while gets no burst of turns after.
+-- raised to the next score served, so a group held for a while gets no burst of turns after. Only jobs
+-- with fk_gconc are counted in fikiri:grun:<q> (the limit needs the count; others cost nothing more).
 --
 -- Keys (built from ARGV by the caller from core/platform/keys.py; one group per queue, in order):
 --   fikiri:prio:high:<q>, rq:queue:<q>, fikiri:prio:low:<q>  LISTs popped from the head
@@ -41,7 +42,7 @@
 -- ARGV[13..] groups of 10: full queue name, high list, normal list, low list, wip key, wake key,
 --            the queue's own rate limit (JSON, '' for none), the high, normal and low rotation keys.
 -- Returns {jobs, due, expired}: jobs is a flat list, per job id, claim, queue index, then the 15 fields below
--- (data .. fk_deferrals), fk_retry and fk_group (false if unset); due is the seconds until a limiter touched here lets its next parked job run
+-- (data .. fk_deferrals), fk_retry and fk_group (false unless the job carries fk_gconc); due is the seconds until a limiter touched here lets its next parked job run
 -- (false if none), so the claiming worker runs release_limits right then; expired is a flat list,
 -- per job ended expired, id, task, queue index.
 local GROUP = 10
@@ -142,7 +143,7 @@ local function consider(id, f, qi, origin, qlim, leases)
       out[#out + 1] = qi - 1
       for j = 2, 16 do out[#out + 1] = f[j] end
       out[#out + 1] = f[20]  -- fk_retry: the job's retry policy
-      out[#out + 1] = f[21]  -- fk_group
+      out[#out + 1] = f[22] and f[21]  -- fk_group when counted in its group's running jobs (fk_gconc)
       return true
     end
   end
@@ -156,7 +157,11 @@ local function sort_into_group(id, f, prio, origin, rot)
   group_push(gwait_key(L, prio, origin, f[21]), rot, f[21], id, false)
 end
 
--- Round-robin over the rotation `rot` of one queue and priority (see the header).
+-- Round-robin over the rotation `rot` of one queue and priority (see the header). Each sweep reads the
+-- lowest members at once and serves them in score order, one job each, while a member's score is
+-- below the lowest score a member served in this sweep moved to (so weights hold within a sweep);
+-- the served members' new scores are written in one ZADD. A group list found empty leaves the
+-- rotation then (a group's last job is taken without a second read of its list).
 local function serve_rotation(list, prio, rot, wake, qi, origin, qlim, leases)
   L = L or cjson.decode(ARGV[8])
   local grun = L.grun .. origin
@@ -167,59 +172,77 @@ local function serve_rotation(list, prio, rot, wake, qi, origin, qlim, leases)
   if redis.call('LLEN', list) > 0 then group_join(rot, UNGROUPED) end
   local skipped = {}
   local nskip = 0
-  while n > 0 and budget > 0 and nskip <= MAX_SKIP do
-    local cand = redis.call('ZRANGE', rot, 0, nskip, 'WITHSCORES')
-    local g, score = nil, nil
-    for i = 1, #cand, 2 do
-      if not skipped[cand[i]] then g, score = cand[i], cand[i + 1]; break end
-    end
-    if not g then break end
-    budget = budget - 1
-    local served = false
+
+  -- one turn of member g: 'served', 'skip' (paused or at its group_concurrency), 'empty', or 'again'
+  -- (an id that was not claimed: sorted into its group, parked, expired or stale)
+  local function turn(g)
     if g == UNGROUPED then
       local id = redis.call('LPOP', list)
-      if not id then
-        redis.call('ZREM', rot, g)
-      else
-        last_wake = wake
-        local f = redis.call('HMGET', ARGV[10] .. id, unpack(FIELDS))
-        if f[21] and f[1] == 'queued' then
-          sort_into_group(id, f, prio, origin, rot)
-        else
-          served = consider(id, f, qi, origin, qlim, leases)
-        end
+      if not id then return 'empty' end
+      last_wake = wake
+      local f = redis.call('HMGET', ARGV[10] .. id, unpack(FIELDS))
+      if f[21] and f[1] == 'queued' then
+        sort_into_group(id, f, prio, origin, rot)
+        return 'again'
       end
-    elseif any_paused and redis.call('SISMEMBER', pkey, g) == 1 then
-      skipped[g] = true
-      nskip = nskip + 1
-    else
-      local glist = gwait_key(L, prio, origin, g)
-      local id = redis.call('LPOP', glist)
-      if not id then
-        redis.call('ZREM', rot, g)
-      else
-        last_wake = wake
-        local f = redis.call('HMGET', ARGV[10] .. id, unpack(FIELDS))
-        if f[1] == 'queued' and f[22] and tonumber(redis.call('HGET', grun, g) or '0') >= tonumber(f[22]) then
-          redis.call('LPUSH', glist, id)  -- at its group_concurrency: the group waits, the rotation goes on
+      return consider(id, f, qi, origin, qlim, leases) and 'served' or 'again'
+    end
+    if any_paused and redis.call('SISMEMBER', pkey, g) == 1 then return 'skip' end
+    local glist = gwait_key(L, prio, origin, g)
+    local id = redis.call('LPOP', glist)
+    if not id then return 'empty' end
+    last_wake = wake
+    local f = redis.call('HMGET', ARGV[10] .. id, unpack(FIELDS))
+    local limited = f[1] == 'queued' and f[22]
+    if limited and tonumber(redis.call('HGET', grun, g) or '0') >= tonumber(f[22]) then
+      redis.call('LPUSH', glist, id)  -- at its group_concurrency: the group waits, the rotation goes on
+      return 'skip'
+    end
+    if consider(id, f, qi, origin, qlim, leases) then
+      if limited then redis.call('HINCRBY', grun, g, 1) end  -- counted: finish or abandon gives it back
+      return 'served'
+    end
+    return 'again'
+  end
+
+  while n > 0 and budget > 0 and nskip <= MAX_SKIP do
+    local cand = redis.call('ZRANGE', rot, 0, nskip + n - 1, 'WITHSCORES')
+    local bumps = {}
+    local min_after = nil
+    local progressed = false
+    for i = 1, #cand, 2 do
+      if n <= 0 or budget <= 0 then break end
+      local g, score = cand[i], tonumber(cand[i + 1])
+      if not skipped[g] then
+        if min_after and score >= min_after then break end  -- a member served already comes first again
+        budget = budget - 1
+        local outcome = turn(g)
+        if outcome == 'served' then
+          local w = 1
+          if weighted and g ~= UNGROUPED then w = tonumber(redis.call('HGET', wkey, g) or '1') end
+          local after = score + 1 / w
+          bumps[#bumps + 1] = after
+          bumps[#bumps + 1] = g
+          if not min_after or after < min_after then min_after = after end
+          progressed = true
+        elseif outcome == 'skip' then
           skipped[g] = true
           nskip = nskip + 1
+        elseif outcome == 'empty' then
+          redis.call('ZREM', rot, g)
+          progressed = true
         else
-          served = consider(id, f, qi, origin, qlim, leases)
-          if served then redis.call('HINCRBY', grun, g, 1) end
-          if redis.call('LLEN', glist) == 0 then redis.call('ZREM', rot, g) end
+          progressed = true
         end
       end
     end
-    if served then
-      local w = 1
-      if weighted and g ~= UNGROUPED then w = tonumber(redis.call('HGET', wkey, g) or '1') end
-      local after = tonumber(score) + 1 / w
-      if redis.call('ZSCORE', rot, g) then redis.call('ZADD', rot, after, g) end
-      for s, _ in pairs(skipped) do  -- held members lose this turn: no burst of credit when let go
-        redis.call('ZADD', rot, 'XX', 'GT', after, s)
+    if #bumps > 0 then
+      redis.call('ZADD', rot, 'XX', unpack(bumps))
+      for g, _ in pairs(skipped) do  -- held members lose their turns: no burst of credit when let go
+        redis.call('ZADD', rot, 'XX', 'GT', min_after, g)
       end
     end
+    if not progressed then break end
   end
 end
 

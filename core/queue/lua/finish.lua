@@ -9,7 +9,7 @@
 -- Keys, named per entry by the caller (core/platform/keys.py):
 --   rq:job:<id>          HASH  status, ended_at, fk_result / fk_error, fk_retries, fk_deferrals, fk_reason
 --   rq:wip:<q>           ZSET  in-flight entry removed
---   fikiri:grun:<q>      HASH  a grouped job's group ("group", key "grun"): running count - 1 (groups_lib)
+--   fikiri:grun:<q>      HASH  a job counted in its group ("group", key "grun"; claim counts jobs with fk_gconc): - 1
 --   target: rq:finished:<q> | rq:failed:<q> | rq:canceled:<q> (ZSET, score = expiry)
 --         | rq:scheduled:<q> (ZSET, score = run time) | the job's priority list (LIST, requeue)
 --   fikiri:stats:<q>     HASH  "<task>:<event>" counters, one HINCRBY per distinct field

@@ -9,14 +9,18 @@
 --   * per queue and priority, a rotation ZSET holds the groups with jobs waiting, plus the member
 --     UNGROUPED ("\0") for the priority list itself. A claim serves the lowest score and adds
 --     1/weight to it (stride scheduling: round-robin, weighted);
---   * a group's running count is kept exact by claim (+1), finish and abandon (-1) in the same
---     script that moves the job in or out of rq:wip:<q>.
+--   * a group's running count (of its jobs carrying group_concurrency, fk_gconc: the limit needs it)
+--     is kept exact by claim (+1), finish and abandon (-1) in the same script that moves the job in
+--     or out of rq:wip:<q>. Jobs without a limit are not counted there (it would cost every grouped
+--     job 2-3 commands); core/queue/groups.py reads their running jobs from rq:wip:<q> instead.
+--   * a group whose list empties stays in the rotation until a claim finds the list empty (one LPOP),
+--     which saves a second read of the list per job taken.
 --
 -- Keys, built from the layout L (core/platform/keys.py lua_layout()):
 --   fikiri:gwait:<prio>:<q>:<group>  LIST  a group's waiting ids, oldest first (gone when empty)
 --   fikiri:grot:<prio>:<q>           ZSET  the rotation: group -> virtual time (a group leaves when
 --                                          its list empties)
---   fikiri:grun:<q>                  HASH  group -> jobs running (field deleted at 0)
+--   fikiri:grun:<q>                  HASH  group -> its running jobs with fk_gconc (field deleted at 0)
 --   fikiri:gweight:<q>               HASH  group -> weight (an operator's setting; read only)
 --   fikiri:gpaused:<q>               SET   paused groups (an operator's setting; read only)
 
