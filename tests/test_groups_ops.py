@@ -66,3 +66,17 @@ def test_stats_metrics_and_dashboard_show_the_top_groups(client):
     login(client)
     page = client.get("/dashboard/queue/email").get_data(as_text=True)
     assert 'id="queue-groups"' in page and "<td>big</td><td>5</td><td>0</td>" in page
+
+
+def test_dashboard_lists_grouped_pending_jobs_after_the_queue_s_own(client):
+    from core.api.jobs import page_ids
+
+    plain = email_queue.enqueue_job("add", {"a": 1, "b": 2})
+    backlog()
+    ids, total = page_ids("email", "pending", 0, 20)
+    assert total == 10 and ids[0] == plain and len(ids) == 10
+    second, _ = page_ids("email", "pending", 8, 20)
+    assert len(second) == 2
+    login(client)
+    page = client.get("/dashboard/queue/email?state=pending").get_data(as_text=True)
+    assert "pending (10)" in page and "group_mark" in page

@@ -152,6 +152,17 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+def waiting_lists(connection: Any, full: str) -> list[str]:
+    """The waiting-list keys of every group with jobs waiting on a queue, priority by priority (at
+    most 10,000 groups per rotation): what a listing of pending jobs shows after the queue's own lists."""
+    with connection.pipeline(transaction=False) as pipe:
+        for priority in keys.PRIORITIES:
+            pipe.zrange(keys.group_rotation(full, priority), 0, SCAN_GROUPS - 1)
+        rotations = pipe.execute()
+    return [keys.group_waiting(full, priority, _text(m)) for priority, members in zip(keys.PRIORITIES, rotations)
+            for m in members if _text(m) != keys.UNGROUPED]
+
+
 def list_groups(queue_short: str, limit: int = 20, offset: int = 0) -> dict[str, Any]:
     """The groups of a queue with jobs waiting or running, largest backlog first:
     ``{"groups": [{"group", "waiting", "running", "oldest_age", "weight", "paused"}], "total": N,
