@@ -330,3 +330,39 @@ def test_domain_tasks_declare_their_user_as_the_group(jobs_env):
     assert get_redis().lrange(keys.queue(crm_queue.name), 0, -1) == [system.encode()]  # RQ's list, as before
     with pytest.raises(InvalidPayloadError, match="group '\\{user_id\\}' needs payload field 'user_id'"):
         crm_queue.enqueue_job("upsert_lead", {"external_id": "l2", "email": "a@b.c"}, group="{user_id}")
+
+
+def test_cancel_racing_the_claim_200_times_on_grouped_jobs_either_wins_or_is_refused(jobs_env, start_worker):
+    from core.errors import InvalidJobStateError
+
+    start_worker("email", "--worker-class", "simple")
+    wait_until(lambda: Q.get_stats()["workers"] == 1, timeout=20)
+    rng = random.Random(5)
+    canceled, refused = [], []
+    for i in range(200):
+        job_id = Q.enqueue_job("record_run", {"key": "test:grace", "value": f"r{i}"}, group=f"g{i % 3}")
+        time.sleep(rng.uniform(0, 0.002))
+        try:
+            cancel_job(job_id)
+            canceled.append(job_id)
+        except InvalidJobStateError:
+            refused.append(job_id)
+    wait_until(lambda: all(get_job(j).status == JobStatus.COMPLETED for j in refused), timeout=60)
+    ran = {v.decode() for v in get_redis().lrange("test:grace", 0, -1)}
+    assert not ran & {get_job(j).payload["value"] for j in canceled}  # a canceled job never ran
+    assert len(ran) == len(refused) and canceled and refused, (len(canceled), len(refused))
+    wait_until(lambda: group_keys() == [], timeout=20, message="no stale id left in a group list or rotation")
+
+
+def test_rq_reads_grouped_jobs_and_counts_the_ungrouped_list_as_before(jobs_env):
+    from rq import Queue
+    from rq.job import Job as RQJob
+    from rq.serializers import JSONSerializer
+
+    grouped = enqueue("a", 2)
+    plain = Q.enqueue_job("add", {"a": 1, "b": 2})
+    rq_queue = Queue(Q.name, connection=get_redis(), serializer=JSONSerializer)
+    assert rq_queue.job_ids == [plain]  # RQ's list holds the ungrouped job only, as before
+    fetched = RQJob.fetch(grouped[0], connection=get_redis(), serializer=JSONSerializer)
+    assert fetched.get_status() == "queued" and fetched.origin == Q.name
+    assert Q.get_stats()["pending_jobs"] == 3  # ours count both
