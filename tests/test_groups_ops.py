@@ -8,9 +8,10 @@ import json
 import requests
 
 from core.api.queues import email_queue
+from core.ops import audit
 from core.platform.auth import issue_user_token
 from tests.conftest import ADMIN_TOKEN
-from tests.test_dashboard_pages import login
+from tests.test_dashboard_pages import csrf, login
 from tests.test_ops_cli import cli
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -80,3 +81,43 @@ def test_dashboard_lists_grouped_pending_jobs_after_the_queue_s_own(client):
     login(client)
     page = client.get("/dashboard/queue/email?state=pending").get_data(as_text=True)
     assert "pending (10)" in page and "group_mark" in page
+
+
+def test_http_pauses_resumes_and_weighs_one_group_admin_only(api_server):
+    backlog()
+    base = api_server.url("/api/jobs/queue/email/groups/mid")
+    paused = requests.post(f"{base}/pause", headers=ADMIN, timeout=5).json()["data"]
+    assert paused == {"queue": "email", "group": "mid", "paused": True, "changed": True}
+    assert [g["paused"] for g in email_queue.groups() if g["group"] == "mid"] == [True]
+    assert requests.post(f"{base}/resume", headers=ADMIN, timeout=5).json()["data"]["changed"] is True
+    weighed = requests.post(f"{base}/weight", json={"weight": 3}, headers=ADMIN, timeout=5)
+    assert weighed.status_code == 200 and weighed.json()["data"]["weight"] == 3.0
+    assert [g["weight"] for g in email_queue.groups() if g["group"] == "mid"] == [3.0]
+    bad = requests.post(f"{base}/weight", json={"weight": -1}, headers=ADMIN, timeout=5)
+    assert bad.status_code == 400 and "weight must be a number above 0" in bad.json()["error"]["message"]
+    user = {"Authorization": f"Bearer {issue_user_token('alice')}"}
+    assert requests.post(f"{base}/pause", headers=user, timeout=5).status_code == 403
+    assert {"pause_group", "resume_group", "group_weight"} <= {e["action"] for e in audit.recent(10)}
+
+
+def test_cli_pauses_resumes_and_weighs_one_group(jobs_env):
+    backlog()
+    done = cli(jobs_env.url, "group", "pause", "email", "big")
+    assert done.returncode == 0 and done.stdout.strip() == "group big of email paused", done.stderr
+    assert [g["paused"] for g in email_queue.groups() if g["group"] == "big"] == [True]
+    assert cli(jobs_env.url, "group", "resume", "email", "big").stdout.strip() == "group big of email resumed"
+    assert cli(jobs_env.url, "group", "weight", "email", "big", "2.5").stdout.strip() == "group big of email: weight 2.5"
+    assert [g["weight"] for g in email_queue.groups() if g["group"] == "big"] == [2.5]
+    bad = cli(jobs_env.url, "group", "weight", "email", "big", "0")
+    assert bad.returncode == 2 and "weight must be a number above 0" in bad.stderr
+
+
+def test_dashboard_pause_button_holds_one_group(client):
+    backlog()
+    login(client)
+    token = csrf(client, "/dashboard/queue/email")
+    response = client.post("/dashboard/queue/email/group/big/pause", data={"csrf_token": token})
+    assert response.status_code == 302
+    assert [g["paused"] for g in email_queue.groups() if g["group"] == "big"] == [True]
+    page = client.get("/dashboard/queue/email").get_data(as_text=True)
+    assert "/dashboard/queue/email/group/big/resume" in page
