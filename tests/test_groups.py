@@ -366,3 +366,14 @@ def test_rq_reads_grouped_jobs_and_counts_the_ungrouped_list_as_before(jobs_env)
     fetched = RQJob.fetch(grouped[0], connection=get_redis(), serializer=JSONSerializer)
     assert fetched.get_status() == "queued" and fetched.origin == Q.name
     assert Q.get_stats()["pending_jobs"] == 3  # ours count both
+
+
+def test_many_groups_at_their_limit_never_hide_a_group_behind_them(jobs_env):
+    for i in range(70):
+        enqueue(f"g{i:02d}", 2, group_concurrency=1)
+    assert len(claim(100)) == 70  # one of each: every group is now at its limit with one job waiting
+    enqueue("zz", 1)  # joins at the front score, behind 70 held groups in name order
+    assert tenants(claim(10)) == ["zz"]
+    Q.pause_group("zz")
+    enqueue("zz", 1)
+    assert claim(10) == []  # nothing else may run: held groups are skipped, never claimed

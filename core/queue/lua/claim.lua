@@ -13,9 +13,10 @@
 -- abandoned or released job) is moved to its group's list. Once a rotation exists, each job is taken
 -- from the rotation's lowest-score member (a group's list, or UNGROUPED: the priority list), which
 -- then gets 1/weight added: round-robin across groups, weighted. A paused group, and a group whose
--- running count is at the head job's fk_gconc (group_concurrency), is skipped, not parked; at most
--- 64 members are skipped per priority and call (the rest wait for the next call). A skipped member is
--- raised to the next score served, so a group held for a while gets no burst of turns after. Only jobs
+-- running count is at the head job's fk_gconc (group_concurrency), is skipped, not parked. A skipped
+-- member is raised to the next score served, so a group held for a while gets no burst of turns after;
+-- when more than 64 are skipped in a row (or nothing else could be served) they are moved one turn
+-- behind the end of the rotation, so any number of held groups never hide the ones behind them. Only jobs
 -- with fk_gconc are counted in fikiri:grun:<q> (the limit needs the count; others cost nothing more).
 --
 -- Keys (built from ARGV by the caller from core/platform/keys.py; one group per queue, in order):
@@ -205,7 +206,8 @@ local function serve_rotation(list, prio, rot, wake, qi, origin, qlim, leases)
     return 'again'
   end
 
-  while n > 0 and budget > 0 and nskip <= MAX_SKIP do
+  local recent = {}  -- members skipped since they were last moved to the back of the rotation
+  while n > 0 and budget > 0 do
     local cand = redis.call('ZRANGE', rot, 0, nskip + n - 1, 'WITHSCORES')
     local bumps = {}
     local min_after = nil
@@ -227,6 +229,7 @@ local function serve_rotation(list, prio, rot, wake, qi, origin, qlim, leases)
           progressed = true
         elseif outcome == 'skip' then
           skipped[g] = true
+          recent[g] = true
           nskip = nskip + 1
         elseif outcome == 'empty' then
           redis.call('ZREM', rot, g)
@@ -242,7 +245,16 @@ local function serve_rotation(list, prio, rot, wake, qi, origin, qlim, leases)
         redis.call('ZADD', rot, 'XX', 'GT', min_after, g)
       end
     end
-    if not progressed then break end
+    if nskip > MAX_SKIP or not progressed then
+      -- held members in front of the line: move them one turn behind its end, so the groups behind
+      -- them are reached in this call and the next claim does not meet them first again
+      if nskip == 0 then break end
+      local last = redis.call('ZRANGE', rot, -1, -1, 'WITHSCORES')
+      local back = tonumber(last[2]) + 1
+      for g, _ in pairs(recent) do redis.call('ZADD', rot, 'XX', 'GT', back, g) end
+      recent = {}
+      nskip = 0
+    end
   end
 end
 
