@@ -377,3 +377,10 @@ def test_many_groups_at_their_limit_never_hide_a_group_behind_them(jobs_env):
     Q.pause_group("zz")
     enqueue("zz", 1)
     assert claim(10) == []  # nothing else may run: held groups are skipped, never claimed
+
+
+def test_rate_and_concurrency_limits_can_key_on_the_group(jobs_env):
+    job_id = Q.enqueue_job("add", {"a": 1, "b": 2}, group="acct-42", rate_limit="10/m", rate_key="api:{group}")
+    assert b"api:acct-42" in get_redis().hget(keys.job(job_id), "fk_limits")
+    with pytest.raises(InvalidPayloadError, match="needs payload field 'group'"):
+        Q.enqueue_job("add", {"a": 1, "b": 2}, rate_limit="10/m", rate_key="api:{group}")  # no group to fill it

@@ -28,8 +28,8 @@ Design (the lifecycle scripts, ``core/queue/lua/groups_lib.lua``, do the work at
   not counted there (it would cost each grouped job 2-3 more commands, over the issue's budget of 3);
   :func:`list_groups` reads every group's running jobs from ``rq:wip:<q>`` itself, exact as well. A
   group at its limit, or paused, is skipped by the rotation (its jobs stay in its list), never parked
-  at the head of the queue. Rate limits can key on the group with the same template
-  (``rate_key="{user_id}"``).
+  at the head of the queue. Rate and concurrency limits can key on the group: ``{group}`` in a
+  limit key is the job's group (``rate_key="llm:{group}"``).
 * **Idle groups leave.** A group's list vanishes when empty, and the next claim that reaches the group
   in the rotation finds it so and removes it (one LPOP; workers claim again right after a full batch,
   so this is immediate in practice); its running field is deleted at 0. Only an operator's weight or

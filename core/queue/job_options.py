@@ -177,9 +177,14 @@ class EnqueueOptions:
 
     def limits_field(self, queue_short: str, task_name: str, payload: dict[str, Any]) -> str | None:
         """The job's ``fk_limits`` for this payload (a template key is filled from it, then from
-        the job's ``user_id``)."""
+        the job's ``user_id``; ``{group}`` names the job's group when the payload has no such field,
+        so ``rate_key="{group}"`` gives each group its own budget)."""
         if not self.limits:
             return None
+        if self.group is not None and "group" not in payload:
+            group = self.group_of(payload)
+            if group is not None:
+                payload = {**payload, "group": group}
         return job_limits.job_limits(queue_short, task_name, self.limits, payload, self.user_id)
 
 
