@@ -14,6 +14,7 @@ import redis
 
 from core.api.jobs import cancel_job, delete_job, get_job
 from core.api.queues import email_queue
+from core.config import get_settings
 from core.errors import InvalidPayloadError, JobsError
 from core.platform import keys
 from core.platform.connection import get_redis
@@ -42,18 +43,11 @@ def finish(job: lifecycle.ClaimedJob) -> None:
     assert lifecycle.finish(get_redis(), job, lifecycle.AttemptResult(ok=True)) is not None
 
 
-def group_keys() -> list[str]:
-    """Every group key of the queue left in Redis (idle groups must leave none)."""
-    client = get_redis()
-    found = []
-    for prefix in ("gwait", "grot", "grun"):
-        found += [k.decode() for k in client.scan_iter(f"{get_settings_prefix()}:{prefix}:*")]
-    return found
-
-
-def get_settings_prefix() -> str:
-    from core.config import get_settings
-    return get_settings().queue_prefix
+def group_keys(client=None) -> list[str]:
+    """Every group key left in Redis (waiting lists, rotations, running counts): idle groups leave none."""
+    client = client or get_redis()
+    prefix = get_settings().queue_prefix
+    return [k.decode() for p in ("gwait", "grot", "grun") for k in client.scan_iter(f"{prefix}:{p}:*")]
 
 
 def test_one_tenants_backlog_does_not_starve_the_others_claims_go_round_robin(jobs_env):
@@ -203,11 +197,6 @@ def test_workers_run_every_grouped_job_fairly_end_to_end(jobs_env, start_worker)
     wait_until(lambda: group_keys() == [], timeout=10, message="idle groups to leave no keys")
 
 
-def spans_within_limit(key: str, limit: int) -> tuple[int, int]:
-    """(runs recorded, the most runs of one tenant that overlapped in time)."""
-    return spans_within_limit_on(get_redis(), key)
-
-
 def snapshot_is_exact(client, tenant_names: list[str], total: int) -> None:
     """One MULTI snapshot: every job is in exactly one place, and the groups' running counts sum to
     the in-flight entries (every job here is grouped), each within its group_concurrency of 2."""
@@ -251,7 +240,7 @@ def test_kill_loop_with_groups_loses_nothing_and_keeps_group_concurrency_and_cou
                message="the running counts to return to 0 and idle groups to leave")
     stats = Q.get_stats()
     assert stats["pending_jobs"] == 0 and stats["active_jobs"] == 0 and stats["failed_jobs"] == 0
-    runs, worst = spans_within_limit("test:gk", 2)
+    runs, worst = spans_within_limit_on(get_redis(), "test:gk")
     assert runs >= total and worst <= 2, (runs, worst)
     assert stats["abandoned_jobs"] > 0, "no kill landed on a running job: the loop did not exercise the sweep"
 
@@ -278,7 +267,7 @@ def test_restart_loop_with_groups_redis_restarted_with_aof_loses_nothing_and_cou
                        message="an exact snapshot after the restart")
         client = server.client()
         wait_until(lambda: client.scard("test:gr") == total, timeout=240, interval=0.5, message=f"all {total} items")
-        wait_until(lambda: _no_group_keys(client), timeout=120, interval=0.5,
+        wait_until(lambda: group_keys(client) == [], timeout=120, interval=0.5,
                    message="running counts back to 0, idle groups gone")
         runs, worst = spans_within_limit_on(client, "test:gr")
         assert runs >= total and worst <= 2, (runs, worst)
@@ -292,12 +281,6 @@ def _snapshot_ok(server, tenant_names: list[str], total: int) -> bool:
     except (redis.ConnectionError, redis.BusyLoadingError):  # the server may still be loading its AOF
         return False
     return True
-
-
-def _no_group_keys(client) -> bool:
-    from core.config import get_settings
-    prefix = get_settings().queue_prefix
-    return not any(True for p in ("gwait", "grot", "grun") for _k in client.scan_iter(f"{prefix}:{p}:*"))
 
 
 def spans_within_limit_on(client, key: str) -> tuple[int, int]:
