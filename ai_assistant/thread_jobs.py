@@ -86,7 +86,9 @@ def _mark_processed(message_ids: list[int], at: float) -> None:
 DRAFT_EXPIRES = 3600
 
 
-@ai_queue.task(max_retries=2, expires=DRAFT_EXPIRES, retry_backoff=(30, 120), retry_jitter="full")  # as ai_assistant.tasks.AI_RETRY
+# group: one user's bulk run (thousands of threads) takes turns with every other user's clicks (core.queue.groups)
+@ai_queue.task(max_retries=2, expires=DRAFT_EXPIRES, retry_backoff=(30, 120), retry_jitter="full",  # as AI_RETRY
+               group="{user_id}")
 def process_thread_ai(user_id: str, thread_id: str, tasks: list[str] | None = None,
                       force: bool = False) -> dict[str, Any]:
     """Run the AI tasks on one thread and store each result on its ``email_threads`` row."""

@@ -62,14 +62,16 @@ def _upsert(model: type, external_id: str, fields: dict[str, Any]) -> tuple[dict
     return record, changed
 
 
-@crm_queue.task(max_retries=3)
+# group: one user's CRM import takes turns with other users' updates; a system update with no user_id runs
+# ungrouped (core.queue.groups)
+@crm_queue.task(max_retries=3, group="{user_id}")
 def upsert_contact(external_id: str, email: str, name: str = "", company: str = "") -> dict[str, Any]:
     record, changed = _upsert(Contact, external_id, {"email": email, "name": name, "company": company})
     notified = _notify("contact.upserted", record) if changed else False
     return {**record, "changed": changed, "webhook": notified}
 
 
-@crm_queue.task(max_retries=3)
+@crm_queue.task(max_retries=3, group="{user_id}")
 def upsert_lead(external_id: str, email: str, name: str = "", status: str = "new", score: int = 0) -> dict[str, Any]:
     record, changed = _upsert(Lead, external_id, {"email": email, "name": name, "status": status, "score": int(score)})
     notified = _notify("lead.upserted", record) if changed else False

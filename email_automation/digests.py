@@ -96,5 +96,6 @@ def send_user_digests() -> dict[str, Any]:
 
 
 # A user notification: not retried (the seeds' rule, "fail fast"); tomorrow's digest covers the day.
-email_queue.register_task("send_user_digest", send_user_digest, max_retries=0)
+# group: the morning fan-out takes turns per user with everyone's syncs (core.queue.groups)
+email_queue.register_task("send_user_digest", send_user_digest, max_retries=0, group="{user_id}")
 email_queue.register_task("send_user_digests", send_user_digests, max_retries=0)

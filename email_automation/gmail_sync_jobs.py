@@ -314,6 +314,7 @@ def sync_all_users(lookback_days: int | None = None) -> dict[str, Any]:
 # sync ends or its worker's lease runs out (core.flow.limits). The database keeps one active row per user.
 # A failed sync waits 60, 120, then 240 s (the seeds' schedule: Gmail's own hiccups pass in minutes);
 # a run retried after the row moved on finds it ended and skips.
+# group: a backfill or sync_all_users takes turns per user on the email queue (core.queue.groups)
 email_queue.register_task("process_gmail_sync", process_gmail_sync, max_retries=3, concurrency=1,
-                          concurrency_key="gmail-sync:{user_id}", retry_delays=[60, 120, 240])
+                          concurrency_key="gmail-sync:{user_id}", retry_delays=[60, 120, 240], group="{user_id}")
 email_queue.register_task("sync_all_users", sync_all_users, max_retries=0)

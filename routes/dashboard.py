@@ -536,6 +536,19 @@ def queue_control(queue_name: str, action: str):
     return _back(url_for("dashboard.overview"))
 
 
+@dashboard_bp.post("/queue/<queue_name>/group/<group>/<action>")
+def group_control(queue_name: str, group: str, action: str):
+    """Pause or resume one job group of a queue (admin)."""
+    _admin_only()
+    if action not in ("pause", "resume"):
+        abort(404, description=f"unknown group action {action[:40]!r}; accepted: pause, resume")
+    queue = get_queue(queue_name)
+    verb = (lambda: queue.pause_group(group)) if action == "pause" else (lambda: queue.resume_group(group))
+    _act(verb, f"group {group} of {queue.short_name} {'paused' if action == 'pause' else 'resumed'}",
+         f"{action}_group", f"group:{queue.short_name}:{group}")
+    return _back(url_for("dashboard.queue_page", queue_name=queue.short_name))
+
+
 @dashboard_bp.post("/job/<job_id>/delete")
 def job_delete(job_id: str):
     _admin_only()

@@ -157,6 +157,52 @@ def queue_stats(queue_name: str):
     return ok({"queue": queue.short_name, "stats": queue.get_stats()})
 
 
+@jobs_bp.get("/queue/<queue_name>/groups")
+@require_admin
+def queue_groups(queue_name: str):
+    """The queue's job groups with jobs waiting or running, largest backlog first, paged
+    (``?page=&limit=``): waiting, running, oldest_age (s), weight, paused (core/queue/groups.py)."""
+    from core.queue.groups import list_groups
+
+    queue = get_queue(queue_name)
+    limit = limit_arg()
+    page = int_arg("page", 1, 1, FAILED_PAGE_MAX)
+    listed = list_groups(queue.short_name, limit=limit, offset=(page - 1) * limit)
+    return ok({"queue": queue.short_name, "page": page, "limit": limit, **listed})
+
+
+@jobs_bp.post("/queue/<queue_name>/groups/<group>/pause")
+@require_admin
+def pause_group(queue_name: str, group: str):
+    """Hold one job group of the queue (its jobs wait; running ones finish); the others go on."""
+    return _group_control(queue_name, group, pause=True)
+
+
+@jobs_bp.post("/queue/<queue_name>/groups/<group>/resume")
+@require_admin
+def resume_group(queue_name: str, group: str):
+    return _group_control(queue_name, group, pause=False)
+
+
+def _group_control(queue_name: str, group: str, pause: bool) -> Any:
+    queue = get_queue(queue_name)
+    changed = queue.pause_group(group) if pause else queue.resume_group(group)
+    audit.record(actor(current_identity()), "pause_group" if pause else "resume_group",
+                 f"group:{queue.short_name}:{group}", "api")
+    return ok({"queue": queue.short_name, "group": group, "paused": pause, "changed": changed})
+
+
+@jobs_bp.post("/queue/<queue_name>/groups/<group>/weight")
+@require_admin
+def group_weight(queue_name: str, group: str):
+    """Set a job group's weight (JSON ``{"weight": w}``, 0 < w <= 1000; 1 is the default share)."""
+    queue = get_queue(queue_name)
+    weight = json_body().get("weight")
+    queue.set_group_weight(group, weight)  # a bad weight is a 400 naming it (core.queue.groups)
+    audit.record(actor(current_identity()), "group_weight", f"group:{queue.short_name}:{group}", "api")
+    return ok({"queue": queue.short_name, "group": group, "weight": float(weight)})
+
+
 @jobs_bp.get("/queues/stats")
 @require_admin
 def all_queue_stats():

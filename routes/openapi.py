@@ -42,6 +42,9 @@ def _queue_param() -> dict:
 _LIMIT = {"name": "limit", "in": "query", "required": False,
           "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
 _JOB = {"$ref": "#/components/schemas/Job"}
+_GROUP = {"name": "group", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
+_GROUP_CONTROL = {"type": "object", "properties": {"queue": {"type": "string"}, "group": {"type": "string"},
+                                                   "paused": {"type": "boolean"}, "changed": {"type": "boolean"}}}
 _STATS = {"$ref": "#/components/schemas/QueueStats"}
 _AUTH = [{"bearerAuth": []}]
 
@@ -175,7 +178,9 @@ def _document() -> dict[str, Any]:
                         "paused": {"type": "boolean"},
                         "latency_seconds": {"type": "number", "minimum": 0,
                                             "description": "age of the oldest job waiting to run (0: none)"},
-                        "latency_by_priority": {"type": "object", "additionalProperties": {"type": "number"}}},
+                        "latency_by_priority": {"type": "object", "additionalProperties": {"type": "number"}},
+                        "top_groups": {"type": "array", "items": {"type": "object"},
+                                       "description": "the job groups with the most jobs waiting"}},
                               "additionalProperties": {"type": "integer"}}}},
                 "QueueControl": {"type": "object", "required": ["queue", "paused", "changed"], "properties": {
                     "queue": {"type": "string"}, "paused": {"type": "boolean"}, "changed": {"type": "boolean"}}},
@@ -224,6 +229,36 @@ def _document() -> dict[str, Any]:
             "/api/jobs/queue/{queue_name}/stats": {"get": {
                 "summary": "One queue's counts (admin)", "security": _AUTH, "parameters": [_queue_param()],
                 "responses": {"200": _response("the counts", _STATS), **_errors(401, 403, 404, 503)}}},
+            "/api/jobs/queue/{queue_name}/groups": {"get": {
+                "summary": "The queue's job groups, largest backlog first, paged (admin)", "security": _AUTH,
+                "parameters": [_queue_param(), _LIMIT, {
+                    "name": "page", "in": "query", "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100000}}],
+                "responses": {"200": _response("one page of groups", {"type": "object", "properties": {
+                    "queue": {"type": "string"}, "page": {"type": "integer"}, "limit": {"type": "integer"},
+                    "total": {"type": "integer"}, "groups": {"type": "array", "items": {"type": "object", "properties": {
+                        "group": {"type": "string"}, "waiting": {"type": "integer"}, "running": {"type": "integer"},
+                        "oldest_age": {"type": "number"}, "weight": {"type": "number"},
+                        "paused": {"type": "boolean"}}}}}}),
+                    **_errors(400, 401, 403, 404, 503)}}},
+            "/api/jobs/queue/{queue_name}/groups/{group}/pause": {"post": {
+                "summary": "Hold one job group of the queue (admin); the other groups go on", "security": _AUTH,
+                "parameters": [_queue_param(), _GROUP],
+                "responses": {"200": _response("the group's state", _GROUP_CONTROL), **_errors(400, 401, 403, 404, 503)}}},
+            "/api/jobs/queue/{queue_name}/groups/{group}/resume": {"post": {
+                "summary": "Let a paused job group run again (admin)", "security": _AUTH,
+                "parameters": [_queue_param(), _GROUP],
+                "responses": {"200": _response("the group's state", _GROUP_CONTROL), **_errors(400, 401, 403, 404, 503)}}},
+            "/api/jobs/queue/{queue_name}/groups/{group}/weight": {"post": {
+                "summary": "Set a job group's weight: its turns in the rotation per turn of a weight-1 group (admin)",
+                "security": _AUTH, "parameters": [_queue_param(), _GROUP],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["weight"],
+                    "properties": {"weight": {"type": "number", "minimum": 0, "exclusiveMinimum": True,
+                                              "maximum": 1000}}}}}},
+                "responses": {"200": _response("the weight set", {"type": "object", "properties": {
+                    "queue": {"type": "string"}, "group": {"type": "string"}, "weight": {"type": "number"}}}),
+                    **_errors(400, 401, 403, 404, 415, 503)}}},
             "/api/jobs/queues/stats": {"get": {
                 "summary": "Every queue's counts (admin)", "security": _AUTH,
                 "responses": {"200": _response("the counts", {"type": "array", "items": _STATS}),

@@ -128,8 +128,18 @@ class JobsCollector:
                                     labels=["queue"])
         by_priority = GaugeMetricFamily("fikiri_queue_priority_latency_seconds",
                                         "Age of the oldest job waiting in each priority list", labels=["queue", "priority"])
+        group_waiting = GaugeMetricFamily("fikiri_group_waiting_jobs", "Jobs waiting in the job groups with the "
+                                          "most waiting (top 5 per queue)", labels=["queue", "group"])
+        group_running = GaugeMetricFamily("fikiri_group_running_jobs", "Jobs running of those groups",
+                                          labels=["queue", "group"])
+        group_age = GaugeMetricFamily("fikiri_group_oldest_age_seconds", "Age of those groups' oldest waiting job",
+                                      labels=["queue", "group"])
         for queue in all_queues():
             stats = queue.get_stats()
+            for row in stats["top_groups"]:
+                group_waiting.add_metric([queue.short_name, row["group"]], row["waiting"])
+                group_running.add_metric([queue.short_name, row["group"]], row["running"])
+                group_age.add_metric([queue.short_name, row["group"]], row["oldest_age"])
             for state in ("pending", "delayed", "active", "completed", "failed", "canceled"):
                 depth.add_metric([queue.short_name, state], stats[f"{state}_jobs"])
             workers.add_metric([queue.short_name], stats["workers"])
@@ -140,6 +150,9 @@ class JobsCollector:
         yield workers
         yield latency
         yield by_priority
+        yield group_waiting
+        yield group_running
+        yield group_age
         scheduler = heartbeat.scheduler_status()
         alive = GaugeMetricFamily("fikiri_scheduler_alive", "1 while a periodic scheduler ticked within 3 intervals")
         alive.add_metric([], 1 if scheduler["alive"] else 0)

@@ -243,6 +243,27 @@ def show(out: Output, job_id: str) -> None:
 
 
 @cli.command()
+@click.argument("queue")
+@click.option("--limit", default=20, show_default=True, help="groups per page (1-1000)")
+@click.option("--page", default=1, show_default=True, help="page number, from 1")
+@click.pass_obj
+def groups(out: Output, queue: str, limit: int, page: int) -> None:
+    """A queue's job groups with jobs waiting or running, largest backlog first."""
+    from core.queue.groups import InvalidGroupError, list_groups
+
+    def go() -> None:
+        if page < 1:
+            raise InvalidGroupError(f"page must be a whole number >= 1, got {page}")
+        listed = list_groups(get_queue(queue).short_name, limit=limit, offset=(page - 1) * limit)
+        shown = [{**row, "paused": "yes" if row["paused"] else "no"} for row in listed["groups"]]
+        out.emit({"queue": queue, "page": page, **listed},
+                 lambda: _table(shown, ["group", "waiting", "running", "oldest_age", "weight", "paused"])
+                 + f"\n{listed['total']} group(s)")
+
+    run(go)
+
+
+@cli.command()
 @click.argument("queue", required=False)
 @click.pass_obj
 def stats(out: Output, queue: str | None) -> None:
@@ -460,6 +481,50 @@ def _queue_action(verb: str) -> Callable:
 
 queue_group.command("pause")(_queue_action("pause"))
 queue_group.command("resume")(_queue_action("resume"))
+
+
+@cli.group("group")
+def group_group() -> None:
+    """One job group of a queue: pause, resume, weight (list them with ``groups <queue>``)."""
+
+
+def _group_action(verb: str) -> Callable:
+    @click.argument("queue")
+    @click.argument("group")
+    @click.pass_obj
+    def command(out: Output, queue: str, group: str) -> None:
+        def go() -> None:
+            target = get_queue(queue)
+            changed = target.pause_group(group) if verb == "pause" else target.resume_group(group)
+            audit.record(audit.cli_actor(), f"{verb}_group", f"group:{target.short_name}:{group}", "cli")
+            state = "paused" if verb == "pause" else "resumed"
+            out.emit({"queue": target.short_name, "group": group, "paused": verb == "pause", "changed": changed},
+                     lambda: f"group {group} of {target.short_name} {state}" + ("" if changed else " (it already was)"))
+        run(go)
+
+    return command
+
+
+group_group.command("pause")(_group_action("pause"))
+group_group.command("resume")(_group_action("resume"))
+
+
+@group_group.command("weight")
+@click.argument("queue")
+@click.argument("group")
+@click.argument("weight", type=float)
+@click.pass_obj
+def group_weight(out: Output, queue: str, group: str, weight: float) -> None:
+    """Give GROUP WEIGHT turns in the rotation for each turn of a weight-1 group (1 resets it)."""
+
+    def go() -> None:
+        target = get_queue(queue)
+        target.set_group_weight(group, weight)
+        audit.record(audit.cli_actor(), "group_weight", f"group:{target.short_name}:{group}", "cli", detail=str(weight))
+        out.emit({"queue": target.short_name, "group": group, "weight": weight},
+                 lambda: f"group {group} of {target.short_name}: weight {weight:g}")
+
+    run(go)
 
 
 @cli.command()

@@ -121,3 +121,22 @@ def heavy_ai(text: str) -> str:
     return text
 
 from tests import async_tasks, flow_tasks, retry_tasks  # noqa: E402,F401  the async, flow-control and retry-policy tests' tasks
+
+
+@email_queue.task(max_retries=10, group="{tenant}")
+def group_mark(key: str, item: str, tenant: str, seconds: float = 0.0) -> str:
+    """A grouped job (one group per ``tenant``) that records, in Redis time, when each run started
+    and ended (``<key>:spans``: ``tenant|start|end``) and the order runs began (``<key>:order``), then
+    marks its item done: the group tests check the rotation and the group_concurrency bound from them."""
+    r = get_redis()
+    sec, usec = r.time()
+    start = sec + usec / 1e6
+    r.rpush(f"{key}:order", f"{tenant}|{item}")
+    r.incr(f"{key}:started")
+    if seconds:
+        time.sleep(seconds)
+    sec, usec = r.time()
+    r.rpush(f"{key}:spans", f"{tenant}|{start:.6f}|{sec + usec / 1e6:.6f}")
+    r.sadd(key, item)
+    r.incr(f"{key}:runs")
+    return item

@@ -110,3 +110,16 @@ def test_a_burst_worker_in_a_thread_leaves_no_heartbeat_running(jobs_env):
     run_worker()
     time.sleep(3)  # more than a heartbeat interval (1 s in the tests)
     assert not [t for t in threading.enumerate() if t.name == "fikiri-heartbeat" and t.is_alive()]
+
+
+def test_job_groups_worked_example_runs_as_written_and_the_clicks_go_first(jobs_env, capsys):
+    from core.queue import lifecycle
+
+    run(readme_block("Flow control", '@ai_queue.task(group="{user_id}", group_concurrency=4)'), {})
+    printed = capsys.readouterr().out
+    assert "'group': 'acme', 'waiting': 2000, 'running': 0" in printed and "'group': 'ann'" in printed
+    acme = ai_queue.groups()[0]
+    assert acme["group"] == "acme" and acme["weight"] == 2.0 and not acme["paused"]  # paused, then resumed
+    first = lifecycle.claim(get_redis(), "w", "c", [ai_queue.name], 4, 300)
+    assert sorted(job.kwargs["user_id"] for job in first) == ["acme", "ann", "ben", "cat"]
+    assert all(job.mode == "redis" for job in (get_job(j.job_id) for j in first))

@@ -15,7 +15,7 @@ from core.errors import InvalidJobStateError, JobNotFoundError, UnknownQueueErro
 from core.fallback.executor import get_fallback
 from core.platform import keys
 from core.platform.connection import REDIS_DOWN, get_redis, mark_redis_down, redis_available
-from core.queue import lifecycle
+from core.queue import groups, lifecycle
 from core.queue.job_model import READ_FIELDS, Job, job_from_fields
 from core.queue.job_options import validate_job_id, validate_user_id
 
@@ -184,8 +184,9 @@ def page_ids(queue_short: str, state: str, start: int, count: int) -> tuple[list
 
 
 def _page_pending(connection: Any, full: str, start: int, count: int) -> tuple[list[str], int]:
-    """Pending ids in the order workers take them: high, then normal, then low priority."""
-    lists = keys.queue_lists(full)
+    """Pending ids: the queue's own lists in the order workers take them (high, normal, low), then
+    the job groups' waiting lists (core.queue.groups.waiting_lists), so every pending job is listed."""
+    lists = keys.queue_lists(full) + groups.waiting_lists(connection, full)
     with connection.pipeline(transaction=False) as pipe:
         for key in lists:
             pipe.llen(key)

@@ -46,7 +46,7 @@ from core.flow import pause
 from core.flow.limits import check_limits
 from core.platform import keys, tracing
 from core.platform.connection import REDIS_DOWN, get_redis, internal_errors, mark_redis_down, redis_available
-from core.queue import lifecycle, task_registry
+from core.queue import groups, lifecycle, task_registry
 from core.queue.backoff import InvalidRetryPolicyError, RetryPolicy
 from core.queue.hooks import Hooks, check_hooks
 from core.queue.job_model import Job, JobStatus
@@ -91,7 +91,8 @@ class RedisQueue:
                       retry_backoff: tuple[float, float] | None = None,
                       retry_jitter: str | None = None, retry_on: Any = None, dont_retry_on: Any = None,
                       retry_delays: list[float] | None = None, max_stalls: int = 1,
-                      interruptible: bool = True) -> TaskSpec:
+                      interruptible: bool = True, group: str | None = None,
+                      group_concurrency: int | None = None) -> TaskSpec:
         """Allow workers to run ``func`` for jobs naming ``name`` on this queue.
 
         ``fallback=False``: while Redis is down, enqueue raises :class:`QueueUnavailableError`
@@ -111,11 +112,17 @@ class RedisQueue:
         ``retry_jitter="full"`` (default) or ``"none"``, or a fixed schedule ``retry_delays=[60, 120,
         240]`` (then ``max_retries`` defaults to its length); ``retry_on`` / ``dont_retry_on``
         (exception types, subclasses included) choose which failures retry at all. A bad value
-        raises :class:`~core.queue.backoff.InvalidRetryPolicyError` (a JobsError and a ValueError)."""
+        raises :class:`~core.queue.backoff.InvalidRetryPolicyError` (a JobsError and a ValueError).
+
+        ``group="{user_id}"``: jobs are served round-robin across groups (one tenant's backlog no
+        longer starves the others), ``group_concurrency=N`` caps one group's running jobs; see
+        :mod:`core.queue.groups`."""
         concurrency = concurrency_option(concurrency_limit, concurrency)
         try:
             limits = check_limits(rate_limit, rate_key, concurrency, concurrency_key)
             check_expires(expires)
+            group = groups.check_group_template(group)
+            group_concurrency = groups.check_group_concurrency(group_concurrency, group)
         except JobsError as exc:
             raise ValueError(f"task {name!r}: {exc.message}") from exc
         try:
@@ -123,7 +130,8 @@ class RedisQueue:
         except InvalidRetryPolicyError as exc:
             raise InvalidRetryPolicyError(f"task {name!r}: {exc.message}") from None
         return task_registry.register(self.short_name, name, func, max_retries, fallback, limits, retry,
-                                      expires=expires, max_stalls=max_stalls, interruptible=interruptible)
+                                      expires=expires, max_stalls=max_stalls, interruptible=interruptible,
+                                      group=group, group_concurrency=group_concurrency)
 
     def task(self, max_retries: int | None = None, name: str | None = None, fallback: bool = True, *,
              rate_limit: str | None = None, rate_key: str | None = None, concurrency_limit: int | None = None,
@@ -131,12 +139,14 @@ class RedisQueue:
              expires: float | timedelta | datetime | None = None,
              retry_backoff: tuple[float, float] | None = None, retry_jitter: str | None = None,
              retry_on: Any = None, dont_retry_on: Any = None, retry_delays: list[float] | None = None,
-             max_stalls: int = 1, interruptible: bool = True) -> Callable:
+             max_stalls: int = 1, interruptible: bool = True,
+             group: str | None = None, group_concurrency: int | None = None) -> Callable:
         """Decorator: register the function as a task under its own name (or ``name``); the options
         are :meth:`register_task`'s."""
         concurrency = concurrency_option(concurrency_limit, concurrency)
         retry_options = {"retry_backoff": retry_backoff, "retry_jitter": retry_jitter, "retry_on": retry_on,
-                         "dont_retry_on": dont_retry_on, "retry_delays": retry_delays}
+                         "dont_retry_on": dont_retry_on, "retry_delays": retry_delays, "group": group,
+                         "group_concurrency": group_concurrency}
 
         def decorate(func: Callable[..., Any]) -> Task:
             self.register_task(name or func.__name__, func, max_retries, fallback, rate_limit=rate_limit,
@@ -193,6 +203,8 @@ class RedisQueue:
         retry_backoff: tuple[float, float] | None = None,
         retry_jitter: str | None = None,
         retry_delays: list[float] | None = None,
+        group: str | None = None,
+        group_concurrency: int | None = None,
     ) -> str:
         """Queue ``task_name(**payload)`` and return the job id.
 
@@ -209,6 +221,7 @@ class RedisQueue:
         ``retry_backoff``, ``retry_jitter`` and ``retry_delays`` override the task's retry policy
         for this run (a call's schedule replaces the task's; its ``retry_on`` filters stay);
         the job carries the result in its hash (see :mod:`core.queue.backoff`).
+        ``group`` and ``group_concurrency`` override the task's (see :mod:`core.queue.groups`).
         """
         concurrency = concurrency_option(concurrency_limit, concurrency)
         hooks = check_hooks(self.short_name, depends_on, on_dependency_failure, on_success, on_failure)
@@ -217,7 +230,7 @@ class RedisQueue:
                                  unique_for=unique_for, unique_key=unique_key, rate_limit=rate_limit,
                                  rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key,
                                  expires=expires, retry_backoff=retry_backoff, retry_jitter=retry_jitter,
-                                 retry_delays=retry_delays)
+                                 retry_delays=retry_delays, group=group, group_concurrency=group_concurrency)
 
     def check_enqueue(self, task_name: str, payload: dict[str, Any] | None,
                       **option_values: Any) -> tuple[TaskSpec, dict[str, Any], EnqueueOptions, str | None]:
@@ -226,6 +239,7 @@ class RedisQueue:
         spec = self._spec(task_name)
         kwargs = encode_payload(payload, get_settings().max_payload_bytes)
         options = check_options(spec, **option_values)
+        options.group_of(kwargs)  # a group template the payload cannot fill fails here, before anything is written
         return spec, kwargs, options, options.limits_field(self.short_name, spec.name, kwargs)  # a bad key fails here
 
     def _enqueue_one(self, task_name: str, payload: dict[str, Any] | None, hooks: Hooks, pass_result: str | None,
@@ -268,6 +282,8 @@ class RedisQueue:
         retry_backoff: tuple[float, float] | None = None,
         retry_jitter: str | None = None,
         retry_delays: list[float] | None = None,
+        group: str | None = None,
+        group_concurrency: int | None = None,
     ) -> list[str]:
         """Queue ``task_name`` once per payload in one script call; returns the ids.
 
@@ -278,22 +294,27 @@ class RedisQueue:
         return self._enqueue_many(task_name, payloads, None, max_retries=max_retries, priority=priority,
                                   user_id=user_id, timeout=timeout, rate_limit=rate_limit, rate_key=rate_key,
                                   concurrency=concurrency, concurrency_key=concurrency_key, expires=expires,
-                                  retry_backoff=retry_backoff, retry_jitter=retry_jitter, retry_delays=retry_delays)
+                                  retry_backoff=retry_backoff, retry_jitter=retry_jitter, retry_delays=retry_delays,
+                                  group=group, group_concurrency=group_concurrency)
 
     def _enqueue_many(self, task_name: str, payloads: list[dict[str, Any]], batch: dict[str, Any] | None,
                       max_retries: int | None = None, priority: str = "normal", user_id: str | int | None = None,
                       timeout: int | None = None, rate_limit: str | None = None, rate_key: str | None = None,
                       concurrency: int | None = None, concurrency_key: str | None = None,
                       expires: float | timedelta | datetime | None = None, retry_backoff: Any = None,
-                      retry_jitter: Any = None, retry_delays: Any = None) -> list[str]:
+                      retry_jitter: Any = None, retry_delays: Any = None, group: Any = None,
+                      group_concurrency: Any = None) -> list[str]:
         spec = self._spec(task_name)
         limit = get_settings().max_payload_bytes
         encoded = [encode_payload(p, limit) for p in payloads]
         options = check_options(spec, max_retries=max_retries, priority=priority, user_id=user_id, timeout=timeout,
                                 rate_limit=rate_limit, rate_key=rate_key, concurrency=concurrency,
                                 concurrency_key=concurrency_key, expires=expires, retry_backoff=retry_backoff,
-                                retry_jitter=retry_jitter, retry_delays=retry_delays)
+                                retry_jitter=retry_jitter, retry_delays=retry_delays, group=group,
+                                group_concurrency=group_concurrency)
         limit_fields = [options.limits_field(self.short_name, spec.name, kwargs) for kwargs in encoded]
+        for kwargs in encoded:
+            options.group_of(kwargs)  # every payload fills the group template, before anything is written
         try:
             with internal_errors(f"bulk enqueue of {spec.name!r} on queue {self.short_name}"):
                 if redis_available():
@@ -330,6 +351,7 @@ class RedisQueue:
                     depends_on=hooks.depends_on if hooks else None, dependency_policy=hooks.policy if hooks else "cancel",
                     pass_result=pass_result, expires_at=options.expires_at, retry_policy=options.retry_field,
                     max_stalls=spec.max_stalls,
+                    group=options.group_of(kwargs), group_concurrency=options.group_concurrency,
                 ))
             ids = lifecycle.enqueue(get_redis(), self.short_name, jobs, options.user_id,
                                     {"key": batch["key"], "fields": batch["fields"]} if batch is not None else None)
@@ -393,7 +415,8 @@ class RedisQueue:
             (high, normal, low, delayed, active, completed, failed, canceled, limited, raw, workers,
              paused, *heads, first_delayed) = pipe.execute()
         latency, by_priority = queue_latency(connection, heads, first_delayed)
-        pending = high + normal + low
+        grouped = groups.list_groups(self.short_name, limit=groups.TOP_GROUPS)
+        pending = high + normal + low + grouped["waiting"]  # grouped jobs wait in their group's list
         events: dict[str, int] = {}
         for field_name, value in raw.items():
             event = field_name.decode().rpartition(":")[2]
@@ -418,6 +441,8 @@ class RedisQueue:
             "expired_jobs": events.get("expired", 0) - int(raw.get(b"*:expired", 0)),
             "latency_seconds": latency,  # age of the oldest job waiting to run, 0 when none
             "latency_by_priority": by_priority,  # the same per priority list: high, normal, low
+            "groups": grouped["total"],  # job groups with jobs waiting or running (core.queue.groups)
+            "top_groups": grouped["groups"],  # the 5 with the most waiting: group, waiting, running, oldest_age
         }
 
     def get_failed_jobs(self, limit: int = 20) -> list[Job]:
@@ -465,6 +490,23 @@ class RedisQueue:
     @property
     def paused(self) -> bool:
         return pause.is_paused(self.short_name)
+
+    # --- job groups (core.queue.groups) ----------------------------------------------------------
+    def set_group_weight(self, group: str, weight: float) -> None:
+        """Give ``group`` ``weight`` turns in the rotation for each turn of a weight-1 group."""
+        groups.set_weight(self.short_name, group, weight)
+
+    def pause_group(self, group: str) -> bool:
+        """Hold one group's jobs on this queue without touching the others; True if it was running."""
+        return groups.pause(self.short_name, group)
+
+    def resume_group(self, group: str) -> bool:
+        """Let a paused group run again; True if it was paused."""
+        return groups.resume(self.short_name, group)
+
+    def groups(self, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
+        """``[{"group", "waiting", "running", "oldest_age", "weight", "paused"}]``, largest backlog first."""
+        return groups.list_groups(self.short_name, limit=limit, offset=offset)["groups"]
 
     # --- batches ---------------------------------------------------------------------------------
     def enqueue_batch(self, task: str, payloads: list[dict[str, Any]], on_complete: str | None = None,

@@ -248,13 +248,52 @@ def stop_requests(worker_name: str) -> str:
     return f"{_p()}:stop:{worker_name}"
 
 
+# --- job groups (core/queue/groups.py, core/queue/lua/groups_lib.lua) ----------------------------
+# A grouped job waits in its group's own list, not in RQ's rq:queue:<q>; claim.lua serves the groups
+# of one queue and priority round-robin (weighted) from a rotation. Every key below is either empty
+# and so gone (a group list, a rotation, a running count) once a group is idle, or an operator's
+# setting (weight, pause) that lives until the operator changes it back.
+UNGROUPED = "\x00"  # the rotation member that stands for the queue's own (ungrouped) priority list
+
+
+def group_waiting(full_name: str, priority: str, group: str) -> str:
+    """LIST: ids of a group's jobs waiting at one priority, oldest first; gone when empty."""
+    return f"{_p()}:gwait:{priority}:{full_name}:{group}"
+
+
+def group_rotation(full_name: str, priority: str) -> str:
+    """ZSET: groups of a queue with jobs waiting at one priority (plus :data:`UNGROUPED` while the
+    queue's own list has jobs), score = virtual time: a claim serves the lowest and adds 1/weight;
+    a group leaves it when a claim finds its list empty, so it is bounded by the groups waiting."""
+    return f"{_p()}:grot:{priority}:{full_name}"
+
+
+def group_running(full_name: str) -> str:
+    """HASH: group -> its jobs running now that carry ``group_concurrency`` (claimed, not yet
+    finished or taken back: the limit reads it); a field is deleted when it reaches 0. Kept exact by
+    claim, finish and abandon in the same scripts."""
+    return f"{_p()}:grun:{full_name}"
+
+
+def group_weights(full_name: str) -> str:
+    """HASH: group -> weight (an operator's setting, ``q.set_group_weight``); weight 1 deletes the field."""
+    return f"{_p()}:gweight:{full_name}"
+
+
+def group_paused(full_name: str) -> str:
+    """SET: groups of a queue no one claims from (``q.pause_group``) until ``q.resume_group``."""
+    return f"{_p()}:gpaused:{full_name}"
+
+
 def lua_layout() -> dict[str, str]:
     """Key prefixes for scripts that build keys from a job's own fields (its origin queue)."""
     return {"job": job_prefix(), "normal": f"{RQ}:queue:", "high": f"{_p()}:prio:high:",
             "low": f"{_p()}:prio:low:", "scheduled": f"{RQ}:scheduled:", "wake": f"{_p()}:wake:",
             "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due(), "events": events(),
             "canceled": f"{RQ}:canceled:", "stats": f"{_p()}:stats:", "dependents": dependents_prefix(),
-            "batch": batch_prefix(), "results": f"{RQ}:results:", "queues": all_queues()}
+            "batch": batch_prefix(), "results": f"{RQ}:results:", "queues": all_queues(),
+            "gwait": f"{_p()}:gwait:", "grot": f"{_p()}:grot:", "grun": f"{_p()}:grun:",
+            "gweight": f"{_p()}:gweight:", "gpaused": f"{_p()}:gpaused:"}
 
 
 # --- events (core/queue/lua/events_lib.lua, core/events/stream.py) -------------------------------------------

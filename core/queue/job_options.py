@@ -19,6 +19,7 @@ from core.config import get_settings
 from core.errors import InvalidPayloadError, JobsError, PayloadTooLargeError
 from core.flow import limits as job_limits
 from core.platform import keys
+from core.queue import groups
 from core.queue.backoff import RetryPolicy
 from core.queue.rq_compat import JOB_ID_PATTERN
 from core.queue.task_registry import TaskSpec
@@ -152,6 +153,22 @@ class EnqueueOptions:
     limits: job_limits.Limits = job_limits.Limits()  # the task's, with this call's overrides
     expires_at: float | None = None  # epoch seconds: not started by then, the job ends expired
     retry: RetryPolicy = RetryPolicy()  # the task's, with this call's retry_backoff/_jitter/_delays on top
+    group: str | None = None  # the group key template (the call's, else the task's; core.queue.groups)
+    group_concurrency: int | None = None
+    group_declared: bool = False  # the template is the task's, not this call's
+
+    def group_of(self, payload: dict[str, Any]) -> str | None:
+        """The job's group for this payload (a template is filled from it, then from ``user_id``).
+
+        A call's own ``group=`` must resolve (else a clear error). A task's declared template that
+        this job cannot fill (a CRM update queued by the system, with no user) leaves the job
+        ungrouped: it waits with the queue's other ungrouped jobs, one member of the rotation."""
+        if self.group_declared:
+            try:
+                return groups.resolve_group(self.group, payload, self.user_id)
+            except JobsError:
+                return None
+        return groups.resolve_group(self.group, payload, self.user_id)
 
     @property
     def retry_field(self) -> str | None:
@@ -160,9 +177,14 @@ class EnqueueOptions:
 
     def limits_field(self, queue_short: str, task_name: str, payload: dict[str, Any]) -> str | None:
         """The job's ``fk_limits`` for this payload (a template key is filled from it, then from
-        the job's ``user_id``)."""
+        the job's ``user_id``; ``{group}`` names the job's group when the payload has no such field,
+        so ``rate_key="{group}"`` gives each group its own budget)."""
         if not self.limits:
             return None
+        if self.group is not None and "group" not in payload:
+            group = self.group_of(payload)
+            if group is not None:
+                payload = {**payload, "group": group}
         return job_limits.job_limits(queue_short, task_name, self.limits, payload, self.user_id)
 
 
@@ -186,6 +208,8 @@ def check_options(
     retry_backoff: Any = None,
     retry_jitter: Any = None,
     retry_delays: Any = None,
+    group: Any = None,
+    group_concurrency: Any = None,
 ) -> EnqueueOptions:
     """Every option checked, defaults filled from the task, then the queue's settings."""
     settings = get_settings()
@@ -219,12 +243,17 @@ def check_options(
     expires_at = _expires_at(expires if expires is not None else spec.expires, run_at)
     limits = job_limits.merge(spec.limits, job_limits.check_limits(rate_limit, rate_key, concurrency, concurrency_key,
                                                                    declared=spec.limits))
+    group_template = groups.check_group_template(group) if group is not None else spec.group
+    if group_concurrency is None:
+        group_concurrency = spec.group_concurrency
+    group_concurrency = groups.check_group_concurrency(group_concurrency, group_template)
     return EnqueueOptions(
         max_retries=max_retries, timeout=timeout,
         run_at=run_at,
         priority=priority, job_id=job_id, user_id=validate_user_id(user_id),
         unique_for=unique_for, unique_key=unique_key, limits=limits, expires_at=expires_at,
-        retry=spec.retry.override(call_retry),
+        retry=spec.retry.override(call_retry), group=group_template, group_concurrency=group_concurrency,
+        group_declared=group is None and group_template is not None,
     )
 
 

@@ -104,6 +104,8 @@ class NewJob:
     retry_policy: str | None = None  # fk_retry: the job's retry policy as JSON (core.queue.backoff); None: default
     max_stalls: int = 1  # fk_mstalls (written only when not 1): lost attempts allowed before a repeat crash fails it
     stalls: int = 0  # fk_stalls: attempts already lost to crashes (a job handed back from the fallback spool)
+    group: str | None = None  # fk_group: the job's group (resolved), served round-robin (core/queue/groups.py)
+    group_concurrency: int | None = None  # fk_gconc: at most this many of its group's jobs run at once
 
     def fields(self, queue: str, user: str | None, now: str) -> list[Any]:
         """The job hash's fields (``data`` is passed separately: it may be binary)."""
@@ -136,6 +138,10 @@ class NewJob:
             out += ["fk_mstalls", self.max_stalls]
         if self.stalls:
             out += ["fk_stalls", self.stalls]
+        if self.group is not None:
+            out += ["fk_group", self.group]
+            if self.group_concurrency is not None:
+                out += ["fk_gconc", self.group_concurrency]
         if self.depends_on:
             out += ["fk_dep_policy", self.dependency_policy]
             if self.pass_result:
@@ -160,6 +166,7 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
         blobs.append(encode_data(job.task_name, job.kwargs, compress=job.pass_result is None))
         fields = job.fields(queue, user, now)
         entries.append({
+            **_group_entry(queue, job),
             "id": job.job_id, "key": keys.job(job.job_id), "results": keys.results(job.job_id),
             "fields": fields, "run_at": job.run_at, "prio": job.priority,
             "check": job.check_existing, "absent": job.only_if_absent, "unique": job.unique_key,
@@ -203,6 +210,14 @@ def _enqueue_durably(connection: Any, script_keys: list[str], script_args: list[
             f"sync?). The job is written on the primary and may run, but a failover now could lose it. Accepted "
             f"values: none, replica; JOBS_ENQUEUE_DURABILITY_TIMEOUT (s) sets the wait")
     return replies
+
+
+def _group_entry(queue: str, job: NewJob) -> dict[str, Any]:
+    """enqueue.lua's fields for a grouped job: its group's waiting list and the rotation it joins."""
+    if job.group is None:
+        return {}
+    return {"group": job.group, "glist": keys.group_waiting(queue, job.priority, job.group),
+            "grot": keys.group_rotation(queue, job.priority)}
 
 
 @dataclass
@@ -310,6 +325,7 @@ class ClaimedJob:
     retry_policy: str | None = None  # fk_retry (JSON); None: the task's policy (core.queue.backoff)
     requeue_reason: str | None = None  # a shutdown's deadline passed: interrupt it, requeue it (no retry, no stall)
     interrupted: bool = False  # it was interrupted (or never started) for requeue_reason: its end is a requeue
+    group: str | None = None  # fk_group: finish.lua gives its running count back
 
     @property
     def member(self) -> str:
@@ -382,7 +398,7 @@ def queue_limit_entry(queue: str) -> str:
     return _QUEUE_LIMITS[key]
 
 
-CLAIM_FIELDS = 19  # per job in claim.lua's reply
+CLAIM_FIELDS = 20  # per job in claim.lua's reply
 
 
 class ClaimBatch(list):
@@ -404,7 +420,8 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
                        "1" if chain_wakeup else "0", lease_seconds, layout_json(), keys.paused_queues(),
                        keys.job_prefix(), *_events()]
     for queue in queues:
-        args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), queue_limit_entry(queue)]
+        args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), queue_limit_entry(queue),
+                 *(keys.group_rotation(queue, p) for p in keys.PRIORITIES)]
     flat, due, ended = lua_scripts.run("claim", connection, [], args)
     claimed = ClaimBatch()
     claimed.due_in = float(due) if due else None
@@ -417,7 +434,7 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
     for i in range(0, len(flat), CLAIM_FIELDS):
         (job_id, claim_id, queue_index, data, timeout, task, max_retries, retries, manual, user,
          result_ttl, failure_ttl, prio, created, waited, trace, job_limits, deferrals,
-         retry_policy) = flat[i:i + CLAIM_FIELDS]
+         retry_policy, group) = flat[i:i + CLAIM_FIELDS]
         queue = queues[int(queue_index)]
         undecodable = None
         try:
@@ -433,7 +450,7 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
             result_ttl=_int(result_ttl, settings.result_ttl), failure_ttl=_int(failure_ttl, settings.failure_ttl),
             priority=_text(prio) or "normal", created_at=parse_time(created), undecodable=undecodable,
             waited=waited is not None, trace=_trace(trace), held=limits.held_permits(job_limits),
-            deferrals=_int(deferrals), retry_policy=_text(retry_policy),
+            deferrals=_int(deferrals), retry_policy=_text(retry_policy), group=_text(group),
         ))
     return claimed
 
@@ -543,6 +560,8 @@ def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[
         "retries": job.retries + (1 if outcome == RETRYING else 0), "deferrals": job.deferrals + 1,
         "held": job.held or None, "results": keys.results(job.job_id),
     }
+    if job.group is not None:  # finish.lua gives the group's running count back with the lease
+        entry["group"], entry["grun"] = job.group, keys.group_running(queue)
     # RQ's result record of a final end (rq_lib.lua), encoded here: Lua has no zlib
     if mode == "done":
         entry["rv"] = result_return_value(value)

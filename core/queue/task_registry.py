@@ -38,6 +38,8 @@ class TaskSpec:
     retry: RetryPolicy = DEFAULT_POLICY  # back-off, jitter, schedule and filters (core.queue.backoff)
     max_stalls: int = 1  # attempts lost to crashes before the next one fails the job (DESIGN.md "Crashes are stalls")
     interruptible: bool = True  # False: a shutdown waits for it past JOBS_WORKER_SHUTDOWN_TIMEOUT (core/worker/loop.py)
+    group: str | None = None  # group key template, e.g. "{user_id}" (core.queue.groups)
+    group_concurrency: int | None = None  # at most this many of one group's jobs run at once
 
 
 _tasks: dict[str, dict[str, TaskSpec]] = {}
@@ -47,7 +49,8 @@ _loaded_modules: set[str] = set()
 
 def register(queue: str, name: str, func: Callable[..., Any], max_retries: int | None = None,
              fallback: bool = True, limits: Limits | None = None, retry: RetryPolicy | None = None,
-             expires: Any = None, max_stalls: int = 1, interruptible: bool = True) -> TaskSpec:
+             expires: Any = None, max_stalls: int = 1, interruptible: bool = True,
+             group: str | None = None, group_concurrency: int | None = None) -> TaskSpec:
     """Register ``func`` as task ``name`` on ``queue``.
 
     Registering a name again (the seeds' pattern: a web handler re-registers
@@ -87,9 +90,11 @@ def register(queue: str, name: str, func: Callable[..., Any], max_retries: int |
             retry = existing.retry
         if existing is not None and max_stalls == 1 and interruptible:  # defaults: keep what was declared
             max_stalls, interruptible = existing.max_stalls, existing.interruptible
+        if existing is not None and group is None:
+            group, group_concurrency = existing.group, existing.group_concurrency
         spec = TaskSpec(name=name, queue=queue, func=func, max_retries=max_retries, fallback=fallback, limits=limits,
                         expires=expires, retry=retry or DEFAULT_POLICY, max_stalls=max_stalls,
-                        interruptible=interruptible)
+                        interruptible=interruptible, group=group, group_concurrency=group_concurrency)
         _tasks.setdefault(queue, {})[name] = spec
     return spec
 

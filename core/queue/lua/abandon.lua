@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib, hooks_lib, rq_lib
+-- uses: events_lib, limits_lib, hooks_lib, rq_lib, groups_lib
 -- abandon.lua: take back jobs whose worker is gone (lease expired) or is stopping at once.
 -- Each one is an attempt that did not finish. With ARGV[4] = '1' it is a stall (DESIGN.md "Crashes
 -- are stalls"): fk_stalls + 1, "<task>:abandoned" + 1, an "abandoned" event, and the job goes back to
@@ -17,6 +17,7 @@
 --   rq:job:<id>               HASH  built from the layout: status, fk_stalls, fk_error, fk_lost (the member taken
 --                             back: its stale holder's heartbeat learns it, lease.lua); fk_mstalls read, and
 --                             fk_yield (a member its worker yielded at a shutdown deadline: requeued uncounted)
+--   fikiri:grun:<q>           HASH  a job with fk_group and fk_gconc: its group's running count - 1 (groups_lib)
 --   rq:results:<id>           STREAM built from the layout (L.results): RQ's result record of a job this
 --                             ends (rq_lib): failed with the reason, or stopped with the stop's reason
 --   the job's priority list (LIST, requeued at the head) and the limiter keys of limits_lib
@@ -44,7 +45,8 @@ for _, member in ipairs(members) do
     local id = string.match(member, '^(.*):[^:]*$') or member
     local key = L.job .. id
     local f = redis.call('HMGET', key, 'fk_task', 'fk_stalls', 'fk_mstalls', 'failure_ttl', 'status', 'fk_prio',
-                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks', 'fk_yield')
+                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks', 'fk_yield', 'fk_group', 'fk_gconc')
+    if f[12] and f[13] then group_release(L.grun .. ARGV[8], f[12]) end  -- its claim counted it running
     local q = short_queue(ARGV[8])
     if f[5] == 'started' then
       redis.call('HSET', key, 'fk_lost', member)  -- this attempt's heartbeat learns it was taken back (lease.lua)

@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib, hooks_lib
+-- uses: events_lib, limits_lib, hooks_lib, groups_lib
 -- enqueue.lua: create one or more job runs on one queue in one atomic step.
 --
 -- Keys it owns (fixed, passed in KEYS):
@@ -13,6 +13,8 @@
 --   KEYS[11] rq:queues          SET   every queue key (RQ's list of queues): KEYS[1] is added with the
 --                               queue's first job, so `rq info` and RQ's tools list it from then on
 -- Keys built from ARGV (named in the job entries by the caller, from core/platform/keys.py):
+--   a grouped job (entry "group"): fikiri:gwait:<prio>:<q>:<group> LIST ("glist", instead of the priority
+--   list) and fikiri:grot:<prio>:<q> ZSET ("grot", the rotation it joins when its list was empty; groups_lib)
 --   rq:job:<id> HASH, rq:results:<id> STREAM, fikiri:user:<u>:jobs LIST, fikiri:unique:... STRING
 --
 -- fikiri:events STREAM (events_lib): "enqueued" or "delayed" per job created
@@ -112,9 +114,13 @@ for i, job in ipairs(req.jobs) do
     elseif job.run_at ~= cjson.null and job.run_at ~= nil then
       redis.call('ZADD', KEYS[2], job.run_at, id)
     else
-      local list = KEYS[1]
-      if job.prio == 'high' then list = KEYS[9] elseif job.prio == 'low' then list = KEYS[10] end
-      redis.call('RPUSH', list, id)
+      if job.group ~= nil and job.group ~= cjson.null then
+        group_push(job.glist, job.grot, job.group, id, false)
+      else
+        local list = KEYS[1]
+        if job.prio == 'high' then list = KEYS[9] elseif job.prio == 'low' then list = KEYS[10] end
+        redis.call('RPUSH', list, id)
+      end
       pushed = true
     end
     created = created + 1

@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib, hooks_lib, rq_lib, waiting_lib
+-- uses: events_lib, limits_lib, hooks_lib, rq_lib, waiting_lib, groups_lib
 -- fail.lua: an operator fails a job that has not started (fail_job), with or without a retry.
 --
 --   KEYS[1] rq:job:<id>        HASH  status, fk_error, fk_retries, ended_at, fk_reason (a retry's wait)
@@ -8,6 +8,7 @@
 --   KEYS[5] fikiri:stats:<q>   HASH  "<task>:retried" or "<task>:failed" + 1
 --   KEYS[6] fikiri:prio:high:<q>, KEYS[7] fikiri:prio:low:<q>  LISTs, like KEYS[2], by the job's priority
 --   KEYS[8] rq:results:<id>    STREAM RQ's result record when it ends failed (rq_lib), expiring with the job
+--   a grouped job's waiting list and rotation (groups_lib, from the layout ARGV[10] and its origin)
 --
 -- ARGV[1] id, ARGV[2] error, ARGV[3] '1' to retry if attempts are left, ARGV[4] now (epoch s),
 -- ARGV[5] now (RQ time format), ARGV[6] retry run time for each retry number as a JSON list
@@ -17,11 +18,12 @@
 -- ARGV[12] the reason shown while each retry waits, as a JSON list like ARGV[6] (the job's retry policy)
 -- Returns {1, 'retrying' | 'failed'} or {0, current status or ''}.
 local f = redis.call('HMGET', KEYS[1], 'status', 'fk_task', 'fk_max', 'fk_retries', 'failure_ttl', 'fk_prio', 'fk_user',
-                      'fk_hooks')
+                      'fk_hooks', 'fk_group', 'origin')
 local status = f[1]
 if not take_off_waiting(ARGV[1], status, f[6], KEYS[6], KEYS[2], KEYS[7], KEYS[3]) then
   return {0, status or ''}
 end
+if f[9] and f[10] and status == 'queued' then group_unwait(cjson.decode(ARGV[10]), f[6], f[10], f[9], ARGV[1]) end
 local task = f[2] or '?'
 local retries = tonumber(f[4] or '0')
 local max = tonumber(f[3] or '0')

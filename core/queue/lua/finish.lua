@@ -1,4 +1,4 @@
--- uses: events_lib, limits_lib, hooks_lib, rq_lib
+-- uses: events_lib, limits_lib, hooks_lib, rq_lib, groups_lib
 -- finish.lua: record the end of one or more attempts (success, final failure, a retry, a
 -- Retry-After deferral, or a stop) in one step: a worker finishing several jobs at once commits
 -- them together (group commit).
@@ -9,6 +9,7 @@
 -- Keys, named per entry by the caller (core/platform/keys.py):
 --   rq:job:<id>          HASH  status, ended_at, fk_result / fk_error, fk_retries, fk_deferrals, fk_reason
 --   rq:wip:<q>           ZSET  in-flight entry removed
+--   fikiri:grun:<q>      HASH  a job counted in its group ("group", key "grun"; claim counts jobs with fk_gconc): - 1
 --   target: rq:finished:<q> | rq:failed:<q> | rq:canceled:<q> (ZSET, score = expiry)
 --         | rq:scheduled:<q> (ZSET, score = run time) | the job's priority list (LIST, requeue)
 --   fikiri:stats:<q>     HASH  "<task>:<event>" counters, one HINCRBY per distinct field
@@ -44,6 +45,7 @@ for i, e in ipairs(req.entries) do
   if redis.call('ZREM', e.wip, e.member) == 0 then
     out[i] = 0
   else
+    if e.group ~= nil and e.group ~= cjson.null then group_release(e.grun, e.group) end
     local mode, target, score, counter, value = e.mode, e.target, e.score, e.counter, e.value
     if mode ~= 'done' and mode ~= 'stop' then
       local stop = redis.call('HGET', e.job, 'fk_stop')
