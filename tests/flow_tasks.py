@@ -118,6 +118,12 @@ def exclusive_noted(path: str, user: str, seconds: float) -> str:
     return user
 
 
+@email_queue.task(max_retries=0, max_stalls=0, concurrency=1, concurrency_key="sync:{user}")
+def exclusive_noted_once(path: str, user: str, seconds: float) -> str:
+    """exclusive_noted under the same permit, but a lost attempt fails it (max_stalls=0), not reruns it."""
+    return exclusive_noted(path, user, seconds)
+
+
 @ai_queue.task(max_retries=0, rate_limit="120/m", rate_key="provider-noted")
 def rate_noted(path: str) -> float:
     now = time.time()

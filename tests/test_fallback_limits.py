@@ -86,7 +86,7 @@ def test_a_killed_holders_permit_ends_with_its_lease_and_the_next_job_runs(jobs_
     _down(jobs_env)
     notes, lease = tmp_path / "notes.txt", get_settings().fallback_lease
     code = ("import time\nfrom core.api.queues import email_queue\n"
-            f"email_queue.enqueue_job('exclusive_noted', {{'path': {str(notes)!r}, 'user': 'dee', 'seconds': 600}}, "
+            f"email_queue.enqueue_job('exclusive_noted_once', {{'path': {str(notes)!r}, 'user': 'dee', 'seconds': 600}}, "
             "job_id='long-sync', max_retries=0)\ntime.sleep(600)\n")
     env = worker_env(jobs_env.url, {"JOBS_FALLBACK_SPOOL": get_settings().fallback_spool, "JOBS_FALLBACK_WORKERS": "1"})
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True)

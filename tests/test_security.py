@@ -31,7 +31,8 @@ def routes(app):
 def concrete(rule: str, job_id: str) -> str:
     values = {"job_id": job_id, "queue_name": "email", "user_id": "alice", "periodic_id": "periodic-email-sync",
               "task": "add", "action": "pause", "name": "nightly-report",
-              "webhook_id": "0123456789abcdef", "batch_id": "no-such-batch"}
+              "webhook_id": "0123456789abcdef", "batch_id": "no-such-batch",
+              "group": "alice"}
     return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", lambda m: values[m.group(1)], rule)
 
 
