@@ -1,0 +1,123 @@
+"""A real Redis Cluster on loopback for tests: ``redis-server --cluster-enabled yes`` nodes joined
+by ``redis-cli --cluster create``, 3 masters with or without a replica each. Every process is ours,
+on free ports (the cluster bus port is chosen free too, with ``cluster-port``, instead of assuming
+that port + 10000 is). Groundwork for issue 25 (docs/CLUSTER.md); no product code runs on it yet.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import redis
+from redis.cluster import RedisCluster
+
+from tests.servers import free_port, wait_until
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is not installed"
+    return path
+
+
+class ClusterNode:
+    """One cluster-enabled redis-server (AOF everysec, as the chaos issue runs Redis)."""
+
+    def __init__(self, root: Path) -> None:
+        self.port, self.bus_port = free_port(), free_port()
+        self.dir = root / str(self.port)
+        self.dir.mkdir()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ClusterNode:
+        args = [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
+                "--cluster-config-file", str(self.dir / "nodes.conf"), "--cluster-node-timeout", "2000",
+                "--dir", str(self.dir), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                "--loglevel", "warning"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.ping(), timeout=10, message=f"cluster node on {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.3, socket_timeout=0.5).ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def client(self) -> redis.Redis:
+        """A plain connection to this node alone (CLUSTER commands, INFO replication)."""
+        return redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=2)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+class RedisClusterSet:
+    """``masters`` masters (3 by default), each with ``replicas`` replicas, joined into one cluster."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="fikiri-cluster-"))
+        self.masters_wanted, self.replicas = masters, replicas
+        self.nodes = [ClusterNode(self.dir) for _ in range(masters * (1 + replicas))]
+
+    @property
+    def url(self) -> str:
+        """Any node's URL: a cluster client discovers the rest (REDIS_URL in cluster mode, issue 25)."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> RedisClusterSet:
+        for node in self.nodes:
+            node.start()
+        create = [_binary("redis-cli"), "--cluster", "create",
+                  *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                  "--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        done = subprocess.run(create, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"redis-cli --cluster create failed: {done.stdout[-2000:]} {done.stderr[-2000:]}"
+        wait_until(self._healthy, timeout=30, message="the cluster to report cluster_state:ok on every node")
+        return self
+
+    def _healthy(self) -> bool:
+        for node in self.nodes:
+            try:
+                info = node.client().cluster("info")
+            except (redis.RedisError, OSError):
+                return False
+            if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != len(self.nodes):
+                return False
+        return True
+
+    def client(self) -> RedisCluster:
+        return RedisCluster(host="127.0.0.1", port=self.nodes[0].port, socket_timeout=2)
+
+    def masters(self) -> list[ClusterNode]:
+        """The nodes that are masters now (a failover changes which)."""
+        return [node for node in self.nodes if node.proc is not None and self._role(node) == "master"]
+
+    @staticmethod
+    def _role(node: ClusterNode) -> str:
+        try:
+            return str(node.client().info("replication").get("role"))
+        except (redis.RedisError, OSError):
+            return "down"
+
+    def node_for(self, key: str) -> ClusterNode:
+        """The master serving ``key``'s slot now, as the cluster's own slot map says."""
+        slot = self.client().keyslot(key)
+        live = next(node for node in self.nodes if node.proc is not None and node.ping())
+        for start, end, master, *_replicas in live.client().execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(node for node in self.nodes if node.port == int(master[1]))
+        raise AssertionError(f"no master serves slot {slot} of {key!r}")
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
