@@ -5,7 +5,14 @@ worker then runs it there in its group. The tasks write to a file, since Redis i
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import os
+import random
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,9 +24,9 @@ from core.config import get_settings
 from core.fallback.executor import get_fallback
 from core.fallback.spool import Spool
 from core.platform import keys
-from core.platform.connection import get_redis, redis_available
+from core.platform.connection import get_redis, redis_available, reset_connections
 from core.queue.job_model import Job, JobStatus
-from tests.servers import wait_until
+from tests.servers import ROOT, wait_until, worker_env
 
 pytestmark = [pytest.mark.fallback, pytest.mark.timeout(180)]
 
@@ -27,7 +34,7 @@ pytestmark = [pytest.mark.fallback, pytest.mark.timeout(180)]
 def _runs(path: Path) -> list[tuple[str, str, float, float]]:
     """(tenant, item, start, end) per ended run, in start order."""
     lines = path.read_text().split("\n") if path.exists() else []
-    runs = [(t, i, float(s), float(e)) for t, i, s, e in (line.split() for line in lines if line)]
+    runs = [(t, i, float(s), float(e)) for t, i, s, e, _pid in (line.split() for line in lines if line)]
     return sorted(runs, key=lambda run: run[2])
 
 
@@ -131,7 +138,7 @@ def test_the_group_survives_the_hand_back_and_the_job_runs_grouped_in_redis(jobs
     assert get_job(ran).mode == "fallback" and get_job(ran).group == "acct-7"  # its outcome, now read from Redis
     assert connection.exists(keys.job(ran))
     worker = start_worker("email", "--worker-class", "simple")
-    jobs = wait_until(lambda: all((j := get_job(i)).status.is_final for i in waiting) and [get_job(i) for i in waiting],
+    jobs = wait_until(lambda: all(get_job(i).status.is_final for i in waiting) and [get_job(i) for i in waiting],
                       timeout=30, interval=0.2, message="the worker to run the handed-back jobs")
     assert {(j.status, j.mode, j.group) for j in jobs} == {(JobStatus.COMPLETED, "redis", "acct-7")}
     assert sorted(i for _t, i, _s, _e in _runs(notes)) == ["ran", "w0", "w1", "w2"]
@@ -158,3 +165,105 @@ def test_a_spool_file_from_before_groups_gains_them_and_its_jobs_still_run(tmp_p
                   max_retries=0, created_at=time.time()), time.time(), 1, None, 10, group="acct-2")
     assert spool.get("new-one").group == "acct-2" and spool.get("new-one").to_job().group == "acct-2"
     assert spool.claim("test-owner", 30)[0].id == "new-one"
+
+
+def _spool_process(redis_url: str, spool: Path, notes: Path, tenants: list[str], per_tenant: int) -> subprocess.Popen:
+    """A web-like process on the spool: it spools ``per_tenant`` grouped jobs for each tenant (none
+    when ``per_tenant`` is 0: a restarted process, which resumes the spool on first use), then runs them."""
+    code = (
+        "import time\n"
+        "from core.api.queues import email_queue\n"
+        "from core.fallback.executor import get_fallback\n"
+        f"for tenant in {tenants!r}:\n"
+        f"    for i in range({per_tenant}):\n"
+        f"        email_queue.enqueue_job('group_noted', {{'path': {str(notes)!r}, 'tenant': tenant, "
+        f"'item': f'{{tenant}}-{{i}}', 'seconds': 0.15}}, job_id=f'{{tenant}}-{{i}}', group_concurrency=2)\n"
+        "get_fallback().resume_if_needed()\n"
+        "print('spooled', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = worker_env(redis_url, {"JOBS_FALLBACK_SPOOL": str(spool), "JOBS_FALLBACK_WORKERS": "3"})
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _wait_ready(proc: subprocess.Popen) -> None:
+    seen = []
+    for line in proc.stdout:
+        if line.strip() == "spooled":
+            return
+        seen.append(line)
+    raise AssertionError(f"the spool process exited with {proc.wait()}; it printed:\n{''.join(seen)[-3000:]}")
+
+
+def _spool_is_exact(spool: Path) -> tuple[int, int]:
+    """Every group with a waiting or running row is in the rotation (else its jobs would never be
+    claimed); returns (unfinished rows, rotation rows)."""
+    with contextlib.closing(sqlite3.connect(spool, timeout=10)) as db:
+        missing = db.execute(
+            "SELECT count(*) FROM jobs AS j WHERE status IN ('pending', 'delayed', 'retrying', 'running') "
+            "AND NOT EXISTS (SELECT 1 FROM job_groups AS g WHERE g.queue = j.queue AND g.priority = j.priority "
+            "AND g.grp = j.grp)").fetchone()[0]
+        assert missing == 0, f"{missing} spooled jobs have no place in the rotation"
+        unfinished = db.execute("SELECT count(*) FROM jobs WHERE status IN ('pending', 'delayed', 'retrying', "
+                                "'running', 'handing')").fetchone()[0]
+        return unfinished, db.execute("SELECT count(*) FROM job_groups").fetchone()[0]
+
+
+def test_kill_loop_on_the_spool_with_groups_loses_nothing_and_keeps_group_concurrency(jobs_env, start_worker,
+                                                                                       tmp_path):
+    """SIGKILL the processes running grouped spooled jobs 8 times, then kill them all and bring
+    Redis back: a worker takes the spool over and every job completes once, in its group, with
+    every extra run a counted stall and never more than 2 of one tenant's jobs running at once,
+    in the spool (across processes) or in Redis."""
+    spool, notes = tmp_path / "loop-spool.db", tmp_path / "runs.txt"
+    tenants, per_tenant = ["t0", "t1", "t2", "t3"], 50
+    total = len(tenants) * per_tenant
+    jobs_env.stop()
+    rng = random.Random(23)
+    procs = [_spool_process(jobs_env.url, spool, notes, tenants, per_tenant)]
+    try:
+        _wait_ready(procs[0])
+        procs.append(_spool_process(jobs_env.url, spool, notes, [], 0))
+        _wait_ready(procs[1])
+        for _kill in range(8):
+            time.sleep(rng.uniform(0.3, 0.9))
+            victim = procs.pop(rng.randrange(len(procs)))
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait(10)
+            unfinished, rotation = _spool_is_exact(spool)
+            assert unfinished == 0 or rotation > 0
+            procs.append(_spool_process(jobs_env.url, spool, notes, [], 0))
+            _wait_ready(procs[-1])
+        done_in_spool = len(_runs(notes))
+        assert 0 < done_in_spool < total, f"{done_in_spool} of {total} ran before Redis came back"
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    _spool_is_exact(spool)
+    jobs_env.start()
+    start_worker("email", "--concurrency", "2", env={"JOBS_FALLBACK_SPOOL": str(spool)})
+    start_worker("email", "--worker-class", "threaded", "--concurrency", "4", env={"JOBS_FALLBACK_SPOOL": str(spool)})
+    ids = [f"{t}-{i}" for t in tenants for i in range(per_tenant)]
+    runs = wait_until(lambda: len({item for _t, item, _s, _e in _runs(notes)}) == total and _runs(notes),
+                      timeout=180, interval=0.5, message=f"all {total} jobs to run")
+    reset_connections()
+    by_item = collections.Counter(item for _t, item, _s, _e in runs)
+    assert set(by_item) == set(ids)
+    wait_until(lambda: email_queue.get_stats()["total_results"] == total, timeout=60, interval=0.5,
+               message="every job to end in Redis")
+    stats = email_queue.get_stats()
+    assert stats["completed_jobs"] == total and stats["failed_jobs"] == 0 and stats["pending_jobs"] == 0
+    for job_id in ids:
+        job = get_job(job_id)
+        assert job.status == JobStatus.COMPLETED and job.group == job_id.split("-")[0], job
+        assert by_item[job_id] - 1 <= job.stalls, (job_id, by_item[job_id], job.stalls)  # an extra run is a stall
+    assert not _spool_is_exact(spool)[0]  # the spool handed everything over
+    for tenant in tenants:
+        spans = [(s, e) for t, _i, s, e in runs if t == tenant]
+        assert _most_at_once(spans) <= 2, (tenant, _most_at_once(spans))
+    extra, stalls = sum(by_item.values()) - total, sum(get_job(job_id).stalls for job_id in ids)
+    assert stalls > 0, "no kill landed on a running job: the loop did not exercise the take-over"
+    print(f"spool kill loop: 8 kills, {done_in_spool} ran in the spool, {stalls} stalls, {extra} extra runs, 0 lost")
