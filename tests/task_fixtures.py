@@ -156,3 +156,10 @@ def group_noted(path: str, tenant: str, item: str, seconds: float = 0.0) -> str:
     finally:
         os.close(fd)
     return item
+
+
+@email_queue.task(max_retries=10, max_stalls=50, group="{tenant}")  # the mixed fault loop kills and restarts under it
+def group_mark_durable(key: str, item: str, tenant: str, seconds: float = 0.0) -> str:
+    """group_mark with room for many stalls; ``tenant=""`` leaves the job ungrouped (the declared
+    template cannot be filled), so one task gives the loop grouped and ungrouped jobs alike."""
+    return group_mark(key, item, tenant, seconds)
