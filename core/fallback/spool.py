@@ -296,8 +296,9 @@ class Spool:
             expired: list[tuple[str, str, str, float]] = []  # ended after the scan (not under its cursor)
             abandoned, running, live = spool_groups.running_rows(db, now)
             idle: list[tuple[str, int, str]] = []
-            budget, found, lowest = CLAIM_SCAN, None, {}
-            for queue, priority, group, vtime in spool_groups.rotation(db):
+            budget, found, lowest, turn = CLAIM_SCAN, None, {}, None
+            turns = spool_groups.rotation(db)
+            for queue, priority, group, vtime in turns:
                 lowest.setdefault(priority, vtime)
                 taken_over = abandoned.get((queue, priority, group), [])
                 waiting = db.execute(spool_groups.DUE, (group, queue, priority, budget))  # read lazily
@@ -326,11 +327,13 @@ class Spool:
                             if budget <= 0:
                                 break
                             continue
-                    found = job_id
-                    spool_groups.served(db, queue, priority, group, vtime, lowest[priority])
+                    found, turn = job_id, (queue, priority, group, vtime, lowest[priority])
                     break
                 if found is not None or budget <= 0:
                     break
+            turns.close()
+            if turn is not None:
+                spool_groups.served(db, *turn)
             for job_id, queue, task, expires_at in expired:
                 self._expire(db, job_id, queue, task, expires_at, now)
             spool_groups.leave(db, idle)
