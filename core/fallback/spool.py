@@ -329,6 +329,7 @@ class Spool:
                             continue
                     found, turn = job_id, (queue, priority, group, vtime, lowest[priority])
                     break
+                waiting.close()
                 if found is not None or budget <= 0:
                     break
             turns.close()
