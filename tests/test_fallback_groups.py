@@ -71,6 +71,7 @@ def test_one_tenants_500_spooled_jobs_do_not_starve_another_tenants_5(jobs_env, 
     # going when it arrived (one per runner); FIFO would put them behind every heavy job left
     assert light_ranks[-1] < 2 * 5 + runners, (light_ranks, len(after))
     left = sum(1 for i in heavy if not get_job(i).status.is_final)
+    print(f"light tenant's runs ranked {light_ranks} among the runs started after it arrived; {left} heavy left")
     assert left >= 100, f"the heavy backlog should still be there when the light jobs ended ({left} left)"
     assert all(get_job(i).status == JobStatus.COMPLETED and get_job(i).mode == "fallback" for i in light)
     wait_until(lambda: all(get_job(i).status.is_final for i in heavy), timeout=120, interval=0.2,
