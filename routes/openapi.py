@@ -166,6 +166,9 @@ def _document() -> dict[str, Any]:
                                                       "they use no retry, and past the task's max_stalls the "
                                                       "next one fails the job"},
                             "batch_id": {"type": "string", "nullable": True},
+                            "group": {"type": "string", "nullable": True,
+                                      "description": "its job group (group=, e.g. the user id): jobs of one "
+                                                     "queue and priority are served round-robin across groups"},
                             "expires_at": {"type": "number", "nullable": True,
                                            "description": "not started by then (epoch s), it ends expired"},
                             "retry_policy": {"type": "object", "nullable": True,

@@ -140,3 +140,26 @@ def group_mark(key: str, item: str, tenant: str, seconds: float = 0.0) -> str:
     r.sadd(key, item)
     r.incr(f"{key}:runs")
     return item
+
+
+@email_queue.task(max_retries=0, max_stalls=20, group="{tenant}")  # the fallback kill loop kills processes under it
+def group_noted(path: str, tenant: str, item: str, seconds: float = 0.0) -> str:
+    """A grouped job that appends ``tenant item start end pid`` (this host's clock) to a file once
+    it ends: the fallback group tests read the rotation and the group_concurrency bound from it while
+    Redis is down (a file, since Redis is not there to record anything)."""
+    start = time.time()
+    if seconds:
+        time.sleep(seconds)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{tenant} {item} {start:.6f} {time.time():.6f} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    return item
+
+
+@email_queue.task(max_retries=10, max_stalls=50, group="{tenant}")  # the mixed fault loop kills and restarts under it
+def group_mark_durable(key: str, item: str, tenant: str, seconds: float = 0.0) -> str:
+    """group_mark with room for many stalls; ``tenant=""`` leaves the job ungrouped (the declared
+    template cannot be filled), so one task gives the loop grouped and ungrouped jobs alike."""
+    return group_mark(key, item, tenant, seconds)

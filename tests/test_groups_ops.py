@@ -121,3 +121,18 @@ def test_dashboard_pause_button_holds_one_group(client):
     assert [g["paused"] for g in email_queue.groups() if g["group"] == "big"] == [True]
     page = client.get("/dashboard/queue/email").get_data(as_text=True)
     assert "/dashboard/queue/email/group/big/resume" in page
+
+
+def test_http_job_status_shows_the_jobs_group(api_server):
+    grouped = email_queue.enqueue_job("group_mark", {"key": "test:ops", "item": "x", "tenant": "acct-9"})
+    called = email_queue.enqueue_job("add", {"a": 1, "b": 2}, user_id="alice", group="acct-42")
+    plain = email_queue.enqueue_job("add", {"a": 1, "b": 2})
+    def read(job_id: str, headers: dict) -> dict:
+        answer = requests.get(api_server.url(f"/api/jobs/{job_id}"), headers=headers, timeout=5)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["data"]
+    first = read(grouped, ADMIN)
+    assert first["group"] == "acct-9" and first["mode"] == "redis"  # from the task's group="{tenant}"
+    user = {"Authorization": f"Bearer {issue_user_token('alice')}"}
+    assert read(called, user)["group"] == "acct-42"  # the owner sees it too: a call's own group=
+    assert read(plain, ADMIN)["group"] is None

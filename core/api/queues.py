@@ -381,9 +381,11 @@ class RedisQueue:
             created_at=time.time(),
             mode="fallback",
             expires_at=options.expires_at,
+            group=options.group_of(kwargs),
         )
         return fallback.submit(job, spec, delay, timeout=options.timeout, priority=options.priority,
-                               limits=job_limits, retry_policy=options.retry_field)
+                               limits=job_limits, retry_policy=options.retry_field,
+                               group_concurrency=options.group_concurrency)
 
     # --- reading ------------------------------------------------------------------------------
     def get_job_status(self, job_id: str) -> Job | None:

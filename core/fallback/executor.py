@@ -68,13 +68,15 @@ class FallbackExecutor:
 
     # --- submitting -----------------------------------------------------------------------
     def submit(self, job: Job, spec: TaskSpec, delay: float = 0.0, timeout: int | None = None,
-               priority: str = "normal", limits: str | None = None, retry_policy: str | None = None) -> str:
+               priority: str = "normal", limits: str | None = None, retry_policy: str | None = None,
+               group_concurrency: int | None = None) -> str:
         """Spool ``job`` (committed to disk before this returns) and make sure runners are going.
         ``limits``: its ``fk_limits``, held here too and handed back with it; ``retry_policy``: its
-        ``fk_retry`` (core.queue.backoff), applied here and handed back with it."""
+        ``fk_retry`` (core.queue.backoff), applied here and handed back with it; ``job.group`` and
+        ``group_concurrency``: its job group, taking turns here too and handed back with it."""
         settings = get_settings()
         job_id = self.spool.add(job, time.time() + delay, priority_rank(priority), timeout,
-                                settings.fallback_max_pending, limits, retry_policy)
+                                settings.fallback_max_pending, limits, retry_policy, job.group, group_concurrency)
         self._warn(job)
         self.start()
         self._wake.set()
@@ -275,7 +277,7 @@ def _new_job(row: SpooledJob) -> lifecycle.NewJob:
                      (["fk_deferrals", row.deferrals] if row.deferrals else []),
         limits=row.limits, expires_at=row.expires_at, retry_policy=row.retry_policy,
         max_stalls=spec.max_stalls if (spec := task_registry.get(row.queue, row.task)) is not None else 1,
-        stalls=row.stalls,
+        stalls=row.stalls, group=row.group, group_concurrency=row.group_concurrency,
     )
 
 
@@ -286,6 +288,7 @@ def _outcome(row: SpooledJob) -> lifecycle.ImportedOutcome:
         result_json=row.result, error=row.error, retries=row.retry_count, max_retries=row.max_retries,
         user_id=row.user_id, created_at=row.created_at, started_at=row.started_at,
         completed_at=row.completed_at or time.time(), expires_at=row.expires_at, retry_policy=row.retry_policy,
+        group=row.group,
     )
 
 

@@ -18,6 +18,7 @@ Tables: ``jobs`` (one row per run, with its limits), ``meta`` (the unfinished co
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import logging
 import sqlite3
@@ -30,7 +31,7 @@ from typing import Any
 
 from core.config import get_settings
 from core.errors import QueueUnavailableError
-from core.fallback import spool_limits
+from core.fallback import spool_groups, spool_limits
 from core.platform.keys import PRIORITIES
 from core.queue.job_model import Job, JobStatus, policy_view
 from core.queue.job_options import expired_reason
@@ -67,7 +68,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     deferrals INTEGER NOT NULL DEFAULT 0,
     expires_at REAL,
     retry_policy TEXT,
-    stalls INTEGER NOT NULL DEFAULT 0
+    stalls INTEGER NOT NULL DEFAULT 0,
+    grp TEXT NOT NULL DEFAULT '',
+    gconc INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
@@ -84,7 +87,8 @@ _COUNT = "UPDATE meta SET value = value + ? WHERE key = 'unfinished'"
 CLAIM_SCAN = 500
 # Columns later releases added to ``jobs``: a spool file that lacks one gains it on open.
 ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT NULL DEFAULT 0", "expires_at": "REAL",
-                 "retry_policy": "TEXT", "stalls": "INTEGER NOT NULL DEFAULT 0"}
+                 "retry_policy": "TEXT", "stalls": "INTEGER NOT NULL DEFAULT 0",
+                 "grp": "TEXT NOT NULL DEFAULT ''", "gconc": "INTEGER"}
 
 
 class SpoolFullError(QueueUnavailableError):
@@ -129,6 +133,8 @@ class SpooledJob:
     expires_at: float | None = None  # epoch s: a claim after it ends the job 'expired' instead of running it
     retry_policy: str | None = None  # fk_retry JSON (core.queue.backoff); None: the task's policy
     stalls: int = 0  # attempts lost with the process that ran them (lease taken over): they use no retry
+    group: str | None = None  # its job group (column grp, '' when none): claimed round-robin (spool_groups)
+    group_concurrency: int | None = None  # column gconc: at most this many of its group's jobs run at once
 
     def to_job(self) -> Job:
         status = {"pending": JobStatus.PENDING, "delayed": JobStatus.DELAYED, "retrying": JobStatus.RETRYING,
@@ -146,18 +152,19 @@ class SpooledJob:
             completed_at=self.completed_at if status.is_final else None, mode="fallback",
             priority=priority_name(self.priority), reason=held, deferrals=self.deferrals,
             expires_at=self.expires_at,
-            retry_policy=policy_view(self.retry_policy), stalls=self.stalls,
+            retry_policy=policy_view(self.retry_policy), stalls=self.stalls, group=self.group,
         )
 
 
 _COLUMNS = ("id, queue, task, payload, status, run_at, priority, max_retries, retry_count, timeout, user_id, "
             "created_at, started_at, completed_at, result, error, progress, owner, lease_until, limits, reason, "
-            "deferrals, expires_at, retry_policy, stalls")
+            "deferrals, expires_at, retry_policy, stalls, grp, gconc")
 
 
 def _row(values: tuple) -> SpooledJob:
     data = list(values)
     data[3] = json.loads(data[3])
+    data[25] = data[25] or None  # grp: '' is ungrouped
     return SpooledJob(*data)
 
 
@@ -209,6 +216,8 @@ class Spool:
                 for column, kind in ADDED_COLUMNS.items():  # a spool file written by an earlier release
                     if column not in columns:
                         db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+                db.executescript(spool_groups.SCHEMA)  # after the columns: its index is on grp
+                spool_groups.heal(db)
             finally:
                 fcntl.flock(guard, fcntl.LOCK_UN)
 
@@ -237,10 +246,11 @@ class Spool:
 
     # --- writing -------------------------------------------------------------------------------
     def add(self, job: Job, run_at: float, priority: int, timeout: int | None, limit: int,
-            limits: str | None = None, retry_policy: str | None = None) -> str:
+            limits: str | None = None, retry_policy: str | None = None, group: str | None = None,
+            group_concurrency: int | None = None) -> str:
         """Spool a new run; a live job with the same id makes it a no-op (returns the id).
         ``limits``: the job's ``fk_limits`` (:mod:`core.fallback.spool_limits`); ``retry_policy``:
-        its ``fk_retry``."""
+        its ``fk_retry``; ``group`` and ``group_concurrency``: its job group (:mod:`core.fallback.spool_groups`)."""
         payload = json.dumps(job.payload, separators=(",", ":"))
 
         def work(db: sqlite3.Connection) -> str:
@@ -256,11 +266,12 @@ class Spool:
             db.execute(_COUNT, (1,))
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
-                f"NULL, NULL, NULL, ?, NULL, 0, ?, ?, 0)",
+                f"NULL, NULL, NULL, ?, NULL, 0, ?, ?, 0, ?, ?)",
                 (job.job_id, job.queue, job.task_name, payload, "delayed" if run_at > time.time() else "pending",
                  run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits,
-                 job.expires_at, retry_policy),
+                 job.expires_at, retry_policy, group or "", group_concurrency),
             )
+            spool_groups.join(db, job.queue, priority, group or "")
             return job.job_id
 
         return self._write(work)
@@ -270,38 +281,63 @@ class Spool:
         """Take the next due job (or one whose holder's lease ran out) that its limits let start.
         Returns (job, abandoned). ``queue_limit(queue)``: that queue's rate limit entry, or ''.
 
-        A job held back by a limit stays waiting and the next one is looked at, so other tasks are
-        not held up behind it; a limiter found blocking is not asked again in the same claim. A job
-        whose ``expires_at`` has passed is ended ``expired`` instead (before its limits are asked),
-        as claim.lua does in Redis, and the next one is looked at."""
+        Groups take turns (:mod:`core.fallback.spool_groups`): priority first, then the group
+        whose turn it is, then that group's oldest job, so one tenant's backlog does not hold the
+        others back; a group at its ``group_concurrency`` is passed. A job held back by a limit
+        stays waiting and the next one is looked at, so other tasks are not held up behind it; a
+        limiter found blocking is not asked again in the same claim. A job whose ``expires_at``
+        has passed is ended ``expired`` instead (before its limits are asked), as claim.lua does
+        in Redis, and the next one is looked at. At most ``CLAIM_SCAN`` jobs and
+        ``GROUP_SCAN`` groups are looked at per claim."""
         now = time.time()
 
         def work(db: sqlite3.Connection) -> tuple[SpooledJob | None, bool]:
             blocked: dict[str, str] = {}  # limiter name -> the label shown on the jobs it holds
             expired: list[tuple[str, str, str, float]] = []  # ended after the scan (not under its cursor)
-            found = None
-            # read lazily, and only what the limits need: the first row that may start ends the scan
-            for job_id, queue, raw_limits, expires_at, task in db.execute(
-                f"SELECT id, queue, limits, expires_at, task FROM jobs WHERE (status IN {WAITING} AND run_at <= ?) "
-                f"OR (status = 'running' AND lease_until < ?) ORDER BY priority, run_at LIMIT ?",
-                (now, now, CLAIM_SCAN),
-            ):
-                if expires_at is not None and expires_at <= now:
-                    expired.append((job_id, queue, task, expires_at))
+            abandoned, running, live = spool_groups.running_rows(db, now)
+            idle: list[tuple[str, int, str]] = []
+            budget, found, lowest, turn = CLAIM_SCAN, None, {}, None
+            turns = spool_groups.rotation(db)
+            for queue, priority, group, vtime in turns:
+                lowest.setdefault(priority, vtime)
+                taken_over = abandoned.get((queue, priority, group), [])
+                waiting = db.execute(spool_groups.DUE, (group, queue, priority, budget))  # read lazily
+                first = waiting.fetchone()
+                if first is None and not taken_over and (queue, priority, group) not in live:
+                    idle.append((queue, priority, group))
                     continue
-                limits = spool_limits.entries(raw_limits, queue_limit(queue))
-                if limits:
-                    held = next((blocked[e["n"]] for e in limits if e["n"] in blocked), None)
-                    if held is None and (stopper := spool_limits.take(db, limits, now)) is not None:
-                        held = blocked[stopper["n"]] = str(stopper.get("l") or stopper["n"])
-                    if held is not None:
-                        db.execute("UPDATE jobs SET reason = ? WHERE id = ? AND reason IS NOT ?",
-                                   (held, job_id, held))
+                for job_id, _queue, raw_limits, expires_at, task, run_at, gconc in itertools.chain(
+                        taken_over, [first] if first else [], waiting):
+                    if run_at > now:
+                        break  # the rest of the group waits for its time
+                    budget -= 1
+                    if expires_at is not None and expires_at <= now:
+                        expired.append((job_id, queue, task, expires_at))
                         continue
-                found = job_id
-                break
+                    if spool_groups.over_limit(gconc, running.get((queue, group), 0)):
+                        break  # the group is at its group_concurrency: the next group's turn
+                    limits = spool_limits.entries(raw_limits, queue_limit(queue))
+                    if limits:
+                        held = next((blocked[e["n"]] for e in limits if e["n"] in blocked), None)
+                        if held is None and (stopper := spool_limits.take(db, limits, now)) is not None:
+                            held = blocked[stopper["n"]] = str(stopper.get("l") or stopper["n"])
+                        if held is not None:
+                            db.execute("UPDATE jobs SET reason = ? WHERE id = ? AND reason IS NOT ?",
+                                       (held, job_id, held))
+                            if budget <= 0:
+                                break
+                            continue
+                    found, turn = job_id, (queue, priority, group, vtime, lowest[priority])
+                    break
+                waiting.close()
+                if found is not None or budget <= 0:
+                    break
+            turns.close()
+            if turn is not None:
+                spool_groups.served(db, *turn)
             for job_id, queue, task, expires_at in expired:
                 self._expire(db, job_id, queue, task, expires_at, now)
+            spool_groups.leave(db, idle)
             if found is None:
                 return None, False
             job = _row(db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (found,)).fetchone())

@@ -60,6 +60,7 @@ class Job:
     # how a failure waits and which failures retry: {"backoff": [base, cap] | None, "delays": [...] | None,
     # "jitter": "full" | "none", "retry_on": [names], "dont_retry_on": [names]} (core.queue.backoff)
     retry_policy: dict[str, Any] | None = None
+    group: str | None = None  # its job group (core.queue.groups): served round-robin with the others
 
     def wait(self, timeout: float) -> Job:
         """Block until this job has ended and return it (:func:`core.api.waiting.wait_for`, which
@@ -93,7 +94,7 @@ _STATUS = {
 READ_FIELDS = ("status", "data", "origin", "created_at", "started_at", "ended_at", "fk_task", "fk_max",
                "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta", "fk_mode",
                "fk_prio", "fk_reason", "fk_stop", "fk_deferrals", "fk_batch", "fk_expires", "fk_expired",
-               "fk_retry", "fk_stalls")
+               "fk_retry", "fk_stalls", "fk_group")
 
 
 def map_status(rq_status: str | None, retry_count: int) -> JobStatus:
@@ -157,6 +158,7 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
         expires_at=float(raw["fk_expires"]) if raw["fk_expires"] else None,
         retry_policy=policy_view(raw["fk_retry"]),
         stalls=int(raw["fk_stalls"] or 0),
+        group=raw["fk_group"].decode() if raw["fk_group"] else None,
     )
 
 

@@ -239,6 +239,7 @@ class ImportedOutcome:
     completed_at: float
     expires_at: float | None = None
     retry_policy: str | None = None  # fk_retry, kept for the job's view
+    group: str | None = None  # fk_group, kept for the job's view (it waits in no group: it has ended)
 
 
 def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
@@ -271,6 +272,8 @@ def import_outcomes(connection: Any, outcomes: list[ImportedOutcome]) -> int:
             fields += ["fk_expired", "1"]
         if o.retry_policy:
             fields += ["fk_retry", o.retry_policy]
+        if o.group:
+            fields += ["fk_group", o.group]
         registry = {"completed": keys.finished, "failed": keys.failed, "canceled": keys.canceled,
                     "expired": keys.canceled}[o.status](full)
         entries.append({
