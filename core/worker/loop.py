@@ -48,12 +48,21 @@ import time
 import uuid
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from core.config import Settings, get_settings
 from core.platform import keys, tracing
 from core.platform.connection import REDIS_DOWN, new_redis, redis_description
-from core.queue import lifecycle, task_metrics, task_registry
+from core.queue import lifecycle, lua_scripts, task_metrics, task_registry
 from core.queue.lifecycle import ClaimedJob
-from core.worker.executors import SHUTDOWN_GRACE, PreforkExecutor, SimpleExecutor, ThreadedExecutor, rss_kb
+from core.worker.executors import (
+    SHUTDOWN_GRACE,
+    PreforkExecutor,
+    SimpleExecutor,
+    ThreadedExecutor,
+    finish_retrying,
+    rss_kb,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +81,12 @@ def build_executor(worker: Worker, kind: str, concurrency: int | None, settings:
     if kind == "threaded":
         return ThreadedExecutor(worker, concurrency or settings.worker_concurrency)
     if kind == "fork":
-        return PreforkExecutor(worker, concurrency or 1, max_jobs=1, max_rss_mb=0, kind="fork")
+        return PreforkExecutor(worker, concurrency or 1, max_jobs=1, max_rss_mb=0, kind="fork",
+                               prefetch=settings.worker_prefetch)
     if kind == "prefork":
         size = concurrency or settings.worker_pool_size or os.cpu_count() or 2
-        return PreforkExecutor(worker, size, settings.worker_max_jobs_per_child, settings.worker_max_child_memory_mb)
+        return PreforkExecutor(worker, size, settings.worker_max_jobs_per_child, settings.worker_max_child_memory_mb,
+                               prefetch=settings.worker_prefetch)
     if kind == "async":
         from core.worker.async_executor import AsyncExecutor  # its own module: asyncio only for this class
 
@@ -106,6 +117,7 @@ class Worker:
         self._next_promote = 0.0
         self._next_sweep = 0.0
         self._woken = False
+        self._claims_empty = False  # the last claim found nothing: the next turn waits on the tokens
         self._dispatcher: Any = None
         self._burst = False
         self._down_since: float | None = None  # monotonic start of the current outage
@@ -158,6 +170,8 @@ class Worker:
 
     def _step(self, burst: bool, max_jobs: int | None) -> bool:
         """One turn of the loop; False when a burst worker has nothing left to do."""
+        if getattr(self.executor, "hands_back", False):
+            return self._step_batched(burst, max_jobs)
         try:
             self._maintain()
             free = self.executor.free_slots()
@@ -183,6 +197,136 @@ class Worker:
         self._wait_for_work()
         return True
 
+    def _step_batched(self, burst: bool, max_jobs: int | None) -> bool:
+        """One turn for an executor that hands its jobs' ends back (prefork, fork, simple): record
+        them, and the starts of jobs claimed ahead, in the same script call as the next claim
+        (finish_claim: one round trip per batch). With nothing to do, block on the wake-up tokens
+        with the claim pipelined behind the pop (one round trip from an enqueue to a claimed job)."""
+        ex = self.executor
+        try:
+            self._maintain()
+            ex.poll(0)
+            finished, starts = ex.take()
+            want, start = ex.want()
+            if max_jobs is not None:
+                want = min(want, max(0, max_jobs - self.processed))
+                start = min(start, want)
+            if self._stop.is_set():
+                want = start = 0
+            if want > 0 and self._claims_empty and not finished and not starts:
+                want = start = 0  # the last claim found nothing: wait on the wake-up tokens instead
+            if finished or starts or want > 0:
+                jobs = self._commit(finished, starts, want, start)
+                if jobs:
+                    self.processed += len(jobs)
+                    ex.submit_many(jobs)
+                    return True
+        except REDIS_ERRORS as exc:
+            self._redis_down(exc)
+            return True
+        self._redis_back()
+        if ex.busy():
+            ex.wait(1.0)  # a child's result comes back
+            return True
+        if burst:
+            return False
+        self._wait_for_work()
+        return True
+
+    def _commit(self, finished: list[tuple[ClaimedJob, Any]], starts: list[tuple[ClaimedJob, float]], want: int,
+                start: int, releases: list[ClaimedJob] | None = None) -> list[ClaimedJob]:
+        """Record ``finished`` and ``starts`` (and hand back ``releases``) and claim up to ``want``
+        jobs, ``start`` of them beginning now, in one script call; returns the jobs claimed."""
+        ex = self.executor
+        interrupted = [pair for pair in finished if pair[0].interrupted]
+        if interrupted:  # a shutdown's deadline: back to their queues, no retry, no stall
+            finish_retrying(self.connection, interrupted, self.name)
+            for job, _attempt in interrupted:
+                self.job_done(job)
+            finished = [pair for pair in finished if not pair[0].interrupted]
+        args = None
+        if want > 0:
+            self._seq += 1
+            args = lifecycle.claim_args(self.name, f"{self._token}{self._seq:x}.", self.queues, want,
+                                        self.settings.worker_lease, chain_wakeup=self._woken, start=start)
+        try:
+            _outcomes, jobs = lifecycle.finish_and_claim(self.connection, finished, self.name, starts, args,
+                                                         self.queues, start, releases)
+        except REDIS_ERRORS:
+            ex.give_back(finished, starts)
+            raise
+        for job, _attempt in finished:
+            self.job_done(job)
+        for job in releases or []:
+            self.job_done(job)
+        if want > 0:
+            self._after_claim(jobs, want)
+        return jobs
+
+    def _after_claim(self, jobs: lifecycle.ClaimBatch, asked: int) -> None:
+        self._woken = False
+        self._claims_empty = not jobs
+        self.executor.claimed(asked, len(jobs))
+        if jobs.due_in is not None:  # a parked job's slot: release it on time
+            self._next_promote = min(self._next_promote, time.monotonic() + max(0.002, jobs.due_in))
+        with self._lock:
+            for job in jobs:
+                self._in_flight[job.member] = job
+
+    def _wait_and_claim(self, timeout: float) -> None:
+        """Block on the wake-up tokens with a claim pipelined behind the pop: Redis runs the claim as
+        soon as the pop returns (an enqueue's token, or the timeout), so the jobs come back in the
+        same round trip. The claim takes its lease and started_at from Redis' clock then."""
+        ex = self.executor
+        want, start = ex.want()
+        if want <= 0:
+            self._woken = self._wait_connection.blpop([keys.wake(q) for q in self.queues], timeout=timeout) is not None
+            self._claims_empty = False
+            return
+        self._seq += 1
+        args = lifecycle.claim_args(self.name, f"{self._token}{self._seq:x}.", self.queues, want,
+                                    self.settings.worker_lease, chain_wakeup=True, start=start, server_clock=True)
+        script = lua_scripts.get("claim", self.connection)
+        with self._wait_connection.pipeline(transaction=False) as pipe:
+            pipe.blpop([keys.wake(q) for q in self.queues], timeout=timeout)
+            pipe.evalsha(script.sha, 0, *args)
+            _popped, reply = pipe.execute(raise_on_error=False)
+        if isinstance(reply, NoScriptError):  # Redis restarted (scripts flushed): load it and claim now
+            reply = lua_scripts.run("claim", self.connection, [], args)
+        elif isinstance(reply, Exception):
+            raise reply
+        jobs = lifecycle.parse_claim(reply, self.queues, start)
+        self._after_claim(jobs, want)
+        if jobs:
+            self.processed += len(jobs)
+            ex.submit_many(jobs)
+
+    def _drain(self) -> None:
+        """A stopping worker whose executor hands ends back: wait for the jobs running, record their
+        ends, and hand back the jobs claimed ahead in the same script call as the last ends."""
+        ex = self.executor
+        releases = ex.take_buffered()
+        tries = 0
+        while True:
+            ex.poll(0.2 if ex.busy() else 0)
+            finished, starts = ex.take()
+            last = not ex.busy()
+            if finished or starts or (last and releases):
+                try:
+                    self._commit(finished, starts, 0, 0, releases if last else None)
+                    if last:
+                        releases = []
+                except REDIS_ERRORS as exc:
+                    tries += 1
+                    if tries > 30:
+                        logger.error("worker %s: could not record %d end(s) at shutdown (%s); the sweep will take "
+                                     "the jobs back", self.name, len(finished), exc)
+                        return
+                    time.sleep(1.0)
+                    continue
+            if last and not releases:
+                return
+
     def _claim(self, limit: int) -> list[ClaimedJob]:
         self._seq += 1
         jobs = lifecycle.claim(self.connection, self.name, f"{self._token}{self._seq:x}.", self.queues, limit,
@@ -203,7 +347,11 @@ class Worker:
         task_metrics.buffer().flush(self.connection)
         timeout = max(0.002, min(self.settings.worker_idle_wait, self._next_promote - time.monotonic()))
         try:
-            self._woken = self._wait_connection.blpop([keys.wake(q) for q in self.queues], timeout=timeout) is not None
+            if getattr(self.executor, "hands_back", False):
+                self._wait_and_claim(timeout)
+            else:
+                self._woken = self._wait_connection.blpop([keys.wake(q) for q in self.queues],
+                                                          timeout=timeout) is not None
         except REDIS_ERRORS as exc:
             self._redis_down(exc)
 
@@ -472,6 +620,8 @@ class Worker:
     def _shutdown(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.stop()
+        if getattr(self.executor, "hands_back", False):
+            self._drain()
         self.executor.stop(wait=True)
         self._stop.set()  # a burst or max-jobs end too: the heartbeat thread ends with the worker
         try:
