@@ -89,7 +89,7 @@ def execute(connection: Any, job: ClaimedJob, worker_name: str) -> str | None:
 
 
 def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]], worker_name: str,
-                    patience: float = 30.0) -> list[str | None]:
+                    patience: float = 30.0, starts: list[tuple[ClaimedJob, float]] | None = None) -> list[str | None]:
     """:func:`lifecycle.finish_many`, retried while Redis is unreachable (restarts take seconds).
 
     If Redis stays away longer, the outcomes are dropped and the jobs' leases expire: the sweep
@@ -100,7 +100,7 @@ def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptRes
     delay, deadline = 0.2, time.monotonic() + patience
     while True:
         try:
-            return lifecycle.finish_many(connection, finished, worker_name)
+            return lifecycle.finish_many(connection, finished, worker_name, starts=starts)
         except REDIS_ERRORS as exc:
             error = exc
         if time.monotonic() > deadline:
@@ -175,8 +175,9 @@ class SimpleExecutor:
 
     def __init__(self, worker: Worker, prefetch: int = 0) -> None:
         self.worker = worker
-        self.prefetch = AdaptivePrefetch(prefetch)
+        self.prefetch = AdaptivePrefetch(prefetch, get_settings().worker_prefetch_budget_ms / 1000)
         self._finished: list[tuple[ClaimedJob, AttemptResult]] = []
+        self._started: list[tuple[ClaimedJob, float]] = []
 
     def start(self) -> None:
         pass
@@ -185,15 +186,17 @@ class SimpleExecutor:
         return 1
 
     def want(self) -> tuple[int, int]:
-        """(jobs to claim, how many of them begin now): all of them, run back to back."""
-        n = 1 + self.prefetch.ahead()
-        return n, n
+        """(jobs to claim, how many of them begin now): the first; the others are claimed ahead
+        and begin one after another (their starts are written with the next script call)."""
+        return 1 + self.prefetch.ahead(), 1
 
     def submit_many(self, jobs: list[ClaimedJob]) -> None:
         """Run the claimed jobs one after another. Their ends go to the loop's next claim; a batch
         whose results grow older than GROUP_COMMIT_WINDOW (a slow job) is committed at once."""
         since = time.monotonic()
         for job in jobs:
+            if job.ahead:
+                self._started.append((job, time.time()))
             result = attempt(self.worker.connection, job)
             self.prefetch.ran(result.duration)
             self._finished.append((job, result))
@@ -203,20 +206,23 @@ class SimpleExecutor:
 
     def _commit(self) -> None:
         pending, self._finished = self._finished, []
+        starts, self._started = self._started, []
         try:
-            finish_retrying(self.worker.connection, pending, self.worker.name)
+            finish_retrying(self.worker.connection, pending, self.worker.name, starts=starts)
         finally:
             for job, _attempt in pending:
                 self.worker.job_done(job)
 
     def take(self) -> tuple[list[tuple[ClaimedJob, AttemptResult]], list[tuple[ClaimedJob, float]]]:
         finished, self._finished = self._finished, []
-        return finished, []
+        started, self._started = self._started, []
+        return finished, started
 
     def give_back(self, finished: list[tuple[ClaimedJob, AttemptResult]],
                   starts: list[tuple[ClaimedJob, float]]) -> None:
-        """Ends the loop could not record (Redis away): kept for its next try."""
+        """Ends and starts the loop could not record (Redis away): kept for its next try."""
         self._finished = finished + self._finished
+        self._started = starts + self._started
 
     def take_buffered(self) -> list[ClaimedJob]:
         return []
@@ -226,6 +232,10 @@ class SimpleExecutor:
 
     def poll(self, timeout: float) -> None:
         pass
+
+    def wait_readable(self, sock: Any, timeout: float) -> bool:
+        """Block until ``sock`` (the worker's blocking pop) is readable: nothing else runs meanwhile."""
+        return bool(select.select([sock], [], [], timeout)[0])
 
     def wait(self, timeout: float) -> None:
         time.sleep(min(timeout, 0.05))
@@ -371,7 +381,7 @@ class PreforkExecutor:
         self._stopping = False
         self._feeding = True  # False once the worker stops: jobs claimed ahead are handed back, not started
         self._exiting: list[int] = []  # retired children not reaped yet (waitpid WNOHANG in poll)
-        self.prefetch = AdaptivePrefetch(prefetch)
+        self.prefetch = AdaptivePrefetch(prefetch, get_settings().worker_prefetch_budget_ms / 1000)
         self._ready: deque[ClaimedJob] = deque()  # claimed ahead, not begun
         self._finished: list[tuple[ClaimedJob, AttemptResult]] = []  # ends not recorded yet
         self._started: list[tuple[ClaimedJob, float]] = []  # claimed-ahead jobs begun, start not recorded yet
@@ -489,11 +499,25 @@ class PreforkExecutor:
     def wait(self, timeout: float) -> None:
         self.poll(timeout)
 
-    def poll(self, timeout: float) -> None:
-        """Handle finished jobs and dead children; block up to ``timeout`` for the first event."""
+    def wait_readable(self, sock: Any, timeout: float) -> bool:
+        """Block until ``sock`` (the worker's blocking pop) is readable, True, or a child answered
+        or ``timeout`` passed, False; the children's answers are handled meanwhile."""
+        self._selector.register(sock, selectors.EVENT_READ, None)
+        try:
+            return self.poll(timeout, watch=True)
+        finally:
+            self._selector.unregister(sock)
+
+    def poll(self, timeout: float, watch: bool = False) -> bool:
+        """Handle finished jobs and dead children; block up to ``timeout`` for the first event.
+        Returns whether the extra socket of :meth:`wait_readable` was readable."""
         if self._exiting:
             self._exiting = [pid for pid in self._exiting if not _reaped(pid)]
+        readable = False
         for key, _events in self._selector.select(timeout):
+            if key.data is None:
+                readable = True
+                continue
             child: _Child = key.data
             data = child.result_file.read(65536)
             if not data:
@@ -505,7 +529,9 @@ class PreforkExecutor:
                     _add_metrics(message[1:])
                     continue
                 if message.startswith(b"R") and child.job is not None:  # the attempt's result
-                    self._finished.append((child.job, _read_result(child.job, message[1:])))
+                    result = _read_result(child.job, message[1:])
+                    self.prefetch.ran(result.duration)
+                    self._finished.append((child.job, result))
                     child.job = None
                     continue
                 if message in (b"d", b"r") and child.job is not None:  # ended without a result line
@@ -515,6 +541,7 @@ class PreforkExecutor:
                     self._retire(child)
         self._enforce_timeouts()
         self._feed()
+        return readable
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()

@@ -71,6 +71,13 @@ REDIS_ERRORS = REDIS_DOWN  # core.platform.connection holds the one rule for "Re
 DOWN_LOG_EVERY = 60.0  # s: while Redis stays unreachable, one log line per minute
 
 
+def _get_connection(pool: Any) -> Any:
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py 5 names the command
+        return pool.get_connection("BLPOP")
+
+
 class RedisUnreachableError(RuntimeError):
     """A --burst worker could not reach Redis for JOBS_WORKER_BURST_REDIS_TIMEOUT seconds."""
 
@@ -208,6 +215,7 @@ class Worker:
             ex.poll(0)
             finished, starts = ex.take()
             want, start = ex.want()
+            slots = start > 0
             if max_jobs is not None:
                 want = min(want, max(0, max_jobs - self.processed))
                 start = min(start, want)
@@ -225,12 +233,15 @@ class Worker:
             self._redis_down(exc)
             return True
         self._redis_back()
-        if ex.busy():
-            ex.wait(1.0)  # a child's result comes back
-            return True
         if burst:
-            return False
-        self._wait_for_work()
+            if not ex.busy():
+                return False
+            ex.wait(0.05)
+            return True
+        if slots or not ex.busy():
+            self._wait_for_work()  # the wake-up tokens, the children's answers handled meanwhile
+        else:
+            ex.wait(1.0)  # every slot busy: a child's answer comes back
         return True
 
     def _commit(self, finished: list[tuple[ClaimedJob, Any]], starts: list[tuple[ClaimedJob, float]], want: int,
@@ -276,25 +287,39 @@ class Worker:
     def _wait_and_claim(self, timeout: float) -> None:
         """Block on the wake-up tokens with a claim pipelined behind the pop: Redis runs the claim as
         soon as the pop returns (an enqueue's token, or the timeout), so the jobs come back in the
-        same round trip. The claim takes its lease and started_at from Redis' clock then."""
+        same round trip from the enqueue. The claim takes its lease and started_at from Redis' clock
+        then. Meanwhile the children's answers are handled and their ends recorded (on the other
+        connection), so a worker with one busy child and one idle still wakes on an enqueue."""
         ex = self.executor
         want, start = ex.want()
+        wake = [keys.wake(q) for q in self.queues]
         if want <= 0:
-            self._woken = self._wait_connection.blpop([keys.wake(q) for q in self.queues], timeout=timeout) is not None
+            self._woken = self._wait_connection.blpop(wake, timeout=timeout) is not None
             self._claims_empty = False
             return
         self._seq += 1
         args = lifecycle.claim_args(self.name, f"{self._token}{self._seq:x}.", self.queues, want,
                                     self.settings.worker_lease, chain_wakeup=True, start=start, server_clock=True)
-        script = lua_scripts.get("claim", self.connection)
-        with self._wait_connection.pipeline(transaction=False) as pipe:
-            pipe.blpop([keys.wake(q) for q in self.queues], timeout=timeout)
-            pipe.evalsha(script.sha, 0, *args)
-            _popped, reply = pipe.execute(raise_on_error=False)
-        if isinstance(reply, NoScriptError):  # Redis restarted (scripts flushed): load it and claim now
-            reply = lua_scripts.run("claim", self.connection, [], args)
-        elif isinstance(reply, Exception):
-            raise reply
+        sha = lua_scripts.get("claim", self.connection).sha
+        pool = self._wait_connection.connection_pool
+        conn = _get_connection(pool)
+        try:
+            conn.send_packed_command(conn.pack_commands([("BLPOP", *wake, f"{timeout:.3f}"),
+                                                         ("EVALSHA", sha, 0, *args)]))
+            while not ex.wait_readable(conn._sock, timeout + 1.0):
+                finished, starts = ex.take()
+                if finished or starts:
+                    self._commit(finished, starts, 0, 0)
+            conn.read_response()
+            try:
+                reply = conn.read_response()
+            except NoScriptError:  # Redis restarted (scripts flushed): load it and claim now
+                reply = lua_scripts.run("claim", self.connection, [], args)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
         jobs = lifecycle.parse_claim(reply, self.queues, start)
         self._after_claim(jobs, want)
         if jobs:

@@ -6,8 +6,8 @@ doubles after each full claim and falls to 0 at the first claim that comes back 
 backlog is shallow: one job per free slot again). Two bounds hold at once:
 
 * ``JOBS_WORKER_PREFETCH`` jobs at most (a count);
-* :data:`TIME_BUDGET` of work at most, at the jobs' recent mean duration: 100 ms jobs are never
-  claimed ahead, 0.1 ms no-ops up to the count bound.
+* ``JOBS_WORKER_PREFETCH_BUDGET_MS`` (5 ms) of work at most, at the jobs' recent mean duration:
+  100 ms jobs are never claimed ahead, 0.1 ms no-ops up to the count bound.
 
 Nothing is claimed ahead before a job has ended in this worker (its duration is unknown), nor
 while a job in hand has already run longer than the budget. So a job claimed ahead waits about
@@ -16,15 +16,15 @@ while a job in hand has already run longer than the budget. So a job claimed ahe
 
 from __future__ import annotations
 
-TIME_BUDGET = 0.005  # s of work at most claimed ahead (at the jobs' mean duration)
 SMOOTHING = 0.2  # weight of the newest duration in the running mean
 
 
 class AdaptivePrefetch:
     """The number of jobs to claim ahead; see the module's docstring."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, budget: float = 0.005) -> None:
         self.limit = max(0, limit)
+        self.budget = budget  # s of work at most claimed ahead (at the jobs' mean duration)
         self.depth = 0
         self.mean: float | None = None  # s per job, running mean
 
@@ -44,8 +44,8 @@ class AdaptivePrefetch:
         """Jobs to hold claimed ahead now. ``running_for``: how long the oldest job in hand has run;
         none is claimed ahead before a job has ended here (no duration known yet), nor while a job
         in hand has run longer than the budget (it may be a slow one)."""
-        if self.depth <= 0 or self.mean is None or running_for > TIME_BUDGET:
+        if self.depth <= 0 or self.mean is None or running_for > self.budget:
             return 0
         if self.mean > 0:
-            return max(0, min(self.depth, int(TIME_BUDGET / self.mean)))
+            return max(0, min(self.depth, int(self.budget / self.mean)))
         return self.depth
