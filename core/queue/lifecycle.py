@@ -318,6 +318,7 @@ class ClaimedJob:
     claimed_at: float = field(default_factory=time.time)
     undecodable: str | None = None  # why the job's data could not be read (it will be refused)
     ahead: bool = False  # claimed ahead (prefetch), not begun: its start is written when a slot takes it
+    finish_here: bool = False  # a pre-forked child records this job's end itself (no backlog: nothing to batch)
     trace: dict[str, Any] | None = None  # the enqueue span's context (core.platform.tracing), when tracing is on
     held: list[str] = field(default_factory=list)  # concurrency limiters whose permit this claim holds
     deferrals: int = 0  # RetryAfter deferrals so far
