@@ -50,6 +50,7 @@ REDIS_ERRORS = REDIS_DOWN  # core.platform.connection holds the one rule for "Re
 PR_SET_PDEATHSIG = 1
 IDLE_FLUSH = 0.5  # s: a pre-forked child flushes its timings this long after its last job
 GROUP_COMMIT_WINDOW = 0.002  # s: results of short jobs run back to back are committed together
+GROUP_COMMIT_MAX = 16  # ends recorded in one script call at most before the window is up (prefork)
 HARD_KILL_GRACE = 10.0  # s past a job's timeout before the parent kills a child that ignores SIGALRM
 SHUTDOWN_GRACE = 2.0  # s: a job interrupted at the shutdown deadline may stop by itself this long before it is ended
 
@@ -218,6 +219,10 @@ class SimpleExecutor:
         started, self._started = self._started, []
         return finished, started
 
+    def ends_due_in(self) -> float:
+        """Seconds until the ends in hand must be recorded: at once (nothing else runs meanwhile)."""
+        return 0.0 if self._finished or self._started else float("inf")
+
     def give_back(self, finished: list[tuple[ClaimedJob, AttemptResult]],
                   starts: list[tuple[ClaimedJob, float]]) -> None:
         """Ends and starts the loop could not record (Redis away): kept for its next try."""
@@ -385,6 +390,7 @@ class PreforkExecutor:
         self._ready: deque[ClaimedJob] = deque()  # claimed ahead, not begun
         self._finished: list[tuple[ClaimedJob, AttemptResult]] = []  # ends not recorded yet
         self._started: list[tuple[ClaimedJob, float]] = []  # claimed-ahead jobs begun, start not recorded yet
+        self._ends_since: float | None = None  # when the oldest end not recorded yet came back
 
     # --- children ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -441,7 +447,10 @@ class PreforkExecutor:
         start = max(0, self._idle() - len(self._ready))
         now = time.monotonic()
         running_for = max((now - c.busy_since for c in self._children.values() if c.job is not None), default=0.0)
-        return start + max(0, self.prefetch.ahead(running_for) - len(self._ready)), start
+        ahead = self.prefetch.ahead(running_for)
+        if not start and len(self._ready) > ahead // 2:
+            return 0, 0  # enough claimed ahead: top up in bigger batches, fewer claims per job
+        return start + max(0, ahead - len(self._ready)), start
 
     def claimed(self, asked: int, got: int) -> None:
         self.prefetch.claimed(asked, got)
@@ -450,7 +459,20 @@ class PreforkExecutor:
         """The ends and starts to record now (the worker loop records them with its next claim)."""
         finished, self._finished = self._finished, []
         started, self._started = self._started, []
+        self._ends_since = None
         return finished, started
+
+    def ends_due_in(self) -> float:
+        """Seconds until the ends in hand must be recorded (group commit): while the children are fed
+        from the jobs claimed ahead, ends wait up to GROUP_COMMIT_WINDOW, or until GROUP_COMMIT_MAX
+        of them, to share one script call; inf when there are none."""
+        if not self._finished and not self._started:
+            return float("inf")
+        if self._ends_since is None:
+            self._ends_since = time.monotonic()
+        if len(self._finished) >= GROUP_COMMIT_MAX or not self._ready:
+            return 0.0
+        return max(0.0, GROUP_COMMIT_WINDOW - (time.monotonic() - self._ends_since))
 
     def give_back(self, finished: list[tuple[ClaimedJob, AttemptResult]],
                   starts: list[tuple[ClaimedJob, float]]) -> None:

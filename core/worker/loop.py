@@ -213,7 +213,6 @@ class Worker:
         try:
             self._maintain()
             ex.poll(0)
-            finished, starts = ex.take()
             want, start = ex.want()
             slots = start > 0
             if max_jobs is not None:
@@ -221,9 +220,12 @@ class Worker:
                 start = min(start, want)
             if self._stop.is_set():
                 want = start = 0
-            if want > 0 and self._claims_empty and not finished and not starts:
+            due_in = ex.ends_due_in()  # group commit: ends wait for company up to GROUP_COMMIT_WINDOW
+            if want > 0 and self._claims_empty and due_in > 0:
                 want = start = 0  # the last claim found nothing: wait on the wake-up tokens instead
-            if finished or starts or want > 0:
+            idle_next = want == 0 and (slots or not ex.busy())
+            if want > 0 or due_in <= 0 or (idle_next and due_in < float("inf")):
+                finished, starts = ex.take()
                 jobs = self._commit(finished, starts, want, start)
                 if jobs:
                     self.processed += len(jobs)
@@ -236,12 +238,12 @@ class Worker:
         if burst:
             if not ex.busy():
                 return False
-            ex.wait(0.05)
+            ex.wait(min(0.05, due_in))
             return True
         if slots or not ex.busy():
             self._wait_for_work()  # the wake-up tokens, the children's answers handled meanwhile
         else:
-            ex.wait(1.0)  # every slot busy: a child's answer comes back
+            ex.wait(min(1.0, due_in))  # every slot busy: a child's answer comes back, or the ends fall due
         return True
 
     def _commit(self, finished: list[tuple[ClaimedJob, Any]], starts: list[tuple[ClaimedJob, float]], want: int,
