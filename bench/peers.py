@@ -17,6 +17,7 @@ the median of the rounds with min-max, because the machine is shared and noisy.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import tempfile
@@ -79,7 +80,7 @@ def systems_for(scenario: str, plan: Plan) -> list[System]:
     return [Ours("simple"), RawRQ(), CeleryPeer(), DramatiqPeer(), HueyPeer()]
 
 
-ISSUE22_OUR_CONFIGS = ["default"]
+ISSUE22_OUR_CONFIGS = ["default"]  # plus "default-before" when FIKIRI_BENCH_BEFORE_ROOT names an older checkout
 
 
 def systems_issue22(scenario: str, plan: Plan) -> list[System]:
@@ -438,7 +439,9 @@ def main(quick: bool, our_configs: list[str] | None, our_io_configs: list[str] |
     import json
 
     started = time.time()
-    plan = Plan.make(quick, our_configs or (ISSUE22_OUR_CONFIGS if issue22 else None), our_io_configs)
+    if issue22 and not our_configs:
+        our_configs = ISSUE22_OUR_CONFIGS + (["default-before"] if os.environ.get("FIKIRI_BENCH_BEFORE_ROOT") else [])
+    plan = Plan.make(quick, our_configs, our_io_configs)
     plan.issue22 = issue22
     if rounds:
         plan.rounds = rounds

@@ -101,6 +101,8 @@ def run_supervisor(args: argparse.Namespace, argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for _ in range(args.processes):
+        if stopping["count"]:  # a signal came while the others started: this one would never get it
+            break
         spawn()
     exit_code = 0
     while children:

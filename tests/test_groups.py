@@ -142,7 +142,7 @@ def test_abandoned_and_released_jobs_return_to_their_group_with_the_running_coun
     assert len(again) == 1 and again[0].kwargs["tenant"] == "a"  # group_concurrency=1 still holds
     # an expired lease: the sweep takes it back, counted, and the group's running count drops
     get_redis().zadd(keys.started(Q.name), {again[0].member: 1})
-    assert [outcome for _id, _task, outcome in lifecycle.abandon_expired(get_redis(), Q.name)] == ["retrying"]
+    assert [outcome for _id, _task, outcome in lifecycle.abandon_expired(get_redis(), Q.name)] == ["stalled"]
     assert get_redis().hget(keys.group_running(Q.name), "a") is None
     rest = claim(5)
     assert len(rest) == 1

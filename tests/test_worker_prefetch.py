@@ -94,7 +94,7 @@ def test_a_release_hands_claimed_ahead_jobs_back_in_order_uncounted(jobs_env):
     for job_id in ids[1:3]:
         job = get_job(job_id)
         assert job.status == JobStatus.PENDING and job.retry_count == 0 and job.stalls == 0 and job.reason is None
-        assert r.hget(keys.job(job_id), "fk_claimed") is None
+        assert r.hget(keys.job(job_id), "fk_claimed") == b"0"
     assert r.llen(keys.wake(EMAIL)) == 1
 
 
@@ -107,7 +107,7 @@ def test_a_claimed_ahead_job_whose_worker_died_goes_back_without_a_stall(jobs_en
     begun, ahead = get_job(ids[0]), get_job(ids[1])
     assert begun.status == JobStatus.PENDING and begun.stalls == 1  # its attempt was lost: a stall
     assert ahead.status == JobStatus.PENDING and ahead.stalls == 0  # it never began: nothing was lost
-    assert get_redis().hget(keys.job(ids[1]), "fk_claimed") is None
+    assert get_redis().hget(keys.job(ids[1]), "fk_claimed") == b"0"
 
 
 def test_a_stopping_prefork_worker_hands_back_its_claimed_ahead_jobs(jobs_env, start_worker):

@@ -131,7 +131,7 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
     if status == JobStatus.CANCELED and raw["fk_expired"]:  # RQ's tools read "canceled"; we say why
         status = JobStatus.EXPIRED
     claimed_by = None
-    if status == JobStatus.RUNNING and raw["fk_claimed"]:
+    if status == JobStatus.RUNNING and raw["fk_claimed"] == b"1":
         # claimed ahead by a worker's prefetch and not begun: RQ's tools see it started (it is in RQ's
         # started registry under the worker's lease); it has not run, so ours says pending, and why
         status = JobStatus.RETRYING if retry_count else JobStatus.PENDING

@@ -631,6 +631,16 @@ def _finish_request(finished: list[tuple[ClaimedJob, AttemptResult]], worker_nam
                     releases: list[ClaimedJob] | None) -> tuple[str, list[tuple[dict[str, Any], str, str | None]]]:
     now = time.time()
     planned = [_finish_entry(job, attempt, now) for job, attempt in finished]
+    if starts and finished:  # a start and an end of the same attempt in one call: the start rides on the end
+        ending = {job.member: entry for (job, _attempt), (entry, _outcome, _error) in zip(finished, planned)}
+        rest = []
+        for job, at in starts:
+            entry = ending.get(job.member)
+            if entry is None:
+                rest.append((job, at))
+            else:
+                entry["began"] = epoch_to_rq_time(at)
+        starts = rest
     events, maxlen = _events()
     request: dict[str, Any] = {"now": epoch_to_rq_time(now), "now_s": now, "events": events, "maxlen": maxlen,
                                "layout_json": layout_json(), "lease": get_settings().worker_lease, "worker": worker_name,

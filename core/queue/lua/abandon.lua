@@ -17,7 +17,7 @@
 --   rq:job:<id>               HASH  built from the layout: status, fk_stalls, fk_error, fk_lost (the member taken
 --                             back: its stale holder's heartbeat learns it, lease.lua); fk_mstalls read, and
 --                             fk_yield (a member its worker yielded at a shutdown deadline: requeued uncounted),
---                             fk_claimed (claimed ahead, never begun: requeued uncounted, the flag removed)
+--                             fk_claimed '1' (claimed ahead, never begun: requeued uncounted, the flag set to '0')
 --   fikiri:grun:<q>           HASH  a job with fk_group and fk_gconc: its group's running count - 1 (groups_lib)
 --   rq:results:<id>           STREAM built from the layout (L.results): RQ's result record of a job this
 --                             ends (rq_lib): failed with the reason, or stopped with the stop's reason
@@ -58,8 +58,8 @@ for _, member in ipairs(members) do
       local ttl = tonumber(f[4] or '604800')
       -- a worker that exited past its shutdown deadline yielded this attempt (lifecycle.yield_leases): not a stall
       -- nor is a job claimed ahead that never began (fk_claimed): no attempt of it was lost
-      local counted = ARGV[4] == '1' and f[11] ~= member and not f[14]
-      if f[14] then redis.call('HDEL', key, 'fk_claimed') end
+      local counted = ARGV[4] == '1' and f[11] ~= member and f[14] ~= '1'
+      if f[14] == '1' then redis.call('HSET', key, 'fk_claimed', '0') end
       if counted then
         redis.call('HINCRBY', KEYS[3], task .. ':abandoned', 1)
         stalls = stalls + 1

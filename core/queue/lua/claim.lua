@@ -38,7 +38,8 @@
 --
 -- ARGV[1] N (max jobs) or "N/S": the first S claimed start now (status started, started_at, a "started"
 --         event), the rest are claimed ahead for the worker's prefetch (status started for RQ's tools, plus
---         fk_claimed: our API shows them pending; finish.lua's "starts" write their start when they begin),
+--         fk_claimed '1': our API shows them pending; finish.lua's "starts" write their start, and '0', when they
+--         begin),
 -- ARGV[2] lease expiry (epoch s; '' = Redis' clock + the lease), ARGV[3] started_at (RQ time format; '' with ARGV[2]),
 -- ARGV[4] worker name, ARGV[5] claim id prefix, ARGV[6] chain wake-ups, ARGV[7] lease (s),
 -- ARGV[8] layout JSON (decoded only when a limit applies), ARGV[9] paused set key, ARGV[10] job key prefix,
@@ -147,9 +148,13 @@ local function consider(id, f, qi, origin, qlim, leases)
       count = count + 1
       n = n - 1
       if count <= nstart then
-        redis.call('HSET', key, 'status', 'started', 'started_at', started_at, 'worker_name', ARGV[4],
-                   'fk_claim', claim)
-        if f[13] then redis.call('HDEL', key, 'fk_claimed') end
+        if f[13] == '1' then
+          redis.call('HSET', key, 'status', 'started', 'started_at', started_at, 'worker_name', ARGV[4],
+                     'fk_claim', claim, 'fk_claimed', '0')
+        else
+          redis.call('HSET', key, 'status', 'started', 'started_at', started_at, 'worker_name', ARGV[4],
+                     'fk_claim', claim)
+        end
         emit(ARGV[11], ARGV[12], id, 'started', short_queue(origin), f[4], f[8], nil)
       else
         -- claimed ahead (prefetch): in rq:wip under this lease, so RQ's tools count it started and no

@@ -29,7 +29,8 @@
 --   "retries", "deferrals", "held": [limiter names],
 --   "rv": the result record's return_value (done), "rx": its exc_string (fail, stop)}]}
 -- "starts" (optional): [{"job", "wip", "member", "id", "q", "task", "user", "at"}] jobs claimed ahead (claim.lua
---   fk_claimed) that began since: started_at, fk_claimed removed, a "started" event; skipped if the lease is gone.
+--   fk_claimed '1') that began since: started_at, fk_claimed '0', a "started" event; skipped if the lease is gone.
+--   An entry's "began" (RQ time) does the same for a job claimed ahead whose start and end come in one call.
 -- "releases" (optional): [{"job", "wip", "member", "id", "list", "wake", "group", "grun", "held"}] jobs claimed
 --   ahead that a stopping worker hands back: out of rq:wip, status queued, at the head of "list", a wake token.
 -- Returns, per entry, the mode written (a failure of a job being stopped becomes 'stop') or 0 (lease lost).
@@ -47,15 +48,27 @@ local wakes = {}
 -- jobs claimed ahead that a slot took since the last call: their start, fenced by their lease
 for _, st in ipairs(req.starts or {}) do
   if redis.call('ZSCORE', st.wip, st.member) then
-    redis.call('HSET', st.job, 'started_at', st.at)
-    redis.call('HDEL', st.job, 'fk_claimed')
+    redis.call('HSET', st.job, 'started_at', st.at, 'fk_claimed', '0')
     emit(req.events, req.maxlen, st.id, 'started', st.q, st.task, st.user, nil)
+  end
+end
+-- the end's HSET, with the start of a job claimed ahead whose start and end come in this call
+local function hset_end(e, ...)
+  if e.began ~= nil and e.began ~= cjson.null then
+    redis.call('HSET', e.job, 'started_at', e.began, 'fk_claimed', '0', ...)
+  else
+    redis.call('HSET', e.job, ...)
   end
 end
 for i, e in ipairs(req.entries) do
   if redis.call('ZREM', e.wip, e.member) == 0 then
     out[i] = 0
   else
+    if e.began ~= nil and e.began ~= cjson.null then
+      -- claimed ahead, begun and ended since the last call: its start rides on this end (the lease is the
+      -- fence; started_at goes into the end's HSET, hset_end)
+      emit(req.events, req.maxlen, e.id, 'started', e.q, e.task, e.user, nil)
+    end
     if e.group ~= nil and e.group ~= cjson.null then group_release(e.grun, e.group) end
     local mode, target, score, counter, value = e.mode, e.target, e.score, e.counter, e.value
     if mode ~= 'done' and mode ~= 'stop' then
@@ -65,29 +78,29 @@ for i, e in ipairs(req.entries) do
     out[i] = mode
     if mode == 'stop' then
       target, score, counter = e.canceled, req.now_s + e.fttl, e.task .. ':canceled'
-      redis.call('HSET', e.job, 'status', 'canceled', 'ended_at', req.now, 'fk_error', value)
+      hset_end(e, 'status', 'canceled', 'ended_at', req.now, 'fk_error', value)
       redis.call('EXPIRE', e.job, e.fttl)
       local exc = e.rx
       if e.mode ~= 'stop' then exc = rq_exc(value) end  -- stopped meanwhile: a reason only this script read
       rq_result(e.results, e.fttl, 3, req.worker, nil, exc)
     elseif mode == 'done' then
-      redis.call('HSET', e.job, 'status', 'finished', 'ended_at', req.now, 'fk_result', value)
+      hset_end(e, 'status', 'finished', 'ended_at', req.now, 'fk_result', value)
       redis.call('EXPIRE', e.job, e.ttl)
       rq_result(e.results, e.ttl, 1, req.worker, e.rv, nil)
     elseif mode == 'fail' then
-      redis.call('HSET', e.job, 'status', 'failed', 'ended_at', req.now, 'fk_error', value)
+      hset_end(e, 'status', 'failed', 'ended_at', req.now, 'fk_error', value)
       redis.call('EXPIRE', e.job, e.ttl)
       rq_result(e.results, e.ttl, 2, req.worker, nil, e.rx)
     elseif mode == 'retry' then
       if e.reason ~= nil and e.reason ~= cjson.null then  -- the wait its retry policy chose (dropped by promote)
-        redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries, 'fk_reason', e.reason)
+        hset_end(e, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries, 'fk_reason', e.reason)
       else
-        redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries)
+        hset_end(e, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries)
       end
     elseif mode == 'defer' then
-      redis.call('HSET', e.job, 'status', 'scheduled', 'fk_reason', e.reason, 'fk_deferrals', e.deferrals)
+      hset_end(e, 'status', 'scheduled', 'fk_reason', e.reason, 'fk_deferrals', e.deferrals)
     else
-      redis.call('HSET', e.job, 'status', 'queued', 'fk_error', value, 'fk_retries', e.retries)
+      hset_end(e, 'status', 'queued', 'fk_error', value, 'fk_retries', e.retries)
       redis.call('RPUSH', target, e.id)
       wakes[e.wake] = true
     end
@@ -125,8 +138,7 @@ local releases = req.releases or {}
 for i = #releases, 1, -1 do
   local r = releases[i]
   if redis.call('ZREM', r.wip, r.member) == 1 then
-    redis.call('HSET', r.job, 'status', 'queued')
-    redis.call('HDEL', r.job, 'fk_claimed')
+    redis.call('HSET', r.job, 'status', 'queued', 'fk_claimed', '0')
     redis.call('LPUSH', r.list, r.id)
     if r.group ~= nil and r.group ~= cjson.null then group_release(r.grun, r.group) end
     if r.held ~= nil and r.held ~= cjson.null then
