@@ -22,6 +22,8 @@ the API, CLI and dashboard actions all call these functions; nothing else writes
 Measured cost per processed no-op job (two simple workers, prefetch 10; ``bench.limiter``): 8.8
 Redis commands inside the claim and finish scripts, 2 of them the events stream's XADDs and 1
 the hooks check; a rate limit adds about 4, a concurrency limit about 7. See docs/BENCHMARKS.md.
+The default worker records ends and claims in one call (:func:`finish_and_claim`): 11.75
+commands per job with RQ's result record (issue 22, 8,000 no-ops; docs/BENCHMARKS.md).
 What RQ's own tools read costs 3 more per job (``bench.rq_tools_cost``): the SADD to ``rq:queues``
 in enqueue, and RQ's result record (XADD, EXPIRE) in a final end.
 """
@@ -369,9 +371,22 @@ def _text(raw: Any) -> str | None:
 _LAYOUT: dict[str, str] = {}
 
 
+_LAYOUT_FOR: list[Any] = [None, ""]  # (the settings object, its layout JSON): settings reloaded -> rebuilt
+
+
 def layout_json() -> str:
     """Key prefixes for scripts that build keys from a job's origin, and the events stream's
-    bound (cached per process, prefix and bound)."""
+    bound (cached per process, prefix and bound; per settings object, so a busy worker builds it
+    once, not twice per script call)."""
+    settings = get_settings()
+    if _LAYOUT_FOR[0] is settings:
+        return _LAYOUT_FOR[1]
+    _LAYOUT_FOR[1] = _layout_json()
+    _LAYOUT_FOR[0] = settings
+    return _LAYOUT_FOR[1]
+
+
+def _layout_json() -> str:
     layout: dict[str, Any] = keys.lua_layout()
     maxlen = get_settings().events_maxlen
     key = f"{layout['job']}{layout['wake']}{maxlen}"
@@ -417,12 +432,26 @@ def claim_args(worker_name: str, claim_prefix: str, queues: list[str], limit: in
     clock when the script runs (a claim pipelined behind a blocking pop that may wait a while)."""
     count = str(limit) if start is None or start >= limit else f"{limit}/{max(0, start)}"
     expiry, started = ("", "") if server_clock else (time.time() + lease_seconds, format_time())
-    args: list[Any] = [count, expiry, started, worker_name, claim_prefix, "1" if chain_wakeup else "0", lease_seconds,
-                       layout_json(), keys.paused_queues(), keys.job_prefix(), *_events()]
+    return [count, expiry, started, worker_name, claim_prefix, "1" if chain_wakeup else "0", lease_seconds,
+            *_claim_tail(tuple(queues))]
+
+
+_CLAIM_TAIL: dict[tuple[str, ...], tuple[Any, list[Any]]] = {}
+
+
+def _claim_tail(queues: tuple[str, ...]) -> list[Any]:
+    """claim.lua's arguments from ARGV[8] on: the same for every claim of a worker (built once per
+    settings object; a busy worker claims thousands of times a second)."""
+    settings = get_settings()
+    cached = _CLAIM_TAIL.get(queues)
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    tail: list[Any] = [layout_json(), keys.paused_queues(), keys.job_prefix(), *_events()]
     for queue in queues:
-        args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), queue_limit_entry(queue),
+        tail += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), queue_limit_entry(queue),
                  *(keys.group_rotation(queue, p) for p in keys.PRIORITIES)]
-    return args
+    _CLAIM_TAIL[queues] = (settings, tail)
+    return tail
 
 
 def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str], limit: int,

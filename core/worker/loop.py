@@ -8,6 +8,14 @@ One loop per worker process::
     claim up to <free slots> jobs from the queues in priority order (one script call)
     hand them to the executor, or, with nothing to do, block on the queues' wake-up tokens
 
+The default (prefork) and simple classes hand their jobs' ends back to this loop, which records
+a batch of ends, the starts of jobs claimed ahead and the next claim in one script call
+(``finish_claim``; group commit of up to 2 ms or 16 ends while the children are fed from the
+jobs claimed ahead), with adaptive, bounded prefetch (core/worker/prefetch.py). Measured on 8,000
+pre-enqueued no-ops (default worker, 2026-12-07): 0.14 round trips and 11.75 Redis commands per
+job. An idle worker sends its claim pipelined behind the BLPOP on the wake-up tokens, so Redis
+runs it as soon as an enqueue's token arrives: the job comes back in that same round trip.
+
 A claimed job sits in its queue's in-flight registry with a lease; a heartbeat thread extends
 every lease in one pipeline per ``JOBS_WORKER_HEARTBEAT_INTERVAL``. When a worker dies, its
 leases run out and the sweep of any other worker takes the jobs back, counting the lost
@@ -19,8 +27,7 @@ Idle cost, measured over 20 s on the three queues (default worker, 2026-12-07): 
 commands/s in 21 round trips/s — the promote script twice a second per queue, the limiter release
 twice a second, a claim (9 LPOPs on the three priority lists of three queues, inside the script)
 and a BLPOP per wake-up, the heartbeat pipeline every second, the sweep every 2 s, the webhook
-dispatcher's EXISTS every 2 s. Wake-up
-latency after an enqueue is one round trip.
+dispatcher's EXISTS every 2 s (measured before the claim was pipelined behind the BLPOP).
 
 Redis unreachable: a long-running worker retries every second, as systemd expects, and logs which
 Redis and for how long once a minute; a ``--burst`` worker gives up after
