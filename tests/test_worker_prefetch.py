@@ -136,3 +136,16 @@ def test_a_stopping_prefork_worker_hands_back_its_claimed_ahead_jobs(jobs_env, s
     for i, job_id in enumerate(rest, start=2):
         assert finished(job_id, timeout=10).status == JobStatus.COMPLETED
         assert r.get(f"test:hb{i}:runs") == b"1"
+
+
+def test_max_jobs_runs_exactly_that_many_and_claims_nothing_ahead(jobs_env, start_worker):
+    """--max-jobs counts claims; a job claimed ahead would count and then be handed back unrun."""
+    r = get_redis()
+    ids = [email_queue.enqueue_job("stoppable", {"key": f"test:mj{i}", "seconds": 0}) for i in range(10)]
+    worker = start_worker("email", "--worker-class", "prefork", "--concurrency", "1", "--max-jobs", "3",
+                          env={"JOBS_WORKER_PREFETCH_BUDGET_MS": "60000"})
+    assert worker.wait(timeout=30) == 0
+    statuses = [get_job(job_id).status for job_id in ids]
+    assert statuses.count(JobStatus.COMPLETED) == 3 and statuses.count(JobStatus.PENDING) == 7, statuses
+    assert sum(1 for i in range(10) if r.get(f"test:mj{i}:runs")) == 3
+    assert r.zcard(keys.started(EMAIL)) == 0

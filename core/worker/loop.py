@@ -132,6 +132,7 @@ class Worker:
         self._next_sweep = 0.0
         self._woken = False
         self._claims_empty = False  # the last claim found nothing: the next turn waits on the tokens
+        self._max_jobs: int | None = None
         self._dispatcher: Any = None
         self._burst = False
         self._down_since: float | None = None  # monotonic start of the current outage
@@ -151,6 +152,7 @@ class Worker:
         """Serve until stopped (or, with ``burst``, until the queues are empty). Returns the exit code:
         0, or 1 when a burst worker gave up on an unreachable Redis."""
         self._burst = burst
+        self._max_jobs = max_jobs
         self._install_signals()
         if tracing.init_sentry():
             logger.info("worker %s reports task failures to Sentry", self.name)
@@ -220,11 +222,8 @@ class Worker:
         try:
             self._maintain()
             ex.poll(0)
-            want, start = ex.want()
+            want, start = self._wants()
             slots = start > 0
-            if max_jobs is not None:
-                want = min(want, max(0, max_jobs - self.processed))
-                start = min(start, want)
             if self._stop.is_set():
                 want = start = 0
             due_in = ex.ends_due_in()  # group commit: ends wait for company up to GROUP_COMMIT_WINDOW
@@ -252,6 +251,14 @@ class Worker:
         else:
             ex.wait(min(1.0, due_in))  # every slot busy: a child's answer comes back, or the ends fall due
         return True
+
+    def _wants(self) -> tuple[int, int]:
+        """The executor's (jobs to claim, how many begin now); with --max-jobs nothing is claimed
+        ahead (a job claimed ahead counts, and would be handed back at the exit instead of run)."""
+        want, start = self.executor.want()
+        if self._max_jobs is not None:
+            want = start = min(start, max(0, self._max_jobs - self.processed))
+        return want, start
 
     def _commit(self, finished: list[tuple[ClaimedJob, Any]], starts: list[tuple[ClaimedJob, float]], want: int,
                 start: int, releases: list[ClaimedJob] | None = None) -> list[ClaimedJob]:
@@ -300,7 +307,7 @@ class Worker:
         then. Meanwhile the children's answers are handled and their ends recorded (on the other
         connection), so a worker with one busy child and one idle still wakes on an enqueue."""
         ex = self.executor
-        want, start = ex.want()
+        want, start = self._wants()
         wake = [keys.wake(q) for q in self.queues]
         if want <= 0:
             self._woken = self._wait_connection.blpop(wake, timeout=timeout) is not None
