@@ -17,6 +17,7 @@ the median of the rounds with min-max, because the machine is shared and noisy.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import tempfile
@@ -49,6 +50,7 @@ class Plan:
     n_memory: int
     our_configs: list[str] = field(default_factory=lambda: list(DEFAULT_OUR_CONFIGS))
     our_io_configs: list[str] = field(default_factory=lambda: list(DEFAULT_OUR_IO_CONFIGS))
+    issue22: bool = False  # the default worker against every peer's default (docs/BENCHMARKS.md, issue 22)
 
     @classmethod
     def make(cls, quick: bool, our_configs: list[str] | None, our_io_configs: list[str] | None) -> Plan:
@@ -65,6 +67,8 @@ class Plan:
 
 def systems_for(scenario: str, plan: Plan) -> list[System]:
     """Each system in its fastest sensible configuration for the scenario (see docs/BENCHMARKS.md)."""
+    if plan.issue22:
+        return systems_issue22(scenario, plan)
     if scenario in ("cpu", "latency"):
         ours: list[System] = [Ours(c) for c in plan.our_configs]
         raw_extra: list[System] = [RawRQ("worker (fork)")] if scenario == "cpu" else [RawRQ("simple worker")]
@@ -74,6 +78,21 @@ def systems_for(scenario: str, plan: Plan) -> list[System]:
         return [*(Ours(c) for c in plan.our_io_configs), RawRQ("pool -n 2 SimpleWorker"), CeleryPeer("threads -c 32"),
                 DramatiqPeer("threads -p 1 -t 32"), HueyPeer("thread -w 32")]
     return [Ours("simple"), RawRQ(), CeleryPeer(), DramatiqPeer(), HueyPeer()]
+
+
+ISSUE22_OUR_CONFIGS = ["default"]  # plus "default-before" when FIKIRI_BENCH_BEFORE_ROOT names an older checkout
+
+
+def systems_issue22(scenario: str, plan: Plan) -> list[System]:
+    """Issue 22: what a user gets with no flags against each peer's default on these 2 cores
+    (Dramatiq ``-p 2 -t 8``, Huey ``-w 2 -k process``), raw RQ alongside."""
+    if scenario == "cpu":
+        return [*(Ours(c) for c in plan.our_configs), RawRQ("pool -n 2 SimpleWorker"),
+                DramatiqPeer("default -p 2 -t 8"), HueyPeer("process -w 2")]
+    if scenario == "latency":
+        return [*(Ours(c) for c in plan.our_configs), RawRQ("simple worker"), DramatiqPeer("default -p 2 -t 8"),
+                HueyPeer("process -w 2")]
+    return [Ours("default"), RawRQ(), DramatiqPeer(), HueyPeer("process -w 2")]
 
 
 # --- one measurement ------------------------------------------------------------------------------
@@ -245,7 +264,7 @@ def run_all(plan: Plan) -> tuple[Runs, dict[tuple[str, str], str]]:
     runs: Runs = {}
     errors: dict[tuple[str, str], str] = {}
     for r in range(plan.rounds):
-        for scenario in SCENARIOS:
+        for scenario in (s for s in SCENARIOS if not (plan.issue22 and s == "io")):
             systems = systems_for(scenario, plan)
             shift = r % len(systems)
             for system in systems[shift:] + systems[:shift]:
@@ -350,6 +369,43 @@ def targets(table: Table) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def targets_issue22(table: Table) -> list[tuple[str, str, bool | None]]:
+    """Issue 22's targets for the default worker (``ours default``), against this run's medians."""
+    def stat(scenario: str, label: str, key: str) -> float | None:
+        value = table.get((scenario, label), {}).get(key)
+        return value[0] if value else None
+
+    ours = "ours default"
+    out: list[tuple[str, str, bool | None]] = []
+    rate = stat("cpu", ours, "jobs_per_s")
+    peers = [(stat("cpu", label, "jobs_per_s"), label) for label in ("Dramatiq default -p 2 -t 8", "Huey process -w 2")]
+    peers = [(v, label) for v, label in peers if v is not None]
+    top = max(peers) if peers else None
+    out.append(("no-op throughput of `fikiri-worker` (no flags) ≥ 1.2× the best peer's default",
+                f"{fmt(rate)} vs {top and top[1]} {fmt(top and top[0])}: {fmt(ratio((rate, ours), top and top[0]) if rate else None)}×",
+                None if not (rate and top) else rate >= 1.2 * top[0]))
+    enq_c, enq_r = stat("enqueue", "ours default", "enq_cmds_per_job"), stat("enqueue", "ours default", "enq_reads_per_job")
+    job_c, job_r = stat("cpu", ours, "cmds_per_job"), stat("cpu", ours, "reads_per_job")
+    if None not in (enq_c, enq_r, job_c, job_r):
+        out.append(("≤ 1 round trip per job, enqueue included", f"{fmt(enq_r + job_r)} ({fmt(enq_r)} + {fmt(job_r)})",
+                    enq_r + job_r <= 1.0))
+        out.append(("≤ 12 Redis commands per job, enqueue included", f"{fmt(enq_c + job_c)} ({fmt(enq_c)} + {fmt(job_c)})",
+                    enq_c + job_c <= 12))
+    for key, title, factor in (("result_p50_ms", "idle enqueue→result p50 ≤ 0.7× Huey's", 0.7),
+                               ("result_p99_ms", "idle enqueue→result p99 ≤ Huey's", 1.0)):
+        o, h = stat("latency", ours, key), stat("latency", "Huey process -w 2", key)
+        out.append((title, f"{fmt(o)} vs {fmt(h)} ms: {fmt(o / h if o and h else None)}×",
+                    None if not (o and h) else o <= factor * h))
+    o, h = stat("enqueue", "ours default", "one_by_one_per_s"), stat("enqueue", "Huey process -w 2", "one_by_one_per_s")
+    out.append(("enqueue one by one ≥ Huey's", f"{fmt(o)} vs {fmt(h)} jobs/s", None if not (o and h) else o >= h))
+    m, d = stat("memory", "ours default", "bytes_per_job"), stat("memory", "Dramatiq default -p 2 -t 8", "bytes_per_job")
+    if d is None:
+        d = next((v[0] for (s, label), stats in table.items() if s == "memory" and label.startswith("Dramatiq")
+                  and (v := stats.get("bytes_per_job"))), None)
+    out.append(("Redis bytes per pending job ≤ Dramatiq's", f"{fmt(m)} vs {fmt(d)}", None if not (m and d) else m <= d))
+    return out
+
+
 def machine() -> dict[str, str]:
     """What the numbers were measured on, and how busy it was."""
     import os
@@ -377,17 +433,24 @@ def header(plan: Plan, quick: bool, started: float, host: dict[str, str]) -> lis
             f"latency {plan.n_latency} samples, enqueue {plan.n_enqueue}, memory {plan.n_memory}."]
 
 
-def main(quick: bool, our_configs: list[str] | None, our_io_configs: list[str] | None) -> str:
+def main(quick: bool, our_configs: list[str] | None, our_io_configs: list[str] | None, issue22: bool = False,
+         rounds: int | None = None) -> str:
     """Run everything, print the markdown report and write it (and the raw runs) to bench/results/."""
     import json
 
     started = time.time()
+    if issue22 and not our_configs:
+        our_configs = ISSUE22_OUR_CONFIGS + (["default-before"] if os.environ.get("FIKIRI_BENCH_BEFORE_ROOT") else [])
     plan = Plan.make(quick, our_configs, our_io_configs)
+    plan.issue22 = issue22
+    if rounds:
+        plan.rounds = rounds
     plan.our_configs = usable_configs(plan.our_configs)
-    plan.our_io_configs = usable_configs(plan.our_io_configs)
+    plan.our_io_configs = [] if issue22 else usable_configs(plan.our_io_configs)
     runs, errors = run_all(plan)
     table = medians(runs)
-    text = render(table, errors, METRICS, targets(table), header(plan, quick, started, machine()))
+    checks = targets_issue22(table) if issue22 else targets(table)
+    text = render(table, errors, METRICS, checks, header(plan, quick, started, machine()))
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -467,6 +467,10 @@ def main() -> None:
                              "'threaded 2x4' 'prefork 2' (class, processes x concurrency)")
     parser.add_argument("--our-io-config", nargs="+", metavar="CONFIG",
                         help="our worker configs for the --peers I/O scenario (default 'threaded 1x32')")
+    parser.add_argument("--issue22", action="store_true",
+                        help="with --peers: `fikiri-worker` with no flags against each peer's default (Dramatiq "
+                             "-p 2 -t 8, Huey -w 2 -k process) and raw RQ, issue 22's targets checked")
+    parser.add_argument("--rounds", type=int, default=None, help="with --peers: interleaved rounds")
     parser.add_argument("--figures", action="store_true",
                         help="ours only: bytes per pending job by payload, commands per enqueue and per job, "
                              "an idle worker's commands/s (the README's figures; about 2 minutes)")
@@ -485,7 +489,7 @@ def main() -> None:
     if args.peers:
         from bench import peers
 
-        peers.main(args.quick, args.our_config, args.our_io_config)
+        peers.main(args.quick, args.our_config, args.our_io_config, args.issue22, args.rounds)
         return
     reps = 1 if args.quick else 3
     n_enqueue, n_process, n_io = (500, 500, 200) if args.quick else (3000, 2000, 1000)

@@ -72,6 +72,8 @@ class OurConfig:
 
     @classmethod
     def parse(cls, text: str) -> OurConfig:
+        if text.strip() in ("default", "default-before"):  # `fikiri-worker` with no flags and no queue names
+            return cls(text.strip(), 1, None)
         match = re.fullmatch(r"\s*([a-z_-]+)\s*(?:x?(\d+))?(?:\s*x\s*(\d+))?(?:\s+prefetch\s+(\d+))?\s*", text)
         if not match:
             raise ValueError(f"not a worker config: {text!r} (expected e.g. 'simple x2', 'threaded 2x4', "
@@ -80,6 +82,8 @@ class OurConfig:
         return cls(kind, int(procs or 1), int(threads) if threads else None, int(prefetch) if prefetch else None)
 
     def cli_args(self) -> list[str]:
+        if self.worker_class.startswith("default"):
+            return []
         args = ["--worker-class", self.worker_class, "--processes", str(self.processes)]
         args += ["--concurrency", str(self.concurrency)] if self.concurrency else []
         return args + (["--prefetch", str(self.prefetch)] if self.prefetch else [])
@@ -97,6 +101,13 @@ class Ours(System):
         self.queue: Any = None
 
     def worker_argv(self, url: str) -> list[str]:
+        if self.parsed.worker_class == "default":  # exactly what a user who types `fikiri-worker` runs
+            return [sys.executable, str(ROOT / "scripts" / "rq_worker.py")]
+        if self.parsed.worker_class == "default-before":  # the same from another checkout (a before/after run)
+            before = os.environ.get("FIKIRI_BENCH_BEFORE_ROOT")
+            if not before:
+                raise ValueError("'default-before' needs FIKIRI_BENCH_BEFORE_ROOT: a checkout of the commit to compare")
+            return [sys.executable, str(Path(before) / "scripts" / "rq_worker.py")]
         return [sys.executable, str(ROOT / "scripts" / "rq_worker.py"), "email", *self.parsed.cli_args()]
 
     def connect(self, url: str) -> None:
@@ -246,7 +257,7 @@ class DramatiqPeer(System):
 
 # --- Huey ------------------------------------------------------------------------------------------
 class HueyPeer(System):
-    """Huey, Redis storage, thread workers; config ``thread -w N``."""
+    """Huey, Redis storage; config ``thread -w N`` or ``process -w N``."""
 
     family = "Huey"
 

@@ -230,7 +230,13 @@ class Settings:
     worker_pool_size: int = 0  # JOBS_WORKER_POOL_SIZE: prefork children (0: one per CPU)
     worker_max_jobs_per_child: int = 1000  # JOBS_WORKER_MAX_JOBS_PER_CHILD: a prefork child is replaced after this
     worker_max_child_memory_mb: int = 512  # JOBS_WORKER_MAX_CHILD_MEMORY_MB: ... or above this RSS (0: no limit)
-    worker_prefetch: int = 1  # JOBS_WORKER_PREFETCH: jobs the simple worker claims per round trip
+    # JOBS_WORKER_PREFETCH: the most jobs a prefork or simple worker claims ahead of its free slots
+    # (adaptive, core/worker/prefetch.py: only while claims come back full, and at most 5 ms of work
+    # at the jobs' mean duration); 0: one job per free slot
+    worker_prefetch: int = 16
+    # JOBS_WORKER_PREFETCH_BUDGET_MS: the work (at the jobs' mean duration) a worker holds claimed
+    # ahead at most, so a job claimed ahead waits about this long at most
+    worker_prefetch_budget_ms: float = 5.0
     # JOBS_WORKER_BURST_REDIS_TIMEOUT (s): a --burst worker that cannot reach Redis this long exits 1
     # (a long-running worker keeps retrying, as systemd expects, and says so once a minute).
     worker_burst_redis_timeout: float = 30.0
@@ -441,7 +447,8 @@ def load_settings() -> Settings:
         worker_pool_size=_env_int("JOBS_WORKER_POOL_SIZE", Settings.worker_pool_size, 0),
         worker_max_jobs_per_child=_env_int("JOBS_WORKER_MAX_JOBS_PER_CHILD", Settings.worker_max_jobs_per_child, 1),
         worker_max_child_memory_mb=_env_int("JOBS_WORKER_MAX_CHILD_MEMORY_MB", Settings.worker_max_child_memory_mb, 0),
-        worker_prefetch=_env_int("JOBS_WORKER_PREFETCH", Settings.worker_prefetch, 1),
+        worker_prefetch=_env_int("JOBS_WORKER_PREFETCH", Settings.worker_prefetch, 0),
+        worker_prefetch_budget_ms=_env_float("JOBS_WORKER_PREFETCH_BUDGET_MS", Settings.worker_prefetch_budget_ms, 0.0),
         worker_burst_redis_timeout=_env_float("JOBS_WORKER_BURST_REDIS_TIMEOUT", Settings.worker_burst_redis_timeout,
                                               0.1),
         email_sync_interval_minutes=_env_float("EMAIL_SYNC_INTERVAL_MINUTES", Settings.email_sync_interval_minutes, 0.01),

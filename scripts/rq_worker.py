@@ -48,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(prefork: default one per CPU; fork: default 1)")
     parser.add_argument("--processes", type=int, default=1, help="worker processes to run (default 1)")
     parser.add_argument("--prefetch", type=int, default=None,
-                        help="jobs the simple worker claims per round trip (JOBS_WORKER_PREFETCH, default 1)")
+                        help="most jobs a prefork or simple worker claims ahead of its free slots, adaptively: only "
+                             "while the backlog is deep and the jobs short (JOBS_WORKER_PREFETCH, default 16; 0: "
+                             "one job per free slot)")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="extra module that registers tasks (repeatable; also JOBS_TASK_MODULES)")
     parser.add_argument("--name", default=None, help="worker name (default: host.pid.random)")
@@ -57,8 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.concurrency is not None and args.concurrency < 1:
         parser.error(f"--concurrency must be at least 1, got {args.concurrency}")
-    if args.prefetch is not None and args.prefetch < 1:
-        parser.error(f"--prefetch must be at least 1, got {args.prefetch}")
+    if args.prefetch is not None and args.prefetch < 0:
+        parser.error(f"--prefetch must be 0 or more, got {args.prefetch}")
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
     try:
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Run one worker until it is stopped; it rides out Redis restarts by itself."""
-    if args.prefetch:
+    if args.prefetch is not None:
         os.environ["JOBS_WORKER_PREFETCH"] = str(args.prefetch)
         reload_settings()
     task_registry.load_task_modules(args.imports)
@@ -99,6 +101,8 @@ def run_supervisor(args: argparse.Namespace, argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for _ in range(args.processes):
+        if stopping["count"]:  # a signal came while the others started: this one would never get it
+            break
         spawn()
     exit_code = 0
     while children:

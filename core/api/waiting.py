@@ -7,9 +7,9 @@ so the wait is one snapshot (the stream's last entry id, then the job's fields, 
 wakes the read at once (measured in bench/wait_latency.py: within about a millisecond of the
 end), an end before it is in the snapshot. No thread sleeps in steps and no write is needed.
 
-Why not the ``fikiri:done:<id>`` token finish.lua pushes: claim.lua reads the waiter mark
-(``fk_wait``) when it claims the job, so a wait that starts after the claim (a worker at idle
-claims within a fraction of a millisecond of the enqueue) never gets a token; that is how the
+Why not a per-job done token (the old ``fikiri:done:<id>``, gone with issue 22): the claim read
+a waiter mark written by the wait, so a wait that started after the claim (a worker at idle
+claims within a fraction of a millisecond of the enqueue) never got a token; that is how the
 old wait slept to its one-second re-read (1,004 ms at p50 in issue 22).
 
 Ends that write no result record are those of a job that never started: a cancel, an expiry, a

@@ -154,11 +154,6 @@ def wake(full_name: str) -> str:
     return f"{_p()}:wake:{full_name}"
 
 
-def done(job_id: str) -> str:
-    """LIST: a token pushed when a job someone waits on (``wait_for``) ends; expires after 60 s."""
-    return f"{_p()}:done:{job_id}"
-
-
 def unique(queue_short: str, task: str, payload: dict[str, Any] | None, unique_key: str | None) -> str:
     """STRING: the job id holding a ``unique_for`` window; expires with the window."""
     if unique_key is None:

@@ -94,7 +94,7 @@ _STATUS = {
 READ_FIELDS = ("status", "data", "origin", "created_at", "started_at", "ended_at", "fk_task", "fk_max",
                "fk_retries", "fk_manual", "fk_user", "fk_result", "fk_error", "fk_progress", "meta", "fk_mode",
                "fk_prio", "fk_reason", "fk_stop", "fk_deferrals", "fk_batch", "fk_expires", "fk_expired",
-               "fk_retry", "fk_stalls", "fk_group")
+               "fk_retry", "fk_stalls", "fk_group", "fk_claimed", "worker_name")
 
 
 def map_status(rq_status: str | None, retry_count: int) -> JobStatus:
@@ -131,6 +131,13 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
     status = map_status(raw["status"].decode() if raw["status"] else None, retry_count)
     if status == JobStatus.CANCELED and raw["fk_expired"]:  # RQ's tools read "canceled"; we say why
         status = JobStatus.EXPIRED
+    claimed_by = None
+    if status == JobStatus.RUNNING and raw["fk_claimed"] == b"1":
+        # claimed ahead by a worker's prefetch and not begun: RQ's tools see it started (it is in RQ's
+        # started registry under the worker's lease); it has not run, so ours says pending, and why
+        status = JobStatus.RETRYING if retry_count else JobStatus.PENDING
+        worker = raw["worker_name"].decode(errors="replace") if raw["worker_name"] else "a worker"
+        claimed_by = f"claimed by {worker}; starts when one of its slots frees (stop it to take it back)"
     error = raw["fk_error"].decode(errors="replace") if raw["fk_error"] else meta.get("error")
     progress = _json(raw["fk_progress"]) if raw["fk_progress"] is not None else meta.get("progress")
     user = raw["fk_user"].decode() if raw["fk_user"] else meta.get("user_id")
@@ -152,7 +159,7 @@ def job_from_fields(job_id: str, values: list[bytes | None]) -> Job | None:
         completed_at=parse_time(raw["ended_at"]) if status.is_final else None,
         mode=raw["fk_mode"].decode() if raw["fk_mode"] else "redis",  # "fallback": ran there, handed back
         priority=raw["fk_prio"].decode() if raw["fk_prio"] else "normal",
-        reason=_reason(status, raw["fk_reason"], raw["fk_stop"]),
+        reason=claimed_by or _reason(status, raw["fk_reason"], raw["fk_stop"]),
         deferrals=int(raw["fk_deferrals"] or 0),
         batch_id=raw["fk_batch"].decode() if raw["fk_batch"] else None,
         expires_at=float(raw["fk_expires"]) if raw["fk_expires"] else None,

@@ -22,6 +22,8 @@ the API, CLI and dashboard actions all call these functions; nothing else writes
 Measured cost per processed no-op job (two simple workers, prefetch 10; ``bench.limiter``): 8.8
 Redis commands inside the claim and finish scripts, 2 of them the events stream's XADDs and 1
 the hooks check; a rate limit adds about 4, a concurrency limit about 7. See docs/BENCHMARKS.md.
+The default worker records ends and claims in one call (:func:`finish_and_claim`): 11.75
+commands per job with RQ's result record (issue 22, 8,000 no-ops; docs/BENCHMARKS.md).
 What RQ's own tools read costs 3 more per job (``bench.rq_tools_cost``): the SADD to ``rq:queues``
 in enqueue, and RQ's result record (XADD, EXPIRE) in a final end.
 """
@@ -320,7 +322,8 @@ class ClaimedJob:
     created_at: float | None
     claimed_at: float = field(default_factory=time.time)
     undecodable: str | None = None  # why the job's data could not be read (it will be refused)
-    waited: bool = False  # a wait_for() caller registered before the claim: signal it at the end
+    ahead: bool = False  # claimed ahead (prefetch), not begun: its start is written when a slot takes it
+    finish_here: bool = False  # a pre-forked child records this job's end itself (no backlog: nothing to batch)
     trace: dict[str, Any] | None = None  # the enqueue span's context (core.platform.tracing), when tracing is on
     held: list[str] = field(default_factory=list)  # concurrency limiters whose permit this claim holds
     deferrals: int = 0  # RetryAfter deferrals so far
@@ -371,9 +374,22 @@ def _text(raw: Any) -> str | None:
 _LAYOUT: dict[str, str] = {}
 
 
+_LAYOUT_FOR: list[Any] = [None, ""]  # (the settings object, its layout JSON): settings reloaded -> rebuilt
+
+
 def layout_json() -> str:
     """Key prefixes for scripts that build keys from a job's origin, and the events stream's
-    bound (cached per process, prefix and bound)."""
+    bound (cached per process, prefix and bound; per settings object, so a busy worker builds it
+    once, not twice per script call)."""
+    settings = get_settings()
+    if _LAYOUT_FOR[0] is settings:
+        return _LAYOUT_FOR[1]
+    _LAYOUT_FOR[1] = _layout_json()
+    _LAYOUT_FOR[0] = settings
+    return _LAYOUT_FOR[1]
+
+
+def _layout_json() -> str:
     layout: dict[str, Any] = keys.lua_layout()
     maxlen = get_settings().events_maxlen
     key = f"{layout['job']}{layout['wake']}{maxlen}"
@@ -412,20 +428,51 @@ class ClaimBatch(list):
     expired: list[tuple[str, str, str]] = []
 
 
+def claim_args(worker_name: str, claim_prefix: str, queues: list[str], limit: int, lease_seconds: float,
+               chain_wakeup: bool = False, start: int | None = None, server_clock: bool = False) -> list[Any]:
+    """claim.lua's arguments. ``start``: how many of the claimed jobs begin now (the rest are claimed
+    ahead: ``fk_claimed``); None: all. ``server_clock``: the lease and started_at come from Redis'
+    clock when the script runs (a claim pipelined behind a blocking pop that may wait a while)."""
+    count = str(limit) if start is None or start >= limit else f"{limit}/{max(0, start)}"
+    expiry, started = ("", "") if server_clock else (time.time() + lease_seconds, format_time())
+    return [count, expiry, started, worker_name, claim_prefix, "1" if chain_wakeup else "0", lease_seconds,
+            *_claim_tail(tuple(queues))]
+
+
+_CLAIM_TAIL: dict[tuple[str, ...], tuple[Any, list[Any]]] = {}
+
+
+def _claim_tail(queues: tuple[str, ...]) -> list[Any]:
+    """claim.lua's arguments from ARGV[8] on: the same for every claim of a worker (built once per
+    settings object; a busy worker claims thousands of times a second)."""
+    settings = get_settings()
+    cached = _CLAIM_TAIL.get(queues)
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    tail: list[Any] = [layout_json(), keys.paused_queues(), keys.job_prefix(), *_events()]
+    for queue in queues:
+        tail += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), queue_limit_entry(queue),
+                 *(keys.group_rotation(queue, p) for p in keys.PRIORITIES)]
+    _CLAIM_TAIL[queues] = (settings, tail)
+    return tail
+
+
 def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str], limit: int,
-          lease_seconds: float, chain_wakeup: bool = False) -> ClaimBatch:
+          lease_seconds: float, chain_wakeup: bool = False, start: int | None = None) -> ClaimBatch:
     """Claim up to ``limit`` jobs from ``queues`` (full names, in order; on each, high, normal
     then low priority), one script call. Paused queues are skipped; jobs over a limit are parked.
 
     ``chain_wakeup``: the worker was just woken; if the batch comes back full, wake another one.
+    ``start``: how many begin now; the others are claimed ahead (see :func:`claim_args`).
     """
-    args: list[Any] = [limit, time.time() + lease_seconds, format_time(), worker_name, claim_prefix,
-                       "1" if chain_wakeup else "0", lease_seconds, layout_json(), keys.paused_queues(),
-                       keys.job_prefix(), *_events()]
-    for queue in queues:
-        args += [queue, *keys.queue_lists(queue), keys.started(queue), keys.wake(queue), queue_limit_entry(queue),
-                 *(keys.group_rotation(queue, p) for p in keys.PRIORITIES)]
-    flat, due, ended = lua_scripts.run("claim", connection, [], args)
+    args = claim_args(worker_name, claim_prefix, queues, limit, lease_seconds, chain_wakeup, start)
+    return parse_claim(lua_scripts.run("claim", connection, [], args), queues, start)
+
+
+def parse_claim(reply: Any, queues: list[str], start: int | None = None) -> ClaimBatch:
+    """The :class:`ClaimBatch` of claim.lua's reply ``[jobs, due, expired]``; the jobs past the
+    first ``start`` are marked claimed ahead."""
+    flat, due, ended = reply
     claimed = ClaimBatch()
     claimed.due_in = float(due) if due else None
     claimed.expired = [(_text(ended[i]), _text(ended[i + 1]) or "?", queues[int(ended[i + 2])])
@@ -436,7 +483,7 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
     settings = get_settings()
     for i in range(0, len(flat), CLAIM_FIELDS):
         (job_id, claim_id, queue_index, data, timeout, task, max_retries, retries, manual, user,
-         result_ttl, failure_ttl, prio, created, waited, trace, job_limits, deferrals,
+         result_ttl, failure_ttl, prio, created, _claimed, trace, job_limits, deferrals,
          retry_policy, group) = flat[i:i + CLAIM_FIELDS]
         queue = queues[int(queue_index)]
         undecodable = None
@@ -452,7 +499,8 @@ def claim(connection: Any, worker_name: str, claim_prefix: str, queues: list[str
             retries=_int(retries), manual_retries=_int(manual), user_id=_text(user),
             result_ttl=_int(result_ttl, settings.result_ttl), failure_ttl=_int(failure_ttl, settings.failure_ttl),
             priority=_text(prio) or "normal", created_at=parse_time(created), undecodable=undecodable,
-            waited=waited is not None, trace=_trace(trace), held=limits.held_permits(job_limits),
+            ahead=start is not None and i // CLAIM_FIELDS >= start,
+            trace=_trace(trace), held=limits.held_permits(job_limits),
             deferrals=_int(deferrals), retry_policy=_text(retry_policy), group=_text(group),
         ))
     return claimed
@@ -557,7 +605,7 @@ def _finish_entry(job: ClaimedJob, attempt: AttemptResult, now: float) -> tuple[
     entry = {
         "job": keys.job(job.job_id), "wip": keys.started(queue), "target": target, "canceled": keys.canceled(queue),
         "counters": keys.queue_counters(job.queue_short), "wake": keys.wake(queue),
-        "done": keys.done(job.job_id) if job.waited else None, "member": job.member, "id": job.job_id,
+        "member": job.member, "id": job.job_id,
         "task": job.task_name, "q": job.queue_short, "user": job.user_id, "mode": mode, "score": score, "ttl": ttl, "fttl": job.failure_ttl,
         "counter": f"{job.task_name}:{counter}", "value": value, "reason": reason,
         "retries": job.retries + (1 if outcome == RETRYING else 0), "deferrals": job.deferrals + 1,
@@ -586,15 +634,69 @@ def _last_line(text: str | None) -> str:
 
 
 def finish_many(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]],
-                worker_name: str = "") -> list[str | None]:
-    """Record several attempts' ends in one script call (group commit); outcome or None per job."""
+                worker_name: str = "", starts: list[tuple[ClaimedJob, float]] | None = None,
+                releases: list[ClaimedJob] | None = None) -> list[str | None]:
+    """Record several attempts' ends in one script call (group commit); outcome or None per job.
+
+    ``starts``: jobs claimed ahead that began since (with when), written first; ``releases``: jobs
+    claimed ahead that a stopping worker hands back (finish.lua)."""
+    request, planned = _finish_request(finished, worker_name, starts, releases)
+    written = lua_scripts.run("finish", connection, [], [request])
+    return _finish_outcomes(finished, planned, written, worker_name)
+
+
+def finish_and_claim(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]], worker_name: str,
+                     starts: list[tuple[ClaimedJob, float]] | None, claim: list[Any] | None,
+                     queues: list[str], start: int | None = None,
+                     releases: list[ClaimedJob] | None = None) -> tuple[list[str | None], ClaimBatch]:
+    """Record these ends (and starts) and claim the next jobs in one script call, ``finish_claim``:
+    a busy worker pays one round trip per batch of jobs. ``claim``: :func:`claim_args` (None: no
+    claim). Returns the outcomes (as :func:`finish_many`) and the jobs claimed."""
+    request, planned = _finish_request(finished, worker_name, starts, releases)
+    ended, flat, due, expired = lua_scripts.run("finish_claim", connection, [], [request, *(claim or [])])
+    outcomes = _finish_outcomes(finished, planned, ended, worker_name)
+    return outcomes, parse_claim([flat, due, expired], queues, start) if claim else ClaimBatch()
+
+
+def _finish_request(finished: list[tuple[ClaimedJob, AttemptResult]], worker_name: str,
+                    starts: list[tuple[ClaimedJob, float]] | None,
+                    releases: list[ClaimedJob] | None) -> tuple[str, list[tuple[dict[str, Any], str, str | None]]]:
     now = time.time()
     planned = [_finish_entry(job, attempt, now) for job, attempt in finished]
+    if starts and finished:  # a start and an end of the same attempt in one call: the start rides on the end
+        ending = {job.member: entry for (job, _attempt), (entry, _outcome, _error) in zip(finished, planned)}
+        rest = []
+        for job, at in starts:
+            entry = ending.get(job.member)
+            if entry is None:
+                rest.append((job, at))
+            else:
+                entry["began"] = epoch_to_rq_time(at)
+        starts = rest
     events, maxlen = _events()
     request: dict[str, Any] = {"now": epoch_to_rq_time(now), "now_s": now, "events": events, "maxlen": maxlen,
                                "layout_json": layout_json(), "lease": get_settings().worker_lease, "worker": worker_name,
                                "entries": [entry for entry, _outcome, _error in planned]}
-    written = lua_scripts.run("finish", connection, [], [json.dumps(request, separators=(",", ":"))])
+    if starts:
+        request["starts"] = [{"job": keys.job(job.job_id), "wip": keys.started(job.queue), "member": job.member,
+                              "id": job.job_id, "q": job.queue_short, "task": job.task_name, "user": job.user_id,
+                              "at": epoch_to_rq_time(at)} for job, at in starts]
+    if releases:
+        request["releases"] = [_release_entry(job) for job in releases]
+    return json.dumps(request, separators=(",", ":")), planned
+
+
+def _release_entry(job: ClaimedJob) -> dict[str, Any]:
+    entry = {"job": keys.job(job.job_id), "wip": keys.started(job.queue), "member": job.member, "id": job.job_id,
+             "list": keys.queue_at(job.queue, job.priority), "wake": keys.wake(job.queue), "held": job.held or None}
+    if job.group is not None:
+        entry["group"], entry["grun"] = job.group, keys.group_running(job.queue)
+    return entry
+
+
+def _finish_outcomes(finished: list[tuple[ClaimedJob, AttemptResult]],
+                     planned: list[tuple[dict[str, Any], str, str | None]], written: Any,
+                     worker_name: str) -> list[str | None]:
     outcomes: list[str | None] = []
     for (job, attempt), (_entry, outcome, error), ok in zip(finished, planned, written):
         if ok in (b"stop", "stop") and outcome != STOPPED:  # stopped meanwhile: it ended canceled

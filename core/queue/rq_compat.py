@@ -46,6 +46,11 @@ def parse_time(raw: bytes | str | None) -> float | None:
     if not raw:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
+    if len(text) == 27 and text[-1] == "Z" and text[10] == "T":  # RQ's own "%Y-%m-%dT%H:%M:%S.%fZ": the fast path
+        try:  # fromisoformat is about 20x cheaper than strptime (a worker parses one per job claimed)
+            return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            pass
     try:
         return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError:

@@ -28,6 +28,7 @@ import selectors
 import signal
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from core.platform import tracing
 from core.platform.connection import REDIS_DOWN, new_redis
 from core.queue import lifecycle, lua_scripts, task_metrics
 from core.queue.lifecycle import AttemptResult, ClaimedJob
+from core.worker.prefetch import AdaptivePrefetch
 
 if TYPE_CHECKING:
     from core.worker.loop import Worker
@@ -48,6 +50,7 @@ REDIS_ERRORS = REDIS_DOWN  # core.platform.connection holds the one rule for "Re
 PR_SET_PDEATHSIG = 1
 IDLE_FLUSH = 0.5  # s: a pre-forked child flushes its timings this long after its last job
 GROUP_COMMIT_WINDOW = 0.002  # s: results of short jobs run back to back are committed together
+GROUP_COMMIT_MAX = 16  # ends recorded in one script call at most before the window is up (prefork)
 HARD_KILL_GRACE = 10.0  # s past a job's timeout before the parent kills a child that ignores SIGALRM
 SHUTDOWN_GRACE = 2.0  # s: a job interrupted at the shutdown deadline may stop by itself this long before it is ended
 
@@ -87,7 +90,7 @@ def execute(connection: Any, job: ClaimedJob, worker_name: str) -> str | None:
 
 
 def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptResult]], worker_name: str,
-                    patience: float = 30.0) -> list[str | None]:
+                    patience: float = 30.0, starts: list[tuple[ClaimedJob, float]] | None = None) -> list[str | None]:
     """:func:`lifecycle.finish_many`, retried while Redis is unreachable (restarts take seconds).
 
     If Redis stays away longer, the outcomes are dropped and the jobs' leases expire: the sweep
@@ -98,7 +101,7 @@ def finish_retrying(connection: Any, finished: list[tuple[ClaimedJob, AttemptRes
     delay, deadline = 0.2, time.monotonic() + patience
     while True:
         try:
-            return lifecycle.finish_many(connection, finished, worker_name)
+            return lifecycle.finish_many(connection, finished, worker_name, starts=starts)
         except REDIS_ERRORS as exc:
             error = exc
         if time.monotonic() > deadline:
@@ -163,39 +166,81 @@ def stop_in_thread(job: ClaimedJob, grace: float) -> None:
 
 
 class SimpleExecutor:
-    """Run each job inline, in the worker's main thread."""
+    """Run each job inline, in the worker's main thread.
+
+    It hands its jobs' ends back to the worker loop (``hands_back``), which records them in the
+    same script call as its next claim (lifecycle.finish_and_claim): one round trip per batch."""
 
     kind = "simple"
+    hands_back = True
 
-    def __init__(self, worker: Worker, size: int = 1) -> None:
+    def __init__(self, worker: Worker, prefetch: int = 0) -> None:
         self.worker = worker
-        self.size = size  # jobs claimed per round trip (JOBS_WORKER_PREFETCH), run one after another
+        self.prefetch = AdaptivePrefetch(prefetch, get_settings().worker_prefetch_budget_ms / 1000)
+        self._finished: list[tuple[ClaimedJob, AttemptResult]] = []
+        self._started: list[tuple[ClaimedJob, float]] = []
 
     def start(self) -> None:
         pass
 
     def free_slots(self) -> int:
-        return self.size
+        return 1
+
+    def want(self) -> tuple[int, int]:
+        """(jobs to claim, how many of them begin now): the first; the others are claimed ahead
+        and begin one after another (their starts are written with the next script call)."""
+        return 1 + self.prefetch.ahead(), 1
 
     def submit_many(self, jobs: list[ClaimedJob]) -> None:
-        """Run the claimed jobs one after another; commit their ends together while each batch of
-        results is younger than GROUP_COMMIT_WINDOW (a slow job's result is committed at once)."""
-        pending: list[tuple[ClaimedJob, AttemptResult]] = []
-        since = 0.0
-        for index, job in enumerate(jobs):
-            if not pending:
+        """Run the claimed jobs one after another. Their ends go to the loop's next claim; a batch
+        whose results grow older than GROUP_COMMIT_WINDOW (a slow job) is committed at once."""
+        since = time.monotonic()
+        for job in jobs:
+            if job.ahead:
+                self._started.append((job, time.time()))
+            result = attempt(self.worker.connection, job)
+            self.prefetch.ran(result.duration)
+            self._finished.append((job, result))
+            if time.monotonic() - since > GROUP_COMMIT_WINDOW and job is not jobs[-1]:
+                self._commit()
                 since = time.monotonic()
-            pending.append((job, attempt(self.worker.connection, job)))
-            if index == len(jobs) - 1 or time.monotonic() - since > GROUP_COMMIT_WINDOW:
-                self._commit(pending)
-                pending = []
 
-    def _commit(self, pending: list[tuple[ClaimedJob, AttemptResult]]) -> None:
+    def _commit(self) -> None:
+        pending, self._finished = self._finished, []
+        starts, self._started = self._started, []
         try:
-            finish_retrying(self.worker.connection, pending, self.worker.name)
+            finish_retrying(self.worker.connection, pending, self.worker.name, starts=starts)
         finally:
             for job, _attempt in pending:
                 self.worker.job_done(job)
+
+    def take(self) -> tuple[list[tuple[ClaimedJob, AttemptResult]], list[tuple[ClaimedJob, float]]]:
+        finished, self._finished = self._finished, []
+        started, self._started = self._started, []
+        return finished, started
+
+    def ends_due_in(self) -> float:
+        """Seconds until the ends in hand must be recorded: at once (nothing else runs meanwhile)."""
+        return 0.0 if self._finished or self._started else float("inf")
+
+    def give_back(self, finished: list[tuple[ClaimedJob, AttemptResult]],
+                  starts: list[tuple[ClaimedJob, float]]) -> None:
+        """Ends and starts the loop could not record (Redis away): kept for its next try."""
+        self._finished = finished + self._finished
+        self._started = starts + self._started
+
+    def take_buffered(self) -> list[ClaimedJob]:
+        return []
+
+    def claimed(self, asked: int, got: int) -> None:
+        self.prefetch.claimed(asked, got)
+
+    def poll(self, timeout: float) -> None:
+        pass
+
+    def wait_readable(self, sock: Any, timeout: float) -> bool:
+        """Block until ``sock`` (the worker's blocking pop) is readable: nothing else runs meanwhile."""
+        return bool(select.select([sock], [], [], timeout)[0])
 
     def wait(self, timeout: float) -> None:
         time.sleep(min(timeout, 0.05))
@@ -318,9 +363,19 @@ class _Child:
 
 
 class PreforkExecutor:
-    """A pool of ``size`` reused child processes (``max_jobs=1``: a fresh process per job)."""
+    """A pool of ``size`` reused child processes (``max_jobs=1``: a fresh process per job).
 
-    def __init__(self, worker: Worker, size: int, max_jobs: int, max_rss_mb: int, kind: str = "prefork") -> None:
+    A child runs its job and answers with the attempt's result over its pipe; the parent records
+    the ends of all its children in the same script call as its next claim (``hands_back``,
+    lifecycle.finish_and_claim), so a busy pool pays about one round trip per batch of jobs and a
+    child does no Redis work per job (its progress reports aside). Jobs claimed ahead (adaptive
+    prefetch, core/worker/prefetch.py) wait here and go to the first child that frees; their start
+    is written with the next call (``starts``)."""
+
+    hands_back = True
+
+    def __init__(self, worker: Worker, size: int, max_jobs: int, max_rss_mb: int, kind: str = "prefork",
+                 prefetch: int = 0) -> None:
         self.worker = worker
         self.size = size
         self.kind = kind
@@ -329,7 +384,13 @@ class PreforkExecutor:
         self._children: dict[int, _Child] = {}
         self._selector = selectors.DefaultSelector()
         self._stopping = False
+        self._feeding = True  # False once the worker stops: jobs claimed ahead are handed back, not started
         self._exiting: list[int] = []  # retired children not reaped yet (waitpid WNOHANG in poll)
+        self.prefetch = AdaptivePrefetch(prefetch, get_settings().worker_prefetch_budget_ms / 1000)
+        self._ready: deque[ClaimedJob] = deque()  # claimed ahead, not begun
+        self._finished: list[tuple[ClaimedJob, AttemptResult]] = []  # ends not recorded yet
+        self._started: list[tuple[ClaimedJob, float]] = []  # claimed-ahead jobs begun, start not recorded yet
+        self._ends_since: float | None = None  # when the oldest end not recorded yet came back
 
     # --- children ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -374,17 +435,84 @@ class PreforkExecutor:
 
     def free_slots(self) -> int:
         self.poll(0)
+        return self._idle()
+
+    def _idle(self) -> int:
         idle = sum(1 for c in self._children.values() if c.job is None)
         return max(0, min(idle, self.size - (len(self._children) - idle)))
 
+    def want(self) -> tuple[int, int]:
+        """(jobs to claim, how many of them begin now): one per idle child not fed from the jobs
+        claimed ahead, plus what tops the claimed-ahead jobs up to the adaptive depth."""
+        start = max(0, self._idle() - len(self._ready))
+        now = time.monotonic()
+        running_for = max((now - c.busy_since for c in self._children.values() if c.job is not None), default=0.0)
+        ahead = self.prefetch.ahead(running_for)
+        if not start and len(self._ready) > ahead // 2:
+            return 0, 0  # enough claimed ahead: top up in bigger batches, fewer claims per job
+        return start + max(0, ahead - len(self._ready)), start
+
+    def claimed(self, asked: int, got: int) -> None:
+        self.prefetch.claimed(asked, got)
+
+    def take(self) -> tuple[list[tuple[ClaimedJob, AttemptResult]], list[tuple[ClaimedJob, float]]]:
+        """The ends and starts to record now (the worker loop records them with its next claim)."""
+        finished, self._finished = self._finished, []
+        started, self._started = self._started, []
+        self._ends_since = None
+        return finished, started
+
+    def ends_due_in(self) -> float:
+        """Seconds until the ends in hand must be recorded (group commit): while the children are fed
+        from the jobs claimed ahead, ends wait up to GROUP_COMMIT_WINDOW, or until GROUP_COMMIT_MAX
+        of them, to share one script call; inf when there are none."""
+        if not self._finished and not self._started:
+            return float("inf")
+        if self._ends_since is None:
+            self._ends_since = time.monotonic()
+        if len(self._finished) >= GROUP_COMMIT_MAX or not self._ready:
+            return 0.0
+        return max(0.0, GROUP_COMMIT_WINDOW - (time.monotonic() - self._ends_since))
+
+    def give_back(self, finished: list[tuple[ClaimedJob, AttemptResult]],
+                  starts: list[tuple[ClaimedJob, float]]) -> None:
+        """Ends and starts the loop could not record (Redis away): kept for its next try."""
+        self._finished = finished + self._finished
+        self._started = starts + self._started
+
+    def take_buffered(self) -> list[ClaimedJob]:
+        """A stopping worker: no job claimed ahead starts any more; they are handed back."""
+        self._feeding = False
+        jobs = list(self._ready)
+        self._ready.clear()
+        return jobs
+
     def submit_many(self, jobs: list[ClaimedJob]) -> None:
         for job in jobs:
+            if job.ahead:
+                self._ready.append(job)
+            else:
+                self.submit(job)
+        self._feed()
+
+    def _feed(self) -> None:
+        """Give jobs claimed ahead to idle children; their starts go with the next script call."""
+        while self._ready and self._feeding and not self._stopping and self._idle() > 0:
+            job = self._ready.popleft()
+            self._started.append((job, time.time()))
             self.submit(job)
 
     def submit(self, job: ClaimedJob) -> None:
-        child = next(c for c in self._children.values() if c.job is None)
+        child = next((c for c in self._children.values() if c.job is None), None)
+        if child is None:  # no idle child (one just died): it waits for the next one
+            self._ready.appendleft(job)
+            return
         child.job = job
         child.busy_since = time.monotonic()
+        # no backlog (the last claim came back short): the child records the end itself, one hop
+        # sooner than through this process; with a backlog the end comes back here to be recorded
+        # with the next claim (finish_claim)
+        job.finish_here = self.prefetch.depth == 0 and not job.ahead
         data = (json.dumps(job.to_wire(), separators=(",", ":")) + "\n").encode()
         try:
             os.write(child.job_fd, data) if len(data) < 65536 else _write_all(child.job_fd, data)
@@ -397,11 +525,25 @@ class PreforkExecutor:
     def wait(self, timeout: float) -> None:
         self.poll(timeout)
 
-    def poll(self, timeout: float) -> None:
-        """Handle finished jobs and dead children; block up to ``timeout`` for the first event."""
+    def wait_readable(self, sock: Any, timeout: float) -> bool:
+        """Block until ``sock`` (the worker's blocking pop) is readable, True, or a child answered
+        or ``timeout`` passed, False; the children's answers are handled meanwhile."""
+        self._selector.register(sock, selectors.EVENT_READ, None)
+        try:
+            return self.poll(timeout, watch=True)
+        finally:
+            self._selector.unregister(sock)
+
+    def poll(self, timeout: float, watch: bool = False) -> bool:
+        """Handle finished jobs and dead children; block up to ``timeout`` for the first event.
+        Returns whether the extra socket of :meth:`wait_readable` was readable."""
         if self._exiting:
             self._exiting = [pid for pid in self._exiting if not _reaped(pid)]
+        readable = False
         for key, _events in self._selector.select(timeout):
+            if key.data is None:
+                readable = True
+                continue
             child: _Child = key.data
             data = child.result_file.read(65536)
             if not data:
@@ -412,12 +554,21 @@ class PreforkExecutor:
                 if message.startswith(b"m"):  # a work-horse's timings (task_metrics.forward)
                     _add_metrics(message[1:])
                     continue
-                if message in (b"d", b"r") and child.job is not None:
+                if message.startswith(b"R") and child.job is not None:  # the attempt's result
+                    result = _read_result(child.job, message[1:])
+                    self.prefetch.ran(result.duration)
+                    self._finished.append((child.job, result))
+                    child.job = None
+                    continue
+                if message in (b"d", b"r") and child.job is not None:  # the child recorded the end itself
+                    self.prefetch.ran(time.monotonic() - child.busy_since)
                     self.worker.job_done(child.job)
                     child.job = None
                 if message == b"r":
                     self._retire(child)
         self._enforce_timeouts()
+        self._feed()
+        return readable
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()
@@ -442,6 +593,7 @@ class PreforkExecutor:
         status = _reap(child.pid)
         job = child.job
         if job is not None:
+            self._record_start(job)
             reason = f"work-horse {child.pid} died ({status}) while running the job"
             logger.error("job %s: %s", job.job_id, reason)
             if job.interrupted:  # the shutdown deadline: back to its queue, no retry, no stall
@@ -455,6 +607,18 @@ class PreforkExecutor:
             self.worker.job_done(job)
         if not self._stopping:
             self._top_up()
+
+    def _record_start(self, job: ClaimedJob) -> None:
+        """A job claimed ahead whose start is not written yet ends now (its child died): write the
+        start first, so the lost attempt counts as one (abandon.lua skips a job never begun)."""
+        mine = [pair for pair in self._started if pair[0] is job]
+        if not mine:
+            return
+        self._started = [pair for pair in self._started if pair[0] is not job]
+        try:
+            lifecycle.finish_many(self.worker.connection, [], self.worker.name, starts=mine)
+        except REDIS_ERRORS as exc:
+            logger.warning("job %s: could not record its start (%s)", job.job_id, exc)
 
     def _forget(self, child: _Child) -> None:
         self._children.pop(child.pid, None)
@@ -509,6 +673,18 @@ class PreforkExecutor:
         for pid in self._exiting:
             _reap(pid, block=True)
         self._exiting = []
+
+
+def _read_result(job: ClaimedJob, text: bytes) -> AttemptResult:
+    """A work-horse's answer: the attempt's result as JSON (see _child_main)."""
+    try:
+        data = json.loads(text)
+        if data.pop("interrupted", False):
+            job.interrupted = True
+        return AttemptResult(**data)
+    except (ValueError, TypeError) as exc:
+        logger.error("job %s: its work-horse sent an unreadable result (%s): %r", job.job_id, exc, text[:200])
+        return AttemptResult(ok=False, error=f"the work-horse's result was unreadable ({exc})")
 
 
 def _add_metrics(text: bytes) -> None:
@@ -619,7 +795,8 @@ def _connect_now(connection: Any) -> None:
 
 
 def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_jobs: int, max_rss_mb: int) -> None:
-    """A work-horse: read a job per line, run it, record it, answer ``d`` (or ``r``: retiring)."""
+    """A work-horse: read a job per line, run it, answer its result (``R`` + JSON) then ``d`` (or ``r``:
+    retiring). The parent records the end."""
     gc.freeze()  # the parent's objects: a collection never walks (and so never copies) their pages
     _die_with_parent(parent)
     _watch_parent(parent)
@@ -645,14 +822,20 @@ def _child_main(parent: int, job_fd: int, result_fd: int, worker_name: str, max_
         if not line or os.getppid() != parent:  # closed, or orphaned: never start a job without a parent
             break
         job = ClaimedJob.from_wire(json.loads(line))
-        execute(connection, job, worker_name)
+        if job.finish_here:
+            execute(connection, job, worker_name)
+            result_line = b""
+        else:
+            result = attempt(connection, job)  # the parent records its end (with its next claim)
+            message = {**result.__dict__, "interrupted": job.interrupted} if job.interrupted else result.__dict__
+            result_line = b"R" + json.dumps(message, separators=(",", ":")).encode() + b"\n"
         done += 1
         dirty = True
         if time.monotonic() - last_flush >= 1.0:
             task_metrics.buffer().flush(connection)
             last_flush, dirty = time.monotonic(), False
         retiring = done >= max_jobs or (max_rss_mb and _rss_mb() > max_rss_mb)
-        answer = b"r\n" if retiring else b"d\n"
+        answer = result_line + (b"r\n" if retiring else b"d\n")
         forwarded = task_metrics.buffer().take_forwarded()
         if forwarded:
             answer = b"m" + json.dumps(forwarded, separators=(",", ":")).encode() + b"\n" + answer

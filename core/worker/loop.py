@@ -8,6 +8,14 @@ One loop per worker process::
     claim up to <free slots> jobs from the queues in priority order (one script call)
     hand them to the executor, or, with nothing to do, block on the queues' wake-up tokens
 
+The default (prefork) and simple classes hand their jobs' ends back to this loop, which records
+a batch of ends, the starts of jobs claimed ahead and the next claim in one script call
+(``finish_claim``; group commit of up to 2 ms or 16 ends while the children are fed from the
+jobs claimed ahead), with adaptive, bounded prefetch (core/worker/prefetch.py). Measured on 8,000
+pre-enqueued no-ops (default worker, 2026-12-07): 0.14 round trips and 11.75 Redis commands per
+job. An idle worker sends its claim pipelined behind the BLPOP on the wake-up tokens, so Redis
+runs it as soon as an enqueue's token arrives: the job comes back in that same round trip.
+
 A claimed job sits in its queue's in-flight registry with a lease; a heartbeat thread extends
 every lease in one pipeline per ``JOBS_WORKER_HEARTBEAT_INTERVAL``. When a worker dies, its
 leases run out and the sweep of any other worker takes the jobs back, counting the lost
@@ -19,8 +27,7 @@ Idle cost, measured over 20 s on the three queues (default worker, 2026-12-07): 
 commands/s in 21 round trips/s — the promote script twice a second per queue, the limiter release
 twice a second, a claim (9 LPOPs on the three priority lists of three queues, inside the script)
 and a BLPOP per wake-up, the heartbeat pipeline every second, the sweep every 2 s, the webhook
-dispatcher's EXISTS every 2 s. Wake-up
-latency after an enqueue is one round trip.
+dispatcher's EXISTS every 2 s (measured before the claim was pipelined behind the BLPOP).
 
 Redis unreachable: a long-running worker retries every second, as systemd expects, and logs which
 Redis and for how long once a minute; a ``--burst`` worker gives up after
@@ -48,18 +55,34 @@ import time
 import uuid
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from core.config import Settings, get_settings
 from core.platform import keys, tracing
 from core.platform.connection import REDIS_DOWN, new_redis, redis_description
-from core.queue import lifecycle, task_metrics, task_registry
+from core.queue import lifecycle, lua_scripts, task_metrics, task_registry
 from core.queue.lifecycle import ClaimedJob
-from core.worker.executors import SHUTDOWN_GRACE, PreforkExecutor, SimpleExecutor, ThreadedExecutor, rss_kb
+from core.worker.executors import (
+    SHUTDOWN_GRACE,
+    PreforkExecutor,
+    SimpleExecutor,
+    ThreadedExecutor,
+    finish_retrying,
+    rss_kb,
+)
 
 logger = logging.getLogger(__name__)
 
 WORKER_CLASSES = ("prefork", "fork", "simple", "threaded", "async")
 REDIS_ERRORS = REDIS_DOWN  # core.platform.connection holds the one rule for "Redis is down"
 DOWN_LOG_EVERY = 60.0  # s: while Redis stays unreachable, one log line per minute
+
+
+def _get_connection(pool: Any) -> Any:
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py 5 names the command
+        return pool.get_connection("BLPOP")
 
 
 class RedisUnreachableError(RuntimeError):
@@ -72,10 +95,12 @@ def build_executor(worker: Worker, kind: str, concurrency: int | None, settings:
     if kind == "threaded":
         return ThreadedExecutor(worker, concurrency or settings.worker_concurrency)
     if kind == "fork":
-        return PreforkExecutor(worker, concurrency or 1, max_jobs=1, max_rss_mb=0, kind="fork")
+        return PreforkExecutor(worker, concurrency or 1, max_jobs=1, max_rss_mb=0, kind="fork",
+                               prefetch=settings.worker_prefetch)
     if kind == "prefork":
         size = concurrency or settings.worker_pool_size or os.cpu_count() or 2
-        return PreforkExecutor(worker, size, settings.worker_max_jobs_per_child, settings.worker_max_child_memory_mb)
+        return PreforkExecutor(worker, size, settings.worker_max_jobs_per_child, settings.worker_max_child_memory_mb,
+                               prefetch=settings.worker_prefetch)
     if kind == "async":
         from core.worker.async_executor import AsyncExecutor  # its own module: asyncio only for this class
 
@@ -106,6 +131,8 @@ class Worker:
         self._next_promote = 0.0
         self._next_sweep = 0.0
         self._woken = False
+        self._claims_empty = False  # the last claim found nothing: the next turn waits on the tokens
+        self._max_jobs: int | None = None
         self._dispatcher: Any = None
         self._burst = False
         self._down_since: float | None = None  # monotonic start of the current outage
@@ -125,6 +152,7 @@ class Worker:
         """Serve until stopped (or, with ``burst``, until the queues are empty). Returns the exit code:
         0, or 1 when a burst worker gave up on an unreachable Redis."""
         self._burst = burst
+        self._max_jobs = max_jobs
         self._install_signals()
         if tracing.init_sentry():
             logger.info("worker %s reports task failures to Sentry", self.name)
@@ -158,6 +186,8 @@ class Worker:
 
     def _step(self, burst: bool, max_jobs: int | None) -> bool:
         """One turn of the loop; False when a burst worker has nothing left to do."""
+        if getattr(self.executor, "hands_back", False):
+            return self._step_batched(burst, max_jobs)
         try:
             self._maintain()
             free = self.executor.free_slots()
@@ -183,6 +213,161 @@ class Worker:
         self._wait_for_work()
         return True
 
+    def _step_batched(self, burst: bool, max_jobs: int | None) -> bool:
+        """One turn for an executor that hands its jobs' ends back (prefork, fork, simple): record
+        them, and the starts of jobs claimed ahead, in the same script call as the next claim
+        (finish_claim: one round trip per batch). With nothing to do, block on the wake-up tokens
+        with the claim pipelined behind the pop (one round trip from an enqueue to a claimed job)."""
+        ex = self.executor
+        try:
+            self._maintain()
+            ex.poll(0)
+            want, start = self._wants()
+            slots = start > 0
+            if self._stop.is_set():
+                want = start = 0
+            due_in = ex.ends_due_in()  # group commit: ends wait for company up to GROUP_COMMIT_WINDOW
+            if want > 0 and self._claims_empty and due_in > 0:
+                want = start = 0  # the last claim found nothing: wait on the wake-up tokens instead
+            idle_next = want == 0 and (slots or not ex.busy())
+            if want > 0 or due_in <= 0 or (idle_next and due_in < float("inf")):
+                finished, starts = ex.take()
+                jobs = self._commit(finished, starts, want, start)
+                if jobs:
+                    self.processed += len(jobs)
+                    ex.submit_many(jobs)
+                    return True
+        except REDIS_ERRORS as exc:
+            self._redis_down(exc)
+            return True
+        self._redis_back()
+        if burst:
+            if not ex.busy():
+                return False
+            ex.wait(min(0.05, due_in))
+            return True
+        if slots or not ex.busy():
+            self._wait_for_work()  # the wake-up tokens, the children's answers handled meanwhile
+        else:
+            ex.wait(min(1.0, due_in))  # every slot busy: a child's answer comes back, or the ends fall due
+        return True
+
+    def _wants(self) -> tuple[int, int]:
+        """The executor's (jobs to claim, how many begin now); with --max-jobs nothing is claimed
+        ahead (a job claimed ahead counts, and would be handed back at the exit instead of run)."""
+        want, start = self.executor.want()
+        if self._max_jobs is not None:
+            want = start = min(start, max(0, self._max_jobs - self.processed))
+        return want, start
+
+    def _commit(self, finished: list[tuple[ClaimedJob, Any]], starts: list[tuple[ClaimedJob, float]], want: int,
+                start: int, releases: list[ClaimedJob] | None = None) -> list[ClaimedJob]:
+        """Record ``finished`` and ``starts`` (and hand back ``releases``) and claim up to ``want``
+        jobs, ``start`` of them beginning now, in one script call; returns the jobs claimed."""
+        ex = self.executor
+        interrupted = [pair for pair in finished if pair[0].interrupted]
+        if interrupted:  # a shutdown's deadline: back to their queues, no retry, no stall
+            finish_retrying(self.connection, interrupted, self.name)
+            for job, _attempt in interrupted:
+                self.job_done(job)
+            finished = [pair for pair in finished if not pair[0].interrupted]
+        args = None
+        if want > 0:
+            self._seq += 1
+            args = lifecycle.claim_args(self.name, f"{self._token}{self._seq:x}.", self.queues, want,
+                                        self.settings.worker_lease, chain_wakeup=self._woken, start=start)
+        try:
+            _outcomes, jobs = lifecycle.finish_and_claim(self.connection, finished, self.name, starts, args,
+                                                         self.queues, start, releases)
+        except REDIS_ERRORS:
+            ex.give_back(finished, starts)
+            raise
+        for job, _attempt in finished:
+            self.job_done(job)
+        for job in releases or []:
+            self.job_done(job)
+        if want > 0:
+            self._after_claim(jobs, want)
+        return jobs
+
+    def _after_claim(self, jobs: lifecycle.ClaimBatch, asked: int) -> None:
+        self._woken = False
+        self._claims_empty = not jobs
+        self.executor.claimed(asked, len(jobs))
+        if jobs.due_in is not None:  # a parked job's slot: release it on time
+            self._next_promote = min(self._next_promote, time.monotonic() + max(0.002, jobs.due_in))
+        with self._lock:
+            for job in jobs:
+                self._in_flight[job.member] = job
+
+    def _wait_and_claim(self, timeout: float) -> None:
+        """Block on the wake-up tokens with a claim pipelined behind the pop: Redis runs the claim as
+        soon as the pop returns (an enqueue's token, or the timeout), so the jobs come back in the
+        same round trip from the enqueue. The claim takes its lease and started_at from Redis' clock
+        then. Meanwhile the children's answers are handled and their ends recorded (on the other
+        connection), so a worker with one busy child and one idle still wakes on an enqueue."""
+        ex = self.executor
+        want, start = self._wants()
+        wake = [keys.wake(q) for q in self.queues]
+        if want <= 0:
+            self._woken = self._wait_connection.blpop(wake, timeout=timeout) is not None
+            self._claims_empty = False
+            return
+        self._seq += 1
+        args = lifecycle.claim_args(self.name, f"{self._token}{self._seq:x}.", self.queues, want,
+                                    self.settings.worker_lease, chain_wakeup=True, start=start, server_clock=True)
+        sha = lua_scripts.get("claim", self.connection).sha
+        pool = self._wait_connection.connection_pool
+        conn = _get_connection(pool)
+        try:
+            conn.send_packed_command(conn.pack_commands([("BLPOP", *wake, f"{timeout:.3f}"),
+                                                         ("EVALSHA", sha, 0, *args)]))
+            while not ex.wait_readable(conn._sock, timeout + 1.0):
+                finished, starts = ex.take()
+                if finished or starts:
+                    self._commit(finished, starts, 0, 0)
+            conn.read_response()
+            try:
+                reply = conn.read_response()
+            except NoScriptError:  # Redis restarted (scripts flushed): load it and claim now
+                reply = lua_scripts.run("claim", self.connection, [], args)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        jobs = lifecycle.parse_claim(reply, self.queues, start)
+        self._after_claim(jobs, want)
+        if jobs:
+            self.processed += len(jobs)
+            ex.submit_many(jobs)
+
+    def _drain(self) -> None:
+        """A stopping worker whose executor hands ends back: wait for the jobs running, record their
+        ends, and hand back the jobs claimed ahead in the same script call as the last ends."""
+        ex = self.executor
+        releases = ex.take_buffered()
+        tries = 0
+        while True:
+            ex.poll(0.2 if ex.busy() else 0)
+            finished, starts = ex.take()
+            last = not ex.busy()
+            if finished or starts or (last and releases):
+                try:
+                    self._commit(finished, starts, 0, 0, releases if last else None)
+                    if last:
+                        releases = []
+                except REDIS_ERRORS as exc:
+                    tries += 1
+                    if tries > 30:
+                        logger.error("worker %s: could not record %d end(s) at shutdown (%s); the sweep will take "
+                                     "the jobs back", self.name, len(finished), exc)
+                        return
+                    time.sleep(1.0)
+                    continue
+            if last and not releases:
+                return
+
     def _claim(self, limit: int) -> list[ClaimedJob]:
         self._seq += 1
         jobs = lifecycle.claim(self.connection, self.name, f"{self._token}{self._seq:x}.", self.queues, limit,
@@ -203,7 +388,11 @@ class Worker:
         task_metrics.buffer().flush(self.connection)
         timeout = max(0.002, min(self.settings.worker_idle_wait, self._next_promote - time.monotonic()))
         try:
-            self._woken = self._wait_connection.blpop([keys.wake(q) for q in self.queues], timeout=timeout) is not None
+            if getattr(self.executor, "hands_back", False):
+                self._wait_and_claim(timeout)
+            else:
+                self._woken = self._wait_connection.blpop([keys.wake(q) for q in self.queues],
+                                                          timeout=timeout) is not None
         except REDIS_ERRORS as exc:
             self._redis_down(exc)
 
@@ -472,6 +661,8 @@ class Worker:
     def _shutdown(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.stop()
+        if getattr(self.executor, "hands_back", False):
+            self._drain()
         self.executor.stop(wait=True)
         self._stop.set()  # a burst or max-jobs end too: the heartbeat thread ends with the worker
         try:

@@ -16,7 +16,8 @@
 --   KEYS[5] rq:canceled:<q>   ZSET  a stopped job
 --   rq:job:<id>               HASH  built from the layout: status, fk_stalls, fk_error, fk_lost (the member taken
 --                             back: its stale holder's heartbeat learns it, lease.lua); fk_mstalls read, and
---                             fk_yield (a member its worker yielded at a shutdown deadline: requeued uncounted)
+--                             fk_yield (a member its worker yielded at a shutdown deadline: requeued uncounted),
+--                             fk_claimed '1' (claimed ahead, never begun: requeued uncounted, the flag set to '0')
 --   fikiri:grun:<q>           HASH  a job with fk_group and fk_gconc: its group's running count - 1 (groups_lib)
 --   rq:results:<id>           STREAM built from the layout (L.results): RQ's result record of a job this
 --                             ends (rq_lib): failed with the reason, or stopped with the stop's reason
@@ -45,7 +46,8 @@ for _, member in ipairs(members) do
     local id = string.match(member, '^(.*):[^:]*$') or member
     local key = L.job .. id
     local f = redis.call('HMGET', key, 'fk_task', 'fk_stalls', 'fk_mstalls', 'failure_ttl', 'status', 'fk_prio',
-                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks', 'fk_yield', 'fk_group', 'fk_gconc')
+                         'fk_stop', 'fk_limits', 'fk_user', 'fk_hooks', 'fk_yield', 'fk_group', 'fk_gconc',
+                         'fk_claimed')
     if f[12] and f[13] then group_release(L.grun .. ARGV[8], f[12]) end  -- its claim counted it running
     local q = short_queue(ARGV[8])
     if f[5] == 'started' then
@@ -55,7 +57,9 @@ for _, member in ipairs(members) do
       local max_stalls = tonumber(f[3] or '1')
       local ttl = tonumber(f[4] or '604800')
       -- a worker that exited past its shutdown deadline yielded this attempt (lifecycle.yield_leases): not a stall
-      local counted = ARGV[4] == '1' and f[11] ~= member
+      -- nor is a job claimed ahead that never began (fk_claimed): no attempt of it was lost
+      local counted = ARGV[4] == '1' and f[11] ~= member and f[14] ~= '1'
+      if f[14] == '1' then redis.call('HSET', key, 'fk_claimed', '0') end
       if counted then
         redis.call('HINCRBY', KEYS[3], task .. ':abandoned', 1)
         stalls = stalls + 1

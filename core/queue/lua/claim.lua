@@ -25,7 +25,7 @@
 --   fikiri:wake:<q> LIST with ARGV[6] = '1' (the worker just woke up), a token is left for the next
 --                        idle worker when the batch came back full: a burst wakes workers one by one
 --   fikiri:paused  SET   (ARGV[9]) queues no one claims from
---   rq:job:<id>    HASH  status -> started, started_at, worker_name, fk_claim
+--   rq:job:<id>    HASH  status -> started, started_at, worker_name, fk_claim (fk_claimed: claimed ahead)
 --   the group keys of groups_lib (built from the layout ARGV[8]): a group's waiting list, the rotation
 --   (ARGV), the running count (+1 per grouped job claimed), weights and paused groups (read)
 --   and the limiter keys of limits_lib, with a parked job's rq:scheduled:<q> entry
@@ -36,7 +36,11 @@
 --   fikiri:stats:<q> HASH "<task>:expired" + 1; its hooks (hooks_lib: callbacks, dependents, batch, as
 --   a cancel); released by a limiter: fikiri:limits:due ZSET, its limiters with a backlog made due now
 --
--- ARGV[1] N (max jobs), ARGV[2] lease expiry (epoch s), ARGV[3] started_at (RQ time format),
+-- ARGV[1] N (max jobs) or "N/S": the first S claimed start now (status started, started_at, a "started"
+--         event), the rest are claimed ahead for the worker's prefetch (status started for RQ's tools, plus
+--         fk_claimed '1': our API shows them pending; finish.lua's "starts" write their start, and '0', when they
+--         begin),
+-- ARGV[2] lease expiry (epoch s; '' = Redis' clock + the lease), ARGV[3] started_at (RQ time format; '' with ARGV[2]),
 -- ARGV[4] worker name, ARGV[5] claim id prefix, ARGV[6] chain wake-ups, ARGV[7] lease (s),
 -- ARGV[8] layout JSON (decoded only when a limit applies), ARGV[9] paused set key, ARGV[10] job key prefix,
 -- ARGV[11] events stream key, ARGV[12] its maxlen,
@@ -49,9 +53,10 @@
 local GROUP = 10
 local PRIO = {'high', 'normal', 'low'}
 local MAX_SKIP = 64
-local n = tonumber(ARGV[1])
+local n = tonumber(string.match(ARGV[1], '^%d+'))
+local nstart = tonumber(string.match(ARGV[1], '/(%d+)$') or n)  -- the first nstart claimed start now
 local lease = tonumber(ARGV[7])
-local clock = tonumber(ARGV[2]) - lease  -- the worker's time (epoch s): fk_expires is compared with it
+local expiry, started_at = ARGV[2], ARGV[3]
 local expired = {}
 
 -- "2026-12-07T04:30:00Z" of epoch seconds (days to civil date: H. Hinnant's algorithm)
@@ -72,6 +77,15 @@ local function iso_utc(t)
   return string.format('%04d-%02d-%02dT%02d:%02d:%02dZ', y, m, d, math.floor(rem / 3600), math.floor(rem % 3600 / 60),
                        rem % 60)
 end
+if expiry == '' then
+  -- a claim sent behind a blocking pop (the idle worker's pipeline): the lease and started_at come
+  -- from Redis' clock when it runs, not from when the worker sent it
+  local t = redis.call('TIME')
+  local secs = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  expiry = string.format('%.6f', secs + lease)
+  started_at = string.sub(iso_utc(secs), 1, 19) .. string.format('.%06dZ', tonumber(t[2]))
+end
+local clock = tonumber(expiry) - lease  -- the worker's time (epoch s): fk_expires is compared with it
 local L = nil
 local out = {}
 local count = 0
@@ -83,7 +97,7 @@ local paused = redis.call('SMISMEMBER', ARGV[9], unpack(names))
 local now = nil
 local due = nil
 local FIELDS = {'status', 'data', 'timeout', 'fk_task', 'fk_max', 'fk_retries', 'fk_manual', 'fk_user', 'result_ttl',
-                'failure_ttl', 'fk_prio', 'created_at', 'fk_wait', 'fk_trace', 'fk_limits', 'fk_deferrals',
+                'failure_ttl', 'fk_prio', 'created_at', 'fk_claimed', 'fk_trace', 'fk_limits', 'fk_deferrals',
                 'fk_released', 'fk_expires', 'fk_hooks', 'fk_retry', 'fk_group', 'fk_gconc'}
 
 -- One queued job popped from a list: end it expired, park it (a limit), claim it, or drop a stale id.
@@ -95,12 +109,12 @@ local function consider(id, f, qi, origin, qlim, leases)
     L = L or cjson.decode(ARGV[8])
     local ttl = tonumber(f[10] or '604800')
     local reason = 'expired: not started by ' .. iso_utc(tonumber(f[18])) .. ' (its expires); it never ran'
-    redis.call('HSET', key, 'status', 'canceled', 'ended_at', ARGV[3], 'fk_error', reason, 'fk_expired', '1')
+    redis.call('HSET', key, 'status', 'canceled', 'ended_at', started_at, 'fk_error', reason, 'fk_expired', '1')
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', L.canceled .. origin, clock + ttl, id)
     redis.call('HINCRBY', L.stats .. short_queue(origin), (f[4] or '?') .. ':expired', 1)
     emit(ARGV[11], ARGV[12], id, 'expired', short_queue(origin), f[4], f[8], reason)
-    if f[19] then job_ended(L, id, 'canceled', reason, ARGV[3], clock) end
+    if f[19] then job_ended(L, id, 'canceled', reason, started_at, clock) end
     if f[17] then
       -- a limiter released it to run: it took no slot, so that limiter's next parked job may go now
       redis.call('HDEL', key, 'fk_released')
@@ -133,11 +147,23 @@ local function consider(id, f, qi, origin, qlim, leases)
     else
       count = count + 1
       n = n - 1
-      redis.call('HSET', key, 'status', 'started', 'started_at', ARGV[3], 'worker_name', ARGV[4],
-                 'fk_claim', claim)
+      if count <= nstart then
+        if f[13] == '1' then
+          redis.call('HSET', key, 'status', 'started', 'started_at', started_at, 'worker_name', ARGV[4],
+                     'fk_claim', claim, 'fk_claimed', '0')
+        else
+          redis.call('HSET', key, 'status', 'started', 'started_at', started_at, 'worker_name', ARGV[4],
+                     'fk_claim', claim)
+        end
+        emit(ARGV[11], ARGV[12], id, 'started', short_queue(origin), f[4], f[8], nil)
+      else
+        -- claimed ahead (prefetch): in rq:wip under this lease, so RQ's tools count it started and no
+        -- other worker takes it, but fk_claimed says it has not begun; the worker writes started_at
+        -- and the "started" event when it hands the job to a slot (finish.lua "starts")
+        redis.call('HSET', key, 'status', 'started', 'worker_name', ARGV[4], 'fk_claim', claim, 'fk_claimed', '1')
+      end
       if f[17] then redis.call('HDEL', key, 'fk_released') end
-      emit(ARGV[11], ARGV[12], id, 'started', short_queue(origin), f[4], f[8], nil)
-      leases[#leases + 1] = ARGV[2]
+      leases[#leases + 1] = expiry
       leases[#leases + 1] = id .. ':' .. claim
       out[#out + 1] = id
       out[#out + 1] = claim

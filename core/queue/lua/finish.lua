@@ -14,7 +14,6 @@
 --         | rq:scheduled:<q> (ZSET, score = run time) | the job's priority list (LIST, requeue)
 --   fikiri:stats:<q>     HASH  "<task>:<event>" counters, one HINCRBY per distinct field
 --   fikiri:wake:<q>      LIST  token when a retry goes straight back to the queue
---   fikiri:done:<id>     LIST  token for a wait_for() caller, when one was waiting
 --   with "held" permits: the limiter keys of limits_lib (permit returned, next parked job released)
 --   rq:results:<id>      STREAM RQ's result record of a final end (rq_lib): successful with the result,
 --                        failed with the error, stopped with the reason; expires with the job
@@ -24,11 +23,16 @@
 -- ARGV[1] JSON {"now": RQ time, "now_s": epoch s, "layout": {...} (when permits are held), "lease": s,
 --   "events": stream key, "maxlen": n, "layout_json": the layout (decoded when permits or hooks need it),
 --   "worker": worker name (RQ's result record),
---   "entries": [{"job", "wip", "target", "canceled", "counters", "wake", "done", "results", "member", "id", "task",
+--   "entries": [{"job", "wip", "target", "canceled", "counters", "wake", "results", "member", "id", "task",
 --   "mode": done|fail|retry|requeue|defer|stop, "score", "ttl", "fttl", "counter", "value",
 --   "reason" (defer: the Retry-After's; retry: the wait the job's retry policy chose, e.g. "retry 1 of 3 in 1.2s ..."),
 --   "retries", "deferrals", "held": [limiter names],
 --   "rv": the result record's return_value (done), "rx": its exc_string (fail, stop)}]}
+-- "starts" (optional): [{"job", "wip", "member", "id", "q", "task", "user", "at"}] jobs claimed ahead (claim.lua
+--   fk_claimed '1') that began since: started_at, fk_claimed '0', a "started" event; skipped if the lease is gone.
+--   An entry's "began" (RQ time) does the same for a job claimed ahead whose start and end come in one call.
+-- "releases" (optional): [{"job", "wip", "member", "id", "list", "wake", "group", "grun", "held"}] jobs claimed
+--   ahead that a stopping worker hands back: out of rq:wip, status queued, at the head of "list", a wake token.
 -- Returns, per entry, the mode written (a failure of a job being stopped becomes 'stop') or 0 (lease lost).
 local EVENTS = {done = 'completed', fail = 'failed', retry = 'retrying', requeue = 'retrying', defer = 'deferred',
                 stop = 'canceled'}
@@ -41,10 +45,30 @@ local zorder = {}
 local counts = {}
 local corder = {}
 local wakes = {}
+-- jobs claimed ahead that a slot took since the last call: their start, fenced by their lease
+for _, st in ipairs(req.starts or {}) do
+  if redis.call('ZSCORE', st.wip, st.member) then
+    redis.call('HSET', st.job, 'started_at', st.at, 'fk_claimed', '0')
+    emit(req.events, req.maxlen, st.id, 'started', st.q, st.task, st.user, nil)
+  end
+end
+-- the end's HSET, with the start of a job claimed ahead whose start and end come in this call
+local function hset_end(e, ...)
+  if e.began ~= nil and e.began ~= cjson.null then
+    redis.call('HSET', e.job, 'started_at', e.began, 'fk_claimed', '0', ...)
+  else
+    redis.call('HSET', e.job, ...)
+  end
+end
 for i, e in ipairs(req.entries) do
   if redis.call('ZREM', e.wip, e.member) == 0 then
     out[i] = 0
   else
+    if e.began ~= nil and e.began ~= cjson.null then
+      -- claimed ahead, begun and ended since the last call: its start rides on this end (the lease is the
+      -- fence; started_at goes into the end's HSET, hset_end)
+      emit(req.events, req.maxlen, e.id, 'started', e.q, e.task, e.user, nil)
+    end
     if e.group ~= nil and e.group ~= cjson.null then group_release(e.grun, e.group) end
     local mode, target, score, counter, value = e.mode, e.target, e.score, e.counter, e.value
     if mode ~= 'done' and mode ~= 'stop' then
@@ -54,29 +78,29 @@ for i, e in ipairs(req.entries) do
     out[i] = mode
     if mode == 'stop' then
       target, score, counter = e.canceled, req.now_s + e.fttl, e.task .. ':canceled'
-      redis.call('HSET', e.job, 'status', 'canceled', 'ended_at', req.now, 'fk_error', value)
+      hset_end(e, 'status', 'canceled', 'ended_at', req.now, 'fk_error', value)
       redis.call('EXPIRE', e.job, e.fttl)
       local exc = e.rx
       if e.mode ~= 'stop' then exc = rq_exc(value) end  -- stopped meanwhile: a reason only this script read
       rq_result(e.results, e.fttl, 3, req.worker, nil, exc)
     elseif mode == 'done' then
-      redis.call('HSET', e.job, 'status', 'finished', 'ended_at', req.now, 'fk_result', value)
+      hset_end(e, 'status', 'finished', 'ended_at', req.now, 'fk_result', value)
       redis.call('EXPIRE', e.job, e.ttl)
       rq_result(e.results, e.ttl, 1, req.worker, e.rv, nil)
     elseif mode == 'fail' then
-      redis.call('HSET', e.job, 'status', 'failed', 'ended_at', req.now, 'fk_error', value)
+      hset_end(e, 'status', 'failed', 'ended_at', req.now, 'fk_error', value)
       redis.call('EXPIRE', e.job, e.ttl)
       rq_result(e.results, e.ttl, 2, req.worker, nil, e.rx)
     elseif mode == 'retry' then
       if e.reason ~= nil and e.reason ~= cjson.null then  -- the wait its retry policy chose (dropped by promote)
-        redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries, 'fk_reason', e.reason)
+        hset_end(e, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries, 'fk_reason', e.reason)
       else
-        redis.call('HSET', e.job, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries)
+        hset_end(e, 'status', 'scheduled', 'fk_error', value, 'fk_retries', e.retries)
       end
     elseif mode == 'defer' then
-      redis.call('HSET', e.job, 'status', 'scheduled', 'fk_reason', e.reason, 'fk_deferrals', e.deferrals)
+      hset_end(e, 'status', 'scheduled', 'fk_reason', e.reason, 'fk_deferrals', e.deferrals)
     else
-      redis.call('HSET', e.job, 'status', 'queued', 'fk_error', value, 'fk_retries', e.retries)
+      hset_end(e, 'status', 'queued', 'fk_error', value, 'fk_retries', e.retries)
       redis.call('RPUSH', target, e.id)
       wakes[e.wake] = true
     end
@@ -89,10 +113,6 @@ for i, e in ipairs(req.entries) do
     local ck = e.counters .. '\0' .. counter
     if not counts[ck] then counts[ck] = {e.counters, counter, 0}; corder[#corder + 1] = ck end
     counts[ck][3] = counts[ck][3] + 1
-    if e.done ~= cjson.null and e.done ~= nil and (mode == 'done' or mode == 'fail' or mode == 'stop') then
-      redis.call('LPUSH', e.done, mode)
-      redis.call('EXPIRE', e.done, 60)
-    end
     if e.held ~= nil and e.held ~= cjson.null then
       L = L or cjson.decode(req.layout_json)
       return_permits(L, e.held, e.member, req.lease)
@@ -111,6 +131,22 @@ for _, target in ipairs(zorder) do redis.call('ZADD', target, unpack(zadds[targe
 for _, ck in ipairs(corder) do
   local c = counts[ck]
   redis.call('HINCRBY', c[1], c[2], c[3])
+end
+-- a stopping worker hands back the jobs it claimed ahead and never started: to the head of their
+-- priority list (claim sorts a grouped one into its group), neither a retry nor a stall
+local releases = req.releases or {}
+for i = #releases, 1, -1 do
+  local r = releases[i]
+  if redis.call('ZREM', r.wip, r.member) == 1 then
+    redis.call('HSET', r.job, 'status', 'queued', 'fk_claimed', '0')
+    redis.call('LPUSH', r.list, r.id)
+    if r.group ~= nil and r.group ~= cjson.null then group_release(r.grun, r.group) end
+    if r.held ~= nil and r.held ~= cjson.null then
+      L = L or cjson.decode(req.layout_json)
+      return_permits(L, r.held, r.member, req.lease)
+    end
+    wakes[r.wake] = true
+  end
 end
 for wake, _ in pairs(wakes) do
   if redis.call('LLEN', wake) == 0 then redis.call('LPUSH', wake, '1') end
