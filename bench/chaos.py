@@ -445,7 +445,8 @@ class Campaign:
         spooled = _spool_status(self.spool, sorted(pending))
         for job_id in pending:
             status[job_id], error[job_id] = spooled.get(job_id, ("unknown", ""))
-        return check(self.run_dir, acked, status, error, self.faults, refused=self.refused())
+        exits = [(at, "process exited on its own", what) for at, what in self.crashes]  # (noticed up to a gap late)
+        return check(self.run_dir, acked, status, error, sorted(self.faults + exits), refused=self.refused())
 
     def acks(self) -> dict[int, str]:
         acked: dict[int, str] = {}
