@@ -75,7 +75,7 @@ from core.errors import JobsError
 from core.fallback.executor import get_fallback
 n, size, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 blob = "x" * size
-email_queue.enqueue_job("noop", {}, delay=3600)  # warm: imports, spool schema, health check
+email_queue.enqueue_job("noop", {})  # warm: imports, spool schema, health check (not delayed: the drain waits)
 print("ready", flush=True)
 sys.stdin.readline()  # every process starts its burst together
 fallback = get_fallback()
