@@ -106,6 +106,7 @@ ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT N
 # off up to 100 ms between tries, so a steady writer in another process keeps winning): SQLite waits
 # at most BUSY_MS per try, then the spool sleeps RETRY_SLEEP and asks again, until the writer's bound.
 BUSY_MS = 20
+READ_BUSY_MS = 10_000  # a read outside a write (rarely blocked in WAL mode: a WAL recovery) waits up to this
 RETRY_SLEEP = 0.002  # s
 WRITE_WAIT = 30.0  # s: the bound of a runner's or hand-back's write (an enqueue has JOBS_FALLBACK_ENQUEUE_WAIT)
 
@@ -230,7 +231,7 @@ class Spool:
                     self._ready = True
             sync = "FULL" if get_settings().fallback_sync == "full" else "NORMAL"
             db.execute(f"PRAGMA synchronous={sync}")
-            db.execute(f"PRAGMA busy_timeout={BUSY_MS}")  # a write's wait is the spool's own loop (_begin)
+            db.execute(f"PRAGMA busy_timeout={READ_BUSY_MS}")  # reads; a write's wait is _begin's own loop
             # no checkpoint inside an enqueue's commit: the runner threads checkpoint in the
             # background (checkpoint()), so a web request never pays for one
             db.execute("PRAGMA wal_autocheckpoint=0")
@@ -291,16 +292,20 @@ class Spool:
 
     def _begin(self, db: sqlite3.Connection, deadline: float, wait: float) -> None:
         """BEGIN IMMEDIATE, retried every few ms while another process holds the write lock."""
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise self._busy(wait, "other processes writing to it") from exc
-            time.sleep(RETRY_SLEEP)
+        db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+        try:
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise self._busy(wait, "other processes writing to it") from exc
+                time.sleep(RETRY_SLEEP)
+        finally:
+            db.execute(f"PRAGMA busy_timeout={READ_BUSY_MS}")
 
     def _busy(self, wait: float, holder: str) -> SpoolBusyError:
         return SpoolBusyError(f"the fallback spool at {self.path} stayed busy for {wait:g}s ({holder})")
