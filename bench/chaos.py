@@ -47,9 +47,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import calendar
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -85,8 +87,9 @@ RECOVERY_BOUND = 10.0  # s: a later recovery is "late"
 # --- the enqueuer (a web process) ---------------------------------------------------------------
 def enqueue_main(argv: list[str]) -> None:
     """``python -m bench.chaos enqueue FIRST COUNT RATE ACKFILE RUNDIR SEED``: enqueue jobs FIRST..
-    FIRST+COUNT-1 at RATE per second, one ``A k id t`` line per acknowledged job (``X k - error``
-    for one refused), then ``DONE``; then stay up (its fallback runners may hold spooled jobs)."""
+    FIRST+COUNT-1 at RATE per second, one ``A k id t`` line per acknowledged job (``R k - error`` for
+    each refusal, tried again every 0.2 s; ``X k - error`` when it gave up after a minute), then
+    ``DONE``; then stay up (its fallback runners may hold spooled jobs)."""
     first, count, rate = int(argv[0]), int(argv[1]), float(argv[2])
     ack_path, run_dir, seed = argv[3], argv[4], int(argv[5])
     from core.api.queues import email_queue
@@ -98,11 +101,18 @@ def enqueue_main(argv: list[str]) -> None:
     for i, k in enumerate(range(first, first + count)):
         draw = rng.random()  # 60 % no-ops, 30 % 5-50 ms, 10 % 0.5-3 s: a kill finds jobs in flight
         ms = 0.0 if draw < 0.6 else rng.uniform(5, 50) if draw < 0.9 else rng.uniform(500, 3000)
-        try:
-            job_id = email_queue.enqueue_job("chaos_job", {"k": k, "dir": run_dir, "ms": round(ms, 1)})
-            os.write(ack, f"A {k} {job_id} {time.time():.6f}\n".encode())
-        except JobsError as exc:  # refused to the caller (a 503): not acknowledged
-            os.write(ack, f"X {k} - {type(exc).__name__}\n".encode())
+        give_up = time.monotonic() + 60
+        while True:  # a caller refused with a 503 tries again, as a client would, for up to a minute
+            try:
+                job_id = email_queue.enqueue_job("chaos_job", {"k": k, "dir": run_dir, "ms": round(ms, 1)})
+                os.write(ack, f"A {k} {job_id} {time.time():.6f}\n".encode())
+                break
+            except JobsError as exc:  # refused to the caller (a 503): not acknowledged
+                if time.monotonic() > give_up:
+                    os.write(ack, f"X {k} - {type(exc).__name__}\n".encode())
+                    break
+                os.write(ack, f"R {k} - {type(exc).__name__}\n".encode())
+                time.sleep(0.2)
         pause = began + (i + 1) / rate - time.monotonic()
         if pause > 0:
             time.sleep(pause)
@@ -410,7 +420,9 @@ class Campaign:
             faults_end = time.time()
             self.supervise()  # the web process and the workers are up
             report = self.settle(settle)
-            report.update(self.summary_of_faults(), began=began, workers=self.worker_count, concurrency=self.concurrency, faults_s=round(faults_end - began, 1),
+            report.update(self.summary_of_faults(), given_up=self.given_up(),
+                          fault_log=[[round(at, 3), kind, detail] for at, kind, detail in self.faults],
+                          began=began, workers=self.worker_count, concurrency=self.concurrency, faults_s=round(faults_end - began, 1),
                           enqueuers=self.enqueuers, seed=self.seed, jobs=self.jobs, rate=self.rate)
             return report
         finally:
@@ -446,7 +458,8 @@ class Campaign:
         for job_id in pending:
             status[job_id], error[job_id] = spooled.get(job_id, ("unknown", ""))
         exits = [(at, "process exited on its own", what) for at, what in self.crashes]  # (noticed up to a gap late)
-        return check(self.run_dir, acked, status, error, sorted(self.faults + exits), refused=self.refused())
+        return check(self.run_dir, acked, status, error, sorted(self.faults + exits), refused=self.refused(),
+                     log_dir=self.log_dir)
 
     def acks(self) -> dict[int, str]:
         acked: dict[int, str] = {}
@@ -458,6 +471,12 @@ class Campaign:
         return acked
 
     def refused(self) -> int:
+        """Enqueue calls answered with a JobsError (503), each try counted."""
+        return sum(1 for path in self.ack_dir.glob("ack-*.log")
+                   for line in path.read_text().splitlines() if line[:2] in ("R ", "X "))
+
+    def given_up(self) -> int:
+        """Jobs never acknowledged: refused for a minute."""
         return sum(1 for path in self.ack_dir.glob("ack-*.log")
                    for line in path.read_text().splitlines() if line.startswith("X "))
 
@@ -547,15 +566,33 @@ def read_runs(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return {job_id: sorted(r.values(), key=lambda r: r["start"] or r["last"]) for job_id, r in runs.items()}
 
 
+_STALL = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) WARNING core\.queue\.lifecycle: job ([0-9a-f]+) "
+                    r".*outcome=stalled abandoned=1")
+
+
+def read_requeues(log_dir: Path) -> dict[str, list[float]]:
+    """When the sweep took each job back from a dead worker (its ``outcome=stalled abandoned=1`` log
+    line, UTC, ms): the requeue half of a recovery; the rest is the wait for a free worker."""
+    found: dict[str, list[float]] = defaultdict(list)
+    for path in log_dir.glob("worker-*.log"):
+        with open(path, errors="replace") as lines:
+            for line in lines:
+                if "abandoned=1" in line and (m := _STALL.match(line)):
+                    at = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+                    found[m.group(3)].append(at)
+    return {job_id: sorted(times) for job_id, times in found.items()}
+
+
 def _fault_near(faults: list[tuple[float, str, str]], t0: float, t1: float) -> str:
     hits = [f"{kind} ({detail})" for at, kind, detail in faults if t0 - 1.0 <= at <= t1 + 0.5]
     return "; ".join(hits[:3]) or "no fault in that window"
 
 
 def check(run_dir: Path, acked: dict[int, str], status: dict[str, str], error: dict[str, str],
-          faults: list[tuple[float, str, str]], refused: int = 0) -> dict[str, Any]:
+          faults: list[tuple[float, str, str]], refused: int = 0, log_dir: Path | None = None) -> dict[str, Any]:
     """Classify every acknowledged job (see the module docstring) and gather the worst cases."""
     runs = read_runs(run_dir)
+    requeue_gaps = requeue_times(runs, read_requeues(log_dir)) if log_dir is not None else []
     classes: Counter[str] = Counter()
     worst: dict[str, list[str]] = defaultdict(list)
     recoveries: list[tuple[float, str, str]] = []
@@ -571,7 +608,7 @@ def check(run_dir: Path, acked: dict[int, str], status: dict[str, str], error: d
             if not earlier["ended"] and later["start"] is not None:
                 gap = later["start"] - earlier["last"]
                 recoveries.append((gap, job_id, _fault_near(faults, earlier["start"] or earlier["last"],
-                                                            earlier["last"])))
+                                                            later["start"])))
         state = status.get(job_id, "unknown")
         if pairs:
             kind = "overlapped"
@@ -607,6 +644,9 @@ def check(run_dir: Path, acked: dict[int, str], status: dict[str, str], error: d
         "recoveries": len(gaps),
         "recovery_s": {"p50": _pct(gaps, 0.5), "p99": _pct(gaps, 0.99), "max": round(gaps[-1], 2) if gaps else 0.0},
         "late_recoveries": len(late),
+        "requeues": len(requeue_gaps),
+        "requeue_s": {"p50": _pct(requeue_gaps, 0.5), "p99": _pct(requeue_gaps, 0.99),
+                      "max": round(requeue_gaps[-1], 2) if requeue_gaps else 0.0},
         "worst": {k: v[:5] for k, v in worst.items()},
         "worst_recoveries": [f"{g:.2f}s {j}: {f}" for g, j, f in sorted(recoveries, reverse=True)[:5]],
     }
@@ -616,6 +656,19 @@ def check(run_dir: Path, acked: dict[int, str], status: dict[str, str], error: d
                              and classes.get("completed, no run logged", 0) == 0
                              and report["recovery_s"]["p99"] <= RECOVERY_BOUND)
     return report
+
+
+def requeue_times(runs: dict[str, list[dict[str, Any]]], requeues: dict[str, list[float]]) -> list[float]:
+    """For each run cut short that a sweep took back: from its last sign of life to the requeue."""
+    gaps = []
+    for job_id, history in runs.items():
+        times = requeues.get(job_id, [])
+        for earlier, later in zip(history, history[1:]):
+            if not earlier["ended"]:
+                after = [t for t in times if earlier["last"] - 0.5 <= t <= (later["start"] or t) + 0.5]
+                if after:
+                    gaps.append(after[0] - earlier["last"])
+    return sorted(gaps)
 
 
 def _overlaps(history: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -635,11 +688,15 @@ def table(report: dict[str, Any]) -> str:
     lines = ["| class | jobs | % of acknowledged |", "| --- | ---: | ---: |"]
     lines += [f"| {k} | {v:,} | {100.0 * v / total:.3f} |" for k, v in report["classes"].items()]
     lines += [f"| (acknowledged) | {report['acknowledged']:,} | |",
-              f"| (refused at enqueue, 503) | {report['refused']:,} | |",
+              f"| (enqueue calls refused with a 503, tried again) | {report['refused']:,} | |",
+              f"| (jobs never acknowledged: refused for a minute) | {report.get('given_up', 0):,} | |",
               f"| (overlapped, unacknowledged jobs) | {report['overlapped_unacknowledged']} | |", "",
               f"Recovery of {report['recoveries']:,} runs cut short: p50 {report['recovery_s']['p50']} s, "
               f"p99 {report['recovery_s']['p99']} s, max {report['recovery_s']['max']} s; "
-              f"late (> {RECOVERY_BOUND:.0f} s): {report['late_recoveries']}.", "",
+              f"late (> {RECOVERY_BOUND:.0f} s): {report['late_recoveries']}. Of these, {report.get('requeues', 0)} "
+              f"taken back by a worker's sweep: back in the queue p50 {report.get('requeue_s', {}).get('p50')} s, "
+              f"p99 {report.get('requeue_s', {}).get('p99')} s, max {report.get('requeue_s', {}).get('max')} s "
+              f"(the rest of a recovery is the wait for a free worker).", "",
               "| fault | injected |", "| --- | ---: |"]
     lines += [f"| {k} | {v} |" for k, v in report.get("faults", {}).items()]
     lines += [f"| (processes that exited on their own, restarted) | {report.get('crashes', 0)} |"]
