@@ -193,6 +193,10 @@ class Settings:
     fallback_spool: str = field(default_factory=lambda: str(VAR_DIR / "fallback-spool.db"))
     fallback_sync: str = "normal"  # JOBS_FALLBACK_SYNC: normal (survives a process crash) | full (fsync each job)
     fallback_lease: float = 30.0  # JOBS_FALLBACK_LEASE (s): a dead process's spooled jobs are taken over after this
+    # JOBS_FALLBACK_ENQUEUE_WAIT (s): the longest an enqueue waits for the spool's write lock (other
+    # writers); past it the enqueue raises QueueUnavailableError (503) saying so. p99 of an enqueue
+    # during a 10,000-job burst is well under this (docs/BENCHMARKS.md "The spool under load")
+    fallback_enqueue_wait: float = 2.0
 
     # --- worker --------------------------------------------------------------------------
     # Lease arithmetic (issue 21 item 4). A claimed job's lease is heartbeat interval + grace
@@ -428,6 +432,7 @@ def load_settings() -> Settings:
         fallback_spool=_env_str("JOBS_FALLBACK_SPOOL", str(VAR_DIR / "fallback-spool.db")),
         fallback_sync=_env_choice("JOBS_FALLBACK_SYNC", Settings.fallback_sync, ("normal", "full")),
         fallback_lease=_env_float("JOBS_FALLBACK_LEASE", Settings.fallback_lease, 1.0),
+        fallback_enqueue_wait=_env_float("JOBS_FALLBACK_ENQUEUE_WAIT", Settings.fallback_enqueue_wait, 0.01),
         worker_ttl=_env_int("JOBS_WORKER_TTL", Settings.worker_ttl, 2),
         worker_maintenance_interval=_env_int(
             "JOBS_WORKER_MAINTENANCE_INTERVAL", Settings.worker_maintenance_interval, 1

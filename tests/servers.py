@@ -40,10 +40,11 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
 class RedisServer:
     """A redis-server process on a free port, with its own data directory."""
 
-    def __init__(self, appendonly: bool = False) -> None:
+    def __init__(self, appendonly: bool = False, appendfsync: str = "always") -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="fikiri-redis-")
         self.appendonly = appendonly
+        self.appendfsync = appendfsync  # "everysec" for the fault campaign (bench/chaos.py)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -55,7 +56,7 @@ class RedisServer:
         assert binary, "redis-server is not installed (.ci/run installs it)"
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--dir", self.dir, "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "always", "--loglevel", "warning"]
+                "--appendfsync", self.appendfsync, "--loglevel", "warning"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         wait_until(lambda: self._ping(client), timeout=10, message=f"redis-server on {self.port}")

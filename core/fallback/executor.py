@@ -47,6 +47,9 @@ from core.queue.task_registry import TaskSpec
 logger = logging.getLogger(__name__)
 
 WARN_EVERY = 60.0  # s between "still in fallback mode" warnings
+PRUNE_EVERY = 1.0  # s: finished rows are pruned at most this often per process, not after every job
+END_RETRY_MAX = 1.0  # s: the longest pause between two tries to write an attempt's end
+END_WAIT = 5.0  # s: one try to write an end waits this long for the spool, then logs and tries again
 
 
 class FallbackExecutor:
@@ -65,6 +68,8 @@ class FallbackExecutor:
         self._handing_back = threading.Lock()
         self._ended = threading.Condition()  # notified when a runner here ends an attempt (wait_for)
         self.ends = 0  # attempts ended by this process's runners (read under no lock: a wait's marker)
+        self._last_prune = 0.0
+        self.end_retries = 0  # tries to write an end that failed and were made again (logged)
 
     # --- submitting -----------------------------------------------------------------------
     def submit(self, job: Job, spec: TaskSpec, delay: float = 0.0, timeout: int | None = None,
@@ -146,7 +151,7 @@ class FallbackExecutor:
             if job.stalls > max_stalls:
                 reason = (f"repeat crash: its attempt was lost {job.stalls} times (max_stalls={max_stalls}); last: "
                           f"abandoned: the process running it in the fallback died")
-                self.spool.end(job.id, self.owner, "failed", None, reason)
+                self._end(job.id, "failed", None, reason)
                 logger.warning("fallback job %s task=%s outcome=failed (repeat crash)", job.id, job.task)
                 return
         attempt = run_attempt(job.id, job.queue, job.task, job.payload, job.timeout,
@@ -155,18 +160,17 @@ class FallbackExecutor:
         decided = lifecycle.attempt_outcome(attempt, job.retry_count, job.max_retries, job.deferrals, policy)
         if decided.kind == "done":
             outcome = "completed"
-            self.spool.end(job.id, self.owner, "completed", attempt.result_json, None)
+            self._end(job.id, "completed", attempt.result_json, None)
         elif decided.kind == "defer":  # Retry-After: uses no retry, as with a worker
             outcome = "deferred"
-            self.spool.end(job.id, self.owner, "delayed", None, decided.error, run_at=time.time() + decided.delay,
-                           deferrals=job.deferrals + 1, reason=decided.reason)
+            self._end(job.id, "delayed", None, decided.error, run_at=time.time() + decided.delay,
+                      deferrals=job.deferrals + 1, reason=decided.reason)
         elif decided.kind == "retry":
             outcome = "retrying"
-            self.spool.end(job.id, self.owner, "retrying", None, decided.error, job.retry_count + 1,
-                           time.time() + decided.delay)
+            self._end(job.id, "retrying", None, decided.error, job.retry_count + 1, time.time() + decided.delay)
         else:
             outcome = "failed"
-            self.spool.end(job.id, self.owner, "failed", None, decided.error)
+            self._end(job.id, "failed", None, decided.error)
         last = (attempt.error or "").strip().splitlines()[-1:]
         logger.log(logging.INFO if attempt.ok else logging.WARNING,
                    "job %s task=%s queue=%s duration=%.3fs outcome=%s attempt=%d mode=fallback%s", job.id, job.task,
@@ -174,7 +178,30 @@ class FallbackExecutor:
         with self._ended:
             self.ends += 1
             self._ended.notify_all()
-        self.spool.prune(get_settings().fallback_keep, get_settings().fallback_keep_bytes)
+        if time.monotonic() - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = time.monotonic()
+            self.spool.prune(get_settings().fallback_keep, get_settings().fallback_keep_bytes)
+
+    def _end(self, job_id: str, status: str, result: str | None, error: str | None, *args: Any,
+             **kwargs: Any) -> bool:
+        """Write an attempt's end, retried until it is written: the job's side effect has happened,
+        and an end dropped here would leave the job to its lease and a second run. Each failed try
+        (the spool busy past its bound, a disk error) is logged and tried again after a pause
+        doubling up to END_RETRY_MAX; the lease is renewed meanwhile (_renew_loop). Returns what
+        :meth:`Spool.end` returns: False when another process took the job over (its lease ran out)."""
+        pause = 0.01
+        tries = 0
+        while True:
+            try:
+                return self.spool.end(job_id, self.owner, status, result, error, *args, wait=END_WAIT, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the end must still be written
+                tries += 1
+                self.end_retries += 1
+                if tries == 1 or tries % 20 == 0:
+                    logger.warning("fallback job %s: could not write its end (%s) after %d tries (%s); retrying",
+                                   job_id, status, tries, exc)
+                time.sleep(pause)
+                pause = min(END_RETRY_MAX, pause * 2)
 
     def _renew_loop(self) -> None:
         """Every second: checkpoint the WAL; every lease/3: renew leases and recount the spool."""

@@ -10,8 +10,17 @@ returns, so a process crash (SIGKILL, OOM, a deploy) cannot lose it; a power cut
 crash can lose the last commits not yet checkpointed to disk (``JOBS_FALLBACK_SYNC=full`` fsyncs
 every commit instead, at about 2-5 ms per enqueue on this machine's disk).
 
-Tables: ``jobs`` (one row per run, with its limits), ``meta`` (the unfinished count) and
-``limiters`` (rate limiters' state). Every SQL statement of the spool is in this module and in
+Tables: ``jobs`` (one row per run, with its limits), ``payloads`` (each job's JSON arguments, kept
+out of ``jobs``: see below), ``meta`` (the unfinished count) and ``limiters`` (rate limiters' state).
+
+Under load (issue 21): SQLite rewrites a whole row on every UPDATE and walks a row's overflow pages
+to read any column stored after a large one, so with the payload in ``jobs`` every claim, lease
+renewal and end of a 60 KB job rewrote 60 KB, and every scan over finished rows (the prune after
+each run, holding the write lock) read all their payloads: enqueues stalled for seconds as
+finished rows piled up. The payload now lives in ``payloads`` (written once by the enqueue, read
+by id, deleted with its row by a trigger), claims walk the ``(status, priority, run_at)`` index per
+status instead of sorting every waiting row, and writers take turns (:mod:`core.fallback.turns`):
+see docs/BENCHMARKS.md "The spool under load" for the numbers. Every SQL statement of the spool is in this module and in
 :mod:`core.fallback.spool_limits` (the limits in a claim); :mod:`core.fallback.executor` runs and hands back.
 """
 
@@ -31,7 +40,7 @@ from typing import Any
 
 from core.config import get_settings
 from core.errors import QueueUnavailableError
-from core.fallback import spool_groups, spool_limits
+from core.fallback import spool_groups, spool_limits, turns
 from core.platform.keys import PRIORITIES
 from core.queue.job_model import Job, JobStatus, policy_view
 from core.queue.job_options import expired_reason
@@ -75,6 +84,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
 CREATE INDEX IF NOT EXISTS jobs_done ON jobs (completed_at);
+CREATE TABLE IF NOT EXISTS payloads (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS jobs_payload_gone AFTER DELETE ON jobs BEGIN
+    DELETE FROM payloads WHERE id = OLD.id;
+END;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS limiters (name TEXT PRIMARY KEY, tat REAL NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('unfinished', 0);
@@ -91,8 +104,21 @@ ADDED_COLUMNS = {"limits": "TEXT", "reason": "TEXT", "deferrals": "INTEGER NOT N
                  "grp": "TEXT NOT NULL DEFAULT ''", "gconc": "INTEGER"}
 
 
+# A write transaction's BEGIN IMMEDIATE is retried by the spool itself (SQLite's busy handler backs
+# off up to 100 ms between tries, so a steady writer in another process keeps winning): SQLite waits
+# at most BUSY_MS per try, then the spool sleeps RETRY_SLEEP and asks again, until the writer's bound.
+BUSY_MS = 20
+READ_BUSY_MS = 10_000  # a read outside a write (rarely blocked in WAL mode: a WAL recovery) waits up to this
+RETRY_SLEEP = 0.002  # s
+WRITE_WAIT = 30.0  # s: the bound of a runner's or hand-back's write (an enqueue has JOBS_FALLBACK_ENQUEUE_WAIT)
+
+
 class SpoolFullError(QueueUnavailableError):
     """The spool holds its limit of unfinished jobs, or the disk is full (HTTP 503)."""
+
+
+class SpoolBusyError(QueueUnavailableError):
+    """An enqueue did not get the spool's write lock within JOBS_FALLBACK_ENQUEUE_WAIT (HTTP 503)."""
 
 
 def priority_rank(name: str) -> int:
@@ -161,6 +187,11 @@ _COLUMNS = ("id, queue, task, payload, status, run_at, priority, max_retries, re
             "deferrals, expires_at, retry_policy, stalls, grp, gconc")
 
 
+# reads join the payload back in: rows written before ``payloads`` existed keep theirs in ``jobs``
+_READ = ("SELECT " + _COLUMNS.replace("id, ", "jobs.id, ", 1).replace("payload,", "coalesce(payloads.body, jobs.payload),", 1)
+         + " FROM jobs LEFT JOIN payloads ON payloads.id = jobs.id")
+
+
 def _row(values: tuple) -> SpooledJob:
     data = list(values)
     data[3] = json.loads(data[3])
@@ -174,6 +205,7 @@ class Spool:
     def __init__(self, path: str | Path | None = None) -> None:
         settings = get_settings()
         self.path = Path(path or settings.fallback_spool)
+        self._turns_key = str(self.path.resolve())
         self._local = threading.local()
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -190,7 +222,7 @@ class Spool:
                     self._ready = True
             sync = "FULL" if get_settings().fallback_sync == "full" else "NORMAL"
             db.execute(f"PRAGMA synchronous={sync}")
-            db.execute("PRAGMA busy_timeout=10000")
+            db.execute(f"PRAGMA busy_timeout={READ_BUSY_MS}")  # reads; a write's wait is _begin's own loop
             # no checkpoint inside an enqueue's commit: the runner threads checkpoint in the
             # background (checkpoint()), so a web request never pays for one
             db.execute("PRAGMA wal_autocheckpoint=0")
@@ -224,13 +256,18 @@ class Spool:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def _write(self, work: Any) -> Any:
-        """Run ``work(db)`` in one IMMEDIATE transaction (it takes the write lock at once)."""
-        return self._transaction(self._db(), work)
+    def _write(self, work: Any, wait: float = WRITE_WAIT) -> Any:
+        """Run ``work(db)`` in one IMMEDIATE transaction, in this process's turn for the file.
 
-    def _transaction(self, db: sqlite3.Connection, work: Any) -> Any:
+        Waits at most ``wait`` s in all (the turn, then SQLite's lock) and raises
+        :class:`SpoolBusyError` past it; a disk that is full raises :class:`SpoolFullError`."""
+        deadline = time.monotonic() + wait
+        lock = turns.lock_for(self._turns_key)
+        if not lock.acquire(timeout=wait):
+            raise self._busy(wait, "the other threads of this process writing to it")
         try:
-            db.execute("BEGIN IMMEDIATE")
+            db = self._db()
+            self._begin(db, deadline, wait)
             try:
                 result = work(db)
             except BaseException:
@@ -243,6 +280,28 @@ class Spool:
                 raise SpoolFullError(f"the fallback spool at {self.path} cannot grow: the disk is full ({exc}); "
                                      f"Redis is unreachable, so the job was not accepted") from exc
             raise
+        finally:
+            lock.release()
+
+    def _begin(self, db: sqlite3.Connection, deadline: float, wait: float) -> None:
+        """BEGIN IMMEDIATE, retried every few ms while another process holds the write lock."""
+        db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+        try:
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise self._busy(wait, "other processes writing to it") from exc
+                time.sleep(RETRY_SLEEP)
+        finally:
+            db.execute(f"PRAGMA busy_timeout={READ_BUSY_MS}")
+
+    def _busy(self, wait: float, holder: str) -> SpoolBusyError:
+        return SpoolBusyError(f"the fallback spool at {self.path} stayed busy for {wait:g}s ({holder})")
 
     # --- writing -------------------------------------------------------------------------------
     def add(self, job: Job, run_at: float, priority: int, timeout: int | None, limit: int,
@@ -252,6 +311,7 @@ class Spool:
         ``limits``: the job's ``fk_limits`` (:mod:`core.fallback.spool_limits`); ``retry_policy``:
         its ``fk_retry``; ``group`` and ``group_concurrency``: its job group (:mod:`core.fallback.spool_groups`)."""
         payload = json.dumps(job.payload, separators=(",", ":"))
+        wait = get_settings().fallback_enqueue_wait
 
         def work(db: sqlite3.Connection) -> str:
             current = db.execute("SELECT status FROM jobs WHERE id = ?", (job.job_id,)).fetchone()
@@ -262,19 +322,29 @@ class Spool:
                 raise SpoolFullError(
                     f"Redis is unreachable and the fallback spool already holds {waiting} unfinished jobs "
                     f"(JOBS_FALLBACK_MAX_PENDING={limit}); try again when Redis is back")
-            db.execute("DELETE FROM jobs WHERE id = ?", (job.job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job.job_id,))  # its payload goes with it (trigger)
             db.execute(_COUNT, (1,))
             db.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, '', ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL, NULL, "
                 f"NULL, NULL, NULL, ?, NULL, 0, ?, ?, 0, ?, ?)",
-                (job.job_id, job.queue, job.task_name, payload, "delayed" if run_at > time.time() else "pending",
+                (job.job_id, job.queue, job.task_name, "delayed" if run_at > time.time() else "pending",
                  run_at, priority, job.max_retries, timeout, job.user_id, job.created_at or time.time(), limits,
                  job.expires_at, retry_policy, group or "", group_concurrency),
             )
             spool_groups.join(db, job.queue, priority, group or "")
+            db.execute("INSERT OR REPLACE INTO payloads (id, body) VALUES (?, ?)", (job.job_id, payload))
             return job.job_id
 
-        return self._write(work)
+        try:
+            return self._write(work, wait)
+        except SpoolBusyError as exc:
+            raise SpoolBusyError(f"Redis is unreachable and {exc}, so the job was not accepted; try again in a "
+                                 f"moment (JOBS_FALLBACK_ENQUEUE_WAIT={wait:g} bounds this wait)") from exc
+        except QueueUnavailableError:
+            raise
+        except sqlite3.Error as exc:  # never a raw sqlite3 error to a web handler: a 503 naming it
+            raise QueueUnavailableError(f"Redis is unreachable and the fallback spool at {self.path} could not "
+                                        f"take the job ({type(exc).__name__}: {exc}); try again in a moment") from exc
 
     def claim(self, owner: str, lease: float,
               queue_limit: Callable[[str], str] = lambda _queue: "") -> tuple[SpooledJob | None, bool]:
@@ -340,7 +410,7 @@ class Spool:
             spool_groups.leave(db, idle)
             if found is None:
                 return None, False
-            job = _row(db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (found,)).fetchone())
+            job = _row(db.execute(f"{_READ} WHERE jobs.id = ?", (found,)).fetchone())
             return self._start(db, job, owner, now, lease)
 
         return self._write(work)
@@ -374,7 +444,7 @@ class Spool:
 
     def end(self, job_id: str, owner: str, status: str, result: str | None, error: str | None,
             retry_count: int | None = None, run_at: float | None = None, deferrals: int | None = None,
-            reason: str | None = None) -> bool:
+            reason: str | None = None, wait: float = WRITE_WAIT) -> bool:
         """Record an attempt's end, only while ``owner`` still holds the job. True if written.
 
         ``status`` ``retrying`` (a retry) or ``delayed`` (a Retry-After deferral) waits until
@@ -397,7 +467,7 @@ class Spool:
                 db.execute(_COUNT, (-1,))
             return written
 
-        return self._write(work)
+        return self._write(work, wait)
 
     def set_progress(self, job_id: str, value: Any, owner: str | None = None) -> bool:
         """Write a job's progress; with ``owner``, only while that process still holds the job (a
@@ -416,21 +486,29 @@ class Spool:
             changed = db.execute(f"UPDATE jobs SET status = 'canceled', completed_at = ?, error = ?, reason = NULL "
                                  f"WHERE id = ? AND status IN {WAITING}", (time.time(), reason, job_id)).rowcount
             db.execute(_COUNT, (-changed,))
-            found = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            found = db.execute(f"{_READ} WHERE jobs.id = ?", (job_id,)).fetchone()
             return (_row(found) if found else None), changed == 1
 
         return self._write(work)
 
     # --- hand-back -----------------------------------------------------------------------------
     def take_for_handback(self, owner: str, lease: float, limit: int = 100) -> list[SpooledJob]:
-        """Claim waiting jobs (and ones whose holder died) to move to Redis; marks them 'handing'."""
+        """Claim waiting jobs (and ones whose holder died) to move to Redis; marks them 'handing'.
+
+        Rows already 'handing' under ``owner`` are taken again: they are what an earlier hand-back
+        of this process left when Redis failed between the take and the delete (the caller holds
+        the process's hand-back lock, so no other hand-back here has them). Without this they sat
+        'handing' for as long as the process lived, since its lease renewal kept them (found by the
+        fault campaign: 2 of 1,440 jobs never ran). Redis accepts each id once, so taking them
+        again cannot run a job twice."""
         now = time.time()
 
         def work(db: sqlite3.Connection) -> list[SpooledJob]:
             rows = [_row(r) for r in db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE status IN {WAITING} "
-                f"OR (status IN ('running', 'handing') AND lease_until < ?) ORDER BY priority, run_at LIMIT ?",
-                (now, limit)).fetchall()]
+                f"{_READ} WHERE jobs.id IN (SELECT id FROM jobs WHERE status IN {WAITING} "
+                f"OR (status IN ('running', 'handing') AND lease_until < ?) OR (status = 'handing' AND owner = ?) "
+                f"ORDER BY priority, run_at LIMIT ?) ORDER BY priority, run_at",
+                (now, owner, limit)).fetchall()]
             for row in rows:
                 if row.status == "running":  # its holder died mid-attempt: a stall, not a retry
                     row.stalls += 1
@@ -441,7 +519,7 @@ class Spool:
         return self._write(work)
 
     def finished(self, limit: int = 200) -> list[SpooledJob]:
-        rows = self._db().execute(f"SELECT {_COLUMNS} FROM jobs WHERE status IN {FINAL} LIMIT ?", (limit,))
+        rows = self._db().execute(f"{_READ} WHERE status IN {FINAL} LIMIT ?", (limit,))
         return [_row(r) for r in rows.fetchall()]
 
     def delete(self, ids: list[str], owner: str | None = None) -> None:
@@ -496,12 +574,11 @@ class Spool:
 
     # --- reading -------------------------------------------------------------------------------
     def get(self, job_id: str) -> SpooledJob | None:
-        found = self._db().execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        found = self._db().execute(f"{_READ} WHERE jobs.id = ?", (job_id,)).fetchone()
         return _row(found) if found else None
 
     def for_user(self, user_id: str, limit: int) -> list[SpooledJob]:
-        rows = self._db().execute(f"SELECT {_COLUMNS} FROM jobs WHERE user_id = ? ORDER BY created_at DESC LIMIT ?",
-                                  (user_id, limit))
+        rows = self._db().execute(f"{_READ} WHERE user_id = ? ORDER BY created_at DESC LIMIT ?", (user_id, limit))
         return [_row(r) for r in rows.fetchall()]
 
     def unfinished(self) -> tuple[int, float | None]:
