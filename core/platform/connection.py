@@ -44,6 +44,13 @@ REDIS_MISCONFIGURED: tuple[type[Exception], ...] = (redis.exceptions.Authenticat
                                                     redis.exceptions.AuthorizationError)
 
 
+# Redis answers but refuses writes for a while: maxmemory reached under noeviction (OOM), or a node
+# that became a replica in a failover (READONLY). Not "down": nothing is spooled for it, an enqueue
+# sees it as an error; but a worker's loop, sweep, heartbeat and finish retry through it instead of
+# dying (the fault campaign, bench.chaos, found a sweep's SET NX raising OOM out of the worker).
+REDIS_REFUSING: tuple[type[Exception], ...] = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+
+
 def is_redis_down(exc: BaseException) -> bool:
     """True only for a lost connection (see :data:`REDIS_DOWN`)."""
     return isinstance(exc, REDIS_DOWN) and not isinstance(exc, REDIS_MISCONFIGURED)

@@ -36,7 +36,7 @@ from core.config import get_settings
 from core.execution import stopping
 from core.execution.runner import run_attempt
 from core.platform import tracing
-from core.platform.connection import REDIS_DOWN, new_redis
+from core.platform.connection import REDIS_DOWN, REDIS_REFUSING, new_redis
 from core.queue import lifecycle, lua_scripts, task_metrics
 from core.queue.lifecycle import AttemptResult, ClaimedJob
 from core.worker.prefetch import AdaptivePrefetch
@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REDIS_ERRORS = REDIS_DOWN  # core.platform.connection holds the one rule for "Redis is down"
+# "Redis is down" (core.platform.connection holds the one rule) or refusing writes for a while (OOM,
+# READONLY): the worker waits and retries through both; neither is a crash
+REDIS_ERRORS = (*REDIS_DOWN, *REDIS_REFUSING)
 PR_SET_PDEATHSIG = 1
 IDLE_FLUSH = 0.5  # s: a pre-forked child flushes its timings this long after its last job
 GROUP_COMMIT_WINDOW = 0.002  # s: results of short jobs run back to back are committed together

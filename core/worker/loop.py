@@ -59,7 +59,7 @@ from redis.exceptions import NoScriptError
 
 from core.config import Settings, get_settings
 from core.platform import keys, tracing
-from core.platform.connection import REDIS_DOWN, new_redis, redis_description
+from core.platform.connection import REDIS_DOWN, REDIS_REFUSING, new_redis, redis_description
 from core.queue import lifecycle, lua_scripts, task_metrics, task_registry
 from core.queue.lifecycle import ClaimedJob
 from core.worker.executors import (
@@ -74,7 +74,9 @@ from core.worker.executors import (
 logger = logging.getLogger(__name__)
 
 WORKER_CLASSES = ("prefork", "fork", "simple", "threaded", "async")
-REDIS_ERRORS = REDIS_DOWN  # core.platform.connection holds the one rule for "Redis is down"
+# "Redis is down" (core.platform.connection holds the one rule) or refusing writes for a while (OOM,
+# READONLY): the worker waits and retries through both; neither is a crash
+REDIS_ERRORS = (*REDIS_DOWN, *REDIS_REFUSING)
 DOWN_LOG_EVERY = 60.0  # s: while Redis stays unreachable, one log line per minute
 
 
@@ -401,8 +403,9 @@ class Worker:
         now = time.monotonic()
         if self._down_since is None:
             self._down_since, self._down_logged = now, now
-            logger.warning("worker %s: Redis at %s unreachable (%s); retrying every second", self.name,
-                           redis_description(self.settings), exc)
+            state = "refuses writes" if isinstance(exc, REDIS_REFUSING) else "unreachable"
+            logger.warning("worker %s: Redis at %s %s (%s: %s); retrying every second", self.name,
+                           redis_description(self.settings), state, type(exc).__name__, exc)
         down_for = now - self._down_since
         if self._burst and down_for >= self.settings.worker_burst_redis_timeout:
             raise RedisUnreachableError(
