@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from core.api.queues import email_queue
 from core.api.jobs import get_job
+from core.api.queues import email_queue
 from core.platform import keys
 from core.queue.job_model import JobStatus
 from tests.servers import wait_until
