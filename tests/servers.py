@@ -178,3 +178,14 @@ class WorkerProcess:
             except ProcessLookupError:
                 pass
         self._log.close()
+
+
+def wait_spooled(proc: subprocess.Popen) -> None:
+    """Read a spooling process's output until it prints 'spooled' (its jobs are in the spool);
+    fail with what it printed if it exits first."""
+    seen = []
+    for line in proc.stdout:
+        if line.strip() == "spooled":
+            return
+        seen.append(line)
+    raise AssertionError(f"the spooling process exited with {proc.wait()}; it printed:\n{''.join(seen)[-3000:]}")

@@ -101,17 +101,22 @@ def email_mark_done(key: str, item: str, seconds: float = 0.0) -> str:
     return _mark(key, item, seconds)
 
 
+def append_line(path: str, line: str) -> None:
+    """One O_APPEND write of a whole line: lines of processes killed mid-run are never torn."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
 @email_queue.task(max_retries=3)
 def file_mark(path: str, item: str, seconds: float = 0.0) -> str:
     """Append ``item`` to a file once the work is done: side effects counted outside Redis (the
     fallback tests run while Redis is down)."""
     if seconds:
         time.sleep(seconds)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{item}\n".encode())
-    finally:
-        os.close(fd)
+    append_line(path, item)
     return item
 
 
@@ -150,11 +155,7 @@ def group_noted(path: str, tenant: str, item: str, seconds: float = 0.0) -> str:
     start = time.time()
     if seconds:
         time.sleep(seconds)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{tenant} {item} {start:.6f} {time.time():.6f} {os.getpid()}\n".encode())
-    finally:
-        os.close(fd)
+    append_line(path, f"{tenant} {item} {start:.6f} {time.time():.6f} {os.getpid()}")
     return item
 
 

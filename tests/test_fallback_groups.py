@@ -26,7 +26,7 @@ from core.fallback.spool import Spool
 from core.platform import keys
 from core.platform.connection import get_redis, redis_available, reset_connections
 from core.queue.job_model import Job, JobStatus
-from tests.servers import ROOT, wait_until, worker_env
+from tests.servers import ROOT, wait_spooled, wait_until, worker_env
 
 pytestmark = [pytest.mark.fallback, pytest.mark.timeout(180)]
 
@@ -188,15 +188,6 @@ def _spool_process(redis_url: str, spool: Path, notes: Path, tenants: list[str],
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _wait_ready(proc: subprocess.Popen) -> None:
-    seen = []
-    for line in proc.stdout:
-        if line.strip() == "spooled":
-            return
-        seen.append(line)
-    raise AssertionError(f"the spool process exited with {proc.wait()}; it printed:\n{''.join(seen)[-3000:]}")
-
-
 def _spool_is_exact(spool: Path) -> tuple[int, int]:
     """Every group with a waiting or running row is in the rotation (else its jobs would never be
     claimed); returns (unfinished rows, rotation rows)."""
@@ -224,9 +215,9 @@ def test_kill_loop_on_the_spool_with_groups_loses_nothing_and_keeps_group_concur
     rng = random.Random(23)
     procs = [_spool_process(jobs_env.url, spool, notes, tenants, per_tenant)]
     try:
-        _wait_ready(procs[0])
+        wait_spooled(procs[0])
         procs.append(_spool_process(jobs_env.url, spool, notes, [], 0))
-        _wait_ready(procs[1])
+        wait_spooled(procs[1])
         for _kill in range(8):
             time.sleep(rng.uniform(0.3, 0.9))
             victim = procs.pop(rng.randrange(len(procs)))
@@ -235,7 +226,7 @@ def test_kill_loop_on_the_spool_with_groups_loses_nothing_and_keeps_group_concur
             unfinished, rotation = _spool_is_exact(spool)
             assert unfinished == 0 or rotation > 0
             procs.append(_spool_process(jobs_env.url, spool, notes, [], 0))
-            _wait_ready(procs[-1])
+            wait_spooled(procs[-1])
         done_in_spool = len(_runs(notes))
         assert 0 < done_in_spool < total, f"{done_in_spool} of {total} ran before Redis came back"
     finally:

@@ -27,7 +27,7 @@ from core.platform.connection import redis_available, reset_connections
 from core.queue.job_model import JobStatus
 from tests.api_server import ApiServer
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY
-from tests.servers import ROOT, free_port, wait_until, worker_env
+from tests.servers import ROOT, free_port, wait_spooled, wait_until, worker_env
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.fallback]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -89,15 +89,6 @@ def _spooler(redis_url: str, spool: Path, marks_path: Path, count: int, seconds:
     env = worker_env(redis_url, {"JOBS_FALLBACK_SPOOL": str(spool), "JOBS_FALLBACK_WORKERS": "2"})
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def wait_spooled(proc: subprocess.Popen) -> None:
-    seen = []
-    for line in proc.stdout:
-        if line.strip() == "spooled":
-            return
-        seen.append(line)
-    raise AssertionError(f"the spooling process exited with {proc.wait()}; it printed:\n{''.join(seen)[-3000:]}")
 
 
 def test_sigkill_with_100_spooled_jobs_then_redis_and_a_worker_run_each_once(jobs_env, start_worker, tmp_path):
