@@ -100,20 +100,27 @@ def test_restart_loop_redis_restarted_10_times_with_aof_loses_nothing(monkeypatc
 
 
 def test_cancel_racing_the_claim_400_times_either_wins_or_is_refused(jobs_env, start_worker):
-    worker = start_worker("email", "--worker-class", "simple")
+    """Each target job waits behind a blocker of 0-8 ms, and its cancel comes 0-8 ms after the
+    enqueue, so the claim and the cancel land on either side of each other (and close together)
+    on a fast machine and on a loaded one alike: the worker is idle-fast (its claim rides behind
+    BLPOP), so without the blocker a loaded CI machine saw every cancel come after the claim.
+    Prefetch 0: a job claimed ahead is refused by design, which would hide the race."""
+    worker = start_worker("email", "--worker-class", "simple", "--prefetch", "0")
     client = jobs_env.client()
     wait_until(lambda: email_queue.get_stats()["workers"] == 1, timeout=20)
     rng = random.Random(11)
     canceled, refused = [], []
     for i in range(400):
+        email_queue.enqueue_job("sleep_then_count", {"seconds": rng.uniform(0, 0.008), "key": "test:blocker"})
         job_id = email_queue.enqueue_job("record_run", {"key": "test:race", "value": f"r{i}"})
-        time.sleep(rng.uniform(0, 0.002))
+        time.sleep(rng.uniform(0, 0.008))
         try:
             cancel_job(job_id)
             canceled.append(job_id)
         except InvalidJobStateError:
             refused.append(job_id)
     wait_until(lambda: all(get_job(j).status == JobStatus.COMPLETED for j in refused), timeout=60)
+    wait_until(lambda: int(client.get("test:blocker") or 0) == 400, timeout=60)
     ran = {v.decode() for v in client.lrange("test:race", 0, -1)}
     assert not ran & {get_job(j).payload["value"] for j in canceled}  # a canceled job never ran
     assert all(get_job(j).status == JobStatus.CANCELED for j in canceled)
