@@ -71,6 +71,16 @@ def _env_bool(name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
 
 
+def _env_cluster() -> bool:
+    """REDIS_CLUSTER, refused together with REDIS_SENTINELS: a cluster fails over by itself, and
+    which of the two was meant cannot be guessed."""
+    cluster = _env_bool("REDIS_CLUSTER", Settings.redis_cluster)
+    if cluster and (_raw("REDIS_SENTINELS") or "").strip():
+        raise SettingsError("REDIS_CLUSTER=1 and REDIS_SENTINELS are exclusive: a cluster fails over by "
+                            "itself; set REDIS_URL to any cluster node and unset REDIS_SENTINELS")
+    return cluster
+
+
 def _env_choice(name: str, default: str, accepted: tuple[str, ...]) -> str:
     value = _env_str(name, default).strip().lower()
     if value not in accepted:
@@ -139,6 +149,9 @@ class Settings:
     # Redis Sentinel: when set, the master is found through these sentinels and REDIS_URL gives
     # only the database, the master's username/password and (rediss://) TLS.
     redis_sentinels: tuple[tuple[str, int], ...] = ()  # REDIS_SENTINELS: host:port,host:port
+    # Redis Cluster (cluster-mode Redis or Valkey): REDIS_URL names any node; every key carries the
+    # hash tag {JOBS_QUEUE_PREFIX}, so all of them live in one slot (core/platform/cluster.py).
+    redis_cluster: bool = False  # REDIS_CLUSTER
     redis_sentinel_master: str = "mymaster"  # REDIS_SENTINEL_MASTER: the monitored master's name
     redis_sentinel_password: str = ""  # REDIS_SENTINEL_PASSWORD: the sentinels' own requirepass
     redis_sentinel_username: str = ""  # REDIS_SENTINEL_USERNAME
@@ -390,6 +403,7 @@ def load_settings() -> Settings:
         health_check_timeout=_env_float("JOBS_HEALTH_CHECK_TIMEOUT", Settings.health_check_timeout, 0.01),
         health_check_interval=_env_float("JOBS_HEALTH_CHECK_INTERVAL", Settings.health_check_interval, 0.0),
         redis_sentinels=_env_host_ports("REDIS_SENTINELS"),
+        redis_cluster=_env_cluster(),
         redis_sentinel_master=_env_str("REDIS_SENTINEL_MASTER", Settings.redis_sentinel_master),
         redis_sentinel_password=_env_str("REDIS_SENTINEL_PASSWORD", ""),
         redis_sentinel_username=_env_str("REDIS_SENTINEL_USERNAME", ""),

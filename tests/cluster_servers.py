@@ -92,7 +92,14 @@ class RedisClusterSet:
                 return False
             if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != len(self.nodes):
                 return False
-        return True
+        return all(self._replicas_online(node) >= self.replicas for node in self.masters())
+
+    @staticmethod
+    def _replicas_online(node: ClusterNode) -> int:
+        """Replicas in sync with ``node`` (state=online): before that, WAIT 1 answers 0."""
+        info = node.client().info("replication")
+        return sum(1 for key, value in info.items()
+                   if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online")
 
     def client(self) -> RedisCluster:
         return RedisCluster(host="127.0.0.1", port=self.nodes[0].port, socket_timeout=2)

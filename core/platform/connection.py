@@ -30,6 +30,8 @@ except ImportError:  # pragma: no cover - an older redis-py names itself the old
 
 from core.config import Settings, get_settings
 from core.errors import JobsError, JobsInternalError
+from core.platform import keys
+from core.platform.cluster import cluster_client
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ _DRIVER_INFO = DriverInfo(name="redis-py", lib_version=redis.__version__) if Dri
 
 
 def _connection_key(settings: Settings) -> tuple:
-    return (settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master,
+    return (settings.redis_url, settings.redis_cluster, settings.redis_sentinels, settings.redis_sentinel_master,
             settings.redis_sentinel_password, settings.redis_tls_ca_certs, settings.redis_tls_certfile)
 
 
@@ -133,6 +135,8 @@ def build_redis(socket_timeout: float | None, socket_connect_timeout: float | No
     settings = get_settings()
     kwargs: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
                               **_driver_kwargs(), **_tls_kwargs(settings), **extra}
+    if settings.redis_cluster:
+        return cluster_client(settings.redis_url, keys.cluster_tag(), **kwargs)
     if not settings.redis_sentinels:
         return redis.Redis.from_url(settings.redis_url, **kwargs)
     url = urlsplit(settings.redis_url)

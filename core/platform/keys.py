@@ -21,34 +21,44 @@ from typing import Any
 
 from core.config import get_settings
 
-RQ = "rq"
+
+def cluster_tag() -> str:
+    """The hash tag every key carries in cluster mode: ``{<JOBS_QUEUE_PREFIX>}`` (core/platform/cluster.py)."""
+    return "{" + get_settings().queue_prefix + "}"
+
+
+def _rq() -> str:
+    """RQ's namespace: ``rq``; in cluster mode ``{fikiri}:rq`` (RQ has no cluster support: its
+    tools cannot follow there anyway, docs/CLUSTER.md)."""
+    return f"{cluster_tag()}:rq" if get_settings().redis_cluster else "rq"
 
 
 def _p() -> str:
-    return get_settings().queue_prefix
+    """Our namespace: ``fikiri``; in cluster mode ``{fikiri}``, the same slot as every other key."""
+    return cluster_tag() if get_settings().redis_cluster else get_settings().queue_prefix
 
 
 # --- RQ's layout ------------------------------------------------------------------------------
 def job(job_id: str) -> str:
     """HASH: one job (RQ's fields plus ours, ``fk_*``). Expires ``result_ttl``/``failure_ttl``
     after the job ended; has no expiry while it is pending, delayed or running."""
-    return f"{RQ}:job:{job_id}"
+    return f"{_rq()}:job:{job_id}"
 
 
 def job_prefix() -> str:
-    return f"{RQ}:job:"
+    return f"{_rq()}:job:"
 
 
 def results(job_id: str) -> str:
     """STREAM: RQ's result record of a job (rq.results.Result): one entry per final end (the result,
     or the error, base64 as RQ's JSONSerializer reads it; core/queue/lua/rq_lib.lua), at most 10, expiring
     with the job hash; deleted with the job and on a re-run of its id."""
-    return f"{RQ}:results:{job_id}"
+    return f"{_rq()}:results:{job_id}"
 
 
 def queue(full_name: str) -> str:
     """LIST: ids of pending jobs of normal priority, head first (RQ's queue, so ``rq info`` counts them)."""
-    return f"{RQ}:queue:{full_name}"
+    return f"{_rq()}:queue:{full_name}"
 
 
 PRIORITIES = ("high", "normal", "low")  # the order every worker claims in, on each queue
@@ -69,29 +79,29 @@ def queue_lists(full_name: str) -> list[str]:
 def all_queues() -> str:
     """SET: every queue key (RQ's ``rq:queues``), so ``rq info`` lists ours: a queue is added by the
     script that puts its first job on it (enqueue, a fallback hand-back, a callback job, a requeue)."""
-    return f"{RQ}:queues"
+    return f"{_rq()}:queues"
 
 
 def scheduled(full_name: str) -> str:
     """ZSET: delayed jobs and retries waiting for their back-off; score = run time (epoch s)."""
-    return f"{RQ}:scheduled:{full_name}"
+    return f"{_rq()}:scheduled:{full_name}"
 
 
 def started(full_name: str) -> str:
     """ZSET: running jobs, member ``<job id>:<claim id>``, score = lease expiry (epoch s).
 
     This is the in-flight record: a claim moves a job from the queue list here in one script."""
-    return f"{RQ}:wip:{full_name}"
+    return f"{_rq()}:wip:{full_name}"
 
 
 def finished(full_name: str) -> str:
     """ZSET: completed jobs still kept; score = when they expire (epoch s)."""
-    return f"{RQ}:finished:{full_name}"
+    return f"{_rq()}:finished:{full_name}"
 
 
 def failed(full_name: str) -> str:
     """ZSET: failed jobs still kept; score = when they expire (epoch s)."""
-    return f"{RQ}:failed:{full_name}"
+    return f"{_rq()}:failed:{full_name}"
 
 
 def failed_exported(full_name: str) -> str:
@@ -102,31 +112,38 @@ def failed_exported(full_name: str) -> str:
 
 def canceled(full_name: str) -> str:
     """ZSET: canceled jobs still kept, and expired ones (never started: ``fk_expired``); score = when they expire (epoch s)."""
-    return f"{RQ}:canceled:{full_name}"
+    return f"{_rq()}:canceled:{full_name}"
 
 
 def workers() -> str:
     """SET: the keys (:func:`worker`) of live workers (RQ's ``rq:workers``; RQ's tools read each
     member as a worker key, so a bare name there made rq-exporter and rq-dashboard answer 500)."""
-    return f"{RQ}:workers"
+    return f"{_rq()}:workers"
 
 
 def queue_workers(full_name: str) -> str:
     """SET: the keys of the workers serving a queue (RQ's ``rq:workers:<queue>``)."""
-    return f"{RQ}:workers:{full_name}"
+    return f"{_rq()}:workers:{full_name}"
 
 
 def worker(name: str) -> str:
     """HASH: one worker (RQ's ``rq:worker:<name>``): hostname, pid, queues, state, heartbeat.
     Expires ``JOBS_WORKER_TTL`` after its last heartbeat."""
-    return f"{RQ}:worker:{name}"
+    return f"{_rq()}:worker:{name}"
+
+
+def rq_scheduler(part: str) -> str:
+    """rq-scheduler's keys, in RQ's namespace so its tools read them: ``scheduler:scheduled_jobs``
+    (ZSET periodic id -> next run, epoch s), ``scheduler`` and ``scheduler_lock`` (its registration
+    and its lock), ``scheduler_instance:`` (the prefix of each scheduler's hash)."""
+    return f"{_rq()}:{part}"
 
 
 def worker_name(member: str | bytes) -> str:
     """A worker's name from a member of :func:`workers` (a key; a bare name written before the
     members became keys is read as it is)."""
     text = member.decode() if isinstance(member, bytes) else member
-    prefix = f"{RQ}:worker:"
+    prefix = f"{_rq()}:worker:"
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
@@ -282,11 +299,11 @@ def group_paused(full_name: str) -> str:
 
 def lua_layout() -> dict[str, str]:
     """Key prefixes for scripts that build keys from a job's own fields (its origin queue)."""
-    return {"job": job_prefix(), "normal": f"{RQ}:queue:", "high": f"{_p()}:prio:high:",
-            "low": f"{_p()}:prio:low:", "scheduled": f"{RQ}:scheduled:", "wake": f"{_p()}:wake:",
+    return {"job": job_prefix(), "normal": f"{_rq()}:queue:", "high": f"{_p()}:prio:high:",
+            "low": f"{_p()}:prio:low:", "scheduled": f"{_rq()}:scheduled:", "wake": f"{_p()}:wake:",
             "limit": limiter_prefix(), "parked": parked_prefix(), "due": limiters_due(), "events": events(),
-            "canceled": f"{RQ}:canceled:", "stats": f"{_p()}:stats:", "dependents": dependents_prefix(),
-            "batch": batch_prefix(), "results": f"{RQ}:results:", "queues": all_queues(),
+            "canceled": f"{_rq()}:canceled:", "stats": f"{_p()}:stats:", "dependents": dependents_prefix(),
+            "batch": batch_prefix(), "results": f"{_rq()}:results:", "queues": all_queues(),
             "gwait": f"{_p()}:gwait:", "grot": f"{_p()}:grot:", "grun": f"{_p()}:grun:",
             "gweight": f"{_p()}:gweight:", "gpaused": f"{_p()}:gpaused:"}
 

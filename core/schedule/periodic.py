@@ -126,6 +126,11 @@ class JsonScheduler(Scheduler):
 
     def __init__(self, interval: float | None = None, connection: Any = None, name: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        # rq-scheduler's key names are class attributes; in cluster mode they carry the hash tag
+        self.scheduled_jobs_key = keys.rq_scheduler("scheduler:scheduled_jobs")
+        self.scheduler_key = keys.rq_scheduler("scheduler")
+        self.scheduler_lock_key = keys.rq_scheduler("scheduler_lock")
+        self.redis_scheduler_namespace_prefix = keys.rq_scheduler("scheduler_instance:")
         super().__init__(queue_name=get_queue("email").name, interval=interval or get_settings().scheduler_interval,
                          connection=connection or get_redis(), job_class=ScheduledTaskJob, name=name)
         self.clock = clock
@@ -360,7 +365,7 @@ def host_schedule_names() -> list[str]:
 def _delete_entry(connection: Any, periodic_id: str) -> None:
     """Unschedule ``periodic_id`` and forget its definition and bookkeeping."""
     with connection.pipeline() as pipe:
-        pipe.zrem(Scheduler.scheduled_jobs_key, periodic_id)
+        pipe.zrem(keys.rq_scheduler("scheduler:scheduled_jobs"), periodic_id)
         pipe.hdel(_definitions_key(), periodic_id)
         pipe.srem(_paused_key(), periodic_id)
         pipe.hdel(_last_run_key(), periodic_id)
@@ -368,6 +373,7 @@ def _delete_entry(connection: Any, periodic_id: str) -> None:
 
 
 def _fetch(job_id: str) -> ScheduledTaskJob | None:
+    ScheduledTaskJob.redis_job_namespace_prefix = keys.job_prefix()  # RQ's class attribute; tagged in cluster mode
     try:
         return ScheduledTaskJob.fetch(job_id, connection=get_redis())
     except Exception:
@@ -390,7 +396,7 @@ def list_periodic_jobs() -> list[dict[str, Any]]:
     connection = get_redis()
     definitions = {d.id: d for d in periodic_definitions()}
     definitions.update(sorted((i, d) for i, d in stored_definitions(connection).items() if d.owner == HOST))
-    scheduled = {k.decode(): float(v) for k, v in connection.zrange(Scheduler.scheduled_jobs_key, 0, -1,
+    scheduled = {k.decode(): float(v) for k, v in connection.zrange(keys.rq_scheduler("scheduler:scheduled_jobs"), 0, -1,
                                                                      withscores=True)}
     paused = {m.decode() for m in connection.smembers(_paused_key())}
     last = {k.decode(): float(v) for k, v in connection.hgetall(_last_run_key()).items()}
@@ -407,7 +413,7 @@ def _entry(periodic_id: str) -> dict[str, Any]:
 
 
 def count_periodic_jobs() -> int:
-    return get_redis().zcard(Scheduler.scheduled_jobs_key)
+    return get_redis().zcard(keys.rq_scheduler("scheduler:scheduled_jobs"))
 
 
 def _require(periodic_id: str) -> dict[str, Any]:
@@ -447,5 +453,5 @@ def remove_periodic(periodic_id: str) -> None:
     if entry["owner"] == HOST:
         _delete_entry(connection, periodic_id)
         return
-    connection.zrem(Scheduler.scheduled_jobs_key, periodic_id)
+    connection.zrem(keys.rq_scheduler("scheduler:scheduled_jobs"), periodic_id)
     connection.srem(_paused_key(), periodic_id)

@@ -1,0 +1,140 @@
+"""Cluster mode (``REDIS_CLUSTER=1``): every key in one hash slot, a client pinned to its master.
+
+Why one slot: every lifecycle script touches a job's hash, its queue's lists and registries, the
+counters and the events stream together (docs/CLUSTER.md). Under one hash tag, ``{<prefix>}``
+(``{fikiri}`` by default, core/platform/keys.py puts it on every key), all of them live on one
+master, so the scripts run unchanged and stay atomic. It is what a cluster-mode-only Redis
+(ElastiCache Serverless, a Valkey cluster) needs to run us at all; it does not spread one
+installation's load over several masters (one slot per queue and shards are the next steps).
+
+Why not redis-py's ``RedisCluster``: with every key on one master, the commands that name no key
+must go there too, and ``RedisCluster`` routes them elsewhere: ``WAIT`` (durable acknowledgements
+must wait on the master that took the write), ``INFO``, ``TIME`` (the lifecycle's clock),
+``SCRIPT LOAD``. So the client is a plain ``redis.Redis`` whose connections look up the master of
+the slot (``CLUSTER SLOTS`` on any seed node) each time they connect, as a Sentinel-managed
+connection looks its master up. After a failover the old socket fails or the old master answers
+``MOVED``/``READONLY``/``CLUSTERDOWN``/``TRYAGAIN``: the connection drops itself and raises
+``ConnectionError``, the one "Redis is down" every caller already rides out; its next connect
+finds the promoted replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, NoReturn
+
+import redis
+from redis.connection import Connection, ConnectionPool, SSLConnection
+from redis.crc import key_slot
+
+logger = logging.getLogger(__name__)
+
+# Answers of a node that no longer serves our slot (or not yet): a failover or a reshard moved it.
+_MOVED_AWAY = (redis.exceptions.ClusterDownError,
+               redis.exceptions.TryAgainError, redis.exceptions.ReadOnlyError)
+
+
+def slot_master(seeds: list[tuple[str, int]], tag: str, connect_kwargs: dict[str, Any]) -> tuple[str, int]:
+    """The (host, port) of the master serving ``tag``'s slot, asked of the seeds in random order.
+
+    Every node the answer names is added to ``seeds`` (shared by a pool's connections), so a
+    failover of the node ``REDIS_URL`` names does not leave the client without anyone to ask.
+    Raises ``redis.ConnectionError`` when no seed answers or none knows a master for the slot."""
+    slot = key_slot(tag.encode())
+    order = list(seeds)
+    random.shuffle(order)
+    errors: list[str] = []
+    for host, port in order:
+        try:
+            with redis.Redis(host=host, port=port, **connect_kwargs) as probe:
+                ranges = probe.execute_command("CLUSTER SLOTS")
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+            errors.append(f"{host}:{port}: {exc}")
+            continue
+        found = None
+        for start, end, *nodes in ranges:
+            addresses = [(_text(node[0]) or host, int(node[1])) for node in nodes]
+            seeds.extend(a for a in addresses if a not in seeds)
+            if int(start) <= slot <= int(end):
+                found = addresses[0]
+        if found is not None:
+            return found
+        errors.append(f"{host}:{port}: no master for slot {slot}")
+    raise redis.ConnectionError(f"no cluster node serves slot {slot} of {tag} ({'; '.join(errors)})")
+
+
+# Nodes learnt from CLUSTER SLOTS, per REDIS_URL node, for the life of the process: a client built
+# after the node REDIS_URL names died (reset_connections, a new pool) still finds the promoted replica.
+_KNOWN_NODES: dict[tuple[str, int], list[tuple[str, int]]] = {}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SlotMasterConnection(Connection):
+    """A connection to whichever master serves the tag's slot at connect time (see the module)."""
+
+    def __init__(self, *, cluster_seeds: list[tuple[str, int]], cluster_tag: str,
+                 cluster_master: dict[str, tuple[str, int]], **kwargs: Any) -> None:
+        self.cluster_seeds = cluster_seeds
+        self.cluster_tag = cluster_tag
+        self.cluster_master = cluster_master  # shared by the pool's connections: the last master found
+        super().__init__(**kwargs)
+
+    def _probe_kwargs(self) -> dict[str, Any]:
+        return {"username": self.username, "password": self.password,
+                "socket_timeout": self.socket_connect_timeout or 2.0,
+                "socket_connect_timeout": self.socket_connect_timeout or 2.0}
+
+    def connect(self) -> None:
+        if self._sock:
+            return
+        known = self.cluster_master.get("address")
+        if known is None:
+            known = slot_master(self.cluster_seeds, self.cluster_tag, self._probe_kwargs())
+            self.cluster_master["address"] = known
+        self.host, self.port = known
+        try:
+            super().connect()
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.cluster_master.pop("address", None)  # the next connect asks the seeds again
+            raise
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except redis.exceptions.AskError as exc:  # MOVED and ASK: a key of another slot is a bug, not an outage
+            if exc.slot_id != key_slot(self.cluster_tag.encode()):
+                raise
+            self._moved_away(exc)
+        except _MOVED_AWAY as exc:
+            self._moved_away(exc)
+
+    def _moved_away(self, exc: Exception) -> NoReturn:
+        """Forget this master and drop the socket; the caller sees the usual lost connection."""
+        logger.warning("cluster node %s:%s no longer serves %s (%s); reconnecting",
+                       self.host, self.port, self.cluster_tag, exc)
+        self.cluster_master.pop("address", None)
+        self.disconnect()
+        raise redis.ConnectionError(f"the master of {self.cluster_tag} moved: {exc}") from exc
+
+
+class SlotMasterSSLConnection(SlotMasterConnection, SSLConnection):
+    """The same over TLS (``rediss://``): ElastiCache Serverless accepts TLS only."""
+
+
+def cluster_client(url: str, tag: str, **kwargs: Any) -> redis.Redis:
+    """A client for cluster mode: ``url`` names any node (its host and port seed the lookup; its
+    username, password and ``rediss://`` apply to every node). The database is always 0 on a cluster."""
+    base = ConnectionPool.from_url(url)
+    ck = base.connection_kwargs
+    seed = (str(ck.get("host", "127.0.0.1")), int(ck.get("port", 6379)))
+    seeds = _KNOWN_NODES.setdefault(seed, [seed])  # shared by every client of the process: what one learnt stays
+    tls = base.connection_class is not Connection and issubclass(base.connection_class, SSLConnection)
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("ssl",) and not (k.startswith("ssl_") and not tls)}
+    pool = ConnectionPool(connection_class=SlotMasterSSLConnection if tls else SlotMasterConnection,
+                          cluster_seeds=seeds, cluster_tag=tag, cluster_master={},
+                          username=ck.get("username"), password=ck.get("password"), **kwargs)
+    return redis.Redis(connection_pool=pool)

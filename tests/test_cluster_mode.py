@@ -1,0 +1,177 @@
+"""Cluster mode (issue 25, first step): ``REDIS_CLUSTER=1`` on a real Redis Cluster on loopback.
+
+Every key carries ``{fikiri}``, so the whole installation lives in one slot on one master and the
+lifecycle scripts run unchanged; the client follows that slot's master through a failover
+(core/platform/cluster.py). These tests run the default worker (``fikiri-worker``, no flags) on
+3-master clusters, with and without a replica per master.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from core.api.jobs import cancel_job, get_job
+from core.api.queues import email_queue
+from core.config import SettingsError, reload_settings
+from core.errors import JobsError
+from core.platform.connection import get_redis, reset_connections
+from core.queue.job_model import JobStatus
+from core.queue.task_registry import load_task_modules
+from tests.cluster_servers import RedisClusterSet
+from tests.conftest import TEST_ENV_KEYS, _reset_process_state
+from tests.servers import WorkerProcess, wait_until, worker_env
+
+TAG = "{fikiri}"
+
+
+def _point_at(cluster: RedisClusterSet, url: str, monkeypatch: pytest.MonkeyPatch, tmp_path,
+              extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = worker_env(url, {"REDIS_CLUSTER": "1", **(extra or {})})
+    for key in (*TEST_ENV_KEYS, "REDIS_CLUSTER", *(extra or {})):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("JOBS_FALLBACK_SPOOL", str(tmp_path / "fallback-spool.db"))
+    _reset_process_state()
+    load_task_modules()
+    return env
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterSet]:
+    nodes = RedisClusterSet(masters=3, replicas=0).start()
+    yield nodes
+    nodes.cleanup()
+
+
+@pytest.fixture
+def on_cluster(cluster: RedisClusterSet, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[RedisClusterSet]:
+    for node in cluster.nodes:
+        node.client().flushall()
+    _point_at(cluster, cluster.url, monkeypatch, tmp_path)
+    yield cluster
+    assert not (tmp_path / "fallback-spool.db").exists(), "a job went to the fallback on a healthy cluster"
+    monkeypatch.undo()
+    reload_settings()
+    reset_connections()
+
+
+def _keys_by_node(cluster: RedisClusterSet) -> dict[int, list[str]]:
+    return {node.port: [k.decode() for k in node.client().scan_iter(count=1000)] for node in cluster.nodes}
+
+
+def test_the_lifecycle_runs_on_a_cluster_with_every_key_in_one_slot(on_cluster: RedisClusterSet, tmp_path) -> None:
+    done_key = f"{TAG}:test:done"  # a task's own keys need the tag too on a cluster
+    plain = email_queue.enqueue_job("add", {"a": 2, "b": 3})
+    flaky = email_queue.enqueue_job("fail_times", {"key": f"{TAG}:test:flaky", "times": 1})
+    grouped = [email_queue.enqueue_job("group_mark", {"key": done_key, "item": f"g{i}", "tenant": f"t{i % 2}"})
+               for i in range(6)]
+    urgent = email_queue.enqueue_job("mark_done", {"key": done_key, "item": "urgent"}, priority="high")
+    later = email_queue.enqueue_job("mark_done", {"key": done_key, "item": "never"}, delay=600)
+    cancel_job(later)
+    failing = email_queue.enqueue_job("always_fail", {"message": "no such mailbox"})
+    assert all(get_job(j).mode == "redis" for j in (plain, flaky, urgent, failing, *grouped))
+
+    worker = WorkerProcess(on_cluster.url, [], env={"REDIS_CLUSTER": "1"}, log_path=tmp_path / "worker.log")
+    try:
+        assert email_queue.wait_for(plain, timeout=30).result == 5
+        wait_until(lambda: get_job(failing).status == JobStatus.FAILED, timeout=30)
+        wait_until(lambda: all(get_job(j).status == JobStatus.COMPLETED for j in (flaky, urgent, *grouped)),
+                   timeout=30, message="every job to complete on the cluster")
+    finally:
+        worker.stop()
+    assert get_job(flaky).retry_count == 1
+    assert get_job(later).status == JobStatus.CANCELED
+    assert "no such mailbox" in (get_job(failing).error or "")
+    members = {m.decode() for m in get_redis().smembers(done_key)}
+    assert members == {"urgent", *(f"g{i}" for i in range(6))}
+    stats = email_queue.get_stats()
+    assert stats["completed_jobs"] == 9 and stats["failed_jobs"] == 1 and stats["canceled_jobs"] == 1
+
+    by_node = _keys_by_node(on_cluster)
+    holding = [port for port, names in by_node.items() if names]
+    assert len(holding) == 1, f"the keys are spread over {holding}: one slot means one master"
+    names = by_node[holding[0]]
+    assert holding[0] == on_cluster.node_for(TAG).port
+    untagged = [n for n in names if not n.startswith(f"{TAG}:")]
+    assert not untagged, f"keys without the hash tag: {untagged[:10]}"
+    assert f"{TAG}:rq:job:{plain}" in names and f"{TAG}:rq:queues" in names and f"{TAG}:events" in names
+
+
+def test_a_key_outside_the_slot_is_an_error_not_an_outage(on_cluster: RedisClusterSet) -> None:
+    """A MOVED for another slot is a bug (a key without the tag): it must not look like a lost
+    connection, or it would send jobs to the fallback and hide the bug."""
+    probe_key = next(f"stray:{i}" for i in range(1000)
+                     if on_cluster.node_for(f"stray:{i}").port != on_cluster.node_for(TAG).port)
+    with pytest.raises(redis.exceptions.MovedError) as caught:
+        get_redis().get(probe_key)
+    assert not isinstance(caught.value, redis.ConnectionError)
+
+
+def test_cluster_and_sentinels_together_are_refused_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_CLUSTER", "1")
+    monkeypatch.setenv("REDIS_SENTINELS", "127.0.0.1:26379")
+    with pytest.raises(SettingsError, match="REDIS_CLUSTER=1 and REDIS_SENTINELS"):
+        reload_settings()
+    monkeypatch.undo()
+    reload_settings()
+
+
+@pytest.fixture
+def replicated_cluster() -> Iterator[RedisClusterSet]:
+    nodes = RedisClusterSet(masters=3, replicas=1).start()
+    yield nodes
+    nodes.cleanup()
+
+
+def test_a_master_failover_loses_no_acknowledged_job(replicated_cluster: RedisClusterSet,
+                                                     monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Kill -9 the master holding the slot while 200 acknowledged jobs (WAIT 1: on its replica)
+    are pending or running: the replica is promoted, the client and the worker follow it (the
+    killed node is the one REDIS_URL names, so the others must be learnt), and every job
+    completes. Then the old master rejoins as a replica and new durable jobs go to the new master.
+    Between the kill and the rejoin a durable enqueue is refused (DurabilityError): no replica."""
+    cluster = replicated_cluster
+    master = cluster.node_for(TAG)
+    url = f"redis://127.0.0.1:{master.port}/0"
+    _point_at(cluster, url, monkeypatch, tmp_path, {"JOBS_ENQUEUE_DURABILITY": "replica"})
+    key = f"{TAG}:test:failover"
+    before = [email_queue.enqueue_job("email_mark_done", {"key": key, "item": f"a{i}", "seconds": 0.02})
+              for i in range(200)]
+    assert all(get_job(j).mode == "redis" for j in before[:5])
+    worker = WorkerProcess(url, [], env={"REDIS_CLUSTER": "1"}, log_path=tmp_path / "worker.log")
+    try:
+        wait_until(lambda: get_redis().scard(key) >= 20, timeout=30, message="the worker to be under way")
+        master.kill(signal.SIGKILL)
+        wait_until(lambda: cluster.node_for(TAG).port != master.port, timeout=30, interval=0.2,
+                   message="a replica to be promoted")
+        reset_connections()
+        wait_until(lambda: _completed(before), timeout=90, interval=0.5,
+                   message="every job acknowledged before the failover to complete")
+        master.start()  # the old master comes back as the new one's replica: WAIT 1 can be met again
+        promoted = cluster.node_for(TAG)
+        wait_until(lambda: cluster._replicas_online(promoted) >= 1, timeout=60, interval=0.3,
+                   message="the old master to rejoin as a replica in sync")
+        after = [email_queue.enqueue_job("email_mark_done", {"key": key, "item": f"b{i}"}) for i in range(20)]
+        assert all(get_job(j).mode == "redis" for j in after)
+        wait_until(lambda: _completed(after), timeout=30, message="the jobs enqueued after the failover to complete")
+    finally:
+        worker.stop()
+        monkeypatch.undo()
+        reload_settings()
+        reset_connections()
+    members = {m.decode() for m in get_redis_for(cluster).smembers(key)}
+    assert members == {*(f"a{i}" for i in range(200)), *(f"b{i}" for i in range(20))}
+
+
+def _completed(ids: list[str]) -> bool:
+    try:
+        return all((job := get_job(j)) is not None and job.status == JobStatus.COMPLETED for j in ids)
+    except JobsError:
+        return False  # the promoted master is not reachable yet (503): ask again
+
+
+def get_redis_for(cluster: RedisClusterSet):
+    return cluster.node_for(TAG).client()
