@@ -9,10 +9,12 @@ lifecycle scripts run unchanged; the client follows that slot's master through a
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
 import redis
+import requests
 
 from core.api.jobs import cancel_job, get_job
 from core.api.queues import email_queue
@@ -175,3 +177,47 @@ def _completed(ids: list[str]) -> bool:
 
 def get_redis_for(cluster: RedisClusterSet):
     return cluster.node_for(TAG).client()
+
+
+def test_periodic_jobs_and_the_stats_run_on_a_cluster(on_cluster: RedisClusterSet) -> None:
+    """rq-scheduler's keys are class attributes of its own; ours carry the tag on a cluster too."""
+    from core.schedule.periodic import JsonScheduler, list_periodic_jobs, register_periodic, register_periodic_jobs
+
+    now = time.time()
+    registered = register_periodic_jobs(now=now)
+    assert registered and all(entry["id"] for entry in registered)
+    register_periodic("cluster-note", "record_run", every=60, payload={"key": f"{TAG}:test:periodic"}, now=now)
+    assert any(entry["id"].endswith("cluster-note") for entry in list_periodic_jobs())
+    due = JsonScheduler().run_due(now=now + 61)
+    note = [j for j in due if get_job(j).task_name == "record_run"]
+    assert len(note) == 1 and get_job(note[0]).status == JobStatus.PENDING
+    names = {n for ns in _keys_by_node(on_cluster).values() for n in ns}
+    assert f"{TAG}:rq:scheduler:scheduled_jobs" in names and not [n for n in names if not n.startswith(TAG)]
+
+
+def test_the_api_through_gunicorn_on_a_cluster(on_cluster: RedisClusterSet, tmp_path) -> None:
+    """What an operator and a web handler meet: health, a job's status, the queue's stats and
+    /metrics, served by gunicorn with REDIS_CLUSTER=1 and the job run by the default worker."""
+    from tests.api_server import ApiServer
+    from tests.conftest import ADMIN_TOKEN, SECRET_KEY
+
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    server = ApiServer(on_cluster.url, {"REDIS_CLUSTER": "1", "JOBS_ADMIN_TOKEN": ADMIN_TOKEN, "SECRET_KEY": SECRET_KEY},
+                       tmp_path / "gunicorn.log")
+    worker = WorkerProcess(on_cluster.url, [], env={"REDIS_CLUSTER": "1"}, log_path=tmp_path / "worker.log")
+    try:
+        job_id = email_queue.enqueue_job("add", {"a": 40, "b": 2})
+        def final() -> dict | bool:
+            data = requests.get(server.url(f"/api/jobs/{job_id}"), headers=admin, timeout=5).json()["data"]
+            return data["status"] == "completed" and data
+        data = wait_until(final, timeout=30, interval=0.2)
+        assert data["result"] == 42 and data["mode"] == "redis"
+        health = requests.get(server.url("/api/jobs/health"), timeout=5)
+        assert health.status_code == 200
+        stats = requests.get(server.url("/api/jobs/queue/email/stats"), headers=admin, timeout=5)
+        assert stats.status_code == 200, stats.text
+        metrics = requests.get(server.url("/metrics"), headers=admin, timeout=5)
+        assert metrics.status_code == 200 and "fikiri" in metrics.text
+    finally:
+        worker.stop()
+        server.stop()

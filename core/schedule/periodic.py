@@ -131,6 +131,7 @@ class JsonScheduler(Scheduler):
         self.scheduler_key = keys.rq_scheduler("scheduler")
         self.scheduler_lock_key = keys.rq_scheduler("scheduler_lock")
         self.redis_scheduler_namespace_prefix = keys.rq_scheduler("scheduler_instance:")
+        ScheduledTaskJob.redis_job_namespace_prefix = keys.job_prefix()  # RQ's class attribute, read by its Job
         super().__init__(queue_name=get_queue("email").name, interval=interval or get_settings().scheduler_interval,
                          connection=connection or get_redis(), job_class=ScheduledTaskJob, name=name)
         self.clock = clock
@@ -373,7 +374,6 @@ def _delete_entry(connection: Any, periodic_id: str) -> None:
 
 
 def _fetch(job_id: str) -> ScheduledTaskJob | None:
-    ScheduledTaskJob.redis_job_namespace_prefix = keys.job_prefix()  # RQ's class attribute; tagged in cluster mode
     try:
         return ScheduledTaskJob.fetch(job_id, connection=get_redis())
     except Exception:
