@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -171,8 +172,12 @@ def _fail_over_under(cluster: RedisClusterSet, key: str, acknowledged: list[str]
     wait_until(lambda: cluster.node_for(TAG).port != master.port, timeout=30, interval=0.2,
                message=f"a replica to be promoted (failover {nth})")
     reset_connections()
-    wait_until(lambda: _completed(acknowledged), timeout=90, interval=0.5,
-               message=f"every acknowledged job to complete after failover {nth}")
+    try:
+        wait_until(lambda: _completed(acknowledged), timeout=90, interval=0.5,
+                   message=f"every acknowledged job to complete after failover {nth}")
+    except AssertionError as exc:  # say which state the stragglers are in (a canceled one was a bug)
+        states = Counter(str(job.status) if (job := get_job(j)) else "missing" for j in acknowledged)
+        raise AssertionError(f"{exc}; job states: {dict(states)}") from None
     master.start()  # back as the new master's replica: WAIT 1 can be met again
     promoted = cluster.node_for(TAG)
     wait_until(lambda: cluster._replicas_online(promoted) >= 1, timeout=60, interval=0.3,

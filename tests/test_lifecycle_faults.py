@@ -129,3 +129,40 @@ def test_cancel_racing_the_claim_400_times_either_wins_or_is_refused(jobs_env, s
     assert canceled and refused, "the race was not exercised: both outcomes must occur"
     worker.signal(signal.SIGTERM)
     print(f"cancel race: {len(canceled)} canceled before the claim, {len(refused)} refused (409)")
+
+
+OUTAGE = 6.0  # s: past the heartbeat grace (2 s) and long enough for the finish's retries to back off to 2 s
+
+
+@pytest.mark.parametrize("worker_class", ["prefork", "threaded"])
+def test_an_outage_past_the_heartbeat_grace_never_stops_the_attempt_that_replaced_a_stale_one(
+        worker_class, start_worker_factory, monkeypatch):
+    """Redis away longer than the heartbeat grace (2 s here) while jobs run: when it is back, the
+    worker's own sweep takes back the attempts whose ends it could not write, and the worker may
+    claim the same jobs again at once. Its heartbeat then names the old attempts stale; stopping
+    them must not stop the new attempts of the same jobs (it did: the stop went by job id, so the
+    new attempt ended ``canceled`` with "stale attempt" as its reason, found by the cluster
+    failover loop). Four outages of OUTAGE s, AOF always: every job completes, none is canceled."""
+    server = RedisServer(appendonly=True).start()
+    try:
+        point_this_process_at(server, monkeypatch)
+        ids = [email_queue.enqueue_job("email_mark_done", {"key": "test:outage", "item": f"i{i}", "seconds": 0.3})
+               for i in range(200)]
+        start_worker_factory(server.url, "email", "--worker-class", worker_class, "--concurrency", "8")
+        client = server.client()
+        for n in range(4):
+            wait_until(lambda n=n: server.client().scard("test:outage") >= 30 * (n + 1), timeout=60,
+                       message="the worker to be under way")
+            server.stop(signal.SIGTERM)
+            time.sleep(OUTAGE)
+            server.start()
+        client = server.client()
+        reset_connections()
+        wait_until(lambda: client.scard("test:outage") == 200, timeout=120, interval=0.5,
+                   message="every job to have run")
+        wait_until(lambda: all((j := get_job(i)) is not None and j.status.is_final for i in ids), timeout=60,
+                   interval=0.5, message="every job to have ended")
+        statuses = {get_job(i).status for i in ids}
+        assert statuses == {JobStatus.COMPLETED}, statuses
+    finally:
+        server.cleanup()

@@ -95,6 +95,7 @@ class SlotMasterConnection(Connection):
         if known is None:
             known = slot_master(self.cluster_seeds, self.cluster_tag, self._probe_kwargs())
             self.cluster_master["address"] = known
+            logger.info("cluster: %s is served by %s:%s", self.cluster_tag, *known)
         self.host, self.port = known
         try:
             super().connect()

@@ -643,7 +643,7 @@ class PreforkExecutor:
     def stop_job(self, job: ClaimedJob) -> None:
         """End the work-horse running ``job`` (the parent records the job as stopped)."""
         for child in list(self._children.values()):
-            if child.job is not None and child.job.job_id == job.job_id:
+            if child.job is not None and child.job.member == job.member:  # this attempt, not a newer one
                 child.job.stop_reason = job.stop_reason
                 _kill(child.pid)
 

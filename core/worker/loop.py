@@ -572,8 +572,16 @@ class Worker:
         if not stale:
             return
         gone = {m.decode() if isinstance(m, bytes) else m for m in stale}
+        # after an outage this worker's own sweep may take an attempt back and this worker claim the
+        # job again at once: executors stop by job id, so stopping the stale attempt would stop the
+        # new one (it ended "canceled"). The stale one's end is fenced: let it end by itself.
+        current = {job.job_id for job in jobs if job.member not in gone}
         for job in jobs:
-            if job.member in gone:
+            if job.member in gone and job.job_id in current:
+                logger.warning("worker %s: job %s attempt %s lost its lease, and the job runs here again as a newer "
+                               "attempt; the stale one is left to end, its end will not be written",
+                               self.name, job.job_id, job.claim)
+            elif job.member in gone:
                 logger.warning("worker %s: job %s attempt %s lost its lease (the sweep took it back); stopping this "
                                "stale run, its end will not be written", self.name, job.job_id, job.claim)
                 job.stop_reason = "stale attempt: its lease was lost and the job taken back"
