@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -211,3 +213,27 @@ def test_enqueue_many_validates_everything_then_writes_once(jobs_env, start_work
     assert len(set(ids)) == 50 and email_queue.get_stats()["total_jobs"] == 50
     start_worker("email", "--burst").wait(60)
     assert [get_job(i).result for i in ids] == [2 * i for i in range(50)]
+
+
+def test_an_enqueue_without_options_takes_the_tasks_options_checked_once(jobs_env):
+    """The no-option path (issue 22 item 5) reuses one checked value per task and settings; it
+    equals a full check, a task with an expires is checked at each call, and a flat payload is
+    copied, not parsed, with the same result as the JSON round trip."""
+    from core.queue import task_registry
+    from core.queue.job_options import check_options, default_options, encode_payload_json, is_default
+
+    spec = task_registry.get("email", "add")
+    assert default_options(spec) is default_options(spec) and default_options(spec) == check_options(spec)
+    assert is_default({"max_retries": None, "priority": "normal"})
+    assert not is_default({"priority": "high"}) and not is_default({"max_retries": 0})
+    timed = dataclasses.replace(spec, expires=60)
+    first, second = default_options(timed), default_options(timed)
+    assert first is not second and first.expires_at is not None
+    flat = {"s": "x", "i": 1, "f": 0.5, "b": True, "n": None}
+    kwargs, text = encode_payload_json(flat, 1000)
+    assert kwargs == flat and kwargs is not flat and json.loads(text) == flat
+    nested, _ = encode_payload_json({"t": (1, 2)}, 1000)
+    assert nested == {"t": [1, 2]}
+    job_id = email_queue.enqueue_job("add", {"a": 1, "b": 2})
+    assert len(job_id) == 32 and int(job_id, 16) >= 0
+    assert rq_job(jobs_env, job_id).kwargs == {"a": 1, "b": 2}
