@@ -17,7 +17,7 @@ from core.errors import InvalidPayloadError, PayloadTooLargeError, UnknownQueueE
 from core.platform import keys
 from core.queue.backoff import retry_delays
 from core.queue.job_model import JobStatus
-from core.queue.job_options import InvalidJobIdError
+from core.queue.job_options import InvalidJobIdError, new_job_id
 from tests.servers import wait_until
 
 
@@ -237,3 +237,43 @@ def test_an_enqueue_without_options_takes_the_tasks_options_checked_once(jobs_en
     job_id = email_queue.enqueue_job("add", {"a": 1, "b": 2})
     assert len(job_id) == 32 and int(job_id, 16) >= 0
     assert rq_job(jobs_env, job_id).kwargs == {"a": 1, "b": 2}
+
+
+def _snapshot(client, job_id: str) -> dict:
+    """Every key and value in Redis, with the job's id and the clock's values masked."""
+    def mask(value):
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        return "T" if len(text) == 27 and text.endswith("Z") else text.replace(job_id, "J")
+
+    out = {}
+    for key in client.scan_iter(count=1000):
+        kind, name = client.type(key).decode(), mask(key)
+        if kind == "hash":
+            out[name] = {mask(k): mask(v) for k, v in client.hgetall(key).items()}
+        elif kind == "list":
+            out[name] = [mask(v) for v in client.lrange(key, 0, -1)]
+        elif kind == "set":
+            out[name] = sorted(mask(v) for v in client.smembers(key))
+        elif kind == "zset":
+            out[name] = [mask(v) for v in client.zrange(key, 0, -1)]
+        elif kind == "stream":
+            out[name] = [{mask(k): mask(v) for k, v in fields.items()} for _id, fields in client.xrange(key)]
+        else:
+            out[name] = mask(client.get(key))
+        out[name + " ttl"] = client.ttl(key) > 0
+    return out
+
+
+@pytest.mark.parametrize("options", [{}, {"user_id": "u1"}, {"delay": 60}, {"priority": "high"},
+                                     {"priority": "low", "user_id": 7, "max_retries": 2, "timeout": 9}])
+def test_a_plain_enqueue_writes_what_the_general_script_writes(jobs_env, options):
+    """enqueue_plain.lua (no id of the caller's, no unique window, dependencies, group or batch)
+    and enqueue.lua (taken here because of the caller's own id) leave the same keys and values."""
+    client = jobs_env.client()
+    client.flushdb()
+    plain = email_queue.enqueue_job("add", {"a": 1, "b": "x" * 80}, **options)
+    written = _snapshot(client, plain)
+    client.flushdb()
+    general = email_queue.enqueue_job("add", {"a": 1, "b": "x" * 80}, job_id=new_job_id(), **options)
+    assert general != plain and _snapshot(client, general) == written
+    assert rq_job(jobs_env, general).kwargs == {"a": 1, "b": "x" * 80}

@@ -207,6 +207,8 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
     settings = get_settings()
     queue = settings.full_queue_name(queue_short)
     now = format_time()
+    if batch is None and len(jobs) == 1 and _is_plain(jobs[0]):
+        return _enqueue_plain(connection, settings, queue_short, queue, jobs[0], user, now)
     entries = []
     blobs: list[bytes] = []  # each job's data, binary-safe in ARGV (it may be zlib'd)
     for job in jobs:
@@ -224,20 +226,49 @@ def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | N
                         "now_s": now_s, "failure_ttl": settings.failure_ttl})
     script_keys = _script_keys(settings, queue_short, queue)
     script_args = [json.dumps(request, separators=(",", ":")), *blobs]
+    return _run_enqueue(connection, "enqueue", script_keys, script_args, settings)
+
+
+def _run_enqueue(connection: Any, script: str, script_keys: list[str], script_args: list[Any], settings: Any,
+                 ) -> list[str]:
     if settings.enqueue_durability == "none":
-        replies = lua_scripts.run("enqueue", connection, script_keys, script_args)
+        replies = lua_scripts.run(script, connection, script_keys, script_args)
     else:
-        replies = _enqueue_durably(connection, script_keys, script_args, settings)
+        replies = _enqueue_durably(connection, script, script_keys, script_args, settings)
     return [r.decode() if isinstance(r, bytes) else r for r in replies]
 
 
-def _enqueue_durably(connection: Any, script_keys: list[str], script_args: list[Any], settings: Any) -> Any:
+def _is_plain(job: NewJob) -> bool:
+    """Whether enqueue_plain.lua can create ``job``: no id of the caller's (nothing to check), no
+    unique window, no dependencies and no group."""
+    return not (job.check_existing or job.only_if_absent or job.unique_key is not None or job.depends_on
+                or job.group is not None or job.pass_result is not None)
+
+
+def _enqueue_plain(connection: Any, settings: Any, queue_short: str, queue: str, job: NewJob, user: str | None,
+                   now: str) -> list[str]:
+    """One plain job through enqueue_plain.lua: flat arguments, no JSON request to encode or decode."""
+    delayed = job.run_at is not None
+    script_keys = [keys.job(job.job_id), keys.scheduled(queue) if delayed else keys.queue_at(queue, job.priority),
+                   keys.queue_counters(queue_short), keys.wake(queue), keys.all_queues(), keys.queue(queue),
+                   keys.events()]
+    if user is not None:
+        script_keys += [keys.users_with_jobs(), keys.user_jobs(user)]
+    script_args = [job.job_id, encode_data(job.task_name, job.kwargs, kwargs_json=job.kwargs_json),
+                   repr(job.run_at) if delayed else "", f"{job.task_name}:enqueued", queue_short, job.task_name,
+                   settings.events_maxlen, user or "", settings.user_index_size, settings.user_index_ttl,
+                   *job.fields(queue, user, now)]
+    return _run_enqueue(connection, "enqueue_plain", script_keys, script_args, settings)
+
+
+def _enqueue_durably(connection: Any, script: str, script_keys: list[str], script_args: list[Any],
+                     settings: Any) -> Any:
     """The enqueue script, then WAIT 1 on the same connection (one pipeline: WAIT covers the writes
     of the connection it is sent on). Raises DurabilityError when no replica confirms within
     JOBS_ENQUEUE_DURABILITY_TIMEOUT. Cost: one replication round trip per enqueue (bench.durability)."""
     timeout_ms = max(1, int(settings.enqueue_durability_timeout * 1000))
     with connection.pipeline(transaction=False) as pipe:
-        lua_scripts.run("enqueue", pipe, script_keys, script_args)
+        lua_scripts.run(script, pipe, script_keys, script_args)
         pipe.execute_command("WAIT", 1, timeout_ms)
         replies, acked = pipe.execute()
     if int(acked) < 1:
