@@ -2,11 +2,11 @@
 -- enqueue_plain.lua: one job run created on one queue, for an enqueue with no id of its own, no
 -- unique window, no dependencies, no group and no batch (nearly every enqueue): what enqueue.lua
 -- does for such a job, from flat arguments instead of a JSON request, without the workflow
--- libraries (Redis time per call 36 -> about 20 us; issue 22 item 5, docs/BENCHMARKS.md).
+-- libraries (Redis time per call 36 -> about 22 us, same run; issue 22 item 5, docs/BENCHMARKS.md).
 -- core/queue/lifecycle.py chooses between the two; tests/test_queue_enqueue.py checks both write the same.
 --
 -- Keys it touches (all in KEYS):
---   KEYS[1] rq:job:<id>          HASH    created: ARGV[11..] field pairs, then "data" ARGV[2]
+--   KEYS[1] rq:job:<id>          HASH    created: "data" ARGV[2] and the field pairs ARGV[11..]
 --   KEYS[2] where it waits: rq:queue:<q> | fikiri:prio:high:<q> | fikiri:prio:low:<q> LIST (RPUSH),
 --           or rq:scheduled:<q> ZSET (ZADD, score ARGV[3]) when it is delayed
 --   KEYS[3] fikiri:stats:<q>     HASH    "<task>:enqueued" + 1 (ARGV[4])
@@ -21,11 +21,7 @@
 -- ARGV[8] user ('' = none), ARGV[9] user index size, ARGV[10] user index TTL (s), ARGV[11..] the hash's fields
 -- Returns {id}, as enqueue.lua does for one job.
 local id = ARGV[1]
-local fields = {}
-for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
-fields[#fields + 1] = 'data'
-fields[#fields + 1] = ARGV[2]
-redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HSET', KEYS[1], 'data', ARGV[2], unpack(ARGV, 11))
 local user = ARGV[8]
 if user == '' then user = nil end
 local event = 'enqueued'
