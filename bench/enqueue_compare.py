@@ -1,7 +1,7 @@
 """Enqueue one by one and bytes per pending job, this tree against an older checkout, interleaved
 (issue 22 item 5): the same measurement run in a subprocess in each tree, rounds alternated.
 
-    .venv/bin/python -m bench.enqueue_compare --before /path/to/checkout-of-main [--rounds 5]
+    .venv/bin/python -m bench.enqueue_compare --before /path/to/checkout-of-main [--rounds 5] [--layouts]
 
 Per tree and round, on a fresh redis-server each (``tests.servers.RedisServer``, Redis defaults):
 
@@ -100,6 +100,46 @@ def memory(n: int, listpack_value: int | None) -> dict[str, Any]:
         server.cleanup()
 
 
+def layouts(n: int = 10_000) -> list[dict[str, Any]]:
+    """What a pending job would cost with other hash layouts (written straight with HSET, RPUSH and
+    XADD, as our scripts would): the fields written today, without the five that hold a default
+    or a copy (``enqueued_at`` = ``created_at``, ``timeout``, ``result_ttl``, ``failure_ttl``,
+    ``fk_max``), and with 22-character ids; under Redis's default ``hash-max-listpack-value`` (64)
+    and at 1024. The peers' 100-byte payload, and a tiny one."""
+    from tests.servers import RedisServer
+
+    now = "2026-12-07T17:17:08.335559Z"
+    today = {"status": "queued", "created_at": now, "enqueued_at": now, "origin": "fikiri:email", "timeout": "300",
+             "result_ttl": "86400", "failure_ttl": "604800", "fk_task": "noop", "fk_max": "0"}
+    calls = {"100 B": ('["noop",null,[],{"body":"' + "x" * 92 + '"}]', "noop(body='" + "x" * 50 + "..."),
+             "tiny": ('["noop",null,[],{"i":1}]', "noop(i=1)")}
+    defaults = ("enqueued_at", "timeout", "result_ttl", "failure_ttl", "fk_max")
+    rows = []
+    server = RedisServer().start()
+    try:
+        client = server.client()
+        used = lambda: client.memory_stats()["dataset.bytes"]  # noqa: E731
+        for payload, (data, description) in calls.items():
+            for layout, drop, id_bytes in (("today's 11 fields", (), 16), ("without the 5 defaults", defaults, 16),
+                                           ("without the 5 defaults, 22-char ids", defaults, 11)):
+                fields = {k: v for k, v in today.items() if k not in drop} | {"description": description, "data": data}
+                for listpack in (64, 1024):
+                    client.flushall()
+                    client.config_set("hash-max-listpack-value", listpack)
+                    start = used()
+                    for _ in range(n):
+                        job_id = os.urandom(id_bytes).hex()
+                        client.hset(f"rq:job:{job_id}", mapping=fields)
+                        client.rpush("rq:queue:fikiri:email", job_id)
+                        client.xadd("fikiri:events", {"job": job_id, "event": "enqueued", "queue": "email",
+                                                      "task": "noop"}, maxlen=50_000, approximate=True)
+                    rows.append({"payload": payload, "layout": layout, "hash_max_listpack_value": listpack,
+                                 "bytes_per_job": (used() - start) / n})
+    finally:
+        server.cleanup()
+    return rows
+
+
 def measure(jobs: int, n_memory: int) -> dict[str, Any]:
     return {"one_by_one": one_by_one(jobs), "memory": memory(n_memory, None), "memory_1024": memory(n_memory, 1024)}
 
@@ -128,7 +168,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--memory-jobs", type=int, default=10_000)
+    parser.add_argument("--layouts", action="store_true", help="also: bytes per pending job of other hash layouts")
     args = parser.parse_args()
+    if args.layouts:
+        for row in layouts():
+            print(f"| {row['payload']} | {row['layout']} | {row['hash_max_listpack_value']} | "
+                  f"{row['bytes_per_job']:,.0f} |", flush=True)
     trees = {"this tree": ROOT, "before": args.before.resolve()}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
