@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +17,7 @@ from core.errors import InvalidPayloadError, PayloadTooLargeError, UnknownQueueE
 from core.platform import keys
 from core.queue.backoff import retry_delays
 from core.queue.job_model import JobStatus
-from core.queue.job_options import InvalidJobIdError
+from core.queue.job_options import InvalidJobIdError, new_job_id
 from tests.servers import wait_until
 
 
@@ -211,3 +213,67 @@ def test_enqueue_many_validates_everything_then_writes_once(jobs_env, start_work
     assert len(set(ids)) == 50 and email_queue.get_stats()["total_jobs"] == 50
     start_worker("email", "--burst").wait(60)
     assert [get_job(i).result for i in ids] == [2 * i for i in range(50)]
+
+
+def test_an_enqueue_without_options_takes_the_tasks_options_checked_once(jobs_env):
+    """The no-option path (issue 22 item 5) reuses one checked value per task and settings; it
+    equals a full check, a task with an expires is checked at each call, and a flat payload is
+    copied, not parsed, with the same result as the JSON round trip."""
+    from core.queue import task_registry
+    from core.queue.job_options import check_options, default_options, encode_payload_json, is_default
+
+    spec = task_registry.get("email", "add")
+    assert default_options(spec) is default_options(spec) and default_options(spec) == check_options(spec)
+    assert is_default({"max_retries": None, "priority": "normal"})
+    assert not is_default({"priority": "high"}) and not is_default({"max_retries": 0})
+    timed = dataclasses.replace(spec, expires=60)
+    first, second = default_options(timed), default_options(timed)
+    assert first is not second and first.expires_at is not None
+    flat = {"s": "x", "i": 1, "f": 0.5, "b": True, "n": None}
+    kwargs, text = encode_payload_json(flat, 1000)
+    assert kwargs == flat and kwargs is not flat and json.loads(text) == flat
+    nested, _ = encode_payload_json({"t": (1, 2)}, 1000)
+    assert nested == {"t": [1, 2]}
+    job_id = email_queue.enqueue_job("add", {"a": 1, "b": 2})
+    assert len(job_id) == 32 and int(job_id, 16) >= 0
+    assert rq_job(jobs_env, job_id).kwargs == {"a": 1, "b": 2}
+
+
+def _snapshot(client, job_id: str) -> dict:
+    """Every key and value in Redis, with the job's id and the clock's values masked."""
+    def mask(value):
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        return "T" if len(text) == 27 and text.endswith("Z") else text.replace(job_id, "J")
+
+    out = {}
+    for key in client.scan_iter(count=1000):
+        kind, name = client.type(key).decode(), mask(key)
+        if kind == "hash":
+            out[name] = {mask(k): mask(v) for k, v in client.hgetall(key).items()}
+        elif kind == "list":
+            out[name] = [mask(v) for v in client.lrange(key, 0, -1)]
+        elif kind == "set":
+            out[name] = sorted(mask(v) for v in client.smembers(key))
+        elif kind == "zset":
+            out[name] = [mask(v) for v in client.zrange(key, 0, -1)]
+        elif kind == "stream":
+            out[name] = [{mask(k): mask(v) for k, v in fields.items()} for _id, fields in client.xrange(key)]
+        else:
+            out[name] = mask(client.get(key))
+        out[name + " ttl"] = client.ttl(key) > 0
+    return out
+
+
+@pytest.mark.parametrize("options", [{}, {"user_id": "u1"}, {"delay": 60}, {"priority": "high"},
+                                     {"priority": "low", "user_id": 7, "max_retries": 2, "timeout": 9}])
+def test_a_plain_enqueue_writes_what_the_general_script_writes(jobs_env, options):
+    """enqueue_plain.lua (no id of the caller's, no unique window, dependencies, group or batch)
+    and enqueue.lua (taken here because of the caller's own id) leave the same keys and values."""
+    client = jobs_env.client()
+    client.flushdb()
+    plain = email_queue.enqueue_job("add", {"a": 1, "b": "x" * 80}, **options)
+    written = _snapshot(client, plain)
+    client.flushdb()
+    general = email_queue.enqueue_job("add", {"a": 1, "b": "x" * 80}, job_id=new_job_id(), **options)
+    assert general != plain and _snapshot(client, general) == written
+    assert rq_job(jobs_env, general).kwargs == {"a": 1, "b": "x" * 80}

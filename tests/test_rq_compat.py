@@ -76,6 +76,30 @@ def test_description_is_rqs_call_string_cut_to_the_listpack_value_size():
     assert len(long) == rq_compat.DESCRIPTION_MAX and long.startswith("send_email(body='yyy") and long.endswith("...")
 
 
+def test_the_enqueue_shortcuts_write_what_rq_would():
+    """The enqueue's shortcuts (issue 22 item 5) give the same bytes as the long way: the inlined
+    call string, the payload's JSON spliced into ``data``, and now formatted from the clock."""
+    import json
+    from datetime import UTC, datetime
+
+    from rq.utils import get_call_string
+
+    kwargs = {"z": [1, (2, 3)], "a": "é\n'\"", "m": {"k": None}, "f": 1.5e-7, "long": "w" * 100}
+    assert rq_compat.call_description("t", kwargs) == (get_call_string("t", (), kwargs, max_length=75)[:61] + "...")
+    assert rq_compat.call_description("t", {"a": 1}) == get_call_string("t", (), {"a": 1}, max_length=75)
+    assert rq_compat.call_description("t", {}) == "t()"
+    text = json.dumps(kwargs, separators=(",", ":"))
+    assert rq_compat.encode_data("t\u00e9", json.loads(text), kwargs_json=text) == rq_compat.encode_data(
+        "t\u00e9", json.loads(text))
+    big = {"body": "x" * 2000}
+    assert rq_compat.encode_data("t", big, kwargs_json=json.dumps(big, separators=(",", ":"))) == rq_compat.encode_data(
+        "t", big)
+    before = datetime.now(UTC).replace(tzinfo=None)
+    now = rq_compat.format_time()
+    after = datetime.now(UTC).replace(tzinfo=None)
+    assert before <= datetime.strptime(now, rq_compat.TIME_FORMAT) <= after and len(now) == 27
+
+
 def _rq_queue_names(client) -> set[str]:
     return {q.name for q in Queue.all(connection=client, serializer=JSONSerializer)}
 

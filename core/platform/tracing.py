@@ -49,6 +49,20 @@ def _otel() -> Any:
     return trace, propagate
 
 
+def enqueue_traced() -> bool:
+    """Whether :func:`enqueue_span` could yield anything: OpenTelemetry is on and installed, and
+    either the host set a tracer provider or a span context is current (the API's no-op tracer
+    still passes a current parent's context on). False is the common case without an SDK, where
+    an enqueue skips the span (about 10 µs of the API's no-op span per enqueue; issue 22 item 5)."""
+    otel = _otel()
+    if otel is None:
+        return False
+    trace = otel[0]
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return True
+    return bool(trace.get_current_span().get_span_context().is_valid)
+
+
 @contextmanager
 def enqueue_span(task_name: str, queue: str) -> Iterator[dict[str, Any]]:
     """A PRODUCER span around an enqueue; yields what to merge into the job's meta."""

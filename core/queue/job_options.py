@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from core.config import get_settings
@@ -44,6 +46,12 @@ def validate_job_id(job_id: Any) -> str:
     return job_id
 
 
+def new_job_id() -> str:
+    """A new run's id: 32 hex characters of 16 random bytes, the shape of ``uuid4().hex`` (RQ's
+    rule holds), from one ``os.urandom`` call instead of building a UUID (about 2 µs less)."""
+    return os.urandom(16).hex()
+
+
 def validate_user_id(user_id: Any) -> str | None:
     if user_id is None:
         return None
@@ -55,10 +63,21 @@ def validate_user_id(user_id: Any) -> str | None:
     return text
 
 
+_PLAIN_TYPES = (str, int, float, bool, type(None))  # a JSON round trip gives these back equal
+
+
 def encode_payload(payload: Any, limit: int) -> dict[str, Any]:
     """The payload as the worker will receive it (JSON round trip), or a clear error."""
+    return encode_payload_json(payload, limit)[0]
+
+
+def encode_payload_json(payload: Any, limit: int) -> tuple[dict[str, Any], str]:
+    """:func:`encode_payload`, and the payload's compact JSON (the enqueue writes it into the
+    job's ``data`` without encoding it again). A flat payload of plain values (exact str, int,
+    float, bool, None) comes back as a copy: the JSON round trip would give it back equal, and
+    skipping the parse saves about 3 µs per enqueue."""
     if payload is None:
-        return {}
+        return {}, "{}"
     if not isinstance(payload, dict):
         raise InvalidPayloadError(
             f"payload must be a JSON object (a dict of keyword arguments), got {type(payload).__name__}"
@@ -78,7 +97,9 @@ def encode_payload(payload: Any, limit: int) -> dict[str, Any]:
             f"payload is {size} bytes of JSON, over the {limit}-byte limit (JOBS_MAX_PAYLOAD_BYTES); "
             f"pass ids and references, not whole objects"
         )
-    return json.loads(encoded)  # tuples become lists, etc.
+    if all(type(value) in _PLAIN_TYPES for value in payload.values()):
+        return dict(payload), encoded
+    return json.loads(encoded), encoded  # tuples become lists, etc.
 
 
 def _requested_time(delay: Any, at: Any) -> float | None:
@@ -170,9 +191,9 @@ class EnqueueOptions:
                 return None
         return groups.resolve_group(self.group, payload, self.user_id)
 
-    @property
+    @cached_property
     def retry_field(self) -> str | None:
-        """The job's ``fk_retry`` (None: the default policy)."""
+        """The job's ``fk_retry`` (None: the default policy); computed once per options value."""
         return self.retry.to_field()
 
     def limits_field(self, queue_short: str, task_name: str, payload: dict[str, Any]) -> str | None:
@@ -255,6 +276,31 @@ def check_options(
         retry=spec.retry.override(call_retry), group=group_template, group_concurrency=group_concurrency,
         group_declared=group is None and group_template is not None,
     )
+
+
+_defaults: dict[int, tuple[TaskSpec, Any, EnqueueOptions]] = {}
+
+
+def is_default(option_values: dict[str, Any]) -> bool:
+    """Whether an enqueue passed no option at all (every value None, priority ``normal``)."""
+    for name, value in option_values.items():
+        if value is not None and (name != "priority" or value != "normal"):
+            return False
+    return True
+
+
+def default_options(spec: TaskSpec) -> EnqueueOptions:
+    """``check_options(spec)`` with no option given, what nearly every enqueue passes: checked
+    once per task and settings instead of at every call (about 20 µs; issue 22 item 5). A task
+    with an ``expires`` is checked every time: its expiry counts from now."""
+    settings = get_settings()
+    cached = _defaults.get(id(spec))
+    if cached is not None and cached[0] is spec and cached[1] is settings:
+        return cached[2]
+    options = check_options(spec)
+    if spec.expires is None:
+        _defaults[id(spec)] = (spec, settings, options)
+    return options
 
 
 def _expires_at(expires: Any, run_at: float | None) -> float | None:

@@ -108,6 +108,7 @@ class NewJob:
     stalls: int = 0  # fk_stalls: attempts already lost to crashes (a job handed back from the fallback spool)
     group: str | None = None  # fk_group: the job's group (resolved), served round-robin (core/queue/groups.py)
     group_concurrency: int | None = None  # fk_gconc: at most this many of its group's jobs run at once
+    kwargs_json: str | None = None  # the payload's compact JSON when the caller has it (not encoded again)
 
     def fields(self, queue: str, user: str | None, now: str) -> list[Any]:
         """The job hash's fields (``data`` is passed separately: it may be binary)."""
@@ -120,7 +121,7 @@ class NewJob:
             "origin", queue,
             "timeout", self.timeout,
             "result_ttl", self.result_ttl or settings.result_ttl,
-            "failure_ttl", self.failure_ttl or settings.failure_ttl_for(short_name(queue)),
+            "failure_ttl", self.failure_ttl or _failure_ttl(settings, queue),
             "fk_task", self.task_name,
             "fk_max", self.max_retries,
         ]
@@ -151,57 +152,125 @@ class NewJob:
         return out + self.extra_fields
 
 
+def _failure_ttl(settings: Any, queue: str) -> int:
+    return settings.failure_ttl_for(settings.short_queue_name(queue))
+
+
+_enqueue_keys: dict[str, tuple[Any, list[str]]] = {}
+
+
+def _script_keys(settings: Any, queue_short: str, queue: str) -> list[str]:
+    """enqueue.lua's KEYS for a queue, built once per queue and settings (they never change between calls)."""
+    cached = _enqueue_keys.get(queue_short)
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    names = [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
+             keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs(),
+             keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()]
+    _enqueue_keys[queue_short] = (settings, names)
+    return names
+
+
+def _entry(queue: str, job: NewJob, fields: list[Any], user: str | None) -> dict[str, Any]:
+    """One job of enqueue.lua's request. What is null or false is left out (the script reads a
+    missing key as nil): a smaller request to encode and for the script to decode."""
+    entry: dict[str, Any] = {"id": job.job_id, "key": keys.job(job.job_id), "results": keys.results(job.job_id),
+                             "fields": fields, "prio": job.priority}
+    if job.group is not None:
+        entry.update(_group_entry(queue, job))
+    if job.run_at is not None:
+        entry["run_at"] = job.run_at
+    if job.check_existing:
+        entry["check"] = True
+    if job.only_if_absent:
+        entry["absent"] = True
+    if job.unique_key is not None:
+        entry.update(unique=job.unique_key, unique_ttl=job.unique_for)
+    if user is not None:
+        entry["user_key"] = keys.user_jobs(user)
+    if job.depends_on:
+        entry.update(deps=job.depends_on, policy=job.dependency_policy)
+        if job.pass_result is not None:
+            entry["pass"] = job.pass_result
+    return entry
+
+
 def enqueue(connection: Any, queue_short: str, jobs: list[NewJob], user: str | None = None,
             batch: dict[str, Any] | None = None) -> list[str]:
     """Create ``jobs`` on one queue (one script call); returns the id each one resolved to.
 
-    ``batch``: ``{"key", "fields"}`` of a batch hash to create with its members (core/workflows/chains.py)."""
+    ``batch``: ``{"key", "fields"}`` of a batch hash to create with its members (core/workflows/chains.py).
+    What does not change between calls (the script's keys, its SHA) is computed once. A single plain
+    job (:func:`_is_plain`) goes to enqueue_plain.lua with flat arguments; our Python of such an
+    enqueue is about 20 µs, redis-py's send and read about 50 µs of CPU more (issue 22 item 5,
+    docs/BENCHMARKS.md)."""
     if not jobs:
         return []
     settings = get_settings()
-    queue = full_name(queue_short)
+    queue = settings.full_queue_name(queue_short)
     now = format_time()
+    if batch is None and len(jobs) == 1 and _is_plain(jobs[0]):
+        return _enqueue_plain(connection, settings, queue_short, queue, jobs[0], user, now)
     entries = []
     blobs: list[bytes] = []  # each job's data, binary-safe in ARGV (it may be zlib'd)
     for job in jobs:
         # a result passed in by a dependency is spliced into the JSON by the script: never compressed
-        blobs.append(encode_data(job.task_name, job.kwargs, compress=job.pass_result is None))
-        fields = job.fields(queue, user, now)
-        entries.append({
-            **_group_entry(queue, job),
-            "id": job.job_id, "key": keys.job(job.job_id), "results": keys.results(job.job_id),
-            "fields": fields, "run_at": job.run_at, "prio": job.priority,
-            "check": job.check_existing, "absent": job.only_if_absent, "unique": job.unique_key,
-            "unique_ttl": job.unique_for,
-            "user_key": keys.user_jobs(user) if user is not None else None,
-            "deps": job.depends_on or None, "policy": job.dependency_policy, "pass": job.pass_result,
-        })
-    request = {"counter": f"{jobs[0].task_name}:enqueued", "jobs": entries, "user": user,
-               "user_size": settings.user_index_size, "user_ttl": settings.user_index_ttl,
-               "task": jobs[0].task_name, "queue": queue_short, "events": keys.events(),
-               "maxlen": settings.events_maxlen}
+        blobs.append(encode_data(job.task_name, job.kwargs, compress=job.pass_result is None,
+                                 kwargs_json=job.kwargs_json))
+        entries.append(_entry(queue, job, job.fields(queue, user, now), user))
+    request = {"counter": f"{jobs[0].task_name}:enqueued", "jobs": entries, "task": jobs[0].task_name,
+               "queue": queue_short, "events": keys.events(), "maxlen": settings.events_maxlen}
+    if user is not None:
+        request.update(user=user, user_size=settings.user_index_size, user_ttl=settings.user_index_ttl)
     if batch is not None or any(job.depends_on for job in jobs):
         now_s = time.time()
         request.update({"layout": json.loads(layout_json()), "batch": batch, "now": epoch_to_rq_time(now_s),
                         "now_s": now_s, "failure_ttl": settings.failure_ttl})
-    script_keys = [keys.queue(queue), keys.scheduled(queue), keys.queue_counters(queue_short), keys.wake(queue),
-                   keys.finished(queue), keys.failed(queue), keys.canceled(queue), keys.users_with_jobs(),
-                   keys.queue_at(queue, "high"), keys.queue_at(queue, "low"), keys.all_queues()]
+    script_keys = _script_keys(settings, queue_short, queue)
     script_args = [json.dumps(request, separators=(",", ":")), *blobs]
+    return _run_enqueue(connection, "enqueue", script_keys, script_args, settings)
+
+
+def _run_enqueue(connection: Any, script: str, script_keys: list[str], script_args: list[Any], settings: Any,
+                 ) -> list[str]:
     if settings.enqueue_durability == "none":
-        replies = lua_scripts.run("enqueue", connection, script_keys, script_args)
+        replies = lua_scripts.run(script, connection, script_keys, script_args)
     else:
-        replies = _enqueue_durably(connection, script_keys, script_args, settings)
+        replies = _enqueue_durably(connection, script, script_keys, script_args, settings)
     return [r.decode() if isinstance(r, bytes) else r for r in replies]
 
 
-def _enqueue_durably(connection: Any, script_keys: list[str], script_args: list[Any], settings: Any) -> Any:
+def _is_plain(job: NewJob) -> bool:
+    """Whether enqueue_plain.lua can create ``job``: no id of the caller's (nothing to check), no
+    unique window, no dependencies and no group."""
+    return not (job.check_existing or job.only_if_absent or job.unique_key is not None or job.depends_on
+                or job.group is not None or job.pass_result is not None)
+
+
+def _enqueue_plain(connection: Any, settings: Any, queue_short: str, queue: str, job: NewJob, user: str | None,
+                   now: str) -> list[str]:
+    """One plain job through enqueue_plain.lua: flat arguments, no JSON request to encode or decode."""
+    delayed = job.run_at is not None
+    script_keys = [keys.job(job.job_id), keys.scheduled(queue) if delayed else keys.queue_at(queue, job.priority),
+                   keys.queue_counters(queue_short), keys.wake(queue), keys.all_queues(), keys.queue(queue),
+                   keys.events()]
+    if user is not None:
+        script_keys += [keys.users_with_jobs(), keys.user_jobs(user)]
+    script_args = [job.job_id, encode_data(job.task_name, job.kwargs, kwargs_json=job.kwargs_json),
+                   repr(job.run_at) if delayed else "", f"{job.task_name}:enqueued", queue_short, job.task_name,
+                   settings.events_maxlen, user or "", settings.user_index_size, settings.user_index_ttl,
+                   *job.fields(queue, user, now)]
+    return _run_enqueue(connection, "enqueue_plain", script_keys, script_args, settings)
+
+
+def _enqueue_durably(connection: Any, script: str, script_keys: list[str], script_args: list[Any],
+                     settings: Any) -> Any:
     """The enqueue script, then WAIT 1 on the same connection (one pipeline: WAIT covers the writes
     of the connection it is sent on). Raises DurabilityError when no replica confirms within
     JOBS_ENQUEUE_DURABILITY_TIMEOUT. Cost: one replication round trip per enqueue (bench.durability)."""
     timeout_ms = max(1, int(settings.enqueue_durability_timeout * 1000))
     with connection.pipeline(transaction=False) as pipe:
-        lua_scripts.run("enqueue", pipe, script_keys, script_args)
+        lua_scripts.run(script, pipe, script_keys, script_args)
         pipe.execute_command("WAIT", 1, timeout_ms)
         replies, acked = pipe.execute()
     if int(acked) < 1:

@@ -19,7 +19,7 @@ from typing import Any
 from redis.commands.core import Script
 
 _DIR = Path(__file__).resolve().parent / "lua"
-NAMES = ("enqueue", "claim", "finish", "abandon", "cancel", "requeue", "promote", "delete", "fail", "periodic_claim",
+NAMES = ("enqueue", "enqueue_plain", "claim", "finish", "abandon", "cancel", "requeue", "promote", "delete", "fail", "periodic_claim",
          "import", "release_limits", "stop", "extend_permits", "progress", "lease")
 USES = "-- uses: "
 _scripts: dict[str, Script] = {}

@@ -9,6 +9,7 @@ fails loudly instead of corrupting jobs.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,8 +34,22 @@ def rq_version() -> str:
     return rq.__version__
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text up to the seconds
+
+
 def format_time(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(UTC)).strftime(TIME_FORMAT)
+    """RQ's text of ``moment`` (default: now). Now is formatted from the clock, the seconds part
+    once per second: about 0.4 µs instead of 3 µs for ``datetime.now().strftime`` (every enqueue
+    and claim writes one)."""
+    global _second
+    if moment is not None:
+        return moment.strftime(TIME_FORMAT)
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second
+    if cached[0] != seconds:
+        cached = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+        _second = cached
+    return f"{cached[1]}.{nanos // 1000:06d}Z"
 
 
 def epoch_to_rq_time(epoch: float) -> str:
@@ -57,12 +72,17 @@ def parse_time(raw: bytes | str | None) -> float | None:
         return None
 
 
-def encode_data(task_name: str, kwargs: dict[str, Any], compress: bool = True) -> bytes:
+def encode_data(task_name: str, kwargs: dict[str, Any], compress: bool = True, kwargs_json: str | None = None) -> bytes:
     """RQ's job ``data``: the JSON of ``(func_name, instance, args, kwargs)``; over
-    :data:`COMPRESS_OVER` bytes zlib'd when that is smaller (``compress=False``: always JSON)."""
+    :data:`COMPRESS_OVER` bytes zlib'd when that is smaller (``compress=False``: always JSON).
+    ``kwargs_json``: ``kwargs`` already as compact JSON (the enqueue checked it so): spliced in,
+    the same bytes without encoding the payload a second time."""
     import zlib
 
-    raw = json.dumps([task_name, None, [], kwargs], separators=(",", ":")).encode()
+    if kwargs_json is None:
+        raw = json.dumps([task_name, None, [], kwargs], separators=(",", ":")).encode()
+    else:
+        raw = f"[{json.dumps(task_name)},null,[],{kwargs_json}]".encode()
     if compress and len(raw) > COMPRESS_OVER:
         packed = zlib.compress(raw, 6)
         if len(packed) < len(raw):
@@ -105,10 +125,14 @@ DESCRIPTION_MAX = 64
 
 def call_description(task_name: str, kwargs: dict[str, Any]) -> str:
     """The job's ``description`` as RQ writes it (``task(a=1, b='x')``), at most DESCRIPTION_MAX characters."""
-    from rq.utils import get_call_string
-
-    text = get_call_string(task_name, (), kwargs, max_length=75) or task_name
+    args = ", ".join(sorted(f"{name}={_cut(repr(value))}" for name, value in kwargs.items()))
+    text = f"{task_name}({args})"  # rq.utils.get_call_string(task_name, (), kwargs, max_length=75), inlined
     return text if len(text) <= DESCRIPTION_MAX else text[:DESCRIPTION_MAX - 3] + "..."
+
+
+def _cut(text: str) -> str:
+    """rq.utils.truncate_long_string at 75 characters."""
+    return text[:75] + "..." if len(text) > 75 else text
 
 
 def result_return_value(result_json: str | None) -> str | None:

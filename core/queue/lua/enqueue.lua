@@ -30,7 +30,8 @@
 --              "run_at": epoch|null, "prio": high|normal|low, "check": bool, "absent": bool, "unique": key|null,
 --              "unique_ttl": s, "user_key": key|null, "deps": [ids]|null, "policy": cancel|run, "pass": name|null}],
 --              "user_size": n, "user_ttl": s, "user": id|null, "layout": {...}|null, "batch": {...}|null,
---              "now": RQ time, "now_s": epoch s}
+--              "now": RQ time, "now_s": epoch s}; a key whose value is null or false may be left out
+--              (core/queue/lifecycle.py leaves them out: a plain enqueue's request is about 40% smaller)
 -- ARGV[2..] each entry's job data (binary-safe: it may be zlib'd), in the order of "jobs"
 -- Returns the id each entry resolved to: its own, or the live job / unique holder it deferred to.
 local req = cjson.decode(ARGV[1])
