@@ -8,7 +8,10 @@ lifecycle scripts run unchanged; the client follows that slot's master through a
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +29,7 @@ from core.queue.job_model import JobStatus
 from core.queue.task_registry import load_task_modules
 from tests.cluster_servers import RedisClusterSet
 from tests.conftest import TEST_ENV_KEYS, _reset_process_state
-from tests.servers import WorkerProcess, wait_until, worker_env
+from tests.servers import ROOT, WorkerProcess, wait_until, worker_env
 
 TAG = "{fikiri}"
 
@@ -184,6 +187,11 @@ def _fail_over_under(cluster: RedisClusterSet, key: str, acknowledged: list[str]
                message="the old master to rejoin as a replica in sync")
 
 
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scripts.jobs", *args], cwd=ROOT,
+                          env=worker_env(url, {"REDIS_CLUSTER": "1"}), capture_output=True, text=True, timeout=60)
+
+
 def _completed(ids: list[str]) -> bool:
     try:
         return all((job := get_job(j)) is not None and job.status == JobStatus.COMPLETED for j in ids)
@@ -234,6 +242,10 @@ def test_the_api_through_gunicorn_on_a_cluster(on_cluster: RedisClusterSet, tmp_
         assert stats.status_code == 200, stats.text
         metrics = requests.get(server.url("/metrics"), headers=admin, timeout=5)
         assert metrics.status_code == 200 and "fikiri" in metrics.text
+        status = _cli(on_cluster.url, "--json", "status", job_id)  # the operator CLI, a process of its own
+        assert status.returncode == 0 and json.loads(status.stdout)["result"] == 42, status.stderr
+        stats_cli = _cli(on_cluster.url, "--json", "stats", "email")
+        assert json.loads(stats_cli.stdout)[0]["completed_jobs"] == 1, stats_cli.stderr
     finally:
         worker.stop()
         server.stop()
