@@ -15,7 +15,7 @@ from pathlib import Path
 import redis
 from redis.cluster import RedisCluster
 
-from tests.servers import free_port, wait_until
+from tests.servers import RedisServer, free_port, wait_until
 
 
 def _binary(name: str) -> str:
@@ -128,3 +128,32 @@ class RedisClusterSet:
         for node in self.nodes:
             node.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class OneNodeCluster(RedisServer):
+    """A cluster-mode redis-server that serves all 16,384 slots by itself, with RedisServer's
+    interface (url, client, restart, stop, cleanup): what the lifecycle, flow-control, workflow and
+    fallback suites run on in cluster mode (``@pytest.mark.cluster_too``). Our keys carry the
+    ``{fikiri}`` tag; the tests' own keys (``test:...``) need none here, since one node owns every
+    slot, so the suites run unchanged. A multi-key command or script over keys of different slots is
+    still refused (CROSSSLOT), and the fixture checks after each test that every key our code wrote
+    carries the tag (tests/conftest.py)."""
+
+    def start(self) -> OneNodeCluster:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (.ci/run installs it)"
+        if not hasattr(self, "bus_port"):
+            self.bus_port = free_port()
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
+                "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
+                "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000", "--loglevel", "warning"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        wait_until(lambda: self._ping(client), timeout=10, message=f"cluster-mode redis-server on {self.port}")
+        if int(client.cluster("info").get("cluster_slots_assigned", 0)) == 0:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        wait_until(lambda: client.cluster("info").get("cluster_state") == "ok", timeout=10,
+                   message="the one-node cluster to report cluster_state:ok")
+        client.close()
+        return self

@@ -6,11 +6,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from core.config import reload_settings
 from core.fallback import executor
 from core.platform.connection import reset_connections
 from core.queue.task_registry import load_task_modules
+from tests.cluster_servers import OneNodeCluster
 from tests.servers import RedisServer, WorkerProcess, worker_env
 
 TEST_ENV_KEYS = (
@@ -28,10 +30,36 @@ def _reset_process_state() -> None:
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
+def redis_mode(request: pytest.FixtureRequest) -> str:
+    """``standalone``, or ``cluster`` for a module marked ``cluster_too`` (it runs in both)."""
+    return getattr(request, "param", "standalone")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The suites marked ``cluster_too`` run twice: on a standalone redis-server and on a
+    cluster-mode one with REDIS_CLUSTER=1 (issue 25: parametrized, not copied)."""
+    if "redis_mode" in metafunc.fixturenames and metafunc.definition.get_closest_marker("cluster_too"):
+        metafunc.parametrize("redis_mode", ["standalone", "cluster"], indirect=True)
+
+
+@pytest.fixture
+def redis_server(redis_mode: str) -> Iterator[RedisServer]:
+    server = (OneNodeCluster() if redis_mode == "cluster" else RedisServer()).start()
     yield server
     server.cleanup()
+
+
+# Keys the tests and their tasks write for themselves: not ours, so no tag is asked of them.
+TEST_KEY_PREFIXES = ("test:", "bench:")
+
+
+def _untagged_keys(server: RedisServer) -> list[str]:
+    """Keys of our code without the cluster hash tag (a script with one would fail on a real cluster)."""
+    try:
+        names = [k.decode() for k in server.client().scan_iter(count=1000)]
+    except (OSError, redis.RedisError):
+        return []  # the test stopped its server
+    return [n for n in names if not n.startswith("{fikiri}:") and not n.startswith(TEST_KEY_PREFIXES)]
 
 
 @pytest.fixture
@@ -46,6 +74,11 @@ def jobs_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_pat
     env = worker_env(redis_server.url)
     for key in TEST_ENV_KEYS:
         monkeypatch.setenv(key, env[key])
+    cluster = isinstance(redis_server, OneNodeCluster)
+    if cluster:
+        monkeypatch.setenv("REDIS_CLUSTER", "1")  # this process, and every worker it starts
+    else:
+        monkeypatch.delenv("REDIS_CLUSTER", raising=False)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
     spool = tmp_path / "fallback-spool.db"
     monkeypatch.setenv("JOBS_FALLBACK_SPOOL", str(spool))  # the test's own spool
@@ -53,6 +86,8 @@ def jobs_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_pat
     load_task_modules()
     yield redis_server
     _reset_process_state()
+    if cluster and (untagged := _untagged_keys(redis_server)):
+        pytest.fail(f"cluster mode: keys without the {{fikiri}} tag: {sorted(untagged)[:10]}")
     if spool.exists() and request.node.get_closest_marker("fallback") is None:
         pytest.fail(f"a job went to the in-process fallback ({spool} exists) in a test that means Redis; "
                     f"mark the test @pytest.mark.fallback if it means the fallback")

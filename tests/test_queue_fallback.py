@@ -13,7 +13,7 @@ from core.platform.connection import redis_available
 from core.queue.job_model import JobStatus
 from tests.servers import wait_until
 
-pytestmark = pytest.mark.fallback
+pytestmark = [pytest.mark.fallback, pytest.mark.cluster_too]  # cluster_too: also in cluster mode (tests/conftest.py)
 
 
 def test_enqueue_falls_back_fast_and_job_completes(jobs_env):

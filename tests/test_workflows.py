@@ -18,6 +18,8 @@ from core.workflows import Step, chain, enqueue_batch, get_batch
 from tests.conftest import finished
 from tests.servers import wait_until
 
+pytestmark = pytest.mark.cluster_too  # on standalone Redis and in cluster mode (tests/conftest.py)
+
 
 def _callbacks() -> list[dict]:
     return [json.loads(v) for v in get_redis().lrange("test:callbacks", 0, -1)]
