@@ -616,8 +616,9 @@ class Worker:
         if not stale:
             return
         gone = {m.decode() if isinstance(m, bytes) else m for m in stale}
+        held = {job.member for job in self.in_hand()}  # not one that ended meanwhile (a prefork child records its own)
         for job in jobs:
-            if job.member in gone:
+            if job.member in gone and job.member in held:
                 logger.warning("worker %s: job %s attempt %s lost its lease (the sweep took it back); stopping this "
                                "stale run, its end will not be written", self.name, job.job_id, job.claim)
                 job.stop_reason = "stale attempt: its lease was lost and the job taken back"
