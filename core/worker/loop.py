@@ -696,8 +696,8 @@ class Worker:
 
     def _cold_stop(self) -> None:
         """Second signal: stop the jobs in hand, put them back at the head of their queues, exit 1."""
+        self.executor.kill()  # first: what a prefork child claimed until it died is in hand then
         jobs = self.in_hand()
-        self.executor.kill()
         try:
             lifecycle.release(self.connection, jobs, "interrupted: its worker was stopped at once; requeued")
         except REDIS_ERRORS as exc:
