@@ -244,6 +244,9 @@ class Settings:
     # JOBS_WORKER_ASYNC_CONCURRENCY: async jobs at once on the async worker's event loop (its sync
     # jobs run in JOBS_WORKER_CONCURRENCY threads beside it); 100 jobs of 100 ms give 1,000 jobs/s
     worker_async_concurrency: int = 100
+    # JOBS_WORKER_PREFORK_CLAIMS: child (each prefork child claims and records its own jobs, issue 22)
+    # | parent (the worker process claims for its children and records their ends)
+    worker_prefork_claims: str = "child"
     worker_pool_size: int = 0  # JOBS_WORKER_POOL_SIZE: prefork children (0: one per CPU)
     worker_max_jobs_per_child: int = 1000  # JOBS_WORKER_MAX_JOBS_PER_CHILD: a prefork child is replaced after this
     worker_max_child_memory_mb: int = 512  # JOBS_WORKER_MAX_CHILD_MEMORY_MB: ... or above this RSS (0: no limit)
@@ -463,6 +466,7 @@ def load_settings() -> Settings:
         worker_class=_env_str("JOBS_WORKER_CLASS", Settings.worker_class),
         worker_concurrency=_env_int("JOBS_WORKER_CONCURRENCY", Settings.worker_concurrency, 1),
         worker_async_concurrency=_env_int("JOBS_WORKER_ASYNC_CONCURRENCY", Settings.worker_async_concurrency, 1),
+        worker_prefork_claims=_env_str("JOBS_WORKER_PREFORK_CLAIMS", Settings.worker_prefork_claims),
         worker_pool_size=_env_int("JOBS_WORKER_POOL_SIZE", Settings.worker_pool_size, 0),
         worker_max_jobs_per_child=_env_int("JOBS_WORKER_MAX_JOBS_PER_CHILD", Settings.worker_max_jobs_per_child, 1),
         worker_max_child_memory_mb=_env_int("JOBS_WORKER_MAX_CHILD_MEMORY_MB", Settings.worker_max_child_memory_mb, 0),

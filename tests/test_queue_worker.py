@@ -197,3 +197,19 @@ def test_a_work_horse_killed_alone_is_a_stall_recorded_at_once(jobs_env, start_w
     assert job.stalls == 1 and job.retry_count == 0
     assert int(client.get("test:oom:started")) == 2 and int(client.get("test:oom")) == 1
     assert "died (killed by signal 9)" in worker.log()
+
+
+def test_prefork_children_retire_after_their_job_limit_and_every_job_runs_once(jobs_env, start_worker):
+    """Each prefork child claims and records its own jobs, and is replaced after
+    JOBS_WORKER_MAX_JOBS_PER_CHILD of them: what it claimed is run or handed back, never lost,
+    stalled or run twice, and fresh children take its place."""
+    client = jobs_env.client()
+    ids = [email_queue.enqueue_job("stoppable", {"key": f"test:retire{i}", "seconds": 0}) for i in range(30)]
+    worker = start_worker("email", "--concurrency", "2", env={"JOBS_WORKER_MAX_JOBS_PER_CHILD": "4"})
+    first = set(wait_until(lambda: worker.children(), timeout=20, message="the children to start"))
+    for job_id in ids:
+        job = completed(job_id, timeout=30)
+        assert job.stalls == 0 and job.retry_count == 0, job
+    assert [client.get(f"test:retire{i}:runs") for i in range(30)] == [b"1"] * 30
+    assert not first & set(worker.children()), "the first children retired"
+    assert "died" not in worker.log()

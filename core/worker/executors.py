@@ -7,7 +7,9 @@ Every executor runs a job through :func:`core.execution.runner.run_attempt` and 
 * ``threaded``: up to N jobs at once in threads (I/O-bound work: mail, HTTP, LLM calls);
 * ``prefork`` (default): N child processes forked once and reused, like Celery's prefork pool;
   a child is replaced after ``JOBS_WORKER_MAX_JOBS_PER_CHILD`` jobs or above
-  ``JOBS_WORKER_MAX_CHILD_MEMORY_MB`` of RSS, so a leaking task cannot grow forever;
+  ``JOBS_WORKER_MAX_CHILD_MEMORY_MB`` of RSS, so a leaking task cannot grow forever. By default
+  each child claims and records its own jobs (core/worker/direct.py); PreforkExecutor here is the
+  pool whose parent claims for its children (``JOBS_WORKER_PREFORK_CLAIMS=parent``, ``--max-jobs``);
 * ``fork``: the prefork pool with one job per child (RQ's isolation: a fresh process per job;
   the next child is forked while the current one runs, off the job's path).
 

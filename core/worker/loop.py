@@ -8,7 +8,10 @@ One loop per worker process::
     claim up to <free slots> jobs from the queues in priority order (one script call)
     hand them to the executor, or, with nothing to do, block on the queues' wake-up tokens
 
-The default (prefork) and simple classes hand their jobs' ends back to this loop, which records
+The default (prefork) pool's children each run that loop for themselves (core/worker/direct.py):
+this process only supervises them (leases, timeouts, stops, restarts) and maintains the queues.
+The simple class (and a prefork pool with ``JOBS_WORKER_PREFORK_CLAIMS=parent``) hand their jobs'
+ends back to this loop, which records
 a batch of ends, the starts of jobs claimed ahead and the next claim in one script call
 (``finish_claim``; group commit of up to 2 ms or 16 ends while the children are fed from the
 jobs claimed ahead), with adaptive, bounded prefetch (core/worker/prefetch.py). Measured on 8,000
@@ -91,7 +94,10 @@ class RedisUnreachableError(RuntimeError):
     """A --burst worker could not reach Redis for JOBS_WORKER_BURST_REDIS_TIMEOUT seconds."""
 
 
-def build_executor(worker: Worker, kind: str, concurrency: int | None, settings: Settings) -> Any:
+def build_executor(worker: Worker, kind: str, concurrency: int | None, settings: Settings,
+                   parent_claims: bool = False) -> Any:
+    """The executor of worker class ``kind``. ``parent_claims``: a prefork pool whose parent claims
+    for its children (--max-jobs counts claims in one place; JOBS_WORKER_PREFORK_CLAIMS=parent)."""
     if kind == "simple":
         return SimpleExecutor(worker, settings.worker_prefetch)
     if kind == "threaded":
@@ -101,6 +107,11 @@ def build_executor(worker: Worker, kind: str, concurrency: int | None, settings:
                                prefetch=settings.worker_prefetch)
     if kind == "prefork":
         size = concurrency or settings.worker_pool_size or os.cpu_count() or 2
+        if settings.worker_prefork_claims == "child" and not parent_claims:
+            from core.worker.direct import DirectPreforkExecutor
+
+            return DirectPreforkExecutor(worker, size, settings.worker_max_jobs_per_child,
+                                         settings.worker_max_child_memory_mb)
         return PreforkExecutor(worker, size, settings.worker_max_jobs_per_child, settings.worker_max_child_memory_mb,
                                prefetch=settings.worker_prefetch)
     if kind == "async":
@@ -123,6 +134,7 @@ class Worker:
         self._seq = 0
         self.connection = new_redis()
         self._wait_connection = new_redis(socket_timeout=self.settings.worker_idle_wait + 10)
+        self._concurrency = concurrency
         self.executor = build_executor(self, self.kind, concurrency, self.settings)
         self._in_flight: dict[str, ClaimedJob] = {}
         self._lock = threading.Lock()
@@ -145,7 +157,21 @@ class Worker:
         with self._lock:
             self._in_flight.pop(job.member, None)
 
+    def adopt(self, jobs: list[ClaimedJob]) -> None:
+        """Jobs a prefork child claimed for itself: their leases are kept alive here (heartbeat)."""
+        with self._lock:
+            for job in jobs:
+                self._in_flight[job.member] = job
+        self.processed += len(jobs)
+
+    def promote_soon(self, due_in: float) -> None:
+        """A claim saw a parked job's slot coming in ``due_in`` s: release it on time."""
+        self._next_promote = min(self._next_promote, time.monotonic() + max(0.002, due_in))
+
     def in_hand(self) -> list[ClaimedJob]:
+        sync = getattr(self.executor, "sync", None)
+        if sync is not None:  # a prefork child's claims and ends, read from its shared memory now
+            sync()
         with self._lock:
             return list(self._in_flight.values())
 
@@ -155,6 +181,9 @@ class Worker:
         0, or 1 when a burst worker gave up on an unreachable Redis."""
         self._burst = burst
         self._max_jobs = max_jobs
+        if max_jobs is not None and getattr(self.executor, "claims_itself", False):
+            # --max-jobs counts claims: one claimer (the parent) counts them exactly
+            self.executor = build_executor(self, self.kind, self._concurrency, self.settings, parent_claims=True)
         self._install_signals()
         if tracing.init_sentry():
             logger.info("worker %s reports task failures to Sentry", self.name)
@@ -188,6 +217,8 @@ class Worker:
 
     def _step(self, burst: bool, max_jobs: int | None) -> bool:
         """One turn of the loop; False when a burst worker has nothing left to do."""
+        if getattr(self.executor, "claims_itself", False):
+            return self._step_supervising(burst)
         if getattr(self.executor, "hands_back", False):
             return self._step_batched(burst, max_jobs)
         try:
@@ -214,6 +245,19 @@ class Worker:
             return True
         self._wait_for_work()
         return True
+
+    def _step_supervising(self, burst: bool) -> bool:
+        """One turn for a pool whose children claim and record for themselves: maintenance, then the
+        children's messages (what they claimed and ended, dead ones) until the next maintenance."""
+        try:
+            self._maintain()
+        except REDIS_ERRORS as exc:
+            self._redis_down(exc)
+            return True
+        self._redis_back()
+        due = min(self._next_promote, self._next_sweep) - time.monotonic()
+        self.executor.poll(max(0.0, min(0.5, due)))
+        return not (burst and self.executor.idle() and not self.in_hand())
 
     def _step_batched(self, burst: bool, max_jobs: int | None) -> bool:
         """One turn for an executor that hands its jobs' ends back (prefork, fork, simple): record
@@ -575,13 +619,16 @@ class Worker:
         # after an outage this worker's own sweep may take an attempt back and this worker claim the
         # job again at once: executors stop by job id, so stopping the stale attempt would stop the
         # new one (it ended "canceled"). The stale one's end is fenced: let it end by itself.
+        held = {job.member for job in self.in_hand()}  # not one that ended meanwhile (a prefork child records its own)
         current = {job.job_id for job in jobs if job.member not in gone}
         for job in jobs:
-            if job.member in gone and job.job_id in current:
+            if job.member not in gone or job.member not in held:
+                continue
+            if job.job_id in current:
                 logger.warning("worker %s: job %s attempt %s lost its lease, and the job runs here again as a newer "
                                "attempt; the stale one is left to end, its end will not be written",
                                self.name, job.job_id, job.claim)
-            elif job.member in gone:
+            else:
                 logger.warning("worker %s: job %s attempt %s lost its lease (the sweep took it back); stopping this "
                                "stale run, its end will not be written", self.name, job.job_id, job.claim)
                 job.stop_reason = "stale attempt: its lease was lost and the job taken back"
@@ -659,8 +706,8 @@ class Worker:
 
     def _cold_stop(self) -> None:
         """Second signal: stop the jobs in hand, put them back at the head of their queues, exit 1."""
+        self.executor.kill()  # first: what a prefork child claimed until it died is in hand then
         jobs = self.in_hand()
-        self.executor.kill()
         try:
             lifecycle.release(self.connection, jobs, "interrupted: its worker was stopped at once; requeued")
         except REDIS_ERRORS as exc:

@@ -29,7 +29,8 @@
 --   "retries", "deferrals", "held": [limiter names],
 --   "rv": the result record's return_value (done), "rx": its exc_string (fail, stop)}]}
 -- "starts" (optional): [{"job", "wip", "member", "id", "q", "task", "user", "at"}] jobs claimed ahead (claim.lua
---   fk_claimed '1') that began since: started_at, fk_claimed '0', a "started" event; skipped if the lease is gone.
+--   fk_claimed '1') that began since: started_at, fk_claimed '0', a "started" event; skipped if the lease is gone
+--   or the start is written already (fk_claimed '0': a prefork worker writes the start of its child's long job).
 --   An entry's "began" (RQ time) does the same for a job claimed ahead whose start and end come in one call.
 -- "releases" (optional): [{"job", "wip", "member", "id", "list", "wake", "group", "grun", "held"}] jobs claimed
 --   ahead that a stopping worker hands back: out of rq:wip, status queued, at the head of "list", a wake token.
@@ -46,15 +47,17 @@ local counts = {}
 local corder = {}
 local wakes = {}
 -- jobs claimed ahead that a slot took since the last call: their start, fenced by their lease
+-- (written once: a prefork worker writes the start of a long job its child runs, core/worker/direct.py,
+-- and the child sends it again with its end)
 for _, st in ipairs(req.starts or {}) do
-  if redis.call('ZSCORE', st.wip, st.member) then
+  if redis.call('ZSCORE', st.wip, st.member) and redis.call('HGET', st.job, 'fk_claimed') == '1' then
     redis.call('HSET', st.job, 'started_at', st.at, 'fk_claimed', '0')
     emit(req.events, req.maxlen, st.id, 'started', st.q, st.task, st.user, nil)
   end
 end
 -- the end's HSET, with the start of a job claimed ahead whose start and end come in this call
 local function hset_end(e, ...)
-  if e.began ~= nil and e.began ~= cjson.null then
+  if e.began ~= nil and e.began ~= cjson.null and e.began_now then
     redis.call('HSET', e.job, 'started_at', e.began, 'fk_claimed', '0', ...)
   else
     redis.call('HSET', e.job, ...)
@@ -64,7 +67,8 @@ for i, e in ipairs(req.entries) do
   if redis.call('ZREM', e.wip, e.member) == 0 then
     out[i] = 0
   else
-    if e.began ~= nil and e.began ~= cjson.null then
+    if e.began ~= nil and e.began ~= cjson.null and redis.call('HGET', e.job, 'fk_claimed') == '1' then
+      e.began_now = true
       -- claimed ahead, begun and ended since the last call: its start rides on this end (the lease is the
       -- fence; started_at goes into the end's HSET, hset_end)
       emit(req.events, req.maxlen, e.id, 'started', e.q, e.task, e.user, nil)
