@@ -152,6 +152,10 @@ class Settings:
     # Redis Cluster (cluster-mode Redis or Valkey): REDIS_URL names any node; every key carries the
     # hash tag {JOBS_QUEUE_PREFIX}, so all of them live in one slot (core/platform/cluster.py).
     redis_cluster: bool = False  # REDIS_CLUSTER
+    # How long a call waits out a move of our slot (a reshard: ASK, TRYAGAIN, then MOVED) before it
+    # counts as a lost connection (s). Every script and transaction refuses to start while the slot
+    # migrates (docs/CLUSTER.md).
+    cluster_move_wait: float = 5.0  # JOBS_CLUSTER_MOVE_WAIT
     redis_sentinel_master: str = "mymaster"  # REDIS_SENTINEL_MASTER: the monitored master's name
     redis_sentinel_password: str = ""  # REDIS_SENTINEL_PASSWORD: the sentinels' own requirepass
     redis_sentinel_username: str = ""  # REDIS_SENTINEL_USERNAME
@@ -407,6 +411,7 @@ def load_settings() -> Settings:
         health_check_interval=_env_float("JOBS_HEALTH_CHECK_INTERVAL", Settings.health_check_interval, 0.0),
         redis_sentinels=_env_host_ports("REDIS_SENTINELS"),
         redis_cluster=_env_cluster(),
+        cluster_move_wait=_env_float("JOBS_CLUSTER_MOVE_WAIT", Settings.cluster_move_wait, 0.0),
         redis_sentinel_master=_env_str("REDIS_SENTINEL_MASTER", Settings.redis_sentinel_master),
         redis_sentinel_password=_env_str("REDIS_SENTINEL_PASSWORD", ""),
         redis_sentinel_username=_env_str("REDIS_SENTINEL_USERNAME", ""),

@@ -1,7 +1,8 @@
 """A real Redis Cluster on loopback for tests: ``redis-server --cluster-enabled yes`` nodes joined
 by ``redis-cli --cluster create``, 3 masters with or without a replica each. Every process is ours,
 on free ports (the cluster bus port is chosen free too, with ``cluster-port``, instead of assuming
-that port + 10000 is). Groundwork for issue 25 (docs/CLUSTER.md); no product code runs on it yet.
+that port + 10000 is). ``migrate_slot`` moves one slot between masters the way
+``redis-cli --cluster reshard`` does, in small batches, so a test can run jobs across a reshard.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import redis
@@ -123,6 +125,31 @@ class RedisClusterSet:
             if start <= slot <= end:
                 return next(node for node in self.nodes if node.port == int(master[1]))
         raise AssertionError(f"no master serves slot {slot} of {key!r}")
+
+    def node_id(self, node: ClusterNode) -> str:
+        return node.client().execute_command("CLUSTER", "MYID").decode()
+
+    def migrate_slot(self, slot: int, target: ClusterNode, batch: int = 10, pause: float = 0.0) -> int:
+        """Move ``slot`` from its master to ``target`` as ``redis-cli --cluster reshard`` does:
+        IMPORTING on the target, MIGRATING on the source, ``MIGRATE`` of ``batch`` keys at a time
+        (``pause`` seconds between batches stretches the window in which clients meet ASK), then
+        the new owner announced to every master. Returns how many keys moved."""
+        source = next(node for node in self.masters()
+                      if any(start <= slot <= end and int(master[1]) == node.port
+                             for start, end, master, *_ in node.client().execute_command("CLUSTER", "SLOTS")))
+        assert source.port != target.port, "the slot is already on the target"
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        moved = 0
+        while names := source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+            source.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *names)
+            moved += len(names)
+            if pause:
+                time.sleep(pause)
+        for node in (target, source, *(n for n in self.masters() if n.port not in (source.port, target.port))):
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved
 
     def cleanup(self) -> None:
         for node in self.nodes:

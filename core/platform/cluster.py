@@ -16,23 +16,76 @@ connection looks its master up. After a failover the old socket fails or the old
 ``MOVED``/``READONLY``/``CLUSTERDOWN``/``TRYAGAIN``: the connection drops itself and raises
 ``ConnectionError``, the one "Redis is down" every caller already rides out; its next connect
 finds the promoted replica.
+
+A reshard moves the slot key by key (``MIGRATE``); meanwhile the old master answers ``ASK`` for a
+key it no longer has, and a script that met one half-way would stop after its earlier writes
+(scripts do not roll back): a claim that popped an id and could not read its job. So in cluster
+mode every script lists a never-written key of our slot in ``KEYS`` (core/queue/lua_scripts.py
+``declared``), and every pipeline is a ``MULTI``/``EXEC`` transaction (:class:`SlotRedis`):
+Redis checks the keys of both before running anything, and while the slot migrates it refuses
+them whole (``ASK``/``TRYAGAIN``). Those answers, and the ``MOVED`` that ends a move, raise
+:class:`SlotMoving`; :class:`SlotMoveRetry` sends the call again for up to
+``JOBS_CLUSTER_MOVE_WAIT`` seconds, after which it is a lost connection like any other.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from typing import Any, NoReturn
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
 from redis.connection import Connection, ConnectionPool, SSLConnection
 from redis.crc import key_slot
+from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# Answers of a node that no longer serves our slot (or not yet): a failover or a reshard moved it.
-_MOVED_AWAY = (redis.exceptions.ClusterDownError,
-               redis.exceptions.TryAgainError, redis.exceptions.ReadOnlyError)
+# Answers of a node that no longer serves our slot: a failover moved it (or the cluster is down).
+_MOVED_AWAY = (redis.exceptions.ClusterDownError, redis.exceptions.ReadOnlyError)
+MOVE_PAUSE_MAX = 0.2  # s: the longest pause between two tries while the slot moves
+
+
+class SlotMoving(redis.ConnectionError):
+    """Our slot is being moved to another master (a reshard): the call was refused whole, nothing
+    of it ran; it is sent again until ``JOBS_CLUSTER_MOVE_WAIT`` runs out."""
+
+
+class SlotMoveRetry(Retry):
+    """No retry for a lost connection (the callers ride those out, as before); a call refused
+    because the slot moves is sent again, with pauses growing from 10 ms to 200 ms, until
+    ``wait`` seconds have passed since the first refusal."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(NoBackoff(), 0)
+        self.wait = wait
+
+    def call_with_retry(self, do: Callable[[], T], fail: Callable[..., Any], is_retryable: Any = None,
+                        with_failure_count: bool = False) -> T:
+        deadline, pause = None, 0.01
+        while True:
+            try:
+                return super().call_with_retry(do, fail, is_retryable, with_failure_count)
+            except SlotMoving:
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self.wait
+                if now >= deadline:
+                    raise
+                time.sleep(min(pause, deadline - now))
+                pause = min(pause * 2, MOVE_PAUSE_MAX)
+
+
+class SlotRedis(redis.Redis):
+    """The cluster-mode client: every pipeline is a transaction. A plain pipeline refused half-way
+    by a migrating slot would leave its first commands applied, and sending it again would apply
+    them twice; ``EXEC`` is checked whole, so a refused transaction ran nothing."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> redis.client.Pipeline:
+        return super().pipeline(transaction=True, shard_hint=shard_hint)
 
 
 def slot_master(seeds: list[tuple[str, int]], tag: str, connect_kwargs: dict[str, Any]) -> tuple[str, int]:
@@ -91,17 +144,33 @@ class SlotMasterConnection(Connection):
     def connect(self) -> None:
         if self._sock:
             return
+        self._aim()
+        try:
+            super().connect()
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.cluster_master.pop("address", None)  # the next connect asks the seeds again
+            raise
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        """redis-py 8 reconnects a dropped socket through this, not :meth:`connect` (a call sent
+        again after :class:`SlotMoving` comes here): it must look the master up too."""
+        if self._sock:
+            return
+        self._aim()
+        try:
+            super().connect_check_health(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.cluster_master.pop("address", None)
+            raise
+
+    def _aim(self) -> None:
+        """Point this connection at the slot's master: the last one found, or asked of the seeds."""
         known = self.cluster_master.get("address")
         if known is None:
             known = slot_master(self.cluster_seeds, self.cluster_tag, self._probe_kwargs())
             self.cluster_master["address"] = known
             logger.info("cluster: %s is served by %s:%s", self.cluster_tag, *known)
         self.host, self.port = known
-        try:
-            super().connect()
-        except (redis.ConnectionError, redis.TimeoutError):
-            self.cluster_master.pop("address", None)  # the next connect asks the seeds again
-            raise
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -109,9 +178,21 @@ class SlotMasterConnection(Connection):
         except redis.exceptions.AskError as exc:  # MOVED and ASK: a key of another slot is a bug, not an outage
             if exc.slot_id != key_slot(self.cluster_tag.encode()):
                 raise
-            self._moved_away(exc)
+            self._slot_moving(exc)
+        except redis.exceptions.TryAgainError as exc:
+            self._slot_moving(exc)
         except _MOVED_AWAY as exc:
             self._moved_away(exc)
+
+    def _slot_moving(self, exc: redis.exceptions.ResponseError) -> NoReturn:
+        """A reshard: ``ASK``/``TRYAGAIN`` while the slot migrates (the owner has not changed yet),
+        ``MOVED`` once it has (ask the seeds again). Unread replies of a pipeline may follow: drop
+        the socket (that also discards a refused ``MULTI``)."""
+        if isinstance(exc, redis.exceptions.MovedError):
+            logger.warning("cluster: %s moved from %s:%s (%s)", self.cluster_tag, self.host, self.port, exc)
+            self.cluster_master.pop("address", None)
+        self.disconnect()
+        raise SlotMoving(f"the slot of {self.cluster_tag} is moving: {type(exc).__name__} {exc}") from exc
 
     def _moved_away(self, exc: Exception) -> NoReturn:
         """Forget this master and drop the socket; the caller sees the usual lost connection."""
@@ -126,9 +207,10 @@ class SlotMasterSSLConnection(SlotMasterConnection, SSLConnection):
     """The same over TLS (``rediss://``): ElastiCache Serverless accepts TLS only."""
 
 
-def cluster_client(url: str, tag: str, **kwargs: Any) -> redis.Redis:
+def cluster_client(url: str, tag: str, move_wait: float, **kwargs: Any) -> redis.Redis:
     """A client for cluster mode: ``url`` names any node (its host and port seed the lookup; its
-    username, password and ``rediss://`` apply to every node). The database is always 0 on a cluster."""
+    username, password and ``rediss://`` apply to every node). The database is always 0 on a
+    cluster. ``move_wait``: seconds a call waits out a move of the slot (:class:`SlotMoveRetry`)."""
     base = ConnectionPool.from_url(url)
     ck = base.connection_kwargs
     seed = (str(ck.get("host", "127.0.0.1")), int(ck.get("port", 6379)))
@@ -137,5 +219,6 @@ def cluster_client(url: str, tag: str, **kwargs: Any) -> redis.Redis:
     kwargs = {k: v for k, v in kwargs.items() if k not in ("ssl",) and not (k.startswith("ssl_") and not tls)}
     pool = ConnectionPool(connection_class=SlotMasterSSLConnection if tls else SlotMasterConnection,
                           cluster_seeds=seeds, cluster_tag=tag, cluster_master={},
-                          username=ck.get("username"), password=ck.get("password"), **kwargs)
-    return redis.Redis(connection_pool=pool)
+                          username=ck.get("username"), password=ck.get("password"),
+                          retry=SlotMoveRetry(move_wait), **kwargs)
+    return SlotRedis(connection_pool=pool)

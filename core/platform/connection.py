@@ -136,7 +136,7 @@ def build_redis(socket_timeout: float | None, socket_connect_timeout: float | No
     kwargs: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
                               **_driver_kwargs(), **_tls_kwargs(settings), **extra}
     if settings.redis_cluster:
-        return cluster_client(settings.redis_url, keys.cluster_tag(), **kwargs)
+        return cluster_client(settings.redis_url, keys.cluster_tag(), settings.cluster_move_wait, **kwargs)
     if not settings.redis_sentinels:
         return redis.Redis.from_url(settings.redis_url, **kwargs)
     url = urlsplit(settings.redis_url)

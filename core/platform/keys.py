@@ -27,6 +27,13 @@ def cluster_tag() -> str:
     return "{" + get_settings().queue_prefix + "}"
 
 
+def slot_guard() -> str:
+    """A key in our slot that is never written (cluster mode): every script lists it in ``KEYS``,
+    so while the slot migrates the script is refused before it starts (``ASK``: a listed key is
+    missing) instead of stopping half-way at a key already moved (core/platform/cluster.py)."""
+    return f"{cluster_tag()}:slot-guard"
+
+
 def _rq() -> str:
     """RQ's namespace: ``rq``; in cluster mode ``{fikiri}:rq`` (RQ has no cluster support: its
     tools cannot follow there anyway, docs/CLUSTER.md)."""

@@ -18,6 +18,9 @@ from typing import Any
 
 from redis.commands.core import Script
 
+from core.config import get_settings
+from core.platform import keys as key_names
+
 _DIR = Path(__file__).resolve().parent / "lua"
 NAMES = ("enqueue", "enqueue_plain", "claim", "finish", "abandon", "cancel", "requeue", "promote", "delete", "fail", "periodic_claim",
          "import", "release_limits", "stop", "extend_permits", "progress", "lease")
@@ -107,6 +110,20 @@ def warm(client: Any) -> None:
         get(name, client)
 
 
+def declared(keys: list[str]) -> list[str]:
+    """``keys`` as sent in ``KEYS``: in cluster mode with the slot guard after them (never read by
+    a script: it only makes Redis refuse the call while the slot migrates, see
+    :func:`core.platform.keys.slot_guard`)."""
+    return [*keys, key_names.slot_guard()] if get_settings().redis_cluster else keys
+
+
 def run(name: str, client: Any, keys: list[str], args: list[Any]) -> Any:
     """Run script ``name`` on ``client`` (a connection or a pipeline)."""
-    return get(name, client)(keys=keys, args=args, client=client)
+    return get(name, client)(keys=declared(keys), args=args, client=client)
+
+
+def evalsha_command(name: str, client: Any, keys: list[str], args: list[Any]) -> tuple:
+    """The ``EVALSHA`` command of script ``name``, for a caller that packs it with others itself
+    (the worker's ``BLPOP`` + claim in one write); the script must be loaded (NOSCRIPT otherwise)."""
+    sent = declared(keys)
+    return ("EVALSHA", get(name, client).sha, len(sent), *sent, *args)

@@ -636,12 +636,12 @@ class _ChildLoop:
         self.seq += 1
         args = lifecycle.claim_args(self.name, f"{self.token}{self.seq:x}.", self.queues, want,
                                     self.settings.worker_lease, chain_wakeup=True, start=start, server_clock=True)
-        sha = lua_scripts.get("claim", self.connection).sha
+        claim = lua_scripts.evalsha_command("claim", self.connection, [], args)
         conn = self.blocking_connection()
         wake = [keys.wake(q) for q in self.queues]
         try:
             conn.send_packed_command(conn.pack_commands([("BLPOP", *wake, f"{timeout:.3f}"),
-                                                         ("EVALSHA", sha, 0, *args)]))
+                                                         claim]))
             self.block(conn, timeout)
             conn.read_response()
             try:

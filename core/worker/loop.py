@@ -362,12 +362,12 @@ class Worker:
         self._seq += 1
         args = lifecycle.claim_args(self.name, f"{self._token}{self._seq:x}.", self.queues, want,
                                     self.settings.worker_lease, chain_wakeup=True, start=start, server_clock=True)
-        sha = lua_scripts.get("claim", self.connection).sha
+        claim = lua_scripts.evalsha_command("claim", self.connection, [], args)
         pool = self._wait_connection.connection_pool
         conn = _get_connection(pool)
         try:
             conn.send_packed_command(conn.pack_commands([("BLPOP", *wake, f"{timeout:.3f}"),
-                                                         ("EVALSHA", sha, 0, *args)]))
+                                                         claim]))
             while not ex.wait_readable(conn._sock, timeout + 1.0):
                 finished, starts = ex.take()
                 if finished or starts:
