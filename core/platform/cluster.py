@@ -88,6 +88,13 @@ class SlotRedis(redis.Redis):
         return super().pipeline(transaction=True, shard_hint=shard_hint)
 
 
+def plain_pipeline(client: redis.Redis) -> redis.client.Pipeline:
+    """A pipeline that is not a transaction, on any client: only for one script (refused or run
+    whole) followed by key-less commands that cannot run inside ``MULTI`` (``WAIT`` answers at once
+    there); sending it again after a refusal runs the script once."""
+    return redis.Redis.pipeline(client, transaction=False)
+
+
 def slot_master(seeds: list[tuple[str, int]], tag: str, connect_kwargs: dict[str, Any]) -> tuple[str, int]:
     """The (host, port) of the master serving ``tag``'s slot, asked of the seeds in random order.
 

@@ -40,6 +40,7 @@ from core.config import get_settings
 from core.errors import DurabilityError
 from core.flow import limits
 from core.platform import keys
+from core.platform.cluster import plain_pipeline
 from core.queue import lua_scripts, task_metrics, task_registry
 from core.queue.backoff import DEFAULT_POLICY, RetryPolicy
 from core.queue.rq_compat import (
@@ -269,7 +270,7 @@ def _enqueue_durably(connection: Any, script: str, script_keys: list[str], scrip
     of the connection it is sent on). Raises DurabilityError when no replica confirms within
     JOBS_ENQUEUE_DURABILITY_TIMEOUT. Cost: one replication round trip per enqueue (bench.durability)."""
     timeout_ms = max(1, int(settings.enqueue_durability_timeout * 1000))
-    with connection.pipeline(transaction=False) as pipe:
+    with plain_pipeline(connection) as pipe:  # WAIT inside a cluster-mode transaction would not wait
         lua_scripts.run(script, pipe, script_keys, script_args)
         pipe.execute_command("WAIT", 1, timeout_ms)
         replies, acked = pipe.execute()
