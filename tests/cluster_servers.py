@@ -134,22 +134,42 @@ class RedisClusterSet:
         IMPORTING on the target, MIGRATING on the source, ``MIGRATE`` of ``batch`` keys at a time
         (``pause`` seconds between batches stretches the window in which clients meet ASK), then
         the new owner announced to every master. Returns how many keys moved."""
+        source = self.begin_move(slot, target)
+        moved = self.move_keys(slot, source, target, batch, pause)
+        self.end_move(slot, source, target)
+        return moved
+
+    def begin_move(self, slot: int, target: ClusterNode) -> ClusterNode:
+        """IMPORTING on ``target``, MIGRATING on the slot's master (returned): from here the source
+        answers ASK for any key of the slot it does not hold."""
         source = next(node for node in self.masters()
                       if any(start <= slot <= end and int(master[1]) == node.port
                              for start, end, master, *_ in node.client().execute_command("CLUSTER", "SLOTS")))
         assert source.port != target.port, "the slot is already on the target"
-        source_id, target_id = self.node_id(source), self.node_id(target)
-        target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        moved = 0
-        while names := source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+        target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source))
+        source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(target))
+        return source
+
+    @staticmethod
+    def move_keys(slot: int, source: ClusterNode, target: ClusterNode, batch: int = 10, pause: float = 0.0,
+                  names: list[str] | None = None) -> int:
+        """``MIGRATE`` the slot's keys (or only ``names``) from ``source`` to ``target``."""
+        if names is not None:
             source.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *names)
-            moved += len(names)
+            return len(names)
+        moved = 0
+        while found := source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+            source.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *found)
+            moved += len(found)
             if pause:
                 time.sleep(pause)
+        return moved
+
+    def end_move(self, slot: int, source: ClusterNode, target: ClusterNode) -> None:
+        """The new owner announced to the target, the source, then every other master."""
+        target_id = self.node_id(target)
         for node in (target, source, *(n for n in self.masters() if n.port not in (source.port, target.port))):
             node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-        return moved
 
     def cleanup(self) -> None:
         for node in self.nodes:

@@ -22,7 +22,10 @@ from redis.crc import key_slot
 from core.api.jobs import get_job
 from core.api.queues import email_queue
 from core.config import reload_settings
-from core.platform.connection import reset_connections
+from core.platform import keys
+from core.platform.cluster import SlotMoving
+from core.platform.connection import get_redis, reset_connections
+from core.queue import lifecycle
 from core.queue.job_model import JobStatus
 from tests.cluster_servers import RedisClusterSet
 from tests.servers import WorkerProcess, wait_until
@@ -109,3 +112,42 @@ def test_jobs_flow_through_three_reshards_of_their_slot_none_lost_none_run_twice
     assert set(lines) == set(acknowledged.values()), "a job ran that nobody acknowledged, or one never ran"
     twice = {item: n for item, n in lines.items() if n > 1}
     assert not twice, f"jobs ran more than once across a reshard: {twice}"
+
+
+def test_a_claim_that_would_meet_a_moved_job_is_refused_whole_and_waits_the_move_out(
+        cluster: RedisClusterSet, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The exact case the guard exists for: the slot migrates and the job's hash has already moved,
+    but the queue list has not. The claim would pop the id, then fail to read the job. Instead it is
+    refused before it starts, waited out for JOBS_CLUSTER_MOVE_WAIT, and then counts as a lost
+    connection; the id stays in the list, and the job runs once the move ends."""
+    for node in cluster.nodes:
+        node.client().flushall()
+    _point_at(cluster, cluster.url, monkeypatch, tmp_path, {"JOBS_CLUSTER_MOVE_WAIT": "0.5"})
+    slot = key_slot(TAG.encode())
+    job_id = email_queue.enqueue_job("add", {"a": 2, "b": 3})
+    owner = cluster.node_for(TAG)
+    target = next(node for node in cluster.masters() if node.port != owner.port)
+    source = cluster.begin_move(slot, target)
+    try:
+        cluster.move_keys(slot, source, target, names=[keys.job(job_id)])
+        held = {k.decode() for k in source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10_000)}
+        lists = [name for name in keys.queue_lists(email_queue.name) if name in held]  # others answer ASK now
+        before = {name: source.client().lrange(name, 0, -1) for name in lists}
+        assert job_id.encode() in sum(before.values(), []) and keys.job(job_id) not in held
+        started = time.monotonic()
+        with pytest.raises(SlotMoving):
+            lifecycle.claim(get_redis(), "reshard-test", "c.", [email_queue.name], 1, 30.0)
+        assert time.monotonic() - started >= 0.5, "a refused call is sent again until JOBS_CLUSTER_MOVE_WAIT"
+        assert {name: source.client().lrange(name, 0, -1) for name in lists} == before, "the claim ran half-way"
+    finally:
+        cluster.move_keys(slot, source, target)
+        cluster.end_move(slot, source, target)
+    worker = WorkerProcess(cluster.url, [], env={"REDIS_CLUSTER": "1"}, log_path=tmp_path / "worker.log")
+    try:
+        assert email_queue.wait_for(job_id, timeout=30).result == 5
+        assert get_job(job_id).retry_count == 0 and get_job(job_id).mode == "redis"
+    finally:
+        worker.stop()
+        monkeypatch.undo()
+        reload_settings()
+        reset_connections()
