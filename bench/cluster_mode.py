@@ -6,9 +6,13 @@ pinned to its master), interleaved rounds in one run.
 
 Per layout and round: enqueue ``--jobs`` no-ops one by one (rate), drain them with the default
 worker (``fikiri-worker``, no flags; jobs/s between the first and the last completion, polled every
-10 ms), then 200 idle round trips (enqueue, ``wait_for``; p50/p99). The cluster's other two
-masters hold nothing: one slot is one master's throughput, so equal numbers are the expected
-result; a gap would be the pinned client's cost. Both run AOF everysec (tests/cluster_servers.py).
+10 ms), then 200 idle round trips (enqueue, ``wait_for``; p50/p99). Over the enqueue and the
+drain, read off the Redis that holds the data (INFO before and after): commands it processed per
+job and its CPU per job (user + system), the figure that says how many jobs one master carries
+(a core's million microseconds divided by it). The cluster's other two masters hold nothing: one
+slot is one master's throughput, so equal numbers are the expected result; a gap would be the
+pinned client's cost (in cluster mode every pipeline is also a MULTI/EXEC transaction). Both run
+AOF everysec (tests/cluster_servers.py).
 """
 
 from __future__ import annotations
@@ -36,11 +40,18 @@ def _point(url: str, cluster: bool) -> None:
     load_task_modules()
 
 
-def _round(url: str, cluster: bool, n: int) -> dict[str, float]:
+def _server_counters(node: Any) -> tuple[int, float]:
+    """(commands processed, CPU seconds user + system) of one redis-server so far."""
+    info = node.info()
+    return int(info["total_commands_processed"]), float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _round(url: str, cluster: bool, n: int, data_node: Any) -> dict[str, float]:
     from core.api.queues import email_queue
     from tests.servers import WorkerProcess
 
     _point(url, cluster)
+    commands_before, cpu_before = _server_counters(data_node)
     began = time.perf_counter()
     for i in range(n):
         email_queue.enqueue_job("noop", {"i": i})
@@ -52,6 +63,7 @@ def _round(url: str, cluster: bool, n: int) -> dict[str, float]:
         first_at, first_count = _wait_completed(lambda c: c >= 1, 60)
         last_at, _ = _wait_completed(lambda c: c >= n, 120)
         drain = (n - first_count) / max(last_at - first_at, 1e-6)
+        commands_after, cpu_after = _server_counters(data_node)
         samples = []
         for i in range(200):
             time.sleep(0.002)
@@ -63,6 +75,8 @@ def _round(url: str, cluster: bool, n: int) -> dict[str, float]:
         log.unlink(missing_ok=True)
     samples.sort()
     return {"enqueue_per_s": enqueue_rate, "drain_jobs_per_s": drain,
+            "redis_commands_per_job": (commands_after - commands_before) / n,
+            "redis_cpu_us_per_job": (cpu_after - cpu_before) / n * 1e6,
             "idle_p50_ms": samples[len(samples) // 2] * 1e3, "idle_p99_ms": samples[int(len(samples) * 0.99)] * 1e3}
 
 
@@ -89,13 +103,13 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
             if layout == "standalone":
                 server = RedisServer(appendonly=True, appendfsync="everysec").start()  # as the cluster nodes run
                 try:
-                    results[layout].append(_round(server.url, False, n))
+                    results[layout].append(_round(server.url, False, n, server.client()))
                 finally:
                     server.cleanup()
             else:
                 cluster = RedisClusterSet(masters=3, replicas=0).start()
                 try:
-                    results[layout].append(_round(cluster.url, True, n))
+                    results[layout].append(_round(cluster.url, True, n, cluster.node_for("{fikiri}").client()))
                 finally:
                     cluster.cleanup()
     summary = {layout: {k: round(statistics.median(x[k] for x in runs), 2) for k in runs[0]}
