@@ -16,7 +16,10 @@ job every 2 ms (each run appends its item to a file, outside Redis), and ``--mov
 slot around the masters, 1 s apart.
 
 How to read it: per move, the keys it carried, its seconds and keys/s, then the enqueues that
-overlapped it (count, p50/p99/max latency in ms, how many went to the fallback). ``outside`` is
+overlapped it (count, p50/p99/max latency in ms, how many went to the fallback) and ``after``: how
+long the last of them went on after the move ended (the client's pause between tries, up to
+200 ms, and its reconnect to the new master). One producer waits out each refused call, so few
+calls overlap a move: the max is what every caller arriving during a move waits. ``outside`` is
 every other enqueue. At the end: jobs acknowledged against jobs that ran (file lines), items that
 ran more than once, and the worker side's ``abandoned``/``retried`` counts (``get_stats``).
 ``--sweep`` repeats the run at backlogs 1000, 5000, 10000 and 20000 (3 moves each) on fresh clusters.
@@ -140,7 +143,8 @@ def run(moves: int, backlog: int) -> dict[str, Any]:
         latencies = [c[1] - c[0] for c in hit]
         per_move.append({"keys": moved, "seconds": round(ended - began, 2), "keys_per_s": round(moved / (ended - began)),
                          "enqueues": len(hit), "p50_ms": _ms(latencies, 0.5), "p99_ms": _ms(latencies, 0.99),
-                         "max_ms": _ms(latencies, 1.0), "fallback": sum(1 for c in hit if c[4])})
+                         "max_ms": _ms(latencies, 1.0), "fallback": sum(1 for c in hit if c[4]),
+                         "after_ms": round(max((c[1] - ended for c in hit), default=0.0) * 1e3, 1)})
     outside = [c[1] - c[0] for c in producer.calls if c[2] not in inside]
     return {
         "backlog": backlog, "moves": per_move,
@@ -155,10 +159,10 @@ def run(moves: int, backlog: int) -> dict[str, Any]:
 
 def _print(result: dict[str, Any]) -> None:
     print(f"backlog {result['backlog']} delayed jobs")
-    print("  move  keys    s      keys/s  enqueues  p50 ms  p99 ms  max ms  fallback")
+    print("  move  keys    s      keys/s  enqueues  p50 ms  p99 ms  max ms  fallback  after ms")
     for i, m in enumerate(result["moves"], 1):
         print(f"  {i:<5} {m['keys']:<7} {m['seconds']:<6} {m['keys_per_s']:<7} {m['enqueues']:<9} "
-              f"{m['p50_ms']:<7} {m['p99_ms']:<7} {m['max_ms']:<7} {m['fallback']}")
+              f"{m['p50_ms']:<7} {m['p99_ms']:<7} {m['max_ms']:<7} {m['fallback']:<9} {m['after_ms']}")
     out = result["outside"]
     print(f"  outside moves: {out['enqueues']} enqueues, p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms, "
           f"fallback {out['fallback']}")
