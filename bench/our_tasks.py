@@ -39,11 +39,11 @@ email_queue.register_task("noop_spans", noop_spans, max_retries=0)
 
 
 def run_mark(path: str, item: str) -> None:
-    """Appends ``item`` to the file ``path`` in one O_APPEND write: runs counted outside Redis, so
-    bench.cluster_reshard sees a job that ran twice (or ran in the fallback, off Redis)."""
+    """Appends ``item``, the time and the pid to the file ``path`` in one O_APPEND write: runs
+    counted outside Redis, so bench.cluster_reshard sees a job that ran twice (and when, and where)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f"{item}\n".encode())
+        os.write(fd, f"{item} {time.time():.6f} {os.getpid()}\n".encode())
     finally:
         os.close(fd)
 
