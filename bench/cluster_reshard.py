@@ -118,8 +118,14 @@ def _kept_connections(cluster: Any) -> Iterator[None]:
     per batch of 10 keys); ``redis-cli --cluster reshard`` keeps one per node, which moves keys
     6-8 times faster on this machine. This keeps one client per node while the slot moves."""
     clients: dict[int, Any] = {}
+
+    def kept(node: Any, new: Any) -> Any:
+        if node.port not in clients:
+            clients[node.port] = new()
+        return clients[node.port]
+
     for node in cluster.nodes:
-        node.client = lambda node=node, new=node.client: clients.setdefault(node.port, new())
+        node.client = lambda node=node, new=node.client: kept(node, new)
     try:
         yield
     finally:
