@@ -104,6 +104,8 @@ def test_jobs_flow_through_three_reshards_of_their_slot_none_lost_none_run_twice
         reload_settings()
         reset_connections()
     assert all(count > 50 for count in moved), f"the moves carried too few keys to overlap the flow: {moved}"
+    log = (tmp_path / "worker.log").read_text()
+    assert "Traceback" not in log, f"the worker met an error across the moves: {log[log.index('Traceback'):][:2000]}"
     assert modes == {"redis": len(acknowledged)}, f"a reshard is not a lost connection: {modes}"
     assert not (tmp_path / "fallback-spool.db").exists()
     assert attempts == {0: len(acknowledged)}, f"a reshard cost jobs an attempt (retries: {attempts})"

@@ -20,6 +20,7 @@ from redis.commands.core import Script
 
 from core.config import get_settings
 from core.platform import keys as key_names
+from core.platform.cluster import preload_on_new_master
 
 _DIR = Path(__file__).resolve().parent / "lua"
 NAMES = ("enqueue", "enqueue_plain", "claim", "finish", "abandon", "cancel", "requeue", "promote", "delete", "fail", "periodic_claim",
@@ -81,6 +82,7 @@ def _compose_finish_claim() -> str:
 
 _SOURCES: dict[str, str] = {name: _load(name) for name in NAMES}  # at import: a missing file fails here
 _SOURCES["finish_claim"] = _compose_finish_claim()
+preload_on_new_master(list(_SOURCES.values()))  # cluster mode: a call sent again on a new master finds them
 
 
 def source(name: str) -> str:

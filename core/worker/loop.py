@@ -151,6 +151,7 @@ class Worker:
         self._burst = False
         self._down_since: float | None = None  # monotonic start of the current outage
         self._down_logged = 0.0
+        self._beat_error_logged = -DOWN_LOG_EVERY  # the first unexpected heartbeat error is logged at once
 
     # --- bookkeeping the executors call ------------------------------------------------------------
     def job_done(self, job: ClaimedJob) -> None:
@@ -580,11 +581,25 @@ class Worker:
         connection = new_redis()
         interval = self.settings.worker_heartbeat_interval
         while not self._stop.wait(interval):
-            self.heartbeat(connection)
+            self._beat(connection)
         # keep leases alive while a warm stop waits for the jobs in hand
         while self.in_hand():
-            self.heartbeat(connection)
+            self._beat(connection)
             time.sleep(interval)
+
+    def _beat(self, connection: Any) -> None:
+        """One heartbeat that never ends the thread: a heartbeat thread that died left the worker
+        running jobs whose leases nobody renewed, so the sweep took them back and they ran twice
+        (a NOSCRIPT after a reshard did that). Unexpected errors are logged with their traceback,
+        once a minute while they repeat."""
+        try:
+            self.heartbeat(connection)
+        except Exception:
+            now = time.monotonic()
+            if now - self._beat_error_logged >= DOWN_LOG_EVERY:
+                self._beat_error_logged = now
+                logger.exception("heartbeat of worker %s failed unexpectedly; trying again in %ss",
+                                 self.name, self.settings.worker_heartbeat_interval)
 
     def heartbeat(self, connection: Any) -> None:
         """Extend every lease in hand and this worker's registration (one pipeline), flush metrics."""
