@@ -21,7 +21,7 @@ it is, a new connection per command, about 8 times slower).
 How to read it: per move, the keys it carried, its seconds and keys/s, then the enqueues that
 overlapped it (count, p50/p99/max latency in ms, how many went to the fallback) and ``after``: how
 long the last of them went on after the move ended (the client's pause between tries, up to
-200 ms, and its reconnect to the new master). One producer waits out each refused call, so few
+100 ms, and its reconnect to the new master). One producer waits out each refused call, so few
 calls overlap a move: the max is what every caller arriving during a move waits. ``outside`` is
 every other enqueue. At the end: jobs acknowledged against jobs that ran (file lines), items that
 ran more than once, and the worker side's ``abandoned``/``retried`` counts (``get_stats``).
@@ -49,7 +49,7 @@ WORKER_DEFAULTS = {"JOBS_WORKER_TTL": "60", "JOBS_WORKER_MAINTENANCE_INTERVAL": 
                    "JOBS_WORKER_HEARTBEAT_GRACE": "6", "JOBS_RETRY_BACKOFF_BASE": "2", "JOBS_FALLBACK_LEASE": "30"}
 # worker log lines worth counting: jobs taken back from their worker, and its heartbeat thread dying
 LOG_MARKS = {"requeued_abandoned": "outcome=requeued abandoned=", "heartbeat_thread_died": "Exception in thread fikiri-heartbeat",
-             "noscript": "NoScriptError"}
+             "heartbeat_failed": "failed unexpectedly", "noscript": "NoScriptError"}
 
 
 class Producer(threading.Thread):
