@@ -1,9 +1,11 @@
 """What a failover of the ``{fikiri}`` slot's master costs users (issue 25): jobs acknowledged
 against jobs completed, and how long until jobs flow again.
 
-    .venv/bin/python -m bench.cluster_failover [--cycles 3] [--seconds 12] [--json]
+    .venv/bin/python -m bench.cluster_failover [--cycles 3] [--seconds 12] [--replicas 2] [--json]
 
-A real 3-master cluster with a replica per master (tests/cluster_servers.py, node timeout 2 s),
+A real 3-master cluster with two replicas per master (tests/cluster_servers.py, node timeout 2 s;
+with one, the promoted master has no replica until the killed node returns, and every durable
+enqueue meanwhile ends in DurabilityError after its 1 s wait, as it should: ``--replicas 1``),
 ``REDIS_CLUSTER=1`` and ``JOBS_ENQUEUE_DURABILITY=replica`` (an enqueue returns once ``WAIT 1``
 saw a replica take it), ``REDIS_URL`` naming the master that will die, and the default worker
 (``fikiri-worker``, no flags). A producer enqueues ``file_mark`` jobs one by one every 5 ms (each
@@ -117,12 +119,12 @@ def _cycle(cluster: Any, producer: _Producer, watcher: _Watcher, seconds: float)
             "refused_in_gap": sum(1 for o in gap if o.startswith("error"))}
 
 
-def measure(cycles: int, seconds: float) -> dict[str, Any]:
+def measure(cycles: int, seconds: float, replicas: int) -> dict[str, Any]:
     from core.api.jobs import get_job
     from tests.cluster_servers import RedisClusterSet
     from tests.servers import WorkerProcess
 
-    cluster = RedisClusterSet(masters=3, replicas=1).start()
+    cluster = RedisClusterSet(masters=3, replicas=replicas).start()
     runs = Path(tempfile.mkstemp(prefix="bench-failover-runs-", suffix=".txt")[1])
     log = Path(tempfile.mkstemp(prefix="bench-failover-worker-", suffix=".log")[1])
     worker = None
@@ -160,15 +162,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=12.0, help="flow after each kill before the next cycle")
+    parser.add_argument("--replicas", type=int, default=2, help="replicas per master")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     load = os.getloadavg()
-    out = measure(args.cycles, args.seconds)
+    out = measure(args.cycles, args.seconds, args.replicas)
     out["load_at_start"] = load
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"{args.cycles} failovers, load {load[0]:.2f}")
+    print(f"{args.cycles} failovers, {args.replicas} replicas per master, load {load[0]:.2f}")
     for i, row in enumerate(out["cycles"], 1):
         print(f"  failover {i}: " + "  ".join(f"{k} {v}" for k, v in row.items()))
     print(f"  acknowledged {out['acknowledged']}  completed {out['completed']}  ran twice {out['ran_twice']}  "
