@@ -13,11 +13,15 @@ appends its item to a file when it runs: runs counted outside Redis); one second
 the slot's master is killed with SIGKILL. Per cycle:
 
 - ``promoted_s``: the kill until the cluster names a new master for the slot;
-- ``enqueue_back_s``: the kill until the first enqueue that reached Redis again (mode "redis"),
-  and how the enqueues in between ended (spooled to the fallback, refused with an error);
+- ``redis_back_s``: the kill until the first enqueue written to the new master (acknowledged, or
+  refused with DurabilityError because no replica was in sync with it yet);
+- ``enqueue_back_s``: the kill until the first enqueue acknowledged by Redis again (mode "redis"),
+  and how the enqueues in between ended (spooled to the fallback, refused with an error: each
+  DurabilityError is a 1 s ``WAIT`` that found the promoted master's other replica still resyncing);
 - ``flowing_s``: the kill until the first job enqueued after the kill completed;
 - at the end, over all cycles: acknowledged (an enqueue that returned an id) against completed
-  (its item in the file), and items that ran more than once.
+  (its item in the file), items that ran more than once, and the stalls the sweep recorded
+  (abandoned + retried: a job whose finish the dead master lost is taken back and runs again).
 
 The killed node comes back as the new master's replica before the next cycle.
 """
@@ -104,6 +108,10 @@ def _cycle(cluster: Any, producer: _Producer, watcher: _Watcher, seconds: float)
     back = next((t for t, _item, outcome in after
                  if not outcome.startswith("error") and (job := get_job(outcome)) is not None and job.mode == "redis"),
                 None)
+    # an enqueue refused for want of a replica in sync (DurabilityError) was written on the new master
+    reached = next((t for t, _item, outcome in after if outcome == "error: DurabilityError"
+                    or (not outcome.startswith("error") and (job := get_job(outcome)) is not None and job.mode == "redis")),
+                   None)
     gap = [outcome for t, _item, outcome in after if back is None or t < back]
     spooled = sum(1 for o in gap if not o.startswith("error") and (job := get_job(o)) and job.mode == "fallback")
     flowing = min((watcher.first_seen[item] for _t, item, _o in after if item in watcher.first_seen), default=None)
@@ -113,6 +121,7 @@ def _cycle(cluster: Any, producer: _Producer, watcher: _Watcher, seconds: float)
     while cluster._replicas_online(promoted_node) < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     return {"promoted_s": round(promoted, 2),
+            "redis_back_s": round(reached - killed_at, 2) if reached else -1,
             "enqueue_back_s": round(back - killed_at, 2) if back else -1,
             "flowing_s": round(flowing - killed_at, 2) if flowing else -1,
             "enqueues_in_gap": len(gap), "spooled_in_gap": spooled,
@@ -121,6 +130,7 @@ def _cycle(cluster: Any, producer: _Producer, watcher: _Watcher, seconds: float)
 
 def measure(cycles: int, seconds: float, replicas: int) -> dict[str, Any]:
     from core.api.jobs import get_job
+    from core.api.queues import email_queue
     from tests.cluster_servers import RedisClusterSet
     from tests.servers import WorkerProcess
 
@@ -146,6 +156,7 @@ def measure(cycles: int, seconds: float, replicas: int) -> dict[str, Any]:
         watcher.join(timeout=5)
         counts = Counter(runs.read_text().split())
         modes = Counter((job.mode if (job := get_job(j)) else "missing") for j in acknowledged.values())
+        stats = email_queue.get_stats()
     finally:
         if worker is not None:
             worker.stop()
@@ -155,7 +166,8 @@ def measure(cycles: int, seconds: float, replicas: int) -> dict[str, Any]:
     return {"cycles": rows, "acknowledged": len(acknowledged),
             "completed": sum(1 for item in acknowledged if counts[item] >= 1),
             "ran_twice": sum(1 for item in acknowledged if counts[item] > 1),
-            "refused": len(producer.sent) - len(acknowledged), "modes": dict(modes)}
+            "refused": len(producer.sent) - len(acknowledged), "modes": dict(modes),
+            "stalls_recorded": stats["abandoned_jobs"] + stats["retried_jobs"]}
 
 
 def main() -> None:
@@ -175,7 +187,7 @@ def main() -> None:
     for i, row in enumerate(out["cycles"], 1):
         print(f"  failover {i}: " + "  ".join(f"{k} {v}" for k, v in row.items()))
     print(f"  acknowledged {out['acknowledged']}  completed {out['completed']}  ran twice {out['ran_twice']}  "
-          f"refused {out['refused']}  modes {out['modes']}")
+          f"refused {out['refused']}  modes {out['modes']}  stalls recorded {out['stalls_recorded']}")
 
 
 if __name__ == "__main__":

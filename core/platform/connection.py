@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - an older redis-py names itself the old
 from core.config import Settings, get_settings
 from core.errors import JobsError, JobsInternalError
 from core.platform import keys
-from core.platform.cluster import cluster_client
+from core.platform.cluster import cluster_client, forget_masters
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +254,7 @@ def mark_redis_down() -> None:
 def reset_connections() -> None:
     """Drop cached clients and health state (tests that restart Redis on another port)."""
     global _client, _client_url, _probe, _blocking, _blocking_key
+    forget_masters()
     with _lock:
         _client = None
         _client_url = None
