@@ -270,7 +270,7 @@ class ThreeMasterCluster(RedisServer):
         if not self.joined:
             self._join()
             self.joined = True
-        wait_until(self._healthy, timeout=30, interval=0.05,
+        wait_until(self.healthy, timeout=30, interval=0.05,
                    message="every node of the 3-master cluster to report cluster_state:ok")
         return self
 
@@ -283,7 +283,7 @@ class ThreeMasterCluster(RedisServer):
             for node in self.nodes[1:]:
                 first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
 
-    def _healthy(self) -> bool:
+    def healthy(self) -> bool:
         for node in self.nodes:
             try:
                 with node.client() as client:

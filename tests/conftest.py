@@ -4,6 +4,7 @@ run of the suites marked ``cluster_too``), the environment pointing at it, worke
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -43,12 +44,79 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("redis_mode", ["standalone", "cluster"], indirect=True)
 
 
+class _ClusterSpare:
+    """The next cluster test's ThreeMasterCluster, started in a thread while the tests before it
+    run: a cluster node serves no key before ~2 s after its start (Redis's writable delay), and
+    paying that in every cluster test's setup was a third of the cluster run's wall time. Each test
+    still gets a cluster of its own, new and empty; the spare is only started ahead of time."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._result: list[ThreeMasterCluster | BaseException] = []
+
+    def prepare(self) -> None:
+        if self._thread is not None:
+            return
+        result: list[ThreeMasterCluster | BaseException] = []
+
+        def start() -> None:
+            cluster = ThreeMasterCluster()
+            try:
+                result.append(cluster.start())
+            except BaseException as exc:  # handed to the test that takes it
+                cluster.cleanup()
+                result.append(exc)
+
+        self._result = result
+        self._thread = threading.Thread(target=start, name="cluster-spare", daemon=True)
+        self._thread.start()
+
+    def take(self) -> ThreeMasterCluster:
+        self.prepare()
+        assert self._thread is not None
+        self._thread.join()
+        self._thread, (got,) = None, self._result
+        if isinstance(got, BaseException):
+            raise got
+        assert got.healthy(), "the spare cluster, started ahead, no longer reports cluster_state:ok on every node"
+        return got
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            if isinstance(got := self._result[0], ThreeMasterCluster):
+                got.cleanup()
+
+
+_spare = _ClusterSpare()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _spare.close()
+
+
+def _cluster_test_soon(request: pytest.FixtureRequest, within: int = 3) -> bool:
+    """Whether one of the next ``within`` tests runs in cluster mode (each test of a ``cluster_too``
+    module runs standalone, then cluster)."""
+    items = request.session.items
+    try:
+        here = items.index(request.node)
+    except ValueError:
+        return False
+    return any(getattr(item, "callspec", None) is not None and item.callspec.params.get("redis_mode") == "cluster"
+               for item in items[here + 1:here + 1 + within])
+
+
 @pytest.fixture
-def redis_server(redis_mode: str) -> Iterator[RedisServer]:
+def redis_server(redis_mode: str, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     """The test's own Redis: a standalone redis-server, or in cluster mode a 3-master cluster
     (tests/cluster_servers.py ThreeMasterCluster: ``url`` names a node that is not the ``{fikiri}``
-    slot's master, ``client()``/``stop()``/``start()`` act on that master)."""
-    server = (ThreeMasterCluster() if redis_mode == "cluster" else RedisServer()).start()
+    slot's master, ``client()``/``stop()``/``start()`` act on that master). The cluster was started
+    while the tests before ran (:class:`_ClusterSpare`), and the next one starts during this test."""
+    server = _spare.take() if redis_mode == "cluster" else RedisServer().start()
+    if _cluster_test_soon(request):
+        _spare.prepare()
     yield server
     server.cleanup()
 
