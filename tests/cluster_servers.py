@@ -284,6 +284,7 @@ class ThreeMasterCluster(RedisServer):
                 first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
 
     def healthy(self) -> bool:
+        """Every node answers, knows the other two and reports cluster_state:ok."""
         for node in self.nodes:
             try:
                 with node.client() as client:
@@ -303,6 +304,7 @@ class ThreeMasterCluster(RedisServer):
         return redis.Redis(host="127.0.0.1", port=self.master.port)
 
     def running_masters(self) -> list[ClusterNode]:
+        """The masters not stopped (all three are masters: there are no replicas to promote)."""
         return [node for node in self.nodes if node.proc is not None]
 
     def all_keys(self) -> list[str]:

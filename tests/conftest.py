@@ -112,8 +112,9 @@ def _cluster_test_soon(request: pytest.FixtureRequest, within: int = 3) -> bool:
 def redis_server(redis_mode: str, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     """The test's own Redis: a standalone redis-server, or in cluster mode a 3-master cluster
     (tests/cluster_servers.py ThreeMasterCluster: ``url`` names a node that is not the ``{fikiri}``
-    slot's master, ``client()``/``stop()``/``start()`` act on that master). The cluster was started
-    while the tests before ran (:class:`_ClusterSpare`), and the next one starts during this test."""
+    slot's master, ``client()``/``stop()``/``start()`` act on that master). A cluster is started
+    ahead, while the tests before run, whenever a cluster test is among the next three
+    (:class:`_ClusterSpare`); each cluster test gets a new one."""
     server = _spare.take() if redis_mode == "cluster" else RedisServer().start()
     if _cluster_test_soon(request):
         _spare.prepare()
