@@ -1,8 +1,10 @@
-"""Shared fixtures: a real redis-server per test, the environment pointing at it, worker processes."""
+"""Shared fixtures: a real redis-server per test (a real 3-master cluster for the ``cluster``
+run of the suites marked ``cluster_too``), the environment pointing at it, worker processes."""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -12,8 +14,8 @@ from core.config import reload_settings
 from core.fallback import executor
 from core.platform.connection import reset_connections
 from core.queue.task_registry import load_task_modules
-from tests.cluster_servers import OneNodeCluster
-from tests.servers import RedisServer, WorkerProcess, worker_env
+from tests.cluster_servers import ThreeMasterCluster
+from tests.servers import TAG, RedisServer, WorkerProcess, worker_env
 
 TEST_ENV_KEYS = (
     "REDIS_URL", "JOBS_WORKER_TTL", "JOBS_WORKER_MAINTENANCE_INTERVAL", "JOBS_WORKER_HEARTBEAT_INTERVAL",
@@ -36,30 +38,99 @@ def redis_mode(request: pytest.FixtureRequest) -> str:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The suites marked ``cluster_too`` run twice: on a standalone redis-server and on a
-    cluster-mode one with REDIS_CLUSTER=1 (issue 25: parametrized, not copied)."""
+    """The suites marked ``cluster_too`` run twice: on a standalone redis-server and on a real
+    3-master Redis Cluster with REDIS_CLUSTER=1 (issue 25: parametrized, not copied)."""
     if "redis_mode" in metafunc.fixturenames and metafunc.definition.get_closest_marker("cluster_too"):
         metafunc.parametrize("redis_mode", ["standalone", "cluster"], indirect=True)
 
 
+class _ClusterSpare:
+    """The next cluster test's ThreeMasterCluster, started in a thread while the tests before it
+    run: a cluster node serves no key before ~2 s after its start (Redis's writable delay), and
+    paying that in every cluster test's setup was a third of the cluster run's wall time. Each test
+    still gets a cluster of its own, new and empty; the spare is only started ahead of time."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._result: list[ThreeMasterCluster | BaseException] = []
+
+    def prepare(self) -> None:
+        if self._thread is not None:
+            return
+        result: list[ThreeMasterCluster | BaseException] = []
+
+        def start() -> None:
+            cluster = ThreeMasterCluster()
+            try:
+                result.append(cluster.start())
+            except BaseException as exc:  # handed to the test that takes it
+                cluster.cleanup()
+                result.append(exc)
+
+        self._result = result
+        self._thread = threading.Thread(target=start, name="cluster-spare", daemon=True)
+        self._thread.start()
+
+    def take(self) -> ThreeMasterCluster:
+        self.prepare()
+        assert self._thread is not None
+        self._thread.join()
+        self._thread, (got,) = None, self._result
+        if isinstance(got, BaseException):
+            raise got
+        assert got.healthy(), "the spare cluster, started ahead, no longer reports cluster_state:ok on every node"
+        return got
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            if isinstance(got := self._result[0], ThreeMasterCluster):
+                got.cleanup()
+
+
+_spare = _ClusterSpare()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _spare.close()
+
+
+def _cluster_test_soon(request: pytest.FixtureRequest, within: int = 3) -> bool:
+    """Whether one of the next ``within`` tests runs in cluster mode (each test of a ``cluster_too``
+    module runs standalone, then cluster)."""
+    items = request.session.items
+    try:
+        here = items.index(request.node)
+    except ValueError:
+        return False
+    return any(getattr(item, "callspec", None) is not None and item.callspec.params.get("redis_mode") == "cluster"
+               for item in items[here + 1:here + 1 + within])
+
+
 @pytest.fixture
-def redis_server(redis_mode: str) -> Iterator[RedisServer]:
-    server = (OneNodeCluster() if redis_mode == "cluster" else RedisServer()).start()
+def redis_server(redis_mode: str, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """The test's own Redis: a standalone redis-server, or in cluster mode a 3-master cluster
+    (tests/cluster_servers.py ThreeMasterCluster: ``url`` names a node that is not the ``{fikiri}``
+    slot's master, ``client()``/``stop()``/``start()`` act on that master). A cluster is started
+    ahead, while the tests before run, whenever a cluster test is among the next three
+    (:class:`_ClusterSpare`); each cluster test gets a new one."""
+    server = _spare.take() if redis_mode == "cluster" else RedisServer().start()
+    if _cluster_test_soon(request):
+        _spare.prepare()
     yield server
     server.cleanup()
 
 
-# Keys the tests and their tasks write for themselves: not ours, so no tag is asked of them.
-TEST_KEY_PREFIXES = ("test:", "bench:")
-
-
-def _untagged_keys(server: RedisServer) -> list[str]:
-    """Keys of our code without the cluster hash tag (a script with one would fail on a real cluster)."""
+def _untagged_keys(server: ThreeMasterCluster) -> list[str]:
+    """Keys on any running master of the cluster without the hash tag, ours and the tests' own
+    alike (tests/servers.py ``tkey``): a key without it lives on another master, where a script or
+    a client pinned to our slot cannot reach it. A master the test stopped cannot be asked."""
     try:
-        names = [k.decode() for k in server.client().scan_iter(count=1000)]
-    except (OSError, redis.RedisError):
-        return []  # the test stopped its server
-    return [n for n in names if not n.startswith("{fikiri}:") and not n.startswith(TEST_KEY_PREFIXES)]
+        names = server.all_keys()
+    except (OSError, redis.RedisError) as exc:
+        pytest.fail(f"cluster mode: could not list the keys of every running master: {exc}")
+    return [n for n in names if not n.startswith(f"{TAG}:")]
 
 
 @pytest.fixture
@@ -70,11 +141,14 @@ def jobs_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_pat
 
     A job that went to the in-process fallback in a test not marked ``fallback`` fails the test:
     a fallback job ends ``completed`` too, so without this a broken Redis path (a missing script
-    file once counted as "Redis down") passed every test that only waited for ``completed``."""
+    file once counted as "Redis down") passed every test that only waited for ``completed``.
+
+    In cluster mode (REDIS_CLUSTER=1 here and in every worker) the test fails if any running
+    master holds a key without the ``{fikiri}`` tag, the tests' own keys included."""
     env = worker_env(redis_server.url)
     for key in TEST_ENV_KEYS:
         monkeypatch.setenv(key, env[key])
-    cluster = isinstance(redis_server, OneNodeCluster)
+    cluster = isinstance(redis_server, ThreeMasterCluster)
     if cluster:
         monkeypatch.setenv("REDIS_CLUSTER", "1")  # this process, and every worker it starts
     else:
@@ -87,7 +161,7 @@ def jobs_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_pat
     yield redis_server
     _reset_process_state()
     if cluster and (untagged := _untagged_keys(redis_server)):
-        pytest.fail(f"cluster mode: keys without the {{fikiri}} tag: {sorted(untagged)[:10]}")
+        pytest.fail(f"cluster mode: keys without the {TAG} tag: {sorted(untagged)[:10]}")
     if spool.exists() and request.node.get_closest_marker("fallback") is None:
         pytest.fail(f"a job went to the in-process fallback ({spool} exists) in a test that means Redis; "
                     f"mark the test @pytest.mark.fallback if it means the fallback")

@@ -1,7 +1,8 @@
 """Tasks for the flow-control tests (rate and concurrency limits, Retry-After, stop).
 
 Loaded with the other test tasks (tests.task_fixtures imports it). Each records what it did in
-Redis keys under ``test:`` that the test owns."""
+Redis keys that the test owns: the key passed as ``key``, or ``tkey(...)`` for the callbacks,
+all under the cluster hash tag (tests/servers.py ``tkey``), so the tests run on a cluster too."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from core.api.queues import ai_queue, email_queue
 from core.execution.progress import current_job_id, should_stop
 from core.platform.connection import get_redis
 from core.platform.http import request_with_backoff
+from tests.servers import tkey
 
 
 @ai_queue.task(max_retries=0, rate_limit="120/m", rate_key="provider")
@@ -79,7 +81,7 @@ def step_add(key: str, n: int, previous: int | None = None) -> int:
 def record_callback(parent_id: str, result: object = None, outcome: str | None = None, error: str | None = None) -> str:
     import json
 
-    get_redis().rpush("test:callbacks", json.dumps({"parent_id": parent_id, "result": result, "outcome": outcome,
+    get_redis().rpush(tkey("callbacks"), json.dumps({"parent_id": parent_id, "result": result, "outcome": outcome,
                                                      "error": error}))
     return parent_id
 
@@ -98,7 +100,7 @@ def batch_member(key: str, item: int, fail: bool = False, seconds: float = 0.0) 
 def batch_done(batch_id: str, total: int, completed: int, failed: int) -> str:
     import json
 
-    get_redis().rpush("test:batch_done", json.dumps({"batch_id": batch_id, "succeeded": completed,
+    get_redis().rpush(tkey("batch_done"), json.dumps({"batch_id": batch_id, "succeeded": completed,
                                                       "failed": failed, "canceled": total - completed - failed}))
     return batch_id
 

@@ -17,6 +17,17 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+TAG = "{fikiri}"  # the cluster hash tag of every key (core/platform/keys.py cluster_tag, default prefix)
+
+
+def tkey(name: str) -> str:
+    """A key of the test's own, under the cluster hash tag: ``tkey("done") == "{fikiri}:test:done"``.
+
+    On a real cluster a key without the tag hashes to some other master, and a client pinned to our
+    slot's master gets ``MOVED`` for it (README: a task that writes its own keys on the cluster must
+    put ``{fikiri}`` in them too). The suites that run in both modes use it in both, as a user
+    would. (Not named ``test_key``: pytest would collect it as a test wherever it is imported.)"""
+    return f"{TAG}:test:{name}"
 
 
 def free_port() -> int:

@@ -1,7 +1,8 @@
 """Tasks used by the tests (loaded in workers via JOBS_TASK_MODULES=tests.task_fixtures).
 
-Side effects are counted in Redis keys under ``test:`` that the test owns, so a test can prove
-how many times something really ran."""
+Side effects are counted in Redis keys that the test owns (passed as ``key``; the suites that
+also run on a cluster pass ``tkey(...)`` keys, tests/servers.py), so a test can prove how many
+times something really ran."""
 
 from __future__ import annotations
 

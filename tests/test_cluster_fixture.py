@@ -53,3 +53,37 @@ def _owner(cluster: RedisClusterSet, key: str):
         return cluster.node_for(key)
     except (StopIteration, AssertionError, redis.RedisError, OSError):
         return None
+
+
+def test_the_cluster_too_fixture_is_three_masters_whose_url_is_not_the_slots_master():
+    """ThreeMasterCluster (what the suites marked cluster_too run on): REDIS_URL names another
+    master, so clients must find the slot's master; stop() leaves the slot unserved (no replica)
+    and start() brings that master back from its nodes.conf and AOF, with its keys."""
+    from redis.crc import key_slot
+
+    from tests.cluster_servers import ThreeMasterCluster
+    from tests.servers import TAG, tkey
+
+    cluster = ThreeMasterCluster(appendonly=True).start()
+    try:
+        assert len(cluster.nodes) == 3 and cluster.seed.port != cluster.master.port
+        assert cluster.url.endswith(f":{cluster.seed.port}/0")
+        slot = key_slot(TAG.encode())
+        with cluster.seed.client() as seed:
+            owners = {int(m[1]) for lo, hi, m, *_ in seed.execute_command("CLUSTER", "SLOTS") if lo <= slot <= hi}
+            assert owners == {cluster.master.port}
+            with pytest.raises(redis.exceptions.MovedError):
+                seed.set(tkey("probe"), "x")  # the seed does not serve our slot
+        cluster.client().set(tkey("probe"), "kept")
+        assert cluster.all_keys() == [tkey("probe")]
+        cluster.stop()
+        with pytest.raises(redis.ConnectionError):
+            cluster.client().get(tkey("probe"))
+        cluster.start()
+        assert cluster.client().get(tkey("probe")) == b"kept"
+        stray = next(f"stray:{i}" for i in range(1000) if key_slot(f"stray:{i}".encode()) < 5461)
+        with cluster.nodes[0].client() as first:
+            first.set(stray, "x")  # a key of another master: what conftest's untagged-key check must see
+        assert sorted(cluster.all_keys()) == sorted([tkey("probe"), stray])
+    finally:
+        cluster.cleanup()

@@ -17,7 +17,7 @@ from core.platform import keys
 from core.platform.connection import get_redis
 from core.queue.job_model import JobStatus
 from tests.conftest import finished
-from tests.servers import wait_until
+from tests.servers import tkey, wait_until
 
 pytestmark = pytest.mark.cluster_too  # on standalone Redis and in cluster mode (tests/conftest.py)
 
@@ -39,8 +39,8 @@ def test_rate_limit_holds_120_per_minute_across_4_workers_in_2_processes_without
     limit dictates (299 intervals of 0.5 s) within 5%, no 60 s window holds more than 120 (+1 for
     the boundary), other tasks on the same queue run at once, and waiting workers use almost no CPU."""
     workers = [start_worker("ai", "--worker-class", "threaded", "--concurrency", "2") for _ in range(2)]
-    ids = ai_queue.enqueue_many("rate_mark", [{"key": "test:rate"} for _ in range(300)])
-    wait_until(lambda: get_redis().llen("test:rate") >= 1, timeout=20)
+    ids = ai_queue.enqueue_many("rate_mark", [{"key": tkey("rate")} for _ in range(300)])
+    wait_until(lambda: get_redis().llen(tkey("rate")) >= 1, timeout=20)
     cpu_start = sum(_cpu_seconds(w.pid) for w in workers)
     wall_start = time.monotonic()
 
@@ -54,10 +54,10 @@ def test_rate_limit_holds_120_per_minute_across_4_workers_in_2_processes_without
     assert get_job(echo).completed_at - enqueued_at < 1.0
     assert ai_queue.get_stats()["limited_jobs"] > 250
 
-    wait_until(lambda: get_redis().llen("test:rate") >= 300, timeout=240, interval=0.5)
+    wait_until(lambda: get_redis().llen(tkey("rate")) >= 300, timeout=240, interval=0.5)
     cpu = sum(_cpu_seconds(w.pid) for w in workers) - cpu_start
     wall = time.monotonic() - wall_start
-    times = _times("test:rate")
+    times = _times(tkey("rate"))
     span = times[-1] - times[0]
     assert 299 * 0.5 * 0.95 <= span <= 299 * 0.5 * 1.05, span
     for i, start in enumerate(times):  # any 60 s window
@@ -72,11 +72,11 @@ def test_rate_limit_holds_120_per_minute_across_4_workers_in_2_processes_without
 def test_per_user_rate_keys_give_each_user_their_own_quota(start_worker):
     """rate_key="user:{user}" at 4/s: two users' jobs run side by side, each spaced 0.25 s."""
     start_worker("ai", "--worker-class", "threaded", "--concurrency", "4")
-    payloads = [{"key": "test:user", "user": user} for _ in range(8) for user in ("ann", "bob")]
+    payloads = [{"key": tkey("user"), "user": user} for _ in range(8) for user in ("ann", "bob")]
     ids = ai_queue.enqueue_many("per_user_mark", payloads)
     for job_id in ids:
         assert finished(job_id, timeout=20).status == JobStatus.COMPLETED
-    ann, bob = _times("test:user:ann"), _times("test:user:bob")
+    ann, bob = _times(tkey("user:ann")), _times(tkey("user:bob"))
     for times in (ann, bob):
         gaps = [b - a for a, b in zip(times, times[1:])]
         assert min(gaps) >= 0.25 - 0.01, gaps
@@ -104,16 +104,16 @@ def test_bad_limit_options_are_clear_errors_naming_what_is_accepted(jobs_env):
 def test_concurrency_limit_of_one_never_has_two_running(start_worker):
     for _ in range(2):
         start_worker("email", "--worker-class", "threaded", "--concurrency", "4")
-    ids = email_queue.enqueue_many("exclusive", [{"key": "test:ex", "user": "u1", "seconds": 0.2}] * 10)
-    email_queue.enqueue_many("exclusive", [{"key": "test:other", "user": "u2", "seconds": 0.2}] * 3)
+    ids = email_queue.enqueue_many("exclusive", [{"key": tkey("ex"), "user": "u1", "seconds": 0.2}] * 10)
+    email_queue.enqueue_many("exclusive", [{"key": tkey("other"), "user": "u2", "seconds": 0.2}] * 3)
     for job_id in ids:
         assert finished(job_id, timeout=30).status == JobStatus.COMPLETED
-    seen = [int(v) for v in get_redis().lrange("test:ex:max", 0, -1)]
+    seen = [int(v) for v in get_redis().lrange(tkey("ex:max"), 0, -1)]
     assert len(seen) == 10 and max(seen) == 1, seen
     # another user's key is not held by the first one's permit: u2's three jobs all start while
     # u1's ten (one at a time, 0.2 s each) are still going
-    starts = sorted(float(v.split()[1]) for v in get_redis().lrange("test:other:started", 0, -1))
-    u1_starts = sorted(float(v.split()[1]) for v in get_redis().lrange("test:ex:started", 0, -1))
+    starts = sorted(float(v.split()[1]) for v in get_redis().lrange(tkey("other:started"), 0, -1))
+    u1_starts = sorted(float(v.split()[1]) for v in get_redis().lrange(tkey("ex:started"), 0, -1))
     assert len(starts) == 3 and starts[-1] < u1_starts[-1] - 0.5, (starts, u1_starts)
 
 
@@ -121,20 +121,20 @@ def test_a_sigkilled_holders_permit_frees_within_its_lease(start_worker):
     """The permit is a lease: after kill -9 of the worker holding it, the next job waiting for it
     starts within the lease (heartbeat 1 s + grace 2 s here) plus one release interval."""
     holder = start_worker("email", "--worker-class", "fork")
-    email_queue.enqueue_job("exclusive", {"key": "test:k", "user": "u9", "seconds": 60})
-    wait_until(lambda: get_redis().llen("test:k:started") == 1, timeout=15)
-    second = email_queue.enqueue_job("exclusive", {"key": "test:k", "user": "u9", "seconds": 0})
+    email_queue.enqueue_job("exclusive", {"key": tkey("k"), "user": "u9", "seconds": 60})
+    wait_until(lambda: get_redis().llen(tkey("k:started")) == 1, timeout=15)
+    second = email_queue.enqueue_job("exclusive", {"key": tkey("k"), "user": "u9", "seconds": 0})
     start_worker("email", "--worker-class", "threaded", "--concurrency", "2")  # free slots, no permit
     waiting = wait_until(lambda: (j := get_job(second)) and j.reason and j, timeout=10)
     assert waiting.status == JobStatus.DELAYED and "concurrency limited: sync:u9" in waiting.reason
     time.sleep(1.0)
-    assert get_redis().llen("test:k:started") == 1  # the live holder keeps its permit
+    assert get_redis().llen(tkey("k:started")) == 1  # the live holder keeps its permit
     killed_at = time.time()
     holder.kill_hard()
-    wait_until(lambda: get_redis().llen("test:k:started") >= 2, timeout=15)
+    wait_until(lambda: get_redis().llen(tkey("k:started")) >= 2, timeout=15)
     # the next start under the permit: the waiting job, or the killed one's retry, whichever the
     # freed permit went to first
-    next_start = sorted(float(v.split()[1]) for v in get_redis().lrange("test:k:started", 0, -1))[1]
+    next_start = sorted(float(v.split()[1]) for v in get_redis().lrange(tkey("k:started"), 0, -1))[1]
     assert next_start - killed_at < 3.0 + 1.5, next_start - killed_at
     assert finished(second, timeout=70).status == JobStatus.COMPLETED
 
@@ -169,16 +169,16 @@ def busy_peer() -> Iterator[str]:
 
 def test_retry_after_reruns_after_the_delay_and_the_worker_serves_others_meanwhile(start_worker, busy_peer):
     start_worker("email", "--worker-class", "simple")  # one slot: a sleeping job would block the rest
-    job_id = email_queue.enqueue_job("call_peer", {"url": busy_peer, "key": "test:peer"})
+    job_id = email_queue.enqueue_job("call_peer", {"url": busy_peer, "key": tkey("peer")})
     deferred = wait_until(lambda: (j := get_job(job_id)) and j.status == JobStatus.DELAYED and j, timeout=10)
     assert deferred.reason.startswith("retry after 2s: GET ") and "429" in deferred.reason
     others = [email_queue.enqueue_job("add", {"a": i, "b": 1}) for i in range(5)]
     for other in others:
         assert finished(other, timeout=1.8).status == JobStatus.COMPLETED
-    first_attempt = _times("test:peer:attempts")[0]
+    first_attempt = _times(tkey("peer:attempts"))[0]
     assert all(get_job(o).completed_at < first_attempt + 2 for o in others)
     job = finished(job_id, timeout=10)
-    attempts = _times("test:peer:attempts")
+    attempts = _times(tkey("peer:attempts"))
     assert job.status == JobStatus.COMPLETED and job.result == 200
     assert len(attempts) == 2 and attempts[1] - attempts[0] >= 2.0
     assert job.retry_count == 0 and job.deferrals == 1  # a deferral, not a failed attempt
@@ -213,37 +213,37 @@ def test_deferrals_are_bounded_and_the_job_fails_saying_so(start_worker, tmp_pat
 # --- pause and resume ----------------------------------------------------------------------------------
 def test_pause_mid_batch_then_resume_and_the_pause_survives_a_worker_restart(start_worker):
     worker = start_worker("email", "--worker-class", "threaded", "--concurrency", "2")
-    ids = email_queue.enqueue_many("mark_done", [{"key": "test:p", "item": str(i), "seconds": 0.05}
+    ids = email_queue.enqueue_many("mark_done", [{"key": tkey("p"), "item": str(i), "seconds": 0.05}
                                                  for i in range(60)])
-    wait_until(lambda: get_redis().scard("test:p") >= 10, timeout=15)
+    wait_until(lambda: get_redis().scard(tkey("p")) >= 10, timeout=15)
     assert email_queue.pause() is True
     time.sleep(0.3)  # jobs already running finish
-    done = get_redis().scard("test:p")
+    done = get_redis().scard(tkey("p"))
     time.sleep(1.5)
-    assert get_redis().scard("test:p") == done < 60
+    assert get_redis().scard(tkey("p")) == done < 60
     stats = email_queue.get_stats()
     assert stats["paused"] is True and stats["pending_jobs"] == 60 - done
 
     worker.stop()
     start_worker("email", "--worker-class", "simple")
     time.sleep(1.5)
-    assert get_redis().scard("test:p") == done and email_queue.paused
+    assert get_redis().scard(tkey("p")) == done and email_queue.paused
 
     assert email_queue.resume() is True
     for job_id in ids:
         assert finished(job_id, timeout=20).status == JobStatus.COMPLETED
-    assert get_redis().scard("test:p") == 60 and email_queue.get_stats()["paused"] is False
+    assert get_redis().scard(tkey("p")) == 60 and email_queue.get_stats()["paused"] is False
 
 
 def test_three_priorities_are_claimed_high_then_normal_then_low(start_worker):
     email_queue.pause()
     order = [("low", "l1"), ("normal", "n1"), ("high", "h1"), ("low", "l2"), ("high", "h2"), ("normal", "n2")]
-    ids = [email_queue.enqueue_job("record_run", {"key": "test:order", "value": v}, priority=p) for p, v in order]
+    ids = [email_queue.enqueue_job("record_run", {"key": tkey("order"), "value": v}, priority=p) for p, v in order]
     start_worker("email", "--worker-class", "simple")
     email_queue.resume()
     for job_id in ids:
         finished(job_id, timeout=15)
-    assert [v.decode() for v in get_redis().lrange("test:order", 0, -1)] == ["h1", "h2", "n1", "n2", "l1", "l2"]
+    assert [v.decode() for v in get_redis().lrange(tkey("order"), 0, -1)] == ["h1", "h2", "n1", "n2", "l1", "l2"]
 
 
 # --- stopping a running job ------------------------------------------------------------------------------
@@ -253,8 +253,8 @@ def test_three_priorities_are_claimed_high_then_normal_then_low(start_worker):
 def test_stop_a_running_job_in_each_worker_class(start_worker, monkeypatch, worker_class, cooperative):
     """The job ends canceled with "stopped by <who>" and is not retried (it has retries left)."""
     start_worker("email", "--worker-class", worker_class, env={"JOBS_STOP_GRACE": "1"})
-    job_id = email_queue.enqueue_job("stoppable", {"key": "test:s", "cooperative": cooperative, "seconds": 30})
-    wait_until(lambda: get_redis().get("test:s:runs") == b"1", timeout=15)
+    job_id = email_queue.enqueue_job("stoppable", {"key": tkey("s"), "cooperative": cooperative, "seconds": 30})
+    wait_until(lambda: get_redis().get(tkey("s:runs")) == b"1", timeout=15)
     stopping = stop_job(job_id, by="tester")
     assert stopping.status == JobStatus.RUNNING and stopping.reason == "stopping: stopped by tester"
     asked = time.monotonic()
@@ -262,10 +262,10 @@ def test_stop_a_running_job_in_each_worker_class(start_worker, monkeypatch, work
     assert job.status == JobStatus.CANCELED and job.error == "stopped by tester"
     # seen at the next heartbeat (1 s); a task that ignores the flag is ended after the grace (1 s)
     assert time.monotonic() - asked < 4.0
-    assert bool(get_redis().get("test:s:noticed")) == (cooperative and worker_class in ("simple", "threaded"))
+    assert bool(get_redis().get(tkey("s:noticed"))) == (cooperative and worker_class in ("simple", "threaded"))
     time.sleep(1.5)
-    assert get_redis().get("test:s:runs") == b"1" and get_job(job_id).status == JobStatus.CANCELED
-    assert not get_redis().get("test:s:ran_out")
+    assert get_redis().get(tkey("s:runs")) == b"1" and get_job(job_id).status == JobStatus.CANCELED
+    assert not get_redis().get(tkey("s:ran_out"))
     # the worker serves the next job
     assert finished(email_queue.enqueue_job("add", {"a": 1, "b": 1}), timeout=10).result == 2
 
@@ -284,15 +284,15 @@ def test_stop_of_a_pending_job_cancels_it_and_of_an_ended_job_is_a_conflict(jobs
 def test_a_stopped_job_whose_worker_died_ends_canceled_not_retried(start_worker):
     """The stop mark is in Redis: if the worker dies before acting on it, the sweep cancels the job."""
     worker = start_worker("email", "--worker-class", "fork", env={"JOBS_WORKER_HEARTBEAT_INTERVAL": "5"})
-    job_id = email_queue.enqueue_job("stoppable", {"key": "test:d", "cooperative": False, "seconds": 30})
-    wait_until(lambda: get_redis().get("test:d:runs") == b"1", timeout=15)
+    job_id = email_queue.enqueue_job("stoppable", {"key": tkey("d"), "cooperative": False, "seconds": 30})
+    wait_until(lambda: get_redis().get(tkey("d:runs")) == b"1", timeout=15)
     stop_job(job_id, by="tester")
     worker.signal(signal.SIGKILL)
     worker.kill_hard()
     start_worker("email", "--worker-class", "simple")
     job = finished(job_id, timeout=60)
     assert job.status == JobStatus.CANCELED and job.error == "stopped by tester"
-    assert get_redis().get("test:d:runs") == b"1"
+    assert get_redis().get(tkey("d:runs")) == b"1"
 
 
 # --- HTTP, CLI, queue-wide limits, the Gmail sync permit ------------------------------------------------
@@ -319,8 +319,8 @@ def test_pause_resume_and_stop_over_http_and_the_admin_health(client, start_work
     assert client.post("/api/jobs/queue/email/resume", headers=admin).get_json()["data"]["paused"] is False
 
     start_worker("email", "--worker-class", "threaded", "--concurrency", "2", env={"JOBS_STOP_GRACE": "1"})
-    running = email_queue.enqueue_job("stoppable", {"key": "test:h", "seconds": 30}, user_id="alice")
-    wait_until(lambda: get_redis().get("test:h:runs") == b"1", timeout=10)
+    running = email_queue.enqueue_job("stoppable", {"key": tkey("h"), "seconds": 30}, user_id="alice")
+    wait_until(lambda: get_redis().get(tkey("h:runs")) == b"1", timeout=10)
     answer = client.post(f"/api/jobs/{running}/stop", headers=alice)
     assert answer.status_code == 202 and answer.get_json()["data"]["reason"] == "stopping: stopped by user:alice"
     assert finished(running, timeout=10).status == JobStatus.CANCELED
@@ -377,12 +377,12 @@ def test_a_prefetched_job_stopped_before_it_started_never_runs(start_worker, red
     start_worker("email", "--worker-class", "simple", "--prefetch", "2",
                  env={"JOBS_WORKER_PREFETCH_BUDGET_MS": "60000"})
     email_queue.pause()
-    quick = email_queue.enqueue_job("stoppable", {"key": "test:pf0", "seconds": 0})
-    slow = email_queue.enqueue_job("stoppable", {"key": "test:pf1", "cooperative": False, "seconds": 2})
-    waiting = email_queue.enqueue_job("stoppable", {"key": "test:pf2", "seconds": 2})
+    quick = email_queue.enqueue_job("stoppable", {"key": tkey("pf0"), "seconds": 0})
+    slow = email_queue.enqueue_job("stoppable", {"key": tkey("pf1"), "cooperative": False, "seconds": 2})
+    waiting = email_queue.enqueue_job("stoppable", {"key": tkey("pf2"), "seconds": 2})
     email_queue.resume()
     # the quick job's claim came back full and its duration is known: the next claim takes two
-    wait_until(lambda: get_redis().get("test:pf1:runs") == b"1", timeout=10)
+    wait_until(lambda: get_redis().get(tkey("pf1:runs")) == b"1", timeout=10)
     assert finished(quick, timeout=10).status == JobStatus.COMPLETED
     held = get_job(waiting)
     assert held.status == JobStatus.PENDING and held.reason.startswith("claimed by "), held
@@ -393,7 +393,7 @@ def test_a_prefetched_job_stopped_before_it_started_never_runs(start_worker, red
     assert finished(slow, timeout=10).status == JobStatus.COMPLETED
     job = finished(waiting, timeout=10)
     assert job.status == JobStatus.CANCELED and job.error == "stopped by ops"
-    assert get_redis().get("test:pf2:runs") is None
+    assert get_redis().get(tkey("pf2:runs")) is None
 
 
 def test_a_calls_rate_overrides_the_tasks_and_keeps_its_key(jobs_env):
@@ -402,14 +402,14 @@ def test_a_calls_rate_overrides_the_tasks_and_keeps_its_key(jobs_env):
     from core.api.queues import ai_queue
     from core.errors import InvalidPayloadError
 
-    job_id = ai_queue.enqueue_job("rate_mark", {"key": "test:o"}, rate_limit="30/m")
+    job_id = ai_queue.enqueue_job("rate_mark", {"key": tkey("o")}, rate_limit="30/m")
     limits = json.loads(get_redis().hget(keys.job(job_id), "fk_limits"))
     assert limits == [{"n": "rate:provider", "c": 30, "p": 60.0, "b": 1, "l": "rate limited: ai provider 30/min"}]
-    other = ai_queue.enqueue_job("rate_mark", {"key": "test:o"}, rate_limit="2/s", rate_key="alt")
+    other = ai_queue.enqueue_job("rate_mark", {"key": tkey("o")}, rate_limit="2/s", rate_key="alt")
     assert json.loads(get_redis().hget(keys.job(other), "fk_limits"))[0]["n"] == "rate:alt"
     assert get_redis().hget(keys.job(ai_queue.enqueue_job("ai_echo", {"text": "x"})), "fk_limits") is None
     # only the key: the task's rate on another budget (a second provider account, say)
-    moved = ai_queue.enqueue_job("rate_mark", {"key": "test:o"}, rate_key="account-2")
+    moved = ai_queue.enqueue_job("rate_mark", {"key": tkey("o")}, rate_key="account-2")
     assert json.loads(get_redis().hget(keys.job(moved), "fk_limits")) == [
         {"n": "rate:account-2", "c": 120, "p": 60.0, "b": 1, "l": "rate limited: ai account-2 120/min"}]
     with pytest.raises(InvalidPayloadError, match=r"rate_key needs rate_limit .*; the task declares none"):

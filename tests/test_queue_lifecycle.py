@@ -13,7 +13,7 @@ from core.config import reload_settings
 from core.errors import InvalidJobStateError, JobNotFoundError
 from core.platform import keys
 from core.queue.job_model import JobStatus
-from tests.servers import wait_until
+from tests.servers import tkey, wait_until
 
 pytestmark = pytest.mark.cluster_too  # on standalone Redis and in cluster mode (tests/conftest.py)
 
@@ -49,20 +49,20 @@ def test_fail_job_on_finished_job_is_a_conflict(jobs_env, start_worker):
 
 
 def test_cancel_pending_and_delayed_jobs(jobs_env, start_worker):
-    pending = email_queue.enqueue_job("record_run", {"key": "test:ran", "value": "pending"})
-    delayed = email_queue.enqueue_job("record_run", {"key": "test:ran", "value": "delayed"}, delay=1)
+    pending = email_queue.enqueue_job("record_run", {"key": tkey("ran"), "value": "pending"})
+    delayed = email_queue.enqueue_job("record_run", {"key": tkey("ran"), "value": "delayed"}, delay=1)
     assert cancel_job(pending).status == JobStatus.CANCELED
     assert email_queue.cancel_job(delayed).status == JobStatus.CANCELED
     stats = email_queue.get_stats()
     assert (stats["pending_jobs"], stats["delayed_jobs"], stats["canceled_jobs"]) == (0, 0, 2)
     start_worker("email")
-    control = email_queue.enqueue_job("record_run", {"key": "test:ran", "value": "control"}, delay=2)
+    control = email_queue.enqueue_job("record_run", {"key": tkey("ran"), "value": "control"}, delay=2)
     final(control)
-    assert jobs_env.client().lrange("test:ran", 0, -1) == [b"control"]
+    assert jobs_env.client().lrange(tkey("ran"), 0, -1) == [b"control"]
 
 
 def test_cancel_running_or_finished_job_is_a_conflict(jobs_env, start_worker):
-    running = email_queue.enqueue_job("sleep_then_count", {"seconds": 3, "key": "test:sleep"})
+    running = email_queue.enqueue_job("sleep_then_count", {"seconds": 3, "key": tkey("sleep")})
     start_worker("email")
     wait_until(lambda: get_job(running).status == JobStatus.RUNNING, timeout=20)
     with pytest.raises(InvalidJobStateError, match="is running"):
@@ -75,7 +75,7 @@ def test_cancel_running_or_finished_job_is_a_conflict(jobs_env, start_worker):
 
 
 def test_retry_job_runs_a_failed_job_again(jobs_env, start_worker):
-    job_id = email_queue.enqueue_job("fail_times", {"key": "test:once", "times": 1}, max_retries=0)
+    job_id = email_queue.enqueue_job("fail_times", {"key": tkey("once"), "times": 1}, max_retries=0)
     start_worker("email")
     failed = final(job_id)
     assert failed.status == JobStatus.FAILED and "planned failure 1 of 1" in failed.error
@@ -88,12 +88,12 @@ def test_retry_job_runs_a_failed_job_again(jobs_env, start_worker):
 
 
 def test_retries_exhausted_end_failed_with_the_last_error(jobs_env, start_worker):
-    job_id = email_queue.enqueue_job("fail_times", {"key": "test:always", "times": 10}, max_retries=2)
+    job_id = email_queue.enqueue_job("fail_times", {"key": tkey("always"), "times": 10}, max_retries=2)
     start_worker("email")
     job = final(job_id, timeout=40)
     assert job.status == JobStatus.FAILED and job.retry_count == 2
     assert "planned failure 3 of 10" in job.error
-    assert int(jobs_env.client().get("test:always")) == 3
+    assert int(jobs_env.client().get(tkey("always"))) == 3
 
 
 def test_worker_refuses_a_job_naming_an_unregistered_function(jobs_env, start_worker, tmp_path, redis_mode):
@@ -115,7 +115,7 @@ def test_worker_refuses_a_job_naming_an_unregistered_function(jobs_env, start_wo
 def test_stats_after_a_mixed_run(jobs_env, start_worker):
     done = [email_queue.enqueue_job("add", {"a": i, "b": 1}) for i in range(3)]
     failed = email_queue.enqueue_job("always_fail", {"message": "boom"})
-    retried = email_queue.enqueue_job("fail_times", {"key": "test:mixed", "times": 1}, max_retries=1)
+    retried = email_queue.enqueue_job("fail_times", {"key": tkey("mixed"), "times": 1}, max_retries=1)
     canceled = email_queue.enqueue_job("add", {"a": 0, "b": 0})
     cancel_job(canceled)
     start_worker("email")
@@ -153,11 +153,11 @@ def test_progress_reported_by_a_task_is_visible(jobs_env, start_worker):
 
 
 def test_wait_for_blocks_until_the_job_ends_and_times_out_while_it_runs(jobs_env, start_worker):
-    slow = email_queue.enqueue_job("sleep_then_count", {"seconds": 3, "key": "test:wait"})
+    slow = email_queue.enqueue_job("sleep_then_count", {"seconds": 3, "key": tkey("wait")})
     with pytest.raises(TimeoutError, match="still pending"):
         email_queue.wait_for(slow, timeout=0.3)
     quick = email_queue.enqueue_job("add", {"a": 2, "b": 3})
     start_worker("email", "--concurrency", "1")
     assert email_queue.wait_for(quick, timeout=30).result == 5
     assert email_queue.wait_for(slow, timeout=30).status == JobStatus.COMPLETED
-    assert int(jobs_env.client().get("test:wait")) == 1
+    assert int(jobs_env.client().get(tkey("wait"))) == 1

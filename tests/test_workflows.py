@@ -16,24 +16,24 @@ from core.queue.job_model import JobStatus
 from core.queue.job_options import InvalidJobIdError
 from core.workflows import Step, chain, enqueue_batch, get_batch
 from tests.conftest import finished
-from tests.servers import wait_until
+from tests.servers import tkey, wait_until
 
 pytestmark = pytest.mark.cluster_too  # on standalone Redis and in cluster mode (tests/conftest.py)
 
 
 def _callbacks() -> list[dict]:
-    return [json.loads(v) for v in get_redis().lrange("test:callbacks", 0, -1)]
+    return [json.loads(v) for v in get_redis().lrange(tkey("callbacks"), 0, -1)]
 
 
 def test_a_three_step_chain_runs_in_order_passing_results_along(start_worker):
     start_worker("email", "--worker-class", "threaded", "--concurrency", "4")
-    ids = chain([Step("step_add", {"key": "test:chain", "n": 1}), Step("step_add", {"key": "test:chain", "n": 10}),
-                 Step("step_add", {"key": "test:chain", "n": 100})], user_id="u1")
+    ids = chain([Step("step_add", {"key": tkey("chain"), "n": 1}), Step("step_add", {"key": tkey("chain"), "n": 10}),
+                 Step("step_add", {"key": tkey("chain"), "n": 100})], user_id="u1")
     last = finished(ids[-1], timeout=20)
     assert last.status == JobStatus.COMPLETED and last.result == 111
-    assert [v.decode() for v in get_redis().lrange("test:chain", 0, -1)] == ["1:None", "10:1", "100:11"]
+    assert [v.decode() for v in get_redis().lrange(tkey("chain"), 0, -1)] == ["1:None", "10:1", "100:11"]
     assert [get_job(i).result for i in ids] == [1, 11, 111]
-    assert get_job(ids[2]).payload == {"key": "test:chain", "n": 100, "previous": 11}
+    assert get_job(ids[2]).payload == {"key": tkey("chain"), "n": 100, "previous": 11}
 
 
 def test_a_waiting_job_shows_why_and_a_failed_dependency_cancels_its_dependents_with_the_reason(start_worker):
@@ -65,13 +65,13 @@ def test_on_success_and_on_failure_callbacks_run_as_jobs_with_the_parent_and_its
     bad = email_queue.enqueue_job("always_fail", {"message": "boom"}, on_failure="email:record_callback")
     canceled = email_queue.enqueue_job("add", {"a": 1, "b": 1}, delay=600, on_failure="record_callback")
     email_queue.cancel_job(canceled)
-    wait_until(lambda: get_redis().llen("test:callbacks") == 3, timeout=20)
+    wait_until(lambda: get_redis().llen(tkey("callbacks")) == 3, timeout=20)
     by_parent = {c["parent_id"]: c for c in _callbacks()}
     assert by_parent[good]["result"] == 5 and by_parent[good]["outcome"] is None
     assert by_parent[bad] == {"parent_id": bad, "result": None, "outcome": "failed", "error": "ValueError: boom"}
     assert by_parent[canceled]["outcome"] == "canceled" and by_parent[canceled]["error"] == "canceled"
     time.sleep(0.5)
-    assert get_redis().llen("test:callbacks") == 3  # once each
+    assert get_redis().llen(tkey("callbacks")) == 3  # once each
 
 
 def test_bad_workflow_options_are_clear_errors(jobs_env):
@@ -90,7 +90,7 @@ def test_bad_workflow_options_are_clear_errors(jobs_env):
 
 
 def test_a_chain_with_a_bad_step_writes_no_step_and_names_the_bad_one(jobs_env):
-    good = Step("step_add", {"key": "test:orphan", "n": 1})
+    good = Step("step_add", {"key": tkey("orphan"), "n": 1})
     cases = [
         (UnknownTaskError, r"chain step 2 \(nope\): unknown task 'nope' on queue email",
          [good, good, Step("nope", {})]),
@@ -120,12 +120,12 @@ def test_batch_of_200_on_2_workers_with_sigkills_runs_its_callback_exactly_once(
     """SIGKILLs while members run: lost attempts are retried, only final ends count, the callback
     job is created by the script that counts the last end - once."""
     workers = [start_worker("email", "--worker-class", "fork", "--concurrency", "2") for _ in range(2)]
-    payloads = [{"key": "test:members", "item": i, "seconds": 0.05} for i in range(200)]
+    payloads = [{"key": tkey("members"), "item": i, "seconds": 0.05} for i in range(200)]
     batch_id = enqueue_batch("email", "batch_member", payloads, on_complete="batch_done", user_id="ops")
     rng = random.Random(7)
     # the workers serve before the first kill: under load their start-up (imports) can outlast all
     # six kills, which then hit no running member and the last assertion fails
-    wait_until(lambda: get_redis().scard("test:members") >= 1, timeout=60, message="the members to start running")
+    wait_until(lambda: get_redis().scard(tkey("members")) >= 1, timeout=60, message="the members to start running")
     for _ in range(6):
         time.sleep(rng.uniform(0.3, 0.8))
         victim = rng.randrange(len(workers))
@@ -137,15 +137,15 @@ def test_batch_of_200_on_2_workers_with_sigkills_runs_its_callback_exactly_once(
     callback = finished(progress["callback_job_id"], timeout=20)
     assert callback.status == JobStatus.COMPLETED and callback.user_id == "ops"
     time.sleep(1.0)
-    done = [json.loads(v) for v in get_redis().lrange("test:batch_done", 0, -1)]
+    done = [json.loads(v) for v in get_redis().lrange(tkey("batch_done"), 0, -1)]
     assert done == [{"batch_id": batch_id, "succeeded": 200, "failed": 0, "canceled": 0}]
-    assert get_redis().scard("test:members") == 200
+    assert get_redis().scard(tkey("members")) == 200
     assert email_queue.get_stats()["abandoned_jobs"] >= 1  # the kills did hit running members
 
 
 def test_batch_progress_counts_failures_and_the_last_two_members_ending_together(start_worker):
     email_queue.pause()
-    payloads = [{"key": "test:m2", "item": i, "fail": i == 0, "seconds": 0.3 if i >= 1 else 0} for i in range(3)]
+    payloads = [{"key": tkey("m2"), "item": i, "fail": i == 0, "seconds": 0.3 if i >= 1 else 0} for i in range(3)]
     batch_id = enqueue_batch("email", "batch_member", payloads, on_complete="batch_done", max_retries=0)
     assert get_batch(batch_id) | {"created_at": None} == {
         "batch_id": batch_id, "task": "batch_member", "queue": "email", "user_id": None, "total": 3, "completed": 0,
@@ -157,7 +157,7 @@ def test_batch_progress_counts_failures_and_the_last_two_members_ending_together
     progress = get_batch(batch_id)
     assert (progress["completed"], progress["failed"], progress["pending"]) == (2, 1, 0)
     finished(progress["callback_job_id"])
-    assert [json.loads(v)["failed"] for v in get_redis().lrange("test:batch_done", 0, -1)] == [1]
+    assert [json.loads(v)["failed"] for v in get_redis().lrange(tkey("batch_done"), 0, -1)] == [1]
 
 
 def test_batch_route_shows_progress_to_its_owner_and_admin(client, start_worker):
